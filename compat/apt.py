@@ -1,0 +1,261 @@
+"""A private apt configuration under the compat cache.
+
+compat never touches the system's apt sources: adding suites there would upgrade the whole
+host. Each archive (mirror + suites + keyring) gets its own apt root (Dir, Dir::State,
+Dir::Etc) under the cache, queried with apt-cache and fetched with apt-get download, so
+apt's own signature and hash checks protect every package.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from debian.deb822 import Deb822
+from filelock import FileLock
+
+from .cache import Cache, sha256_json
+from .errors import InfraError, UserError
+
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# Suites searched for Debian kernels, oldest first. Security suites live on their own mirror.
+DEBIAN_SUITES = ("bullseye", "bookworm", "bookworm-backports", "trixie", "sid")
+DEBIAN_SECURITY_SUITES = ("bullseye-security", "bookworm-security", "trixie-security")
+# sid's Release file may be older than its Valid-Until on a frozen mirror.
+NO_VALID_UNTIL = ("sid", "unstable", "experimental")
+DEFAULT_MAX_AGE = 24 * 3600
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One deb line: an archive URI, its suites and components, and the keyring that signs it."""
+
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...] = ("main",)
+    keyring: str = DEBIAN_KEYRING
+
+    def lines(self) -> list[str]:
+        out = []
+        for suite in self.suites:
+            opts = f"signed-by={self.keyring}"
+            if suite in NO_VALID_UNTIL:
+                opts += " check-valid-until=no"
+            out.append(f"deb [{opts}] {self.uri} {suite} {' '.join(self.components)}")
+        return out
+
+
+@dataclass(frozen=True)
+class PackageVersion:
+    """One version of one binary package, as the archive index describes it."""
+
+    name: str
+    version: str
+    suite: str
+    size: int
+    sha256: str
+    depends: str = ""
+
+
+def host_debian_mirrors() -> tuple[str | None, str | None]:
+    """The Debian archive and security URIs from the host's own apt sources (or None)."""
+    main = security = None
+    for uri in _host_source_uris():
+        tail = urlparse(uri).path.rstrip("/").rsplit("/", 1)[-1]
+        if tail == "debian" and main is None:
+            main = uri.rstrip("/")
+        elif tail == "debian-security" and security is None:
+            security = uri.rstrip("/")
+    return main, security
+
+
+def _host_source_uris() -> list[str]:
+    uris: list[str] = []
+    etc = Path("/etc/apt")
+    files = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
+    for f in files:
+        try:
+            for line in f.read_text().splitlines():
+                line = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+                if len(line) >= 2 and line[0] == "deb":
+                    uris.append(line[1])
+        except OSError:
+            continue
+    for f in sorted((etc / "sources.list.d").glob("*.sources")):
+        try:
+            for line in f.read_text().splitlines():
+                if line.lower().startswith("uris:"):
+                    uris.extend(line.split(":", 1)[1].split())
+        except OSError:
+            continue
+    return uris
+
+
+def debian_sources() -> list[AptSource]:
+    """The Debian archive sources compat searches for kernels and guest packages.
+
+    The mirror comes from COMPAT_DEBIAN_MIRROR (and COMPAT_DEBIAN_SECURITY_MIRROR) or else from
+    the host's apt sources; compat names no mirror of its own.
+    """
+    host_main, host_security = host_debian_mirrors()
+    main = os.environ.get("COMPAT_DEBIAN_MIRROR") or host_main
+    if not main:
+        raise UserError(
+            "no Debian mirror configured",
+            "set COMPAT_DEBIAN_MIRROR to a Debian archive URI, or add one to the host's apt sources",
+        )
+    main = main.rstrip("/")
+    security = os.environ.get("COMPAT_DEBIAN_SECURITY_MIRROR") or host_security
+    if not security:
+        # The security archive sits beside the main one on Debian's own mirrors.
+        security = main[: -len("debian")] + "debian-security" if main.endswith("/debian") else None
+    if not Path(DEBIAN_KEYRING).is_file():
+        raise UserError(f"Debian archive keyring {DEBIAN_KEYRING} is missing", "apt-get install debian-archive-keyring")
+    sources = [AptSource(main, DEBIAN_SUITES)]
+    if security:
+        sources.append(AptSource(security.rstrip("/"), DEBIAN_SECURITY_SUITES))
+    return sources
+
+
+class AptRepo:
+    """A private apt root for a set of sources, with its own index, state and download cache."""
+
+    def __init__(self, cache: Cache, sources: list[AptSource], max_age: float | None = None):
+        for tool in ("apt-get", "apt-cache"):
+            if not shutil.which(tool):
+                raise UserError(f"{tool} is not installed", "compat fetches kernels with apt; run it on a Debian or Ubuntu host")
+        self.sources = sources
+        key = sha256_json([s.lines() for s in sources])[:16]
+        self.root = cache.dir("apt") / key
+        self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
+        env_age = os.environ.get("COMPAT_APT_MAX_AGE")
+        if env_age and env_age.isdigit():
+            self.max_age = int(env_age)
+        self.conf = self.root / "apt.conf"
+        self._lock = FileLock(str(self.root) + ".lock", timeout=600)
+        self._setup()
+
+    def _setup(self) -> None:
+        r = self.root
+        for sub in ("etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d", "state/lists/partial", "cache/archives/partial"):
+            (r / sub).mkdir(parents=True, exist_ok=True)
+        (r / "state/status").touch()
+        sources = "\n".join(line for s in self.sources for line in s.lines()) + "\n"
+        _write_if_changed(r / "sources.list", sources)
+        conf = [
+            f'Dir "{r}/";',
+            f'Dir::State "{r}/state/";',
+            f'Dir::State::status "{r}/state/status";',
+            f'Dir::Etc "{r}/etc/";',
+            f'Dir::Etc::SourceList "{r}/sources.list";',
+            f'Dir::Etc::SourceParts "{r}/etc/sources.list.d/";',
+            f'Dir::Etc::Parts "{r}/etc/apt.conf.d/";',
+            f'Dir::Etc::Preferences "{r}/etc/preferences";',
+            f'Dir::Etc::PreferencesParts "{r}/etc/preferences.d/";',
+            f'Dir::Cache "{r}/cache/";',
+            'APT::Architecture "amd64";',
+            'APT::Architectures { "amd64"; };',
+            'Acquire::Languages "none";',
+            'Acquire::Retries "3";',
+            'Acquire::http::Timeout "60";',
+            'Binary::apt-get::Acquire::AllowInsecureRepositories "false";',
+        ]
+        if os.geteuid() == 0:
+            # apt drops to _apt for downloads, which cannot write into root's cache directory.
+            conf.append('APT::Sandbox::User "root";')
+        _write_if_changed(self.conf, "\n".join(conf) + "\n")
+
+    def _run(self, args: list[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+        proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            err = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))] or proc.stderr.splitlines()
+            raise InfraError(f"{args[0]} {args[1]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
+        return proc
+
+    def update(self, force: bool = False) -> None:
+        """Refresh the index when it is older than max_age (or forced); apt checks signatures."""
+        stamp = self.root / "state/updated"
+        with self._lock:
+            fresh = stamp.exists() and time.time() - stamp.stat().st_mtime < self.max_age
+            if fresh and not force:
+                return
+            proc = self._run(["apt-get", "update", "-q"], check=False)
+            failed = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "Err:"))]
+            if proc.returncode != 0 or failed:
+                detail = failed[0] if failed else f"exit {proc.returncode}"
+                if stamp.exists():
+                    # An index we already have is still usable: a mirror hiccup must not stop a run.
+                    return
+                raise InfraError(f"cannot read the package index from the archive: {detail}")
+            stamp.touch()
+
+    def package_names(self, prefix: str) -> list[str]:
+        """Names of all binary packages that start with prefix."""
+        self.update()
+        proc = self._run(["apt-cache", "pkgnames", prefix])
+        return sorted(set(proc.stdout.split()))
+
+    def versions(self, names: list[str]) -> list[PackageVersion]:
+        """Every version of the named packages in every suite, with size, hash and dependencies."""
+        if not names:
+            return []
+        self.update()
+        suites: dict[tuple[str, str], str] = {}
+        for chunk in _chunks(names, 200):
+            for line in self._run(["apt-cache", "madison", *chunk]).stdout.splitlines():
+                parts = [p.strip() for p in line.split("|")]
+                if len(parts) >= 3 and parts[2].endswith("Packages"):
+                    suite = parts[2].split()[1].split("/")[0]
+                    suites.setdefault((parts[0], parts[1]), suite)
+        out: list[PackageVersion] = []
+        wanted = [f"{n}={v}" for (n, v) in suites]
+        for chunk in _chunks(wanted, 200):
+            for stanza in parse_deb822(self._run(["apt-cache", "show", *chunk]).stdout):
+                name, version = stanza.get("Package", ""), stanza.get("Version", "")
+                if (name, version) not in suites or any(p.name == name and p.version == version for p in out):
+                    continue
+                out.append(
+                    PackageVersion(
+                        name=name,
+                        version=version,
+                        suite=suites[(name, version)],
+                        size=int(stanza.get("Size", "0") or 0),
+                        sha256=stanza.get("SHA256", ""),
+                        depends=stanza.get("Depends", ""),
+                    )
+                )
+        return out
+
+    def download(self, pkg: PackageVersion, dest: Path) -> Path:
+        """Download one package version into dest; apt verifies it against the signed index."""
+        dest.mkdir(parents=True, exist_ok=True)
+        before = set(dest.glob("*.deb"))
+        self._run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"], cwd=dest)
+        new = sorted(set(dest.glob("*.deb")) - before) or sorted(dest.glob(f"{pkg.name}_*.deb"))
+        if not new:
+            raise InfraError(f"apt-get download {pkg.name}={pkg.version} produced no file")
+        return new[0]
+
+
+def parse_deb822(text: str) -> list[dict[str, str]]:
+    """apt-cache show output as one dict per stanza."""
+    return [dict(p) for p in Deb822.iter_paragraphs(text)]
+
+
+def _chunks(items: list[str], n: int):
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)

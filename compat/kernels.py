@@ -1,0 +1,286 @@
+"""Kernels: resolve a matrix entry to real packages (or a local image), fetch and cache them.
+
+matrix entry (KernelSpec) ──resolve──► ResolvedKernel (packages + cache key) ──fetch──► Kernel
+(a vmlinuz and its modules tree in the cache, ready to boot).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from debian.debian_support import Version
+
+from .apt import AptRepo, AptSource, PackageVersion, debian_sources
+from .cache import Cache, Entry, sha256_file, sha256_json
+from .errors import InfraError, UserError
+from .matrix import KernelSpec
+
+KIND = "kernels"
+# An image package: linux-image-<abi>-<flavour>, where every part of the ABI after X.Y.Z has a
+# digit (6.1.0-56, 6.1.0-0.deb11.52, 6.12.117+deb13, 6.8.0-40) so "cloud" or "rt" never pass
+# for ABI; X.Y-only names (linux-image-6.1-amd64) are meta packages.
+_ABI = r"\d+\.\d+\.\d+(?:[-+.~][a-z]*\d[0-9a-z]*)*"
+_UPSTREAM = re.compile(r"^(?:\d+:)?(\d+\.\d+(?:\.\d+)?)")
+
+
+def upstream_version(debian_version: str) -> str:
+    """6.1.192-2 → 6.1.192; 1:6.8.0-40.40 → 6.8.0."""
+    m = _UPSTREAM.match(debian_version)
+    return m.group(1) if m else debian_version
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """A sortable key for upstream versions like 6.1.176."""
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+
+@dataclass(frozen=True)
+class ResolvedKernel:
+    """A matrix entry bound to concrete packages (or a local file) and its cache key."""
+
+    spec: KernelSpec
+    version: str  # upstream point release, e.g. 6.1.176
+    release: str  # uname -r, e.g. 6.1.0-50-amd64
+    key: str
+    packages: tuple[PackageVersion, ...] = ()
+    suite: str | None = None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel ready to boot: its image and modules in the cache."""
+
+    spec: KernelSpec
+    version: str
+    release: str
+    key: str
+    vmlinuz: Path
+    modules: Path | None
+    packages: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+def image_package_re(flavour: str) -> re.Pattern[str]:
+    return re.compile(rf"^linux-image-(?:unsigned-)?(?P<abi>{_ABI})-{re.escape(flavour)}$")
+
+
+class KernelStore:
+    """Resolves matrix entries and keeps fetched kernels in the cache."""
+
+    def __init__(self, cache: Cache, refresh: bool = False):
+        self.cache = cache
+        self.refresh = refresh
+        self._repos: dict[tuple, AptRepo] = {}
+
+    # -- archives ---------------------------------------------------------------------------
+    def repo_for(self, spec: KernelSpec) -> AptRepo:
+        if spec.source == "apt":
+            sources = [AptSource(spec.mirror, (spec.suite,), spec.components, spec.keyring or "/usr/share/keyrings/debian-archive-keyring.gpg")]
+            if spec.keyring and not Path(spec.keyring).is_file():
+                raise UserError(f"kernel '{spec.id}': keyring {spec.keyring} does not exist")
+        else:
+            sources = debian_sources()
+        key = tuple(s.lines()[0] for s in sources) + (len(sources),)
+        if key not in self._repos:
+            repo = AptRepo(self.cache, sources)
+            repo.update(force=self.refresh)
+            self._repos[key] = repo
+        return self._repos[key]
+
+    def candidates(self, spec: KernelSpec) -> list[PackageVersion]:
+        """Every image package version that matches the entry, newest first."""
+        repo = self.repo_for(spec)
+        pattern = image_package_re(spec.flavour)
+        names = [n for n in repo.package_names("linux-image-") if pattern.match(n)]
+        if spec.package:
+            names = [n for n in names if n == spec.package]
+        out = []
+        for pv in repo.versions(names):
+            up = upstream_version(pv.version)
+            if spec.suite and pv.suite != spec.suite:
+                continue
+            if spec.series and not (up == spec.series or up.startswith(spec.series + ".")):
+                continue
+            if spec.version and up != spec.version:
+                continue
+            out.append(pv)
+        # Newest upstream first; for one upstream version prefer the native build (no "~debNuM"
+        # backport suffix), then the highest Debian revision.
+        out.sort(key=lambda p: (version_key(upstream_version(p.version)), "~" not in p.version, Version(p.version)), reverse=True)
+        return out
+
+    # -- resolution -------------------------------------------------------------------------
+    def resolve(self, spec: KernelSpec) -> ResolvedKernel:
+        """Bind a matrix entry to packages (newest match) or to its local image."""
+        if spec.source == "local":
+            return self._resolve_local(spec)
+        found = self.candidates(spec)
+        if not found:
+            what = spec.describe()
+            raise UserError(
+                f"kernel '{spec.id}': the archive has no package for {what}",
+                f"see 'compat kernels available {spec.series or (spec.version or '')[:3] or 'SERIES'}'",
+            )
+        image = found[0]
+        repo = self.repo_for(spec)
+        packages = [image, *self._companions(repo, image)]
+        release = image.name.removeprefix("linux-image-").removeprefix("unsigned-")
+        key = sha256_json(sorted(p.sha256 or f"{p.name}={p.version}" for p in packages))
+        return ResolvedKernel(spec, upstream_version(image.version), release, key, tuple(packages), image.suite)
+
+    def _companions(self, repo: AptRepo, image: PackageVersion) -> list[PackageVersion]:
+        """Packages that carry the rest of a split kernel (sid: linux-binary/-modules/-base;
+        Ubuntu: linux-modules): the image's exact-version dependencies on same-ABI packages."""
+        release = image.name.removeprefix("linux-image-").removeprefix("unsigned-")
+        seen: dict[str, PackageVersion] = {}
+        todo = [image]
+        while todo:
+            pkg = todo.pop()
+            for dep in re.split(r",\s*", pkg.depends):
+                m = re.match(r"^(linux-[a-z-]+?-" + re.escape(release) + r")\s*\(=\s*([^)]+)\)$", dep.strip())
+                if not m or m.group(1) in seen or m.group(1) == image.name:
+                    continue
+                match = [v for v in repo.versions([m.group(1)]) if v.version == m.group(2).strip()]
+                if match:
+                    seen[m.group(1)] = match[0]
+                    todo.append(match[0])
+        return list(seen.values())
+
+    def _resolve_local(self, spec: KernelSpec) -> ResolvedKernel:
+        image = spec.image
+        assert image is not None
+        if not image.exists():
+            raise UserError(f"kernel '{spec.id}': image {image} does not exist")
+        if not image.is_file():
+            raise UserError(f"kernel '{spec.id}': image {image} is not a file")
+        release = bzimage_release(image)
+        if release is None:
+            raise UserError(f"kernel '{spec.id}': {image} is not a Linux kernel image (no bzImage header)", "point 'image' at arch/x86/boot/bzImage or a vmlinuz")
+        if spec.modules and not spec.modules.is_dir():
+            raise UserError(f"kernel '{spec.id}': modules directory {spec.modules} does not exist")
+        version = release_version(release)
+        key = sha256_json({"image": sha256_file(image), "modules": str(spec.modules or "")})
+        return ResolvedKernel(spec, version, release, key)
+
+    # -- fetching ---------------------------------------------------------------------------
+    def cached(self, resolved: ResolvedKernel) -> Entry | None:
+        return self.cache.lookup(KIND, resolved.key)
+
+    def fetch(self, spec: KernelSpec) -> Kernel:
+        """Resolve and fetch one kernel (download, verify, extract), using the cache."""
+        resolved = self.resolve(spec)
+        if spec.source == "local":
+            entry = self.cache.ensure(KIND, resolved.key, lambda d: self._build_local(resolved, d), hashed=["vmlinuz"])
+        else:
+            repo = self.repo_for(spec)
+            entry = self.cache.ensure(KIND, resolved.key, lambda d: self._build_packages(repo, resolved, d), hashed=["vmlinuz"])
+        return self.kernel_from_entry(spec, entry)
+
+    @staticmethod
+    def kernel_from_entry(spec: KernelSpec, entry: Entry) -> Kernel:
+        meta = entry.meta
+        modules = entry.file("modules") if (entry.path / "modules").is_dir() else None
+        if spec.source == "local" and spec.modules:
+            modules = spec.modules
+        return Kernel(
+            spec=spec,
+            version=meta["version"],
+            release=meta["release"],
+            key=entry.path.name,
+            vmlinuz=entry.file("vmlinuz"),
+            modules=modules,
+            packages=tuple(meta.get("packages", [])),
+        )
+
+    def _build_local(self, resolved: ResolvedKernel, dest: Path) -> dict:
+        assert resolved.spec.image is not None
+        shutil.copyfile(resolved.spec.image, dest / "vmlinuz")
+        return {"version": resolved.version, "release": resolved.release, "source": "local", "image": str(resolved.spec.image)}
+
+    def _build_packages(self, repo: AptRepo, resolved: ResolvedKernel, dest: Path) -> dict:
+        if not shutil.which("dpkg-deb"):
+            raise UserError("dpkg-deb is not installed", "apt-get install dpkg")
+        debs, root = dest / "debs", dest / "root"
+        root.mkdir()
+        for pkg in resolved.packages:
+            deb = repo.download(pkg, debs)
+            proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise InfraError(f"cannot unpack {deb.name}: {proc.stderr.strip()[:200]}")
+            deb.unlink()  # the extracted tree and its manifest are what we keep
+        shutil.rmtree(debs, ignore_errors=True)
+        vmlinuz = _find_first(root, ["boot/vmlinuz-*", "usr/lib/modules/*/vmlinuz", "lib/modules/*/vmlinuz"])
+        if vmlinuz is None:
+            raise InfraError(f"kernel '{resolved.spec.id}': no vmlinuz in {', '.join(p.name for p in resolved.packages)}")
+        release = bzimage_release(vmlinuz) or resolved.release
+        moddir = _find_first(root, [f"usr/lib/modules/{release}", f"lib/modules/{release}", "usr/lib/modules/*", "lib/modules/*"])
+        config = _find_first(root, ["boot/config-*", "usr/lib/modules/*/config", "lib/modules/*/config"])
+        shutil.move(vmlinuz, dest / "vmlinuz")
+        if config:
+            shutil.move(config, dest / "config")
+        if moddir and moddir.is_dir():
+            shutil.move(moddir, dest / "modules")
+        shutil.rmtree(root)
+        return {
+            "version": resolved.version,
+            "release": release,
+            "source": resolved.spec.source,
+            "suite": resolved.suite,
+            "packages": [f"{p.name}={p.version}" for p in resolved.packages],
+        }
+
+
+def _find_first(root: Path, patterns: list[str]) -> Path | None:
+    for pattern in patterns:
+        hits = sorted(root.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def bzimage_release(path: Path) -> str | None:
+    """The release string (uname -r) from an x86 bzImage's setup header, or None if not a kernel."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x4000)
+            if len(head) < 0x210 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS":
+                return None
+            (offset,) = struct.unpack_from("<H", head, 0x20E)
+            if not offset:
+                return ""
+            f.seek(offset + 0x200)
+            text = f.read(256).split(b"\0", 1)[0].decode("ascii", "replace")
+    except OSError:
+        return None
+    return text.split(" ", 1)[0]
+
+
+def release_version(release: str) -> str:
+    """6.1.0-50-amd64 → 6.1.0; 6.13.0-rc1+ → 6.13.0."""
+    m = re.match(r"^(\d+\.\d+(?:\.\d+)?)", release)
+    return m.group(1) if m else release
+
+
+def available(store: KernelStore, series: str, flavour: str = "amd64", source_spec: KernelSpec | None = None) -> list[PackageVersion]:
+    """Point releases of a series in the archive, newest first, one package per upstream version."""
+    spec = source_spec or KernelSpec(id=f"debian:{series}", label=series, series=series, flavour=flavour)
+    seen: set[str] = set()
+    out = []
+    for pv in store.candidates(spec):
+        up = upstream_version(pv.version)
+        if up not in seen:
+            seen.add(up)
+            out.append(pv)
+    return out

@@ -1,0 +1,207 @@
+"""The kernel matrix: which kernels a run covers, read from matrix.yaml."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .paths import data_file
+
+SOURCES = ("debian", "apt", "local")
+FLAVOURS_HINT = "amd64, cloud-amd64, rt-amd64"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SERIES_RE = re.compile(r"^\d+(\.\d+)?$")
+_VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel of the matrix, as the user declared it (not yet resolved to a package)."""
+
+    id: str
+    label: str
+    source: str = "debian"
+    series: str | None = None  # "6.1": the newest point release of that series
+    version: str | None = None  # "6.1.176": one upstream point release
+    package: str | None = None  # exact image package name, e.g. linux-image-6.1.0-50-amd64
+    suite: str | None = None  # restrict to one archive suite (bookworm-security, sid, …)
+    flavour: str = "amd64"
+    mirror: str | None = None  # apt source: archive URI
+    components: tuple[str, ...] = ("main",)
+    keyring: str | None = None  # apt source: keyring that signs the archive
+    image: Path | None = None  # local source: bzImage / vmlinuz
+    modules: Path | None = None  # local source: lib/modules/<release> directory
+    required: bool = False  # a rejection on this kernel fails the gate
+    order: int = 0  # position in the matrix file (the kernel axis when versions tie)
+
+    def describe(self) -> str:
+        """A short human description of the source, for listings."""
+        if self.source == "local":
+            return f"local {self.image}"
+        what = self.package or self.version or (f"{self.series}.x" if self.series else "newest")
+        where = f" [{self.suite}]" if self.suite else ""
+        return f"{self.source} {what} {self.flavour}{where}"
+
+
+@dataclass
+class Matrix:
+    """The kernels of one matrix file, in file order."""
+
+    path: Path
+    kernels: list[KernelSpec] = field(default_factory=list)
+
+    def ids(self) -> list[str]:
+        return [k.id for k in self.kernels]
+
+    def select(self, wanted: list[str] | None) -> list[KernelSpec]:
+        """The kernels named by --kernel (all when none), in the order asked.
+
+        A name that is not a matrix id may be an ad hoc kernel: ``debian:6.1``,
+        ``debian:6.1.176`` or the path of a kernel image file.
+        """
+        if not wanted:
+            return list(self.kernels)
+        by_id = {k.id: k for k in self.kernels}
+        chosen: list[KernelSpec] = []
+        for name in wanted:
+            spec = by_id.get(name) or _adhoc_spec(name, len(self.kernels) + len(chosen))
+            if spec is None:
+                known = ", ".join(self.ids()) or "(none)"
+                raise UserError(
+                    f"unknown kernel '{name}' in {self.path}",
+                    f"known ids: {known}; or use debian:SERIES, debian:VERSION or a kernel image path",
+                )
+            if spec.id not in {c.id for c in chosen}:
+                chosen.append(spec)
+        return chosen
+
+
+def _adhoc_spec(name: str, order: int) -> KernelSpec | None:
+    if name.startswith("debian:"):
+        ver = name.split(":", 1)[1]
+        if _VERSION_RE.match(ver) and ver.count(".") == 2:
+            return KernelSpec(id=name, label=f"Debian {ver}", version=ver, order=order)
+        if _SERIES_RE.match(ver):
+            return KernelSpec(id=name, label=f"Debian {ver}", series=ver, order=order)
+        return None
+    path = Path(name).expanduser()
+    if ("/" in name or path.exists()) and path.is_file():
+        return KernelSpec(id=path.name, label=str(path), source="local", image=path.resolve(), order=order)
+    return None
+
+
+_ALLOWED = {f.name for f in fields(KernelSpec)} - {"order"}
+
+
+def default_matrix_path() -> Path:
+    """The matrix shipped with compat (the repository's matrix.yaml)."""
+    return data_file("matrix.yaml")
+
+
+def load_matrix(path: Path | None = None) -> Matrix:
+    """Read and validate a matrix file; every problem is a UserError naming file and entry."""
+    path = Path(path) if path else default_matrix_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"matrix file {path} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read matrix file {path}: {e.__class__.__name__}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"matrix file {path} is not valid YAML{where}") from None
+    return parse_matrix(doc, path)
+
+
+def parse_matrix(doc: object, path: Path) -> Matrix:
+    """Validate a parsed matrix document (see matrix.yaml for the format)."""
+    if isinstance(doc, list):
+        doc = {"kernels": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("kernels"), list):
+        raise UserError(f"matrix file {path} needs a top-level 'kernels:' list")
+    unknown_top = set(doc) - {"kernels", "defaults", "schema"}
+    if unknown_top:
+        raise UserError(f"matrix file {path}: unknown top-level key '{sorted(unknown_top)[0]}'")
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise UserError(f"matrix file {path}: 'defaults' must be a mapping")
+    matrix = Matrix(path=path)
+    seen: set[str] = set()
+    for index, raw in enumerate(doc["kernels"]):
+        if not isinstance(raw, dict):
+            raise UserError(f"matrix file {path}: kernel entry {index + 1} must be a mapping")
+        spec = _parse_entry({**defaults, **raw}, index, path)
+        if spec.id in seen:
+            raise UserError(f"matrix file {path}: kernel id '{spec.id}' appears twice")
+        seen.add(spec.id)
+        matrix.kernels.append(spec)
+    if not matrix.kernels:
+        raise UserError(f"matrix file {path} lists no kernels")
+    return matrix
+
+
+def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
+    where = f"matrix file {path}, kernel entry {index + 1}"
+    unknown = set(raw) - _ALLOWED
+    if unknown:
+        raise UserError(f"{where}: unknown key '{sorted(unknown)[0]}'", f"allowed: {', '.join(sorted(_ALLOWED))}")
+    values = {k: (str(v) if isinstance(v, int | float) and k not in ("required",) else v) for k, v in raw.items()}
+    for key, value in values.items():
+        if key == "required":
+            if not isinstance(value, bool):
+                raise UserError(f"{where}: 'required' must be true or false")
+        elif key == "components":
+            if isinstance(value, str):
+                values[key] = tuple(value.split())
+            elif isinstance(value, list) and all(isinstance(c, str) for c in value):
+                values[key] = tuple(value)
+            else:
+                raise UserError(f"{where}: 'components' must be a list of names")
+        elif value is not None and not isinstance(value, str):
+            raise UserError(f"{where}: '{key}' must be a string")
+
+    source = values.get("source") or ("local" if values.get("image") else "debian")
+    if source not in SOURCES:
+        raise UserError(f"{where}: unknown source '{source}'", f"use one of {', '.join(SOURCES)}")
+    values["source"] = source
+    series, version = values.get("series"), values.get("version")
+    if series and not _SERIES_RE.match(series):
+        raise UserError(f"{where}: series '{series}' is not like 6.1")
+    if version and not _VERSION_RE.match(version):
+        raise UserError(f"{where}: version '{version}' is not like 6.1.176")
+    if source == "local":
+        if not values.get("image"):
+            raise UserError(f"{where}: a local kernel needs 'image: PATH'")
+        values["image"] = _resolve_path(values["image"], path)
+        if values.get("modules"):
+            values["modules"] = _resolve_path(values["modules"], path)
+    else:
+        for key in ("image", "modules"):
+            if values.get(key):
+                raise UserError(f"{where}: '{key}' belongs to local kernels only")
+        if source == "apt" and not (values.get("mirror") and values.get("suite")):
+            raise UserError(f"{where}: an apt kernel needs 'mirror' and 'suite'")
+        if not (series or version or values.get("package") or values.get("suite")):
+            raise UserError(f"{where}: say which kernel: series, version, package or suite")
+    kid = values.get("id") or version or series or values.get("package") or values.get("suite")
+    if not kid and source == "local":
+        kid = Path(values["image"]).name
+    if not kid or not _ID_RE.match(kid):
+        raise UserError(f"{where}: id '{kid}' must be letters, digits, '.', '_', '+' or '-'")
+    values["id"] = kid
+    values.setdefault("label", kid)
+    values["order"] = index
+    return KernelSpec(**values)
+
+
+def _resolve_path(value: str, matrix_path: Path) -> Path:
+    # Paths in a matrix file are relative to the file, so a checked-in matrix works from any cwd.
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (matrix_path.parent / p).resolve()
