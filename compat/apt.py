@@ -228,7 +228,7 @@ class AptRepo:
                         suite=suites[(name, version)],
                         size=int(stanza.get("Size", "0") or 0),
                         sha256=stanza.get("SHA256", ""),
-                        depends=stanza.get("Depends", ""),
+                        depends=", ".join(filter(None, (stanza.get("Pre-Depends"), stanza.get("Depends")))),
                     )
                 )
         return out

@@ -1,0 +1,275 @@
+"""The guest image: a hermetic, uncompressed initramfs with python, libbpf and the agent.
+
+Built from Debian packages of one suite, fetched through the private apt root. The stdlib is
+trimmed to the modules the agent really imports (traced by running the guest's own python
+on the host through the guest's dynamic loader) and precompiled to sourceless .pyc. Booted
+uncompressed: decompression under software emulation costs more than it saves.
+
+Per kernel, a second small archive carries the kernel modules the guest needs (virtio for
+the channel); the kernel accepts the two concatenated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from debian.debian_support import Version
+
+from .apt import AptRepo, PackageVersion, debian_sources
+from .cache import Cache, sha256_file, sha256_json
+from .cpio import CpioWriter
+from .errors import InfraError, UserError
+from .kernels import Kernel
+from .kmod import resolve_modules
+from .paths import agent_source_dir, data_file
+
+IMAGE_KIND = "images"
+MODULES_KIND = "modules"
+INITRD_KIND = "initrd"
+BUILDER_VERSION = 1  # bump when the image layout changes
+LIBDIR = "usr/lib/x86_64-linux-gnu"
+# Parts of libc6 the guest never uses.
+_SKIP_LIBS = re.compile(r"^(gconv|libmemusage|libpcprofile|libc_malloc_debug|libBrokenLocale|libnss_|libthread_db|libanl)")
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built guest image in the cache."""
+
+    key: str
+    path: Path  # the initramfs (uncompressed cpio)
+    suite: str
+    python: str
+    libbpf: str  # Debian version of libbpf1
+    packages: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    suite: str
+    packages: tuple[str, ...]
+    applets: tuple[str, ...]
+
+
+def load_recipe() -> Recipe:
+    doc = yaml.safe_load(data_file("guest.yaml").read_text())
+    suite = os.environ.get("COMPAT_IMAGE_SUITE") or doc["suite"]
+    return Recipe(suite=suite, packages=tuple(doc["packages"]), applets=tuple(doc["applets"]))
+
+
+def agent_files() -> dict[str, bytes]:
+    """The agent's sources and init script, by path relative to the package directory."""
+    src = agent_source_dir()
+    return {p.name: p.read_bytes() for p in sorted(src.iterdir()) if p.suffix in (".py", ".sh")}
+
+
+class ImageBuilder:
+    """Builds (once per input set) and finds the guest image and per-kernel initrds."""
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+        self.recipe = load_recipe()
+        self._repo: AptRepo | None = None
+
+    @property
+    def repo(self) -> AptRepo:
+        if self._repo is None:
+            self._repo = AptRepo(self.cache, debian_sources())
+        return self._repo
+
+    def _pick(self, name: str) -> PackageVersion:
+        """The newest version of a package in the image suite (or its security updates)."""
+        suites = {self.recipe.suite, f"{self.recipe.suite}-security"}
+        found = [p for p in self.repo.versions([name]) if p.suite in suites]
+        if not found:
+            raise UserError(f"guest image: package {name} is not in suite {self.recipe.suite}", "check COMPAT_IMAGE_SUITE")
+        return max(found, key=lambda p: Version(p.version))
+
+    def packages(self) -> list[PackageVersion]:
+        """The exact package versions the image is made of."""
+        dep = self._pick("python3-minimal").depends
+        m = re.search(r"python(3\.\d+)-minimal", dep)
+        if not m:
+            raise InfraError(f"cannot tell the python version of suite {self.recipe.suite}")
+        return [self._pick(name.format(python=m.group(1))) for name in self.recipe.packages]
+
+    def inputs(self) -> tuple[str, list[PackageVersion]]:
+        """The image's cache key (packages, recipe, agent, builder) and its packages."""
+        pkgs = self.packages()
+        agent = {name: sha256_json(data.decode(errors="replace")) for name, data in agent_files().items()}
+        key = sha256_json(
+            {
+                "builder": BUILDER_VERSION,
+                "recipe": [self.recipe.suite, self.recipe.packages, self.recipe.applets],
+                "packages": sorted(p.sha256 for p in pkgs),
+                "agent": agent,
+            }
+        )
+        return key, pkgs
+
+    def build(self) -> Image:
+        """The guest image, built now if its inputs changed since the last build."""
+        key, pkgs = self.inputs()
+        entry = self.cache.ensure(IMAGE_KIND, key, lambda d: self._build(pkgs, d), hashed=["initramfs.cpio"])
+        m = entry.meta
+        return Image(key, entry.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]), m["size"])
+
+    def cached(self) -> Image | None:
+        """The newest image already in the cache, without asking the archive anything."""
+        best = None
+        for path in self.cache.entries(IMAGE_KIND):
+            entry = self.cache.lookup(IMAGE_KIND, path.name)
+            if entry and (best is None or (entry.path / "manifest.json").stat().st_mtime > (best.path / "manifest.json").stat().st_mtime):
+                best = entry
+        if best is None:
+            return None
+        m = best.meta
+        return Image(best.path.name, best.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]), m["size"])
+
+    # -- the build itself -------------------------------------------------------------------
+    def _build(self, pkgs: list[PackageVersion], dest: Path) -> dict:
+        if not shutil.which("dpkg-deb"):
+            raise UserError("dpkg-deb is not installed", "apt-get install dpkg")
+        stage = dest / "stage"
+        stage.mkdir()
+        for pkg in pkgs:
+            deb = self.repo.download(pkg, dest / "debs")
+            proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(stage)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise InfraError(f"cannot unpack {deb.name}: {proc.stderr.strip()[:200]}")
+        shutil.rmtree(dest / "debs")
+        pybin = next(iter(sorted((stage / "usr/bin").glob("python3.*"))), None)
+        if pybin is None:
+            raise InfraError("guest image: the python package has no interpreter")
+        pyver = pybin.name.removeprefix("python")
+        libbpf = next(p.version for p in pkgs if p.name.startswith("libbpf"))
+        pylib = f"usr/lib/python{pyver}"
+
+        # The agent goes into the stdlib directory so `python3 -S -m compat_agent` finds it.
+        agent_dir = stage / pylib / "compat_agent"
+        agent_dir.mkdir()
+        for name, data in agent_files().items():
+            (agent_dir / name).write_bytes(data)
+        info = {"suite": self.recipe.suite, "python": pyver, "libbpf": libbpf}
+
+        root = dest / "root"
+        self._assemble(stage, root, pybin, pylib, info)
+        out = dest / "initramfs.cpio"
+        with open(out, "wb") as f:
+            w = CpioWriter(f)
+            w.tree(root)
+            w.close()
+        shutil.rmtree(stage)
+        shutil.rmtree(root)
+        return {**info, "packages": [f"{p.name}={p.version}" for p in pkgs], "size": out.stat().st_size}
+
+    def _run_staged_python(self, stage: Path, pybin: Path, args: list[str]) -> str:
+        """Run the guest's python on the host through the guest's own loader and libraries."""
+        loader = stage / LIBDIR / "ld-linux-x86-64.so.2"
+        env = {"PYTHONHOME": str(stage / "usr"), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C"}
+        cmd = [str(loader), "--library-path", str(stage / LIBDIR), str(pybin), "-S", "-X", "utf8", *args]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InfraError(f"guest python failed on the host: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        return proc.stdout
+
+    def _assemble(self, stage: Path, root: Path, pybin: Path, pylib: str, info: dict) -> None:
+        traced = json.loads(self._run_staged_python(stage, pybin, ["-m", "compat_agent", "--trace-imports"]))
+        stdlib = stage / pylib
+        keep = {Path(f).relative_to(stdlib) for f in traced if Path(f).is_relative_to(stdlib)}
+        # The codecs python may pick at start-up depend on the environment: keep them all.
+        keep |= {p.relative_to(stdlib) for p in (stdlib / "encodings").glob("*.py")}
+        for rel in sorted(keep):
+            target = root / pylib / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(stdlib / rel, target)
+            # Packages need their __init__ even if only a submodule was traced.
+            for parent in rel.parents:
+                init = stdlib / parent / "__init__.py"
+                if parent != Path(".") and init.exists() and not (root / pylib / parent / "__init__.py").exists():
+                    shutil.copy2(init, root / pylib / parent / "__init__.py")
+        # Compile with the guest's own python into legacy (sourceless) .pyc beside each source.
+        self._run_staged_python(stage, pybin, ["-m", "compileall", "-b", "-q", str(root / pylib)])
+        for py in (root / pylib).rglob("*.py"):
+            py.unlink()
+
+        (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(pybin, root / "usr/bin/python3")
+        busybox = stage / "usr/bin/busybox"
+        if not busybox.exists():
+            busybox = stage / "bin/busybox"
+        shutil.copy2(busybox, root / "usr/bin/busybox")
+        for applet in self.recipe.applets:
+            os.symlink("busybox", root / "usr/bin" / applet)
+        libdir = root / LIBDIR
+        libdir.mkdir(parents=True)
+        for lib in sorted((stage / LIBDIR).iterdir()):
+            if lib.is_dir() or _SKIP_LIBS.match(lib.name):
+                continue
+            if lib.is_symlink():
+                os.symlink(os.readlink(lib), libdir / lib.name)
+            else:
+                shutil.copy2(lib, libdir / lib.name)
+        (root / "usr/lib64").mkdir()
+        os.symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", root / "usr/lib64/ld-linux-x86-64.so.2")
+        # Merged /usr, made by hand (base-files is not in the image).
+        for link, target in (("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
+            os.symlink(target, root / link)
+        for d in ("proc", "sys", "dev", "tmp", "run", "root", "compat-modules", "etc"):
+            (root / d).mkdir(exist_ok=True)
+        (root / "etc/compat-image.json").write_text(json.dumps(info))
+        shutil.copy2(agent_source_dir() / "init.sh", root / "init")
+        os.chmod(root / "init", 0o755)
+
+    # -- per-kernel parts -------------------------------------------------------------------
+    def modules_archive(self, kernel: Kernel) -> Path:
+        """A cpio with the kernel modules this kernel needs for the guest (may be empty)."""
+        wanted = list(yaml.safe_load(data_file("modules.yaml").read_text())["channel"])
+        key = sha256_json({"kernel": kernel.key, "modules": str(kernel.modules or ""), "wanted": wanted, "v": BUILDER_VERSION})
+
+        def build(dest: Path) -> dict:
+            mods = resolve_modules(kernel.modules, wanted)
+            with open(dest / "modules.cpio", "wb") as f:
+                w = CpioWriter(f)
+                for name, elf in mods:
+                    w.file(f"compat-modules/{name}.ko", elf)
+                w.file("compat-modules/order", "".join(f"{n}\n" for n, _ in mods).encode())
+                w.close()
+            return {"modules": [n for n, _ in mods]}
+
+        return self.cache.ensure(MODULES_KIND, key, build).file("modules.cpio")
+
+    def initrd(self, image: Image, kernel: Kernel) -> Path:
+        """The image and this kernel's modules, concatenated into one initrd for QEMU."""
+        modules = self.modules_archive(kernel)
+        key = sha256_json({"image": image.key, "modules": sha256_file(modules)})
+
+        def build(dest: Path) -> dict:
+            with open(dest / "initrd.cpio", "wb") as out:
+                for part in (image.path, modules):
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, out)
+            return {"image": image.key, "kernel": kernel.key}
+
+        return self.cache.ensure(INITRD_KIND, key, build).file("initrd.cpio")
+
+
+def describe(image: Image) -> dict:
+    """Image facts for listings and results."""
+    return {
+        "key": image.key[:16],
+        "suite": image.suite,
+        "python": image.python,
+        "libbpf": image.libbpf,
+        "size_mb": round(image.size / 1e6, 1),
+        "path": str(image.path),
+    }
+

@@ -1,0 +1,226 @@
+"""One QEMU guest: boot a kernel with the guest image, talk to its agent, always clean up.
+
+The host listens on a unix socket; QEMU connects its virtio-serial port to it at start-up,
+so the channel exists before the guest boots. The console (ttyS0) is logged to a file: it
+is the evidence when a guest panics. Every wait has a deadline, and the QEMU process is
+killed on every exit path (errors, timeouts, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from compat_agent.agent import PORT_NAME
+from compat_agent.protocol import ChannelClosed, ProtocolError, encode, read_frame
+
+from .errors import InfraError, UserError
+
+# Boot fast: a quiet console, no crypto self-tests, no mitigations, no probing of absent
+# hardware; panic=-1 with -no-reboot makes a panicking guest end its QEMU at once.
+KERNEL_CMDLINE = (
+    "console=ttyS0 quiet panic=-1 oops=panic cryptomgr.notests mitigations=off tsc=reliable "
+    "no_timer_check i8042.noaux i8042.nokbd i8042.nopnp rdinit=/init"
+)
+DEFAULT_MEMORY_MB = 512
+DEFAULT_BOOT_TIMEOUT = 90.0  # software emulation with every core busy is slow
+
+
+class GuestError(InfraError):
+    """The guest failed (did not boot, died, hung, broke the protocol): not a verdict."""
+
+    def __init__(self, message: str, console_tail: str = ""):
+        super().__init__(message)
+        self.console_tail = console_tail
+
+
+def qemu_binary() -> str:
+    path = os.environ.get("COMPAT_QEMU") or shutil.which("qemu-system-x86_64")
+    if not path:
+        raise UserError("qemu-system-x86_64 is not installed", "apt-get install qemu-system-x86")
+    return path
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """What one VM boots and how."""
+
+    vmlinuz: Path
+    initrd: Path
+    accel: str = "tcg"  # "kvm" or "tcg"
+    memory_mb: int = DEFAULT_MEMORY_MB
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT
+    extra_cmdline: str = ""
+
+
+class VM:
+    """A running guest. Use as a context manager: it is killed on exit whatever happens."""
+
+    def __init__(self, config: VMConfig, name: str = "vm"):
+        self.config = config
+        self.name = name
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"compat-{name[:20]}-"))
+        self.console_path = self.workdir / "console.log"
+        self.proc: subprocess.Popen | None = None
+        self.conn: socket.socket | None = None
+        self.hello: dict | None = None
+        self.boot_seconds: float | None = None
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def command(self, sock_path: Path) -> list[str]:
+        c = self.config
+        accel = ["-accel", "kvm", "-cpu", "host"] if c.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
+        cmdline = f"{KERNEL_CMDLINE} {c.extra_cmdline}".strip()
+        return [
+            qemu_binary(),
+            *accel,
+            "-m", f"{c.memory_mb}M", "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", str(c.vmlinuz), "-initrd", str(c.initrd), "-append", cmdline,
+            "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
+            "-device", "virtio-serial-pci",
+            "-chardev", f"socket,id=ch0,path={sock_path}",
+            "-device", f"virtserialport,chardev=ch0,name={PORT_NAME}",
+        ]  # fmt: skip
+
+    def start(self) -> dict:
+        """Boot the guest and wait for the agent's hello; returns it."""
+        sock_path = self.workdir / "ch.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(sock_path))
+            listener.listen(1)
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.command(sock_path),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.workdir / "qemu.err", "wb"),  # noqa: SIM115 - owned by the child
+                start_new_session=True,  # Ctrl-C reaches compat, which then kills QEMU itself
+            )
+            listener.settimeout(0.2)
+            deadline = t0 + self.config.boot_timeout
+            while self.conn is None:
+                try:
+                    self.conn, _ = listener.accept()
+                except TimeoutError:
+                    self._check_alive("before connecting its channel")
+                    if time.monotonic() > deadline:
+                        raise GuestError(f"{self.name}: QEMU did not connect its channel", self.console_tail()) from None
+            hello, _ = self.receive(deadline - time.monotonic(), waiting_for="the agent to start")
+            if hello.get("type") != "hello":
+                raise GuestError(f"{self.name}: expected hello, got {hello.get('type')!r}", self.console_tail())
+            self.boot_seconds = time.monotonic() - t0
+            self.hello = hello
+            return hello
+        finally:
+            listener.close()
+
+    def _check_alive(self, when: str) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise GuestError(self._death_message(when), self.console_tail())
+
+    def _death_message(self, when: str) -> str:
+        assert self.proc is not None
+        tail = self.console_tail()
+        err = (self.workdir / "qemu.err").read_text(errors="replace").strip().splitlines()
+        if "Kernel panic" in tail:
+            panic = next(ln for ln in tail.splitlines() if "Kernel panic" in ln)
+            return f"{self.name}: guest kernel panicked {when}: {panic.strip()}"
+        if err:
+            return f"{self.name}: QEMU exited with status {self.proc.returncode} {when}: {err[-1]}"
+        return f"{self.name}: the guest stopped (QEMU status {self.proc.returncode}) {when}"
+
+    def console_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.console_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Stop the guest (politely if it answers quickly) and remove its files."""
+        if self.conn is not None and self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.conn.sendall(encode({"type": "shutdown", "id": 0}))
+                self.proc.wait(timeout=2)
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.conn = None
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> VM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- messages ---------------------------------------------------------------------------
+    def _read_exact(self, deadline: float, waiting_for: str):
+        def read_exact(n: int) -> bytes:
+            assert self.conn is not None
+            buf = bytearray()
+            while len(buf) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._check_alive(f"while waiting for {waiting_for}")
+                    raise GuestError(f"{self.name}: timed out waiting for {waiting_for}", self.console_tail())
+                self.conn.settimeout(min(left, 0.5))
+                try:
+                    chunk = self.conn.recv(min(n - len(buf), 1 << 20))
+                except TimeoutError:
+                    self._check_alive(f"while waiting for {waiting_for}")
+                    continue
+                if not chunk:
+                    raise ChannelClosed("channel closed")
+                buf += chunk
+            return bytes(buf)
+
+        return read_exact
+
+    def receive(self, timeout: float, waiting_for: str = "the guest") -> tuple[dict, bytes]:
+        """One frame from the guest, within timeout seconds."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        try:
+            return read_frame(self._read_exact(deadline, waiting_for))
+        except ChannelClosed:
+            time.sleep(0.2)  # let QEMU finish dying so the message says why
+            self._check_alive(f"while waiting for {waiting_for}")
+            raise GuestError(f"{self.name}: the guest closed its channel", self.console_tail()) from None
+        except ProtocolError as e:
+            raise GuestError(f"{self.name}: the guest broke the protocol: {e}", self.console_tail()) from None
+
+    def request(self, message: dict, payload: bytes = b"", timeout: float = 60.0) -> tuple[dict, bytes]:
+        """Send one request and wait for its reply (one request at a time per VM)."""
+        if self.conn is None:
+            raise GuestError(f"{self.name}: not started")
+        with self._lock:
+            message = {**message, "id": self._next_id}
+            self._next_id += 1
+            try:
+                self.conn.settimeout(timeout)
+                self.conn.sendall(encode(message, payload))
+            except OSError as e:
+                self._check_alive("while sending a request")
+                raise GuestError(f"{self.name}: cannot send to the guest: {e}", self.console_tail()) from None
+            reply, data = self.receive(timeout, waiting_for=f"the reply to {message['type']}")
+            if reply.get("id") != message["id"]:
+                raise GuestError(f"{self.name}: reply out of order", self.console_tail())
+            return reply, data

@@ -1,0 +1,5 @@
+"""Entry point in the guest: python3 -m compat_agent."""
+
+from .agent import main
+
+main()

@@ -1,0 +1,121 @@
+"""The guest agent's main loop: announce itself, then answer the host's requests."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+
+from . import AGENT_VERSION
+from .protocol import SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, read_frame
+
+PORT_NAME = "org.compat.0"
+IMAGE_INFO = "/etc/compat-image.json"
+
+
+def find_port(timeout: float = 20.0) -> str:
+    """The /dev node of the virtio-serial port named PORT_NAME (no udev in the guest)."""
+    deadline = time.monotonic() + timeout
+    base = "/sys/class/virtio-ports"
+    while True:
+        try:
+            for entry in sorted(os.listdir(base)):
+                with open(f"{base}/{entry}/name") as f:
+                    if f.read().strip() == PORT_NAME:
+                        return f"/dev/{entry}"
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"compat-agent: no virtio port named {PORT_NAME}")
+        time.sleep(0.02)
+
+
+def libbpf_version() -> str | None:
+    """major.minor of the libbpf shared library the agent loads."""
+    try:
+        lib = ctypes.CDLL("libbpf.so.1")
+        return f"{lib.libbpf_major_version()}.{lib.libbpf_minor_version()}"
+    except (OSError, AttributeError):
+        return None
+
+
+def hello() -> dict:
+    """What the guest tells the host once it is ready."""
+    uname = os.uname()
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError):
+        uptime = None
+    try:
+        with open(IMAGE_INFO) as f:
+            image = json.load(f)
+    except (OSError, ValueError):
+        image = {}
+    return {
+        "type": "hello",
+        "schema": SCHEMA,
+        "agent": AGENT_VERSION,
+        "release": uname.release,
+        "kernel_build": uname.version,
+        "machine": uname.machine,
+        "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
+        "libbpf": libbpf_version(),
+        "libbpf_package": image.get("libbpf"),
+        "python": sys.version.split()[0],
+        "uptime": uptime,
+    }
+
+
+def handle(message: dict, payload: bytes) -> dict | None:
+    """Answer one request; None means: stop the agent."""
+    kind = message["type"]
+    reply = {"id": message.get("id")}
+    if kind == "ping":
+        return {**reply, "type": "pong", "payload_bytes": len(payload)}
+    if kind == "shutdown":
+        return None
+    return {**reply, "type": "error", "error": f"unknown request type {kind!r}"}
+
+
+def serve(fd: int) -> None:
+    read_exact = fd_reader(lambda n: os.read(fd, n))
+
+    def send(message: dict, payload: bytes = b"") -> None:
+        data = memoryview(encode(message, payload))
+        while data:
+            data = data[os.write(fd, data) :]
+
+    send(hello())
+    while True:
+        try:
+            message, payload = read_frame(read_exact)
+        except ChannelClosed:
+            return  # the host went away: nothing left to do
+        except ProtocolError as e:
+            send({"type": "error", "error": f"protocol error: {e}"})
+            return
+        reply = handle(message, payload)
+        if reply is None:
+            send({"type": "bye", "id": message.get("id")})
+            return
+        send(reply)
+
+
+def trace_imports() -> None:
+    """Print every module file the agent imports (the image keeps only those)."""
+    files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+    print(json.dumps(files))
+
+
+def main() -> None:
+    if "--trace-imports" in sys.argv:
+        trace_imports()
+        return
+    fd = os.open(find_port(), os.O_RDWR)
+    try:
+        serve(fd)
+    finally:
+        os.close(fd)
