@@ -129,7 +129,9 @@ class AptRepo:
     def __init__(self, cache: Cache, sources: list[AptSource], max_age: float | None = None):
         for tool in ("apt-get", "apt-cache"):
             if not shutil.which(tool):
-                raise UserError(f"{tool} is not installed", "compat fetches kernels with apt; run it on a Debian or Ubuntu host")
+                raise UserError(
+                    f"{tool} is not installed", "compat fetches kernels with apt; run it on a Debian or Ubuntu host"
+                )
         self.sources = sources
         key = sha256_json([s.lines() for s in sources])[:16]
         self.root = cache.dir("apt") / key
@@ -143,7 +145,13 @@ class AptRepo:
 
     def _setup(self) -> None:
         r = self.root
-        for sub in ("etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d", "state/lists/partial", "cache/archives/partial"):
+        for sub in (
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/sources.list.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+        ):
             (r / sub).mkdir(parents=True, exist_ok=True)
         (r / "state/status").touch()
         sources = "\n".join(line for s in self.sources for line in s.lines()) + "\n"
@@ -175,7 +183,9 @@ class AptRepo:
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
         proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            err = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))] or proc.stderr.splitlines()
+            err = [
+                ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))
+            ] or proc.stderr.splitlines()
             raise InfraError(f"{args[0]} {args[1]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
         return proc
 

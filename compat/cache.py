@@ -60,8 +60,9 @@ class Cache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else cache_root()
 
-    def dir(self, kind: str) -> Path:
-        d = self.root / kind
+    def dir(self, kind: str = "") -> Path:
+        """The directory of one kind of entries (the root when kind is empty), created if needed."""
+        d = self.root / kind if kind else self.root
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -120,7 +121,9 @@ class Cache:
             raise InfraError(f"timed out waiting for another compat process to build {kind}/{key[:12]}") from None
         except OSError as e:
             if e.errno == 28:  # ENOSPC: the temporary entry is gone, the cache stays consistent
-                raise InfraError(f"disk full while writing the cache at {self.root}", "free space or set COMPAT_CACHE") from None
+                raise InfraError(
+                    f"disk full while writing the cache at {self.root}", "free space or set COMPAT_CACHE"
+                ) from None
             raise
         entry = self.lookup(kind, key)
         if entry is None:
@@ -145,7 +148,9 @@ class Cache:
     def clean(self, kinds: Iterable[str] | None = None) -> int:
         """Remove whole kinds of entries (all when None); returns bytes freed."""
         freed = 0
-        targets = [self.root / k for k in kinds] if kinds else [p for p in self.root.iterdir()] if self.root.is_dir() else []
+        targets = (
+            [self.root / k for k in kinds] if kinds else [p for p in self.root.iterdir()] if self.root.is_dir() else []
+        )
         for target in targets:
             if target.name == "locks" or not target.exists():
                 continue

@@ -33,10 +33,13 @@ from .paths import agent_source_dir, data_file
 IMAGE_KIND = "images"
 MODULES_KIND = "modules"
 INITRD_KIND = "initrd"
-BUILDER_VERSION = 1  # bump when the image layout changes
+BUILDER_VERSION = 2  # bump when the image layout changes
 LIBDIR = "usr/lib/x86_64-linux-gnu"
+DIST_PACKAGES = "usr/lib/python3/dist-packages"
 # Parts of libc6 the guest never uses.
-_SKIP_LIBS = re.compile(r"^(gconv|libmemusage|libpcprofile|libc_malloc_debug|libBrokenLocale|libnss_|libthread_db|libanl)")
+_SKIP_LIBS = re.compile(
+    r"^(gconv|libmemusage|libpcprofile|libc_malloc_debug|libBrokenLocale|libnss_|libthread_db|libanl)"
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,9 @@ class ImageBuilder:
         suites = {self.recipe.suite, f"{self.recipe.suite}-security"}
         found = [p for p in self.repo.versions([name]) if p.suite in suites]
         if not found:
-            raise UserError(f"guest image: package {name} is not in suite {self.recipe.suite}", "check COMPAT_IMAGE_SUITE")
+            raise UserError(
+                f"guest image: package {name} is not in suite {self.recipe.suite}", "check COMPAT_IMAGE_SUITE"
+            )
         return max(found, key=lambda p: Version(p.version))
 
     def packages(self) -> list[PackageVersion]:
@@ -120,19 +125,32 @@ class ImageBuilder:
         key, pkgs = self.inputs()
         entry = self.cache.ensure(IMAGE_KIND, key, lambda d: self._build(pkgs, d), hashed=["initramfs.cpio"])
         m = entry.meta
-        return Image(key, entry.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]), m["size"])
+        return Image(
+            key, entry.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]), m["size"]
+        )
 
     def cached(self) -> Image | None:
         """The newest image already in the cache, without asking the archive anything."""
         best = None
         for path in self.cache.entries(IMAGE_KIND):
             entry = self.cache.lookup(IMAGE_KIND, path.name)
-            if entry and (best is None or (entry.path / "manifest.json").stat().st_mtime > (best.path / "manifest.json").stat().st_mtime):
+            if entry and (
+                best is None
+                or (entry.path / "manifest.json").stat().st_mtime > (best.path / "manifest.json").stat().st_mtime
+            ):
                 best = entry
         if best is None:
             return None
         m = best.meta
-        return Image(best.path.name, best.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]), m["size"])
+        return Image(
+            best.path.name,
+            best.file("initramfs.cpio"),
+            m["suite"],
+            m["python"],
+            m["libbpf"],
+            tuple(m["packages"]),
+            m["size"],
+        )
 
     # -- the build itself -------------------------------------------------------------------
     def _build(self, pkgs: list[PackageVersion], dest: Path) -> dict:
@@ -174,7 +192,12 @@ class ImageBuilder:
     def _run_staged_python(self, stage: Path, pybin: Path, args: list[str]) -> str:
         """Run the guest's python on the host through the guest's own loader and libraries."""
         loader = stage / LIBDIR / "ld-linux-x86-64.so.2"
-        env = {"PYTHONHOME": str(stage / "usr"), "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C"}
+        env = {
+            "PYTHONHOME": str(stage / "usr"),
+            "PYTHONPATH": str(stage / DIST_PACKAGES),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LC_ALL": "C",
+        }
         cmd = [str(loader), "--library-path", str(stage / LIBDIR), str(pybin), "-S", "-X", "utf8", *args]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -183,23 +206,37 @@ class ImageBuilder:
 
     def _assemble(self, stage: Path, root: Path, pybin: Path, pylib: str, info: dict) -> None:
         traced = json.loads(self._run_staged_python(stage, pybin, ["-m", "compat_agent", "--trace-imports"]))
-        stdlib = stage / pylib
-        keep = {Path(f).relative_to(stdlib) for f in traced if Path(f).is_relative_to(stdlib)}
-        # The codecs python may pick at start-up depend on the environment: keep them all.
-        keep |= {p.relative_to(stdlib) for p in (stdlib / "encodings").glob("*.py")}
-        for rel in sorted(keep):
-            target = root / pylib / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(stdlib / rel, target)
-            # Packages need their __init__ even if only a submodule was traced.
-            for parent in rel.parents:
-                init = stdlib / parent / "__init__.py"
-                if parent != Path(".") and init.exists() and not (root / pylib / parent / "__init__.py").exists():
-                    shutil.copy2(init, root / pylib / parent / "__init__.py")
-        # Compile with the guest's own python into legacy (sourceless) .pyc beside each source.
-        self._run_staged_python(stage, pybin, ["-m", "compileall", "-b", "-q", str(root / pylib)])
-        for py in (root / pylib).rglob("*.py"):
-            py.unlink()
+        # The stdlib, and Debian's python3-* packages (pyroute2) in dist-packages.
+        for libdir in (pylib, DIST_PACKAGES):
+            src = stage / libdir
+            keep = {Path(f).relative_to(src) for f in traced if Path(f).is_relative_to(src)}
+            if libdir == pylib:
+                # The codecs python may pick at start-up depend on the environment: keep them all.
+                keep |= {p.relative_to(src) for p in (src / "encodings").glob("*.py")}
+            else:
+                # Packages read their own metadata (importlib.metadata): keep the dist-info.
+                tops = {rel.parts[0] for rel in keep}
+                keep |= {
+                    p.relative_to(src)
+                    for d in src.glob("*.dist-info")
+                    if d.name.split("-")[0].lower() in tops
+                    for p in d.rglob("*")
+                    if p.is_file()
+                }
+            for rel in sorted(keep):
+                target = root / libdir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / rel, target)
+                # Packages need their __init__ even if only a submodule was traced.
+                for parent in rel.parents:
+                    init = src / parent / "__init__.py"
+                    if parent != Path(".") and init.exists() and not (root / libdir / parent / "__init__.py").exists():
+                        shutil.copy2(init, root / libdir / parent / "__init__.py")
+            if (root / libdir).is_dir():
+                # Compile with the guest's own python into legacy (sourceless) .pyc beside each source.
+                self._run_staged_python(stage, pybin, ["-m", "compileall", "-b", "-q", str(root / libdir)])
+                for py in (root / libdir).rglob("*.py"):
+                    py.unlink()
 
         (root / "usr/bin").mkdir(parents=True, exist_ok=True)
         shutil.copy2(pybin, root / "usr/bin/python3")
@@ -233,7 +270,9 @@ class ImageBuilder:
     def modules_archive(self, kernel: Kernel) -> Path:
         """A cpio with the kernel modules this kernel needs for the guest (may be empty)."""
         wanted = list(yaml.safe_load(data_file("modules.yaml").read_text())["channel"])
-        key = sha256_json({"kernel": kernel.key, "modules": str(kernel.modules or ""), "wanted": wanted, "v": BUILDER_VERSION})
+        key = sha256_json(
+            {"kernel": kernel.key, "modules": str(kernel.modules or ""), "wanted": wanted, "v": BUILDER_VERSION}
+        )
 
         def build(dest: Path) -> dict:
             mods = resolve_modules(kernel.modules, wanted)
@@ -272,4 +311,3 @@ def describe(image: Image) -> dict:
         "size_mb": round(image.size / 1e6, 1),
         "path": str(image.path),
     }
-

@@ -87,7 +87,14 @@ class KernelStore:
     # -- archives ---------------------------------------------------------------------------
     def repo_for(self, spec: KernelSpec) -> AptRepo:
         if spec.source == "apt":
-            sources = [AptSource(spec.mirror, (spec.suite,), spec.components, spec.keyring or "/usr/share/keyrings/debian-archive-keyring.gpg")]
+            sources = [
+                AptSource(
+                    spec.mirror,
+                    (spec.suite,),
+                    spec.components,
+                    spec.keyring or "/usr/share/keyrings/debian-archive-keyring.gpg",
+                )
+            ]
             if spec.keyring and not Path(spec.keyring).is_file():
                 raise UserError(f"kernel '{spec.id}': keyring {spec.keyring} does not exist")
         else:
@@ -118,7 +125,10 @@ class KernelStore:
             out.append(pv)
         # Newest upstream first; for one upstream version prefer the native build (no "~debNuM"
         # backport suffix), then the highest Debian revision.
-        out.sort(key=lambda p: (version_key(upstream_version(p.version)), "~" not in p.version, Version(p.version)), reverse=True)
+        out.sort(
+            key=lambda p: (version_key(upstream_version(p.version)), "~" not in p.version, Version(p.version)),
+            reverse=True,
+        )
         return out
 
     # -- resolution -------------------------------------------------------------------------
@@ -167,7 +177,10 @@ class KernelStore:
             raise UserError(f"kernel '{spec.id}': image {image} is not a file")
         release = bzimage_release(image)
         if release is None:
-            raise UserError(f"kernel '{spec.id}': {image} is not a Linux kernel image (no bzImage header)", "point 'image' at arch/x86/boot/bzImage or a vmlinuz")
+            raise UserError(
+                f"kernel '{spec.id}': {image} is not a Linux kernel image (no bzImage header)",
+                "point 'image' at arch/x86/boot/bzImage or a vmlinuz",
+            )
         if spec.modules and not spec.modules.is_dir():
             raise UserError(f"kernel '{spec.id}': modules directory {spec.modules} does not exist")
         version = release_version(release)
@@ -185,7 +198,9 @@ class KernelStore:
             entry = self.cache.ensure(KIND, resolved.key, lambda d: self._build_local(resolved, d), hashed=["vmlinuz"])
         else:
             repo = self.repo_for(spec)
-            entry = self.cache.ensure(KIND, resolved.key, lambda d: self._build_packages(repo, resolved, d), hashed=["vmlinuz"])
+            entry = self.cache.ensure(
+                KIND, resolved.key, lambda d: self._build_packages(repo, resolved, d), hashed=["vmlinuz"]
+            )
         return self.kernel_from_entry(spec, entry)
 
     @staticmethod
@@ -207,7 +222,12 @@ class KernelStore:
     def _build_local(self, resolved: ResolvedKernel, dest: Path) -> dict:
         assert resolved.spec.image is not None
         shutil.copyfile(resolved.spec.image, dest / "vmlinuz")
-        return {"version": resolved.version, "release": resolved.release, "source": "local", "image": str(resolved.spec.image)}
+        return {
+            "version": resolved.version,
+            "release": resolved.release,
+            "source": "local",
+            "image": str(resolved.spec.image),
+        }
 
     def _build_packages(self, repo: AptRepo, resolved: ResolvedKernel, dest: Path) -> dict:
         if not shutil.which("dpkg-deb"):
@@ -223,9 +243,13 @@ class KernelStore:
         shutil.rmtree(debs, ignore_errors=True)
         vmlinuz = _find_first(root, ["boot/vmlinuz-*", "usr/lib/modules/*/vmlinuz", "lib/modules/*/vmlinuz"])
         if vmlinuz is None:
-            raise InfraError(f"kernel '{resolved.spec.id}': no vmlinuz in {', '.join(p.name for p in resolved.packages)}")
+            raise InfraError(
+                f"kernel '{resolved.spec.id}': no vmlinuz in {', '.join(p.name for p in resolved.packages)}"
+            )
         release = bzimage_release(vmlinuz) or resolved.release
-        moddir = _find_first(root, [f"usr/lib/modules/{release}", f"lib/modules/{release}", "usr/lib/modules/*", "lib/modules/*"])
+        moddir = _find_first(
+            root, [f"usr/lib/modules/{release}", f"lib/modules/{release}", "usr/lib/modules/*", "lib/modules/*"]
+        )
         config = _find_first(root, ["boot/config-*", "usr/lib/modules/*/config", "lib/modules/*/config"])
         shutil.move(vmlinuz, dest / "vmlinuz")
         if config:
@@ -273,7 +297,9 @@ def release_version(release: str) -> str:
     return m.group(1) if m else release
 
 
-def available(store: KernelStore, series: str, flavour: str = "amd64", source_spec: KernelSpec | None = None) -> list[PackageVersion]:
+def available(
+    store: KernelStore, series: str, flavour: str = "amd64", source_spec: KernelSpec | None = None
+) -> list[PackageVersion]:
     """Point releases of a series in the archive, newest first, one package per upstream version."""
     spec = source_spec or KernelSpec(id=f"debian:{series}", label=series, series=series, flavour=flavour)
     seen: set[str] = set()

@@ -44,9 +44,9 @@ class GuestError(InfraError):
 
 
 def qemu_binary() -> str:
-    path = os.environ.get("COMPAT_QEMU") or shutil.which("qemu-system-x86_64")
+    path = shutil.which(os.environ.get("COMPAT_QEMU") or "qemu-system-x86_64")
     if not path:
-        raise UserError("qemu-system-x86_64 is not installed", "apt-get install qemu-system-x86")
+        raise UserError("qemu-system-x86_64 is not installed", "apt-get install qemu-system-x86, or set COMPAT_QEMU")
     return path
 
 
@@ -117,7 +117,9 @@ class VM:
                 except TimeoutError:
                     self._check_alive("before connecting its channel")
                     if time.monotonic() > deadline:
-                        raise GuestError(f"{self.name}: QEMU did not connect its channel", self.console_tail()) from None
+                        raise GuestError(
+                            f"{self.name}: QEMU did not connect its channel", self.console_tail()
+                        ) from None
             hello, _ = self.receive(deadline - time.monotonic(), waiting_for="the agent to start")
             if hello.get("type") != "hello":
                 raise GuestError(f"{self.name}: expected hello, got {hello.get('type')!r}", self.console_tail())

@@ -104,8 +104,17 @@ def serve(fd: int) -> None:
         send(reply)
 
 
+# Modules the agent imports only on some paths (attaching XDP/tc needs netlink): the image
+# trace imports them too so they are in the image.
+LAZY_IMPORTS = ("pyroute2",)
+
+
 def trace_imports() -> None:
     """Print every module file the agent imports (the image keeps only those)."""
+    import importlib
+
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
     files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
     print(json.dumps(files))
 

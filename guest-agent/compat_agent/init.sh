@@ -1,7 +1,7 @@
 #!/bin/sh
 # /init of the compat guest: mount what BPF needs, load the channel's modules, run the agent.
 # Whatever happens, power off: QEMU runs with -no-reboot, so the VM ends with the agent.
-export PATH=/usr/bin PYTHONHOME=/usr
+export PATH=/usr/bin PYTHONHOME=/usr PYTHONPATH=/usr/lib/python3/dist-packages
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

@@ -1,0 +1,5 @@
+"""python -m compat."""
+
+from .cli import main
+
+main()

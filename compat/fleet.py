@@ -1,0 +1,145 @@
+"""The VM fleet: one guest per kernel, booted in parallel, each kept for all the work of a run.
+
+Kernels are resolved up front (bad input fails before anything boots); fetching, booting
+and the work itself happen in worker threads, at most ``jobs`` at a time (each booting or
+verifying VM burns one core). A kernel whose guest fails is retried once on a fresh VM and
+then reported as an error; the other kernels' results are always kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .accel import choose_accel
+from .cache import Cache
+from .errors import CompatError, InfraError
+from .image import Image, ImageBuilder
+from .kernels import Kernel, KernelStore, ResolvedKernel
+from .matrix import KernelSpec
+from .vm import VM, GuestError, VMConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What one kernel produced: a value, or the error that kept it from producing one."""
+
+    spec: KernelSpec
+    kernel: Kernel | None = None
+    value: T | None = None
+    error: CompatError | None = None
+    console_tail: str = ""
+    boot_seconds: float | None = None
+    hello: dict | None = None
+    attempts: int = 0
+
+
+class Fleet:
+    """Boots one VM per kernel and runs a function against each."""
+
+    def __init__(self, cache: Cache, specs: list[KernelSpec], jobs: int | None = None, refresh: bool = False):
+        self.cache = cache
+        self.specs = specs
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.store = KernelStore(cache, refresh=refresh)
+        self.builder = ImageBuilder(cache)
+        self.image: Image | None = None
+        self.accel: str | None = None
+        self.resolved: dict[str, ResolvedKernel] = {}
+        self._live: set[VM] = set()
+        self._live_lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def prepare(self) -> None:
+        """Resolve every kernel and build the guest image (raises on bad input)."""
+        for spec in self.specs:
+            self.resolved[spec.id] = self.store.resolve(spec)
+        self.image = self.builder.build()
+
+    def _boot(self, kernel: Kernel, accel: str, timeout: float | None = None) -> VM:
+        assert self.image is not None
+        initrd = self.builder.initrd(self.image, kernel)
+        extra = {"boot_timeout": timeout} if timeout else {}
+        vm = VM(VMConfig(kernel.vmlinuz, initrd, accel=accel, **extra), name=kernel.id)
+        with self._live_lock:
+            self._live.add(vm)
+        try:
+            vm.start()
+        except BaseException:
+            self._release(vm)
+            raise
+        return vm
+
+    def _release(self, vm: VM) -> None:
+        vm.close()
+        with self._live_lock:
+            self._live.discard(vm)
+
+    def _probe(self, accel: str, timeout: float) -> bool:
+        kernel = self.store.fetch(self.specs[0])
+        vm = self._boot(kernel, accel, timeout)
+        self._release(vm)
+        return True
+
+    def run(self, work: Callable[[VM, Kernel], T], retries: int = 1) -> list[Outcome[T]]:
+        """Run work(vm, kernel) on every kernel; outcomes in matrix order."""
+        if self.image is None:
+            self.prepare()
+        if self.accel is None:
+            self.accel = choose_accel(self.cache, self._probe)
+        outcomes = [Outcome[T](spec=s) for s in self.specs]
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="vm")
+        try:
+            futures = [pool.submit(self._one, o, work, retries) for o in outcomes]
+            for f in futures:
+                f.result()
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return outcomes
+
+    def _one(self, outcome: Outcome[T], work: Callable[[VM, Kernel], T], retries: int) -> None:
+        assert self.accel is not None
+        try:
+            outcome.kernel = self.store.fetch(outcome.spec)
+        except CompatError as e:
+            outcome.error = e
+            return
+        for attempt in range(retries + 1):
+            if self._cancelled.is_set():
+                outcome.error = InfraError("interrupted")
+                return
+            outcome.attempts = attempt + 1
+            vm = None
+            try:
+                vm = self._boot(outcome.kernel, self.accel)
+                outcome.boot_seconds, outcome.hello = vm.boot_seconds, vm.hello
+                outcome.value = work(vm, outcome.kernel)
+                outcome.error = None
+                return
+            except GuestError as e:
+                outcome.error, outcome.console_tail = e, e.console_tail
+            except CompatError as e:
+                outcome.error = e
+                return
+            finally:
+                if vm is not None:
+                    self._release(vm)
+            time.sleep(0.1)
+
+    def cancel(self) -> None:
+        """Kill every running guest now (Ctrl-C): workers see their VM die and stop."""
+        self._cancelled.set()
+        with self._live_lock:
+            live = list(self._live)
+        for vm in live:
+            vm.close()

@@ -1,0 +1,87 @@
+"""The command line: output and exit statuses, bad input as one line on stderr (no traceback)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def compat(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "compat", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def one_line_error(proc, status, words):
+    assert proc.returncode == status, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compat: error:") and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_usage_errors():
+    one_line_error(compat(), 2, "required")
+    one_line_error(compat("kernels", "frobnicate"), 2, "invalid choice")
+
+
+def test_bad_matrix_and_kernel(tmp_path):
+    one_line_error(compat("kernels", "list", "--matrix", str(tmp_path / "none.yaml")), 2, "does not exist")
+    bad = tmp_path / "m.yaml"
+    bad.write_text("kernels: [{series: '6.1', colour: red}]")
+    one_line_error(compat("kernels", "list", "--matrix", str(bad)), 2, "unknown key 'colour'")
+    one_line_error(compat("kernels", "list", "--kernel", "nope"), 2, "unknown kernel 'nope'")
+
+
+def test_qemu_missing(tmp_path):
+    one_line_error(compat("vm", "smoke", env={"COMPAT_QEMU": str(tmp_path / "no-qemu")}), 2, "qemu")
+
+
+def test_corrupt_cache_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(compat("--cache", str(blocker / "sub"), "cache", "info"), 2, "cannot create cache directory")
+
+
+def test_no_mirror_configured(tmp_path, monkeypatch, capsys):
+    # No Debian source on the host and no COMPAT_DEBIAN_MIRROR: compat says so and how to fix it.
+    import compat.apt
+    from compat.cli import main
+
+    monkeypatch.setattr(compat.apt, "_host_source_uris", lambda: [])
+    monkeypatch.setenv("COMPAT_DEBIAN_MIRROR", "")
+    with pytest.raises(SystemExit) as e:
+        main(["--cache", str(tmp_path), "kernels", "list"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Debian mirror configured" in err[0] and "COMPAT_DEBIAN_MIRROR" in err[0]
+
+
+@pytest.mark.network
+def test_kernels_available_and_list():
+    proc = compat("kernels", "available", "6.1")
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("6.1.")]
+    assert len(rows) >= 3 and "linux-image-6.1.0-" in rows[0]
+    one_line_error(compat("kernels", "available", "2.4"), 2, "no amd64 kernel of series 2.4")
+    proc = compat("kernels", "list")
+    assert proc.returncode == 0 and "sid" in proc.stdout
+
+
+@pytest.mark.network
+def test_local_image_that_is_not_a_kernel(tmp_path):
+    fake = tmp_path / "bzImage"
+    fake.write_bytes(b"MZ" + b"\0" * 8000)
+    one_line_error(compat("kernels", "fetch", "--kernel", str(fake)), 2, "is not a Linux kernel image")
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_smoke_boots_a_local_kernel_image(real_cache, default_specs):
+    from compat.kernels import KernelStore
+
+    vmlinuz = KernelStore(real_cache).fetch(default_specs[3]).vmlinuz
+    proc = compat("vm", "smoke", "--kernel", str(vmlinuz))
+    assert proc.returncode == 0, proc.stderr
+    assert "vmlinuz" in proc.stdout and "yes" in proc.stdout
