@@ -88,12 +88,19 @@ class Fleet:
         self._release(vm)
         return True
 
+    def ensure_accel(self) -> str:
+        """KVM or TCG for this fleet (a cached probe boot decides)."""
+        if self.accel is None:
+            if self.image is None:
+                self.prepare()
+            self.accel = choose_accel(self.cache, self._probe)
+        return self.accel
+
     def run(self, work: Callable[[VM, Kernel], T], retries: int = 1) -> list[Outcome[T]]:
         """Run work(vm, kernel) on every kernel; outcomes in matrix order."""
         if self.image is None:
             self.prepare()
-        if self.accel is None:
-            self.accel = choose_accel(self.cache, self._probe)
+        self.ensure_accel()
         outcomes = [Outcome[T](spec=s) for s in self.specs]
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="vm")
         try:
