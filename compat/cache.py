@@ -9,6 +9,7 @@ first one instead of building twice. An entry whose files no longer match its ma
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -139,10 +140,8 @@ class Cache:
         total = 0
         for dirpath, _dirs, files in os.walk(path):
             for name in files:
-                try:
+                with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(dirpath, name)).st_size
-                except OSError:
-                    pass
         return total
 
     def clean(self, kinds: Iterable[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -62,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("info", help="where the cache is and what it holds")
     p = csub.add_parser("clean", help="delete cached entries")
     p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (kernels, images, apt, …)")
+
+    p = sub.add_parser("check", help="load every program of the objects on every kernel")
+    p.add_argument("objects", nargs="+", metavar="OBJ", help="BPF object files (clang -target bpf)")
+    _kernel_options(p)
+    p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
+    p.add_argument("--no-attach", dest="attach", action="store_false", help="load only; do not try to attach")
+    p.add_argument("--format", action="append", dest="formats", metavar="FMT", help="table (default), json; repeatable")
+    p.add_argument("--output", action="append", dest="outputs", metavar="FILE", help="write the n-th --format here")
+    p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
+
+    p = sub.add_parser("probe", help="what each kernel offers: program/map types, helpers, kfuncs")
+    _kernel_options(p)
+    p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
+    p.add_argument("--diff", action="store_true", help="what each kernel adds or removes relative to the previous one")
+    p.add_argument("--kfunc", action="append", default=[], help="also probe where this kfunc may be called")
+    p.add_argument("--format", choices=["table", "json"], default="table")
 
     vm = sub.add_parser("vm", help="boot guests")
     vsub = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -184,7 +201,118 @@ def cmd_vm(args, cache: Cache) -> int:
     return EXIT_INFRA if failed else EXIT_OK
 
 
-COMMANDS = {"kernels": cmd_kernels, "image": cmd_image, "cache": cmd_cache, "vm": cmd_vm}
+def _positive(value: float | int | None, what: str) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{what} must be positive")
+
+
+def _write_reports(result, formats: list[str], outputs: list[str]) -> None:
+    from .reports import render
+
+    if len(outputs) > len(formats):
+        raise UserError("more --output than --format options", "give one --format per --output")
+    for i, fmt in enumerate(formats):
+        text = render(fmt, result)
+        if i < len(outputs) and outputs[i] != "-":
+            path = Path(outputs[i])
+            tmp = path.with_name(path.name + ".tmp")
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, path)
+            except OSError as e:
+                raise UserError(f"cannot write {path}: {e.strerror}") from None
+        else:
+            sys.stdout.write(text)
+
+
+def cmd_check(args, cache: Cache) -> int:
+    from .check import DEFAULT_OBJECT_TIMEOUT, Checker, CheckOptions, load_objects
+    from .reports import RENDERERS
+
+    _positive(args.jobs, "--jobs")
+    _positive(args.object_timeout, "--object-timeout")
+    formats = args.formats or ["table"]
+    for fmt in formats:
+        if fmt not in RENDERERS:
+            raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}")
+    specs = _specs(args)
+    objects, infos, bad = load_objects(args.objects)
+    for line in bad:
+        print(f"compat: error: {line}", file=sys.stderr)
+    if not objects:
+        return EXIT_USAGE
+    options = CheckOptions(
+        attach=args.attach, jobs=args.jobs, refresh=args.refresh,
+        object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
+    )  # fmt: skip
+    checker = Checker(cache, specs, options)
+    try:
+        result = checker.run(objects, infos)
+    except KeyboardInterrupt:
+        checker.fleet.cancel()
+        raise
+    _write_reports(result, formats, args.outputs or [])
+    if bad:
+        return EXIT_USAGE
+    if any(r.verdict == "error" for r in result.results) or any(k.error for k in result.kernels):
+        return EXIT_INFRA
+    return EXIT_OK
+
+
+def cmd_probe(args, cache: Cache) -> int:
+    import json
+
+    from .check import Checker, CheckOptions
+    from .inventory import diff, merged_helper_names
+    from .kernels import version_key
+
+    _positive(args.jobs, "--jobs")
+    checker = Checker(cache, _specs(args), CheckOptions(jobs=args.jobs, refresh=args.refresh))
+    checker.fleet.prepare()
+    outcomes = checker.fleet.run(lambda session, kernel: checker.probe(session, sorted(args.kfunc)))
+    good = sorted((o for o in outcomes if o.value), key=lambda o: (version_key(o.kernel.version), o.spec.order))
+    for o in outcomes:
+        if o.error:
+            print(f"compat: error: kernel {o.spec.id}: {o.error}", file=sys.stderr)
+    names = merged_helper_names([o.value for o in good])
+    if args.format == "json":
+        doc = {o.spec.id: {"version": o.kernel.version, **o.value.to_json()} for o in good}
+        print(json.dumps(doc, indent=1))
+    elif args.diff:
+        for prev, cur in itertools.pairwise(good):
+            d = diff(prev.value, cur.value, names)
+            print(f"{cur.spec.id} ({cur.kernel.version}) relative to {prev.spec.id} ({prev.kernel.version}):")
+            if d.empty():
+                print("  no change")
+            for what, (added, removed) in (("program types", d.prog_types), ("map types", d.map_types),
+                                           ("helpers", d.helpers), ("kfuncs", d.kfuncs)):  # fmt: skip
+                if added:
+                    print(f"  + {what}: {', '.join(added)}")
+                if removed:
+                    print(f"  - {what}: {', '.join(removed)}")
+    else:
+        rows = []
+        for o in good:
+            inv = o.value
+            rows.append((o.spec.id, o.kernel.version, sum(inv.prog_types.values()), sum(inv.map_types.values()),
+                         len(inv.all_helpers()), len(inv.kfuncs)))  # fmt: skip
+        print(tabulate(rows, headers=["id", "version", "prog types", "map types", "helpers", "kfuncs"]))
+        for kf in sorted(args.kfunc):
+            for o in good:
+                allowed = sorted(t for t, ok in o.value.kfunc_allowed.get(kf, {}).items() if ok)
+                present = "present" if kf in o.value.kfuncs else "absent"
+                print(f"{kf} on {o.spec.id}: {present}; callable from: {', '.join(allowed) or 'none'}")
+    return EXIT_INFRA if any(o.error for o in outcomes) else EXIT_OK
+
+
+COMMANDS = {
+    "kernels": cmd_kernels,
+    "image": cmd_image,
+    "cache": cmd_cache,
+    "vm": cmd_vm,
+    "check": cmd_check,
+    "probe": cmd_probe,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

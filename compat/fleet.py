@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,41 @@ class Outcome(Generic[T]):
     boot_seconds: float | None = None
     hello: dict | None = None
     attempts: int = 0
+
+
+class Session:
+    """A kernel's guest for the duration of its work; work may reboot it after a guest failure."""
+
+    def __init__(self, fleet: Fleet, kernel: Kernel):
+        self.fleet = fleet
+        self.kernel = kernel
+        self._vm: VM | None = None
+        self.boots = 0
+
+    @property
+    def vm(self) -> VM:
+        if self._vm is None:
+            raise InfraError(f"{self.kernel.id}: no guest running")
+        return self._vm
+
+    def boot(self) -> VM:
+        self.close()
+        assert self.fleet.accel is not None
+        self._vm = self.fleet._boot(self.kernel, self.fleet.accel)
+        self.boots += 1
+        return self._vm
+
+    def reboot(self) -> VM:
+        """A fresh guest (the old one is killed)."""
+        return self.boot()
+
+    def request(self, message: dict, payload: bytes = b"", timeout: float = 60.0) -> tuple[dict, bytes]:
+        return self.vm.request(message, payload, timeout)
+
+    def close(self) -> None:
+        if self._vm is not None:
+            self.fleet._release(self._vm)
+            self._vm = None
 
 
 class Fleet:
@@ -96,8 +130,14 @@ class Fleet:
             self.accel = choose_accel(self.cache, self._probe)
         return self.accel
 
-    def run(self, work: Callable[[VM, Kernel], T], retries: int = 1) -> list[Outcome[T]]:
-        """Run work(vm, kernel) on every kernel; outcomes in matrix order."""
+    def run(self, work: Callable[[Session, Kernel], T], retries: int = 1) -> list[Outcome[T]]:
+        """Run work(session, kernel) on every kernel; outcomes in matrix order.
+
+        A guest that fails to boot, or a GuestError that escapes work, is retried on a fresh VM
+        (``retries`` times) before the kernel's outcome becomes an error. Work that wants finer
+        recovery (one object killed the guest) catches GuestError itself and calls
+        session.reboot().
+        """
         if self.image is None:
             self.prepare()
         self.ensure_accel()
@@ -114,8 +154,7 @@ class Fleet:
             pool.shutdown(wait=True, cancel_futures=True)
         return outcomes
 
-    def _one(self, outcome: Outcome[T], work: Callable[[VM, Kernel], T], retries: int) -> None:
-        assert self.accel is not None
+    def _one(self, outcome: Outcome[T], work: Callable[[Session, Kernel], T], retries: int) -> None:
         try:
             outcome.kernel = self.store.fetch(outcome.spec)
         except CompatError as e:
@@ -126,11 +165,11 @@ class Fleet:
                 outcome.error = InfraError("interrupted")
                 return
             outcome.attempts = attempt + 1
-            vm = None
+            session = Session(self, outcome.kernel)
             try:
-                vm = self._boot(outcome.kernel, self.accel)
-                outcome.boot_seconds, outcome.hello = vm.boot_seconds, vm.hello
-                outcome.value = work(vm, outcome.kernel)
+                session.boot()
+                outcome.boot_seconds, outcome.hello = session.vm.boot_seconds, session.vm.hello
+                outcome.value = work(session, outcome.kernel)
                 outcome.error = None
                 return
             except GuestError as e:
@@ -139,9 +178,7 @@ class Fleet:
                 outcome.error = e
                 return
             finally:
-                if vm is not None:
-                    self._release(vm)
-            time.sleep(0.1)
+                session.close()
 
     def cancel(self) -> None:
         """Kill every running guest now (Ctrl-C): workers see their VM die and stop."""

@@ -99,7 +99,7 @@ class KernelStore:
                 raise UserError(f"kernel '{spec.id}': keyring {spec.keyring} does not exist")
         else:
             sources = debian_sources()
-        key = tuple(s.lines()[0] for s in sources) + (len(sources),)
+        key = (*tuple(s.lines()[0] for s in sources), len(sources))
         if key not in self._repos:
             repo = AptRepo(self.cache, sources)
             repo.update(force=self.refresh)

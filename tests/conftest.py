@@ -17,3 +17,11 @@ def real_cache() -> Cache:
 @pytest.fixture(scope="session")
 def default_specs():
     return load_matrix().kernels
+
+
+@pytest.fixture(scope="session")
+def built_programs(tmp_path_factory):
+    """The programs/ objects, built with clang once per test session: {name: path}."""
+    from bpf_build import build_programs
+
+    return build_programs(tmp_path_factory.mktemp("programs"))

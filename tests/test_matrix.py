@@ -101,5 +101,5 @@ def test_select_by_id_adhoc_and_unknown(tmp_path):
     img.write_bytes(b"x")
     (local,) = m.select([str(img)])
     assert local.source == "local" and local.image == img
-    with pytest.raises(UserError, match="unknown kernel 'nope'.*known ids: 5.10, 6.1, 6.12, sid"):
+    with pytest.raises(UserError, match=r"unknown kernel 'nope'.*known ids: 5\.10, 6\.1, 6\.12, sid"):
         m.select(["nope"])

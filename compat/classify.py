@@ -1,0 +1,150 @@
+"""Why a program was rejected: one class from a small stable set, and the reason in words.
+
+Kernel and libbpf messages are worded differently across versions and are sometimes
+misleading (5.10 reports a missing bpf_loop as "number of funcs in func_info doesn't match
+number of subprogs"), so the kernel's probe results come first and the text is parsed
+loosely second. The raw line is always kept as the detail.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+import re
+from dataclasses import dataclass
+
+from .inventory import Inventory, helper_label
+
+# libbpf marks calls to unresolved weak kfuncs and failed CO-RE relocations with these.
+_POISON_KFUNC = re.compile(r"unknown#20020000\d\d")
+_POISON_CORE = re.compile(r"unknown#195896080|failed to resolve CO-RE relocation|CO-RE relocating .* failed")
+_CORE_TARGET = re.compile(
+    r"failed to resolve CO-RE relocation <[^>]*> \[\d+\] (?:(?:struct|union|enum|typedef) )?([\w.:]+)"
+)
+_MISSING_EXTERN = re.compile(r"extern \((?:func ksym|var ksym|kcfg)\) '(\w+)': not found")
+_ATTACH_TARGET = re.compile(
+    r"failed to find kernel BTF type ID of '(\w+)'|Failed to find BTF for ['\"]?(\w+)|attach_btf_id.*?(\w+)"
+)
+_MAP_CREATE = re.compile(r"map '([\w.]+)': failed to create")
+_UNKNOWN_FUNC = re.compile(r"(?:invalid func|unknown func) (?:unknown#)?(\w+)#?(\d+)?")
+_COMPLEXITY = re.compile(
+    r"BPF program is too large|too many states|sequence of \d+ jumps is too complex|"
+    r"processed \d{7,} insns|complexity limit"
+)
+_NO_BTF = re.compile(r"vmlinux BTF is not found|failed to find valid kernel BTF|kernel BTF is missing|BTF is required")
+
+
+_STATS_LINE = re.compile(r"^(processed \d+ insns|verification time|stack depth|max_states_per_insn|-- END PROG)")
+
+
+@dataclass(frozen=True)
+class Classified:
+    reason: str
+    message: str
+
+
+def last_error_line(log: str) -> str | None:
+    """The verifier's own error: the last meaningful line before the stats lines."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if not _STATS_LINE.match(line):
+            return line[:300]
+    return None
+
+
+def classify(
+    program: dict,
+    obj: dict,
+    inventory: Inventory | None,
+    helper_names: dict[int, str],
+) -> Classified:
+    """Classify one rejected program (a guest program record) on one kernel."""
+    prog_type = program.get("prog_type")
+    stage = program.get("stage")
+    code = program.get("errno")
+    text = "\n".join(str(program.get(k) or "") for k in ("message", "libbpf_log", "log"))
+    text += "\n" + str((obj.get("open") or {}).get("libbpf_log") or "")
+    inv = inventory or Inventory()
+
+    if stage == "open":
+        return Classified("object_error", f"libbpf cannot parse this object: {_first(program, obj)}")
+
+    if prog_type and inv.prog_types.get(prog_type) is False:
+        return Classified("unsupported_prog_type", f"program type {prog_type} is not supported by this kernel")
+
+    # Helpers first: the verifier's message for a missing helper can be misleading.
+    missing = [h for h in program.get("helpers") or [] if inv.helper_available(prog_type, h) is False]
+    if missing:
+        labels = ", ".join(helper_label(h, helper_names) for h in missing)
+        anywhere = inv.all_helpers()
+        if all(h not in anywhere for h in missing):
+            return Classified("missing_helper", f"helper {labels} is not available on this kernel")
+        return Classified("missing_helper", f"helper {labels} is not available to {prog_type} programs on this kernel")
+
+    kfunc = _kfunc_problem(program, obj, inv, text, prog_type)
+    if kfunc:
+        return kfunc
+
+    for m in obj.get("maps") or []:
+        if m.get("ok") is False:
+            mtype = m.get("type")
+            if mtype and inv.map_types.get(mtype) is False:
+                what = f"map type {mtype} (map {m.get('name')}) is not supported by this kernel"
+                return Classified("unsupported_map_type", what)
+    m = _MAP_CREATE.search(text)
+    if m and stage == "prepare":
+        return Classified("object_error", f"libbpf could not create map {m.group(1)}: {_first(program, obj)}")
+
+    if _POISON_CORE.search(text):
+        target = _CORE_TARGET.search(text)
+        what = target.group(1) if target else "a type or field"
+        return Classified("core_relocation", f"CO-RE relocation failed: {what} does not exist on this kernel")
+
+    if _NO_BTF.search(text):
+        return Classified("missing_btf", "the kernel has no BTF (CONFIG_DEBUG_INFO_BTF) that this object needs")
+
+    m = _ATTACH_TARGET.search(text)
+    if m and stage in ("prepare", "load"):
+        target = next((g for g in m.groups() if g), "?")
+        return Classified("missing_attach_target", f"attach target {target} does not exist on this kernel")
+
+    if code == errnos.E2BIG or _COMPLEXITY.search(text):
+        processed = re.search(r"processed (\d+) insns", text)
+        more = f" (processed {int(processed.group(1)):,} insns)" if processed else ""
+        return Classified("complexity_limit", f"the verifier gave up: the program is too complex{more}")
+
+    if stage == "prepare":
+        return Classified("object_error", f"libbpf could not prepare the object: {_first(program, obj)}")
+
+    line = last_error_line(str(program.get("log") or "")) or str(program.get("message") or "no log")
+    return Classified("verifier_rejection", f"the verifier rejected the program: {line}")
+
+
+def _kfunc_problem(program: dict, obj: dict, inv: Inventory, text: str, prog_type: str | None) -> Classified | None:
+    externs = [e for e in obj.get("externs") or [] if e.get("kind") == "kfunc"]
+    # A strong kfunc extern that libbpf could not resolve fails the whole object.
+    unresolved = set(_MISSING_EXTERN.findall(text))
+    missing = [e["name"] for e in externs if e["name"] in unresolved or (inv.kfuncs and e["name"] not in inv.kfuncs)]
+    mine = set(program.get("kfuncs") or [])
+    if missing and program.get("stage") == "prepare":
+        own = [k for k in missing if k in mine]
+        if own:
+            return Classified("missing_kfunc", f"kfunc {', '.join(own)} is not available on this kernel")
+        return Classified(
+            "missing_kfunc",
+            f"the object needs kfunc {', '.join(missing)}, which this kernel lacks (libbpf fails the whole object)",
+        )
+    if _POISON_KFUNC.search(text):
+        weak = [e["name"] for e in externs if e.get("weak") and (not mine or e["name"] in mine)]
+        absent = [k for k in weak if not inv.kfuncs or k not in inv.kfuncs] or weak
+        names = ", ".join(absent) or "a weak kfunc"
+        what = f"kfunc {names} is not available on this kernel and the call is not guarded by bpf_ksym_exists()"
+        return Classified("missing_kfunc", what)
+    for name in mine:
+        if inv.kfunc_allowed.get(name, {}).get(prog_type or "") is False:
+            return Classified("missing_kfunc", f"kfunc {name} is not allowed in {prog_type} programs on this kernel")
+    return None
+
+
+def _first(program: dict, obj: dict) -> str:
+    msg = program.get("message") or (obj.get("open") or {}).get("message") or "no message"
+    return str(msg).strip().splitlines()[0][:300] if str(msg).strip() else "no message"

@@ -1,0 +1,104 @@
+"""What a kernel offers BPF programs: program and map types, helpers, kfuncs.
+
+Built from the guest's probe (libbpf's feature probes, the kernel's BTF, and probe loads of
+the kfuncs the objects use), once per kernel and guest image, and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Inventory:
+    """One kernel's BPF features, as the guest probed them."""
+
+    prog_types: dict[str, bool] = field(default_factory=dict)
+    map_types: dict[str, bool] = field(default_factory=dict)
+    helpers: dict[str, list[int]] = field(default_factory=dict)  # prog type -> available helper ids
+    helper_names: dict[int, str] = field(default_factory=dict)
+    kfuncs: set[str] = field(default_factory=set)  # kfuncs in vmlinux and module BTF
+    kfunc_allowed: dict[str, dict[str, bool]] = field(default_factory=dict)  # kfunc -> prog type -> ok
+
+    @classmethod
+    def from_probe(cls, probe: dict) -> Inventory:
+        """From the guest's probe_result message (unknown or missing parts stay empty)."""
+
+        def bool_map(value) -> dict[str, bool]:
+            return {str(k): bool(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+        helpers = probe.get("helpers") if isinstance(probe.get("helpers"), dict) else {}
+        names = probe.get("helper_names") if isinstance(probe.get("helper_names"), dict) else {}
+        allowed = probe.get("kfunc_allowed") if isinstance(probe.get("kfunc_allowed"), dict) else {}
+        return cls(
+            prog_types=bool_map(probe.get("prog_types")),
+            map_types=bool_map(probe.get("map_types")),
+            helpers={str(t): [i for i in v if isinstance(i, int)] for t, v in helpers.items() if isinstance(v, list)},
+            helper_names={int(k): str(v) for k, v in names.items() if str(k).isdigit()},
+            kfuncs={str(k) for k in probe.get("kfuncs_btf") or [] if isinstance(k, str)},
+            kfunc_allowed={str(k): bool_map(v) for k, v in allowed.items()},
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "prog_types": self.prog_types,
+            "map_types": self.map_types,
+            "helpers": self.helpers,
+            "helper_names": {str(k): v for k, v in sorted(self.helper_names.items())},
+            "kfuncs_btf": sorted(self.kfuncs),
+            "kfunc_allowed": self.kfunc_allowed,
+        }
+
+    def helper_available(self, prog_type: str | None, helper: int) -> bool | None:
+        """Whether a program of this type may call this helper (None: not probed)."""
+        ids = self.helpers.get(prog_type or "")
+        if ids is None:
+            return None
+        return helper in ids
+
+    def all_helpers(self) -> set[int]:
+        return {h for ids in self.helpers.values() for h in ids}
+
+
+def helper_label(helper: int, names: dict[int, str]) -> str:
+    """'bpf_loop (181)', or 'helper #181' when no kernel of the run knows its name."""
+    name = names.get(helper)
+    return f"{name} ({helper})" if name else f"helper #{helper}"
+
+
+def merged_helper_names(inventories: list[Inventory]) -> dict[int, str]:
+    """Helper names known to any kernel of the run: newer kernels name helpers older ones lack."""
+    names: dict[int, str] = {}
+    for inv in inventories:
+        names.update(inv.helper_names)
+    return names
+
+
+@dataclass
+class InventoryDiff:
+    """What one kernel adds and removes relative to the previous one."""
+
+    prog_types: tuple[list[str], list[str]]
+    map_types: tuple[list[str], list[str]]
+    helpers: tuple[list[str], list[str]]
+    kfuncs: tuple[list[str], list[str]]
+
+    def empty(self) -> bool:
+        return not any(a or r for a, r in (self.prog_types, self.map_types, self.helpers, self.kfuncs))
+
+
+def diff(old: Inventory, new: Inventory, names: dict[int, str]) -> InventoryDiff:
+    """Features new has that old lacks (added) and the reverse (removed)."""
+
+    def d(a: set, b: set) -> tuple[list[str], list[str]]:
+        return sorted(b - a), sorted(a - b)
+
+    def on(m: dict[str, bool]) -> set[str]:
+        return {k for k, v in m.items() if v}
+
+    return InventoryDiff(
+        prog_types=d(on(old.prog_types), on(new.prog_types)),
+        map_types=d(on(old.map_types), on(new.map_types)),
+        helpers=d(*({helper_label(h, names) for h in inv.all_helpers()} for inv in (old, new))),
+        kfuncs=d(old.kfuncs, new.kfuncs),
+    )

@@ -1,0 +1,161 @@
+"""The result schema (compat/v1): what a run produces and what goes on disk.
+
+One `ProgramResult` per object × program × kernel, plus the kernels and objects of the run.
+`RunResult.to_json()` is the document `--format json` writes; `compat/schema/result-v1.json`
+is its JSON Schema (the tests validate every document against it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+SCHEMA = "compat/v1"
+SCHEMA_FILE = Path(__file__).parent / "schema" / "result-v1.json"
+
+ACCEPTED, REJECTED, ERROR = "accepted", "rejected", "error"
+VERDICTS = (ACCEPTED, REJECTED, ERROR)
+STAGES = ("open", "prepare", "load")
+
+# The failure classes: small and stable, so users can gate and count on them.
+REASONS = {
+    "missing_helper": "missing helper",
+    "missing_kfunc": "missing kfunc",
+    "unsupported_prog_type": "unsupported program type",
+    "unsupported_map_type": "unsupported map type",
+    "missing_attach_target": "unsupported attach type / missing attach target",
+    "core_relocation": "CO-RE relocation failure",
+    "missing_btf": "missing BTF",
+    "verifier_rejection": "verifier rejection",
+    "complexity_limit": "complexity limit",
+    "object_error": "object error (libbpf)",
+    "infrastructure_error": "infrastructure error",
+}
+
+
+@dataclass
+class KernelInfo:
+    """One kernel of the run as it really booted."""
+
+    id: str
+    label: str
+    version: str  # upstream point release, 6.1.192
+    release: str | None = None  # uname -r
+    source: str = "debian"
+    packages: list[str] = field(default_factory=list)
+    libbpf: str | None = None
+    accel: str | None = None
+    btf: bool | None = None
+    boot_seconds: float | None = None
+    order: int = 0
+    required: bool = False
+    error: str | None = None  # the kernel could not be fetched or booted
+
+
+@dataclass
+class ObjectInfo:
+    """One object file given to the run."""
+
+    object: str
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+    programs: list[str] = field(default_factory=list)
+    error: str | None = None  # bad input: not checked
+
+
+@dataclass
+class ProgramResult:
+    """The verdict of one program of one object on one kernel."""
+
+    object: str
+    object_sha256: str
+    program: str
+    section: str
+    prog_type: str | None
+    kernel: str
+    verdict: str
+    stage: str | None = None
+    errno: int | None = None
+    reason: str | None = None  # a key of REASONS, None when accepted
+    message: str | None = None  # the reason in words, e.g. "helper bpf_loop (181) is not available…"
+    detail: str | None = None  # the kernel's or libbpf's own line behind it
+    stats: dict = field(default_factory=dict)
+    log: str = ""
+    log_level: int | None = None
+    libbpf_log: str = ""
+    attach: dict = field(default_factory=dict)
+    helpers: list[int] = field(default_factory=list)
+    load_ms: float | None = None
+
+
+@dataclass
+class RunResult:
+    """Everything one `compat check` produced."""
+
+    kernels: list[KernelInfo]
+    objects: list[ObjectInfo]
+    results: list[ProgramResult]
+    image: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    compat_version: str = __version__
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "compat_version": self.compat_version,
+            "created": self.created,
+            "options": self.options,
+            "image": self.image,
+            "kernels": [asdict(k) for k in self.kernels],
+            "objects": [asdict(o) for o in self.objects],
+            "results": [asdict(r) for r in self.results],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1)
+
+    @classmethod
+    def from_json(cls, doc: dict, source: str = "result file") -> RunResult:
+        """Read a saved result document (checks the schema tag; unknown fields are ignored)."""
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise UserError(f"{source}: not a compat result file (schema {SCHEMA} expected)")
+        try:
+            return cls(
+                kernels=[KernelInfo(**_known(KernelInfo, k)) for k in doc["kernels"]],
+                objects=[ObjectInfo(**_known(ObjectInfo, o)) for o in doc["objects"]],
+                results=[ProgramResult(**_known(ProgramResult, r)) for r in doc["results"]],
+                image=doc.get("image", {}),
+                options=doc.get("options", {}),
+                created=doc.get("created", ""),
+                compat_version=doc.get("compat_version", "?"),
+            )
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{source}: malformed compat result file ({e})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> RunResult:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: not a readable JSON result file ({e.__class__.__name__})") from None
+        return cls.from_json(doc, str(path))
+
+    def cell(self, obj: str, program: str, kernel: str) -> ProgramResult | None:
+        for r in self.results:
+            if r.object == obj and r.program == program and r.kernel == kernel:
+                return r
+        return None
+
+
+def _known(cls, values: dict) -> dict:
+    names = cls.__dataclass_fields__.keys()
+    return {k: v for k, v in values.items() if k in names}

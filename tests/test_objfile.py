@@ -1,0 +1,54 @@
+"""Host-side validation of untrusted object files: one line per problem, never a traceback."""
+
+from pathlib import Path
+
+import pytest
+
+from compat.objfile import BadObject, read_object
+
+
+def test_real_objects_list_their_programs(built_programs):
+    obj = read_object(built_programs["mixed_verdicts"])
+    assert len(obj.programs) == 2 and len(obj.sha256) == 64 and obj.size > 0
+    counter = read_object(built_programs["counter"])
+    assert [p.name for p in counter.programs] == ["count_getpid"]
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda d, objs: d / "missing.o", "no such file"),
+        (lambda d, objs: d, "is a directory"),
+        (lambda d, objs: _write(d / "empty.o", b""), "empty file"),
+        (lambda d, objs: _write(d / "text.o", b"hello world\n"), "not an ELF file"),
+        (lambda d, objs: _write(d / "ls", Path("/bin/ls").read_bytes()), "not a BPF object"),
+        (lambda d, objs: _write(d / "trunc.o", objs["counter"].read_bytes()[:700]), "truncated"),
+        (lambda d, objs: _write(d / "hdr.o", objs["counter"].read_bytes()[:40]), "malformed or truncated ELF"),
+    ],
+)
+def test_bad_objects(tmp_path, built_programs, make, words):
+    path = make(tmp_path, built_programs)
+    with pytest.raises(BadObject) as e:
+        read_object(path)
+    msg = str(e.value)
+    assert words in msg and str(path) in msg and "\n" not in msg
+
+
+def test_object_without_programs(tmp_path):
+    import subprocess
+
+    src = tmp_path / "nothing.c"
+    src.write_text("int data = 1;\n")
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-c", str(src), "-o", str(tmp_path / "nothing.o")], check=True)
+    with pytest.raises(BadObject, match="no BPF programs"):
+        read_object(tmp_path / "nothing.o")
+
+
+def test_size_limit(tmp_path, built_programs):
+    with pytest.raises(BadObject, match="limit"):
+        read_object(built_programs["counter"], max_bytes=100)
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
