@@ -57,7 +57,7 @@ def main() -> None:
         boots = []
         initrd = builder.initrd(image, kernel)
         for _ in range(args.runs):
-            with VM(VMConfig(kernel.vmlinuz, initrd, accel=accel), spec.id) as vm:
+            with VM(VMConfig(store.boot_image(kernel), initrd, accel=accel), spec.id) as vm:
                 vm.start()
                 boots.append(vm.boot_seconds)
         rows.append(

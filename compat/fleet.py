@@ -101,7 +101,7 @@ class Fleet:
         assert self.image is not None
         initrd = self.builder.initrd(self.image, kernel)
         extra = {"boot_timeout": timeout} if timeout else {}
-        vm = VM(VMConfig(kernel.vmlinuz, initrd, accel=accel, **extra), name=kernel.id)
+        vm = VM(VMConfig(self.store.boot_image(kernel), initrd, accel=accel, **extra), name=kernel.id)
         with self._live_lock:
             self._live.add(vm)
         try:

@@ -16,11 +16,13 @@ from pathlib import Path
 from debian.debian_support import Version
 
 from .apt import AptRepo, AptSource, PackageVersion, debian_sources
+from .bootimage import build_boot_image
 from .cache import Cache, Entry, sha256_file, sha256_json
 from .errors import InfraError, UserError
 from .matrix import KernelSpec
 
 KIND = "kernels"
+BOOT_KIND = "boot"
 # An image package: linux-image-<abi>-<flavour>, where every part of the ABI after X.Y.Z has a
 # digit (6.1.0-56, 6.1.0-0.deb11.52, 6.12.117+deb13, 6.8.0-40) so "cloud" or "rt" never pass
 # for ABI; X.Y-only names (linux-image-6.1-amd64) are meta packages.
@@ -202,6 +204,12 @@ class KernelStore:
                 KIND, resolved.key, lambda d: self._build_packages(repo, resolved, d), hashed=["vmlinuz"]
             )
         return self.kernel_from_entry(spec, entry)
+
+    def boot_image(self, kernel: Kernel) -> Path:
+        """What QEMU boots: the uncompressed vmlinux when the kernel has a PVH entry, else the
+        bzImage (see bootimage.py: this saves the guest's slow decompression on every boot)."""
+        entry = self.cache.ensure(BOOT_KIND, kernel.key, lambda d: build_boot_image(kernel.vmlinuz, d))
+        return entry.file("vmlinux") if entry.meta.get("pvh") else kernel.vmlinuz
 
     @staticmethod
     def kernel_from_entry(spec: KernelSpec, entry: Entry) -> Kernel:

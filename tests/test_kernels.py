@@ -78,3 +78,14 @@ def test_local_kernel_validation(real_cache, default_specs, tmp_path):
         store.resolve(KernelSpec(id="bad", label="bad", source="local", image=notkernel))
     with pytest.raises(UserError, match="does not exist"):
         store.resolve(KernelSpec(id="gone", label="gone", source="local", image=tmp_path / "gone"))
+
+
+def test_every_default_kernel_boots_uncompressed_through_pvh(real_cache, default_specs):
+    from compat.bootimage import extract_vmlinux, has_pvh_entry
+
+    store = KernelStore(real_cache)
+    for spec in default_specs:
+        kernel = store.fetch(spec)
+        image = store.boot_image(kernel)
+        assert image.name == "vmlinux" and has_pvh_entry(image.read_bytes()[:1 << 30]), spec.id
+    assert extract_vmlinux(b"not a kernel") is None

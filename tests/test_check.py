@@ -1,0 +1,94 @@
+"""compat check on the project's own programs over the real default kernels: the verdicts,
+reasons and attach outcomes of programs/expected.yaml, a schema-valid result file, and bad
+input handled one line per file while the good objects are still checked."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+from bpf_build import EXPECTED_FILE
+
+from compat.results import SCHEMA_FILE
+
+pytestmark = [pytest.mark.vm, pytest.mark.network]
+
+
+def compat(*args):
+    return subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True, timeout=3000,
+                          env={**os.environ})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def full_run(built_programs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("check") / "result.json"
+    objects = [str(p) for _, p in sorted(built_programs.items())]
+    proc = compat("check", *objects, "--format", "table", "--format", "json", "--output", "-", "--output", str(out))
+    return proc, json.loads(out.read_text())
+
+
+def test_result_file_matches_the_schema(full_run):
+    proc, doc = full_run
+    assert proc.returncode == 0, proc.stderr
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+    assert [k["id"] for k in doc["kernels"]] == ["5.10", "6.1", "6.12", "sid"]
+    assert all(k["release"] and k["libbpf"] and k["accel"] in ("kvm", "tcg") for k in doc["kernels"])
+
+
+def test_every_program_gets_its_expected_verdict_on_every_kernel(full_run):
+    _, doc = full_run
+    expected = yaml.safe_load(EXPECTED_FILE.read_text())["objects"]
+    cells = {(r["object"], r["program"], r["kernel"]): r for r in doc["results"]}
+    problems = []
+    for obj, spec in expected.items():
+        for prog, pspec in spec["programs"].items():
+            for kernel, want in pspec["kernels"].items():
+                got = cells.get((f"{obj}.o", prog, kernel))
+                if got is None:
+                    problems.append(f"{obj}:{prog} on {kernel}: no result")
+                    continue
+                have = {"verdict": got["verdict"], "stage": got["stage"], "reason": got["reason"]}
+                if "attach" in want:
+                    have["attach"] = got["attach"].get("status")
+                wanted = {k: want.get(k) for k in ("verdict", "stage", "reason")} | (
+                    {"attach": want["attach"]} if "attach" in want else {}
+                )
+                if have != wanted:
+                    problems.append(f"{obj}:{prog} on {kernel}: want {wanted}, got {have}: {got['message']}")
+    assert not problems, "\n".join(problems)
+
+
+def test_accepted_programs_carry_stats_and_rejections_carry_logs(full_run):
+    _, doc = full_run
+    for r in doc["results"]:
+        if r["verdict"] == "accepted":
+            assert r["stats"].get("insns_processed"), r
+        elif r["reason"] == "verifier_rejection":
+            assert r["log"] and r["message"].startswith("the verifier rejected the program: "), r
+
+
+def test_table_names_the_real_cause_in_words(full_run):
+    proc, _ = full_run
+    assert "helper bpf_loop (181) is not available on this kernel" in proc.stdout
+    assert "kfunc bpf_iter_num_" in proc.stdout
+    assert "REJECTED missing_helper" in proc.stdout
+    summary = proc.stdout.rstrip().splitlines()[-1]
+    pattern = r"\d+ object\(s\), \d+ program\(s\), 4 kernel\(s\): \d+ accepted, \d+ rejected, 0 error\(s\)"
+    assert re.fullmatch(pattern, summary), summary
+
+
+def test_bad_inputs_are_reported_and_the_rest_still_checked(built_programs, tmp_path):
+    empty = tmp_path / "empty.o"
+    empty.write_bytes(b"")
+    proc = compat("check", "/bin/ls", str(built_programs["counter"]), str(empty), str(tmp_path / "missing.o"),
+                  str(tmp_path), "--kernel", "6.12")  # fmt: skip
+    assert proc.returncode == 2
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 4 and all(e.startswith("compat: error: ") for e in errors), proc.stderr
+    assert "/bin/ls: an ELF file for EM_X86_64, not a BPF object" in errors[0]
+    assert "empty file" in errors[1] and "no such file" in errors[2] and "is a directory" in errors[3]
+    assert "count_getpid" in proc.stdout and "Traceback" not in proc.stderr
