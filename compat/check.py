@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from compat_agent import AGENT_VERSION
-
 from .cache import Cache, sha256_json
 from .classify import classify
 from .errors import CompatError
@@ -20,6 +18,7 @@ from .kernels import Kernel
 from .matrix import KernelSpec
 from .objfile import BadObject, BpfObject, read_object
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
+from .sourcemap import locate
 from .vm import GuestError
 
 PROBE_KIND = "probes"
@@ -42,6 +41,14 @@ class KernelWork:
     inventory: Inventory = field(default_factory=Inventory)
     replies: dict[str, dict] = field(default_factory=dict)  # object sha256 -> check_result
     failures: dict[str, GuestError] = field(default_factory=dict)  # object sha256 -> what killed the guest
+
+
+def locate_sources(obj: BpfObject, results: list[ProgramResult]) -> None:
+    """Record the source line of each rejection while the object is at hand (reports need no object)."""
+    for r in results:
+        if r.verdict == REJECTED:
+            loc = locate(obj.data, obj.path, r.program, r.section or None, r.reason, r.message, r.log)
+            r.source = loc.to_json() if loc else None
 
 
 def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], list[str]]:
@@ -67,16 +74,18 @@ class Checker:
         self.options = options
         self.fleet = Fleet(cache, specs, jobs=options.jobs, refresh=options.refresh)
 
-    def probe(self, session: Session, kfuncs: list[str]) -> Inventory:
-        """The kernel's inventory, probed in its guest once per kernel, image and kfunc set."""
+    def probe(self, session: Session, kfuncs: list[str], parts: list[str] | None = None) -> Inventory:
+        """The kernel's inventory, probed in its guest once per kernel, image, kfunc set and parts
+        (parts=["kfuncs"] skips the helper sweep when only kfuncs are wanted)."""
         image = self.fleet.image
         assert image is not None
         key = sha256_json(
-            {"kernel": session.kernel.key, "image": image.key, "agent": AGENT_VERSION, "kfuncs": sorted(kfuncs)}
+            {"kernel": session.kernel.key, "image": image.key, "kfuncs": sorted(kfuncs), "parts": parts}
         )
 
         def build(dest) -> dict:
-            reply, _ = session.request({"type": "probe", "kfuncs": sorted(kfuncs)}, timeout=PROBE_TIMEOUT)
+            request = {"type": "probe", "kfuncs": sorted(kfuncs), **({"parts": parts} if parts else {})}
+            reply, _ = session.request(request, timeout=PROBE_TIMEOUT)
             if reply.get("type") != "probe_result":
                 raise GuestError(f"{session.kernel.id}: probe failed: {reply.get('error', reply.get('type'))}")
             return {"probe": reply}
@@ -96,8 +105,10 @@ class Checker:
                 {e["name"] for r in kw.replies.values() for e in r.get("externs") or [] if e.get("kind") == "kfunc"}
             )
             if used:
-                kfunc_inv = self.probe(session, used)
+                kfunc_inv = self.probe(session, used, parts=["kfuncs"])
                 kw.inventory.kfunc_allowed.update(kfunc_inv.kfunc_allowed)
+                kw.inventory.kfuncs |= kfunc_inv.kfuncs
+                kw.inventory.kfuncs_checked |= set(used)
             return kw
 
         return work
@@ -122,25 +133,39 @@ class Checker:
 
     def run(self, objects: list[BpfObject], infos: list[ObjectInfo]) -> RunResult:
         """Check every object on every kernel; never raises for a single kernel's failure."""
+        return self.run_groups([(objects, infos)])[0]
+
+    def run_groups(self, groups: list[tuple[list[BpfObject], list[ObjectInfo]]]) -> list[RunResult]:
+        """Check several groups of objects in one run (the same guests), one RunResult per group:
+        `--baseline-object` checks the baseline objects next to the new ones, on the same kernels."""
         self.fleet.prepare()
         state: dict[str, KernelWork] = {}
         t0 = time.monotonic()
-        outcomes = self.fleet.run(self._work(objects, state))
+        everything = list({o.sha256: o for objects, _ in groups for o in objects}.values())
+        outcomes = self.fleet.run(self._work(everything, state))
+        wall = round(time.monotonic() - t0, 2)
         image = self.fleet.image
         assert image is not None
-        kernels = [self._kernel_info(o) for o in outcomes]
         names = merged_helper_names([o.value.inventory for o in outcomes if o.value])
-        results: list[ProgramResult] = []
-        for obj in objects:
-            for o in outcomes:
-                results.extend(self._results(obj, o, state.get(o.spec.id), names))
-        return RunResult(
-            kernels=kernels,
-            objects=infos,
-            results=results,
-            image={"suite": image.suite, "python": image.python, "libbpf": image.libbpf, "key": image.key[:16]},
-            options={"attach": self.options.attach, "wall_seconds": round(time.monotonic() - t0, 2)},
-        )
+        image_info = {"suite": image.suite, "python": image.python, "libbpf": image.libbpf, "key": image.key[:16]}
+        runs = []
+        for objects, infos in groups:
+            results: list[ProgramResult] = []
+            for obj in objects:
+                for o in outcomes:
+                    found = self._results(obj, o, state.get(o.spec.id), names)
+                    locate_sources(obj, found)
+                    results.extend(found)
+            runs.append(
+                RunResult(
+                    kernels=[self._kernel_info(o) for o in outcomes],
+                    objects=infos,
+                    results=results,
+                    image=dict(image_info),
+                    options={"attach": self.options.attach, "wall_seconds": wall},
+                )
+            )
+        return runs
 
     def _kernel_info(self, o: Outcome) -> KernelInfo:
         k, h = o.kernel, o.hello or {}

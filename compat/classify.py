@@ -20,7 +20,9 @@ _POISON_CORE = re.compile(r"unknown#195896080|failed to resolve CO-RE relocation
 _CORE_TARGET = re.compile(
     r"failed to resolve CO-RE relocation <[^>]*> \[\d+\] (?:(?:struct|union|enum|typedef) )?([\w.:]+)"
 )
-_MISSING_EXTERN = re.compile(r"extern \((?:func ksym|var ksym|kcfg)\) '(\w+)': not found")
+_MISSING_EXTERN = re.compile(
+    r"extern \((?:func ksym|var ksym|kcfg)\) '(\w+)': not found|kfunc '(\w+)' is referenced but wasn't resolved"
+)
 _ATTACH_TARGET = re.compile(
     r"failed to find kernel BTF type ID of '(\w+)'|Failed to find BTF for ['\"]?(\w+)|attach_btf_id.*?(\w+)"
 )
@@ -74,11 +76,12 @@ def classify(
     # Helpers first: the verifier's message for a missing helper can be misleading.
     missing = [h for h in program.get("helpers") or [] if inv.helper_available(prog_type, h) is False]
     if missing:
-        labels = ", ".join(helper_label(h, helper_names) for h in missing)
+        labels = f"helper{'s' if len(missing) > 1 else ''} " + ", ".join(helper_label(h, helper_names) for h in missing)
         anywhere = inv.all_helpers()
         if all(h not in anywhere for h in missing):
-            return Classified("missing_helper", f"helper {labels} is not available on this kernel")
-        return Classified("missing_helper", f"helper {labels} is not available to {prog_type} programs on this kernel")
+            return Classified("missing_helper", f"{labels} {_is(missing)} not available on this kernel")
+        what = f"{labels} {_is(missing)} not available to {prog_type} programs on this kernel"
+        return Classified("missing_helper", what)
 
     kfunc = _kfunc_problem(program, obj, inv, text, prog_type)
     if kfunc:
@@ -122,27 +125,38 @@ def classify(
 def _kfunc_problem(program: dict, obj: dict, inv: Inventory, text: str, prog_type: str | None) -> Classified | None:
     externs = [e for e in obj.get("externs") or [] if e.get("kind") == "kfunc"]
     # A strong kfunc extern that libbpf could not resolve fails the whole object.
-    unresolved = set(_MISSING_EXTERN.findall(text))
-    missing = [e["name"] for e in externs if e["name"] in unresolved or (inv.kfuncs and e["name"] not in inv.kfuncs)]
+    unresolved = {name for groups in _MISSING_EXTERN.findall(text) for name in groups if name}
+    missing = [e["name"] for e in externs if e["name"] in unresolved or _absent(e["name"], inv)]
     mine = set(program.get("kfuncs") or [])
     if missing and program.get("stage") == "prepare":
         own = [k for k in missing if k in mine]
         if own:
-            return Classified("missing_kfunc", f"kfunc {', '.join(own)} is not available on this kernel")
-        return Classified(
-            "missing_kfunc",
-            f"the object needs kfunc {', '.join(missing)}, which this kernel lacks (libbpf fails the whole object)",
-        )
+            return Classified("missing_kfunc", f"{_kfuncs(own)} {_is(own)} not available on this kernel")
+        what = f"the object needs {_kfuncs(missing)}, which this kernel lacks (libbpf fails the whole object)"
+        return Classified("missing_kfunc", what)
     if _POISON_KFUNC.search(text):
         weak = [e["name"] for e in externs if e.get("weak") and (not mine or e["name"] in mine)]
-        absent = [k for k in weak if not inv.kfuncs or k not in inv.kfuncs] or weak
-        names = ", ".join(absent) or "a weak kfunc"
-        what = f"kfunc {names} is not available on this kernel and the call is not guarded by bpf_ksym_exists()"
+        absent = [k for k in weak if _absent(k, inv)] or weak
+        names = _kfuncs(absent) if absent else "a weak kfunc"
+        what = f"{names} {_is(absent)} not available on this kernel and the call is not guarded by bpf_ksym_exists()"
         return Classified("missing_kfunc", what)
     for name in mine:
         if inv.kfunc_allowed.get(name, {}).get(prog_type or "") is False:
             return Classified("missing_kfunc", f"kfunc {name} is not allowed in {prog_type} programs on this kernel")
     return None
+
+
+def _absent(kfunc: str, inv: Inventory) -> bool:
+    """Known to be missing: looked up by name in the kernel's BTF and not found."""
+    return kfunc in inv.kfuncs_checked and kfunc not in inv.kfuncs
+
+
+def _kfuncs(names: list[str]) -> str:
+    return f"kfunc{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+
+def _is(names: list) -> str:
+    return "are" if len(names) > 1 else "is"
 
 
 def _first(program: dict, obj: dict) -> str:

@@ -13,6 +13,7 @@ from tabulate import tabulate
 from . import __version__
 from .cache import Cache
 from .errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError, UserError
+from .gate import FAIL_ON
 from .matrix import KernelSpec, load_matrix
 
 
@@ -28,6 +29,18 @@ def _kernel_options(p: argparse.ArgumentParser) -> None:
         "debian:SERIES, debian:VERSION or a kernel image path",
     )  # fmt: skip
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
+
+
+FORMATS_HELP = "table (default), json, markdown, github, junit, sarif; repeatable"
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", action="append", dest="formats", metavar="FMT", help=FORMATS_HELP)
+    p.add_argument("--output", action="append", dest="outputs", metavar="FILE", help="write the n-th --format here")
+    p.add_argument("--baseline", type=Path, metavar="OLD.json", help="compare with an earlier result file")
+    p.add_argument("--fail-on", choices=FAIL_ON, default="regression",
+                   help="what fails the gate (exit 1): regression (default; and required-kernel rejections "
+                   "without a baseline), rejection, never")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     _kernel_options(p)
     p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
     p.add_argument("--no-attach", dest="attach", action="store_false", help="load only; do not try to attach")
-    p.add_argument("--format", action="append", dest="formats", metavar="FMT", help="table (default), json; repeatable")
-    p.add_argument("--output", action="append", dest="outputs", metavar="FILE", help="write the n-th --format here")
+    _report_options(p)
+    p.add_argument(
+        "--baseline-object", action="append", dest="baseline_objects", metavar="OBJ",
+        help="an earlier build of the objects, checked in the same run (programs matched by name)",
+    )  # fmt: skip
     p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
+
+    p = sub.add_parser("report", help="render a saved result file again (no VMs)")
+    p.add_argument("result", type=Path, metavar="RESULT.json", help="a result file of compat check --format json")
+    _report_options(p)
 
     p = sub.add_parser("probe", help="what each kernel offers: program/map types, helpers, kfuncs")
     _kernel_options(p)
@@ -206,13 +226,27 @@ def _positive(value: float | int | None, what: str) -> None:
         raise UserError(f"{what} must be positive")
 
 
-def _write_reports(result, formats: list[str], outputs: list[str]) -> None:
-    from .reports import render
+def _formats(args) -> tuple[list[str], list[str]]:
+    """--format and --output, checked before anything runs."""
+    from .reports import RENDERERS
 
+    formats = args.formats or ["table"]
+    for fmt in formats:
+        if fmt not in RENDERERS:
+            raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}")
+    outputs = args.outputs or []
     if len(outputs) > len(formats):
         raise UserError("more --output than --format options", "give one --format per --output")
+    return formats, outputs
+
+
+def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -> None:
+    from .gate import gate_summary
+    from .reports import render
+
+    table_on_stdout = False
     for i, fmt in enumerate(formats):
-        text = render(fmt, result)
+        text = render(fmt, result, comparison)
         if i < len(outputs) and outputs[i] != "-":
             path = Path(outputs[i])
             tmp = path.with_name(path.name + ".tmp")
@@ -222,20 +256,39 @@ def _write_reports(result, formats: list[str], outputs: list[str]) -> None:
             except OSError as e:
                 raise UserError(f"cannot write {path}: {e.strerror}") from None
         else:
+            table_on_stdout = table_on_stdout or fmt == "table"
             sys.stdout.write(text)
+    sys.stdout.flush()
+    if not table_on_stdout:
+        print(f"compat: {gate_summary(result, comparison)}", file=sys.stderr)
+
+
+def _load_baseline(path: Path):
+    from .results import RunResult
+
+    if path.suffix == ".o":
+        raise UserError(f"--baseline {path}: takes a result file (JSON)", "use --baseline-object for an object file")
+    return RunResult.load(path)
 
 
 def cmd_check(args, cache: Cache) -> int:
     from .check import DEFAULT_OBJECT_TIMEOUT, Checker, CheckOptions, load_objects
-    from .reports import RENDERERS
+    from .compare import compare
+    from .gate import exit_status
 
     _positive(args.jobs, "--jobs")
     _positive(args.object_timeout, "--object-timeout")
-    formats = args.formats or ["table"]
-    for fmt in formats:
-        if fmt not in RENDERERS:
-            raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}")
-    specs = _specs(args)
+    formats, outputs = _formats(args)
+    if args.baseline and args.baseline_objects:
+        raise UserError("--baseline and --baseline-object exclude each other", "give one kind of baseline")
+    baseline = _load_baseline(args.baseline) if args.baseline else None
+    matrix = load_matrix(args.matrix)
+    specs = matrix.select(list(args.kernel or []))
+    base_objects, base_infos = [], []
+    if args.baseline_objects:
+        base_objects, base_infos, base_bad = load_objects(args.baseline_objects)
+        if base_bad:
+            raise UserError(f"baseline object {base_bad[0]}")
     objects, infos, bad = load_objects(args.objects)
     for line in bad:
         print(f"compat: error: {line}", file=sys.stderr)
@@ -246,17 +299,46 @@ def cmd_check(args, cache: Cache) -> int:
         object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
+    groups = [(objects, infos)] + ([(base_objects, base_infos)] if base_objects else [])
     try:
-        result = checker.run(objects, infos)
+        runs = checker.run_groups(groups)
     except KeyboardInterrupt:
         checker.fleet.cancel()
         raise
-    _write_reports(result, formats, args.outputs or [])
-    if bad:
-        return EXIT_USAGE
-    if any(r.verdict == "error" for r in result.results) or any(k.error for k in result.kernels):
-        return EXIT_INFRA
-    return EXIT_OK
+    result = runs[0]
+    result.options["kernel_axis"] = matrix.axis
+    if base_objects:
+        baseline = runs[1]
+        baseline.options["kernel_axis"] = matrix.axis
+        comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
+    elif baseline is not None:
+        comparison = compare(result, baseline, "file", str(args.baseline))
+    else:
+        comparison = compare(result)
+    _write_reports(result, comparison, formats, outputs)
+    return exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
+
+
+def cmd_report(args, cache: Cache) -> int:
+    from .compare import compare
+    from .gate import exit_status
+    from .results import RunResult
+
+    formats, outputs = _formats(args)
+    doc = RunResult.read_document(args.result)
+    result = RunResult.from_json(doc, str(args.result))
+    saved = doc.get("comparison") if isinstance(doc.get("comparison"), dict) else {}
+    if args.baseline:
+        comparison = compare(result, _load_baseline(args.baseline), "file", str(args.baseline))
+    elif isinstance(saved.get("baseline_result"), dict):
+        info = saved.get("baseline") if isinstance(saved.get("baseline"), dict) else {}
+        baseline = RunResult.from_json(saved["baseline_result"], f"{args.result} (its baseline)")
+        kind = info.get("kind") if info.get("kind") in ("object", "file") else "file"
+        comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=saved.get("axis"))
+    else:
+        comparison = compare(result, axis=saved.get("axis"))
+    _write_reports(result, comparison, formats, outputs)
+    return exit_status(result, comparison, args.fail_on)
 
 
 def cmd_probe(args, cache: Cache) -> int:
@@ -311,6 +393,7 @@ COMMANDS = {
     "cache": cmd_cache,
     "vm": cmd_vm,
     "check": cmd_check,
+    "report": cmd_report,
     "probe": cmd_probe,
 }
 
@@ -322,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["COMPAT_CACHE"] = str(args.cache)
     try:
         cache = Cache()
-        cache.dir()
-        cache.sweep_temporaries()
+        if args.command != "report":  # re-rendering a file needs no cache
+            cache.dir()
+            cache.sweep_temporaries()
         status = COMMANDS[args.command](args, cache)
     except CompatError as e:
         print(f"compat: error: {e}", file=sys.stderr)

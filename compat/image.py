@@ -260,7 +260,7 @@ class ImageBuilder:
         # Merged /usr, made by hand (base-files is not in the image).
         for link, target in (("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
             os.symlink(target, root / link)
-        for d in ("proc", "sys", "dev", "tmp", "run", "root", "compat-modules", "etc"):
+        for d in ("proc", "sys", "dev", "tmp", "run", "root", "compat-modules", "etc", "boot"):
             (root / d).mkdir(exist_ok=True)
         (root / "etc/compat-image.json").write_text(json.dumps(info))
         shutil.copy2(agent_source_dir() / "init.sh", root / "init")
@@ -268,21 +268,30 @@ class ImageBuilder:
 
     # -- per-kernel parts -------------------------------------------------------------------
     def modules_archive(self, kernel: Kernel) -> Path:
-        """A cpio with the kernel modules this kernel needs for the guest (may be empty)."""
-        wanted = list(yaml.safe_load(data_file("modules.yaml").read_text())["channel"])
+        """A cpio with this kernel's parts of the guest: the modules /init loads, the modules the
+        agent loads on demand, and the kernel config (libbpf reads /boot/config-$(uname -r) to
+        resolve __kconfig externs)."""
+        recipe = yaml.safe_load(data_file("modules.yaml").read_text())
+        boot, on_demand = list(recipe["boot"]), list(recipe.get("on_demand") or [])
+        config = kernel.vmlinuz.parent / "config"
         key = sha256_json(
-            {"kernel": kernel.key, "modules": str(kernel.modules or ""), "wanted": wanted, "v": BUILDER_VERSION}
+            {"kernel": kernel.key, "modules": str(kernel.modules or ""), "recipe": recipe, "v": BUILDER_VERSION}
         )
 
         def build(dest: Path) -> dict:
-            mods = resolve_modules(kernel.modules, wanted)
+            first = resolve_modules(kernel.modules, boot)
+            loaded = {name for name, _ in first}
+            later = [m for m in resolve_modules(kernel.modules, on_demand, optional=True) if m[0] not in loaded]
             with open(dest / "modules.cpio", "wb") as f:
                 w = CpioWriter(f)
-                for name, elf in mods:
+                for name, elf in first + later:
                     w.file(f"compat-modules/{name}.ko", elf)
-                w.file("compat-modules/order", "".join(f"{n}\n" for n, _ in mods).encode())
+                w.file("compat-modules/order", "".join(f"{n}\n" for n, _ in first).encode())
+                w.file("compat-modules/on-demand", "".join(f"{n}\n" for n, _ in later).encode())
+                if config.is_file():
+                    w.file(f"boot/config-{kernel.release}", config.read_bytes())
                 w.close()
-            return {"modules": [n for n, _ in mods]}
+            return {"modules": sorted(loaded), "on_demand": [n for n, _ in later]}
 
         return self.cache.ensure(MODULES_KIND, key, build).file("modules.cpio")
 

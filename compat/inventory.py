@@ -18,6 +18,7 @@ class Inventory:
     helpers: dict[str, list[int]] = field(default_factory=dict)  # prog type -> available helper ids
     helper_names: dict[int, str] = field(default_factory=dict)
     kfuncs: set[str] = field(default_factory=set)  # kfuncs in vmlinux and module BTF
+    kfuncs_checked: set[str] = field(default_factory=set)  # kfuncs asked for by name: absent means missing
     kfunc_allowed: dict[str, dict[str, bool]] = field(default_factory=dict)  # kfunc -> prog type -> ok
 
     @classmethod
@@ -61,9 +62,9 @@ class Inventory:
 
 
 def helper_label(helper: int, names: dict[int, str]) -> str:
-    """'bpf_loop (181)', or 'helper #181' when no kernel of the run knows its name."""
+    """'bpf_loop (181)', or '#181' when no kernel of the run knows its name."""
     name = names.get(helper)
-    return f"{name} ({helper})" if name else f"helper #{helper}"
+    return f"{name} ({helper})" if name else f"#{helper}"
 
 
 def merged_helper_names(inventories: list[Inventory]) -> dict[int, str]:

@@ -79,11 +79,12 @@ def modinfo(elf: bytes) -> dict[str, str]:
     return out
 
 
-def resolve_modules(moddir: Path | None, wanted: list[str]) -> list[tuple[str, bytes]]:
+def resolve_modules(moddir: Path | None, wanted: list[str], optional: bool = False) -> list[tuple[str, bytes]]:
     """The modules to insmod, dependencies first, as (name, ELF bytes); built-ins are skipped.
 
     A wanted module that is neither built in nor present is an error only when the kernel has a
-    modules tree: a local kernel without one is assumed to have what it needs built in.
+    modules tree and the module is not optional: a local kernel without a modules tree is
+    assumed to have what it needs built in.
     """
     if moddir is None:
         return []
@@ -111,5 +112,7 @@ def resolve_modules(moddir: Path | None, wanted: list[str]) -> list[tuple[str, b
         order.append((name, elf))
 
     for name in wanted:
+        if optional and _norm(name) not in files:
+            continue
         visit(name)
     return order

@@ -12,6 +12,7 @@ from .errors import UserError
 from .paths import data_file
 
 SOURCES = ("debian", "apt", "local")
+AXES = ("version", "matrix")  # how reports order kernels: by upstream version, or as the file lists them
 FLAVOURS_HINT = "amd64, cloud-amd64, rt-amd64"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SERIES_RE = re.compile(r"^\d+(\.\d+)?$")
@@ -53,6 +54,7 @@ class Matrix:
 
     path: Path
     kernels: list[KernelSpec] = field(default_factory=list)
+    axis: str = "version"  # the kernel axis of reports: by upstream version, or "matrix" (file order)
 
     def ids(self) -> list[str]:
         return [k.id for k in self.kernels]
@@ -126,13 +128,16 @@ def parse_matrix(doc: object, path: Path) -> Matrix:
         doc = {"kernels": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("kernels"), list):
         raise UserError(f"matrix file {path} needs a top-level 'kernels:' list")
-    unknown_top = set(doc) - {"kernels", "defaults", "schema"}
+    unknown_top = set(doc) - {"kernels", "defaults", "schema", "axis"}
     if unknown_top:
         raise UserError(f"matrix file {path}: unknown top-level key '{sorted(unknown_top)[0]}'")
     defaults = doc.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise UserError(f"matrix file {path}: 'defaults' must be a mapping")
-    matrix = Matrix(path=path)
+    axis = doc.get("axis") or "version"
+    if axis not in AXES:
+        raise UserError(f"matrix file {path}: axis must be one of {', '.join(AXES)}, not '{axis}'")
+    matrix = Matrix(path=path, axis=axis)
     seen: set[str] = set()
     for index, raw in enumerate(doc["kernels"]):
         if not isinstance(raw, dict):

@@ -92,6 +92,7 @@ class ProgramResult:
     attach: dict = field(default_factory=dict)
     helpers: list[int] = field(default_factory=list)
     load_ms: float | None = None
+    source: dict | None = None  # where the rejection is in the C source (sourcemap.SourceLocation.to_json())
 
 
 @dataclass
@@ -123,37 +124,73 @@ class RunResult:
 
     @classmethod
     def from_json(cls, doc: dict, source: str = "result file") -> RunResult:
-        """Read a saved result document (checks the schema tag; unknown fields are ignored)."""
+        """Read a saved result document (checks the schema tag and the fields reports rely on;
+        unknown fields are ignored)."""
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise UserError(f"{source}: not a compat result file (schema {SCHEMA} expected)")
         try:
-            return cls(
+            run = cls(
                 kernels=[KernelInfo(**_known(KernelInfo, k)) for k in doc["kernels"]],
                 objects=[ObjectInfo(**_known(ObjectInfo, o)) for o in doc["objects"]],
                 results=[ProgramResult(**_known(ProgramResult, r)) for r in doc["results"]],
-                image=doc.get("image", {}),
-                options=doc.get("options", {}),
+                image=doc.get("image") or {},
+                options=doc.get("options") or {},
                 created=doc.get("created", ""),
                 compat_version=doc.get("compat_version", "?"),
             )
-        except (KeyError, TypeError) as e:
-            raise UserError(f"{source}: malformed compat result file ({e})") from None
+            _check(run)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise UserError(f"{source}: malformed compat result file ({e.__class__.__name__}: {e})") from None
+        return run
+
+    @staticmethod
+    def read_document(path: Path) -> dict:
+        """The JSON document of a result file; a UserError (one line) when it cannot be read."""
+        try:
+            return json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a directory, not a result file") from None
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: not a readable JSON result file ({e.__class__.__name__})") from None
 
     @classmethod
     def load(cls, path: Path) -> RunResult:
-        try:
-            doc = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: not a readable JSON result file ({e.__class__.__name__})") from None
-        return cls.from_json(doc, str(path))
+        return cls.from_json(cls.read_document(path), str(path))
 
     def cell(self, obj: str, program: str, kernel: str) -> ProgramResult | None:
-        for r in self.results:
-            if r.object == obj and r.program == program and r.kernel == kernel:
+        """The result of one program on one kernel (indexed: reports ask for every cell)."""
+        key = (obj, program, kernel)
+        for attempt in (1, 2):
+            index = self.__dict__.get("_cells")
+            if attempt == 2 or index is None or index[0] != len(self.results):
+                index = (len(self.results), {(r.object, r.program, r.kernel): r for r in reversed(self.results)})
+                self.__dict__["_cells"] = index
+            r = index[1].get(key)
+            if r is not None and (r.object, r.program, r.kernel) == key:
                 return r
         return None
+
+
+def _check(run: RunResult) -> None:
+    """The types reports rely on (a hand-edited or foreign file fails here, not in a renderer)."""
+    for k in run.kernels:
+        if not isinstance(k.id, str) or not isinstance(k.version, str) or not isinstance(k.order, int):
+            raise ValueError(f"kernel {k.id!r}: id and version must be strings")
+    for o in run.objects:
+        if not isinstance(o.object, str) or not isinstance(o.path, str):
+            raise ValueError("object names and paths must be strings")
+    for r in run.results:
+        for name in ("object", "program", "kernel", "section", "log"):
+            if not isinstance(getattr(r, name), str):
+                raise ValueError(f"result field '{name}' must be a string")
+        if r.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {r.verdict!r}")
+        if not isinstance(r.stats, dict) or not isinstance(r.attach, dict):
+            raise ValueError("result 'stats' and 'attach' must be objects")
+        if r.source is not None and not isinstance(r.source, dict):
+            raise ValueError("result 'source' must be an object")
 
 
 def _known(cls, values: dict) -> dict:

@@ -107,5 +107,5 @@ def test_inventory_from_probe_and_diff():
     assert "syscall" in d.prog_types[0] and "arena" in d.map_types[0]
     assert "bpf_loop (181)" in d.helpers[0] and "bpf_get_current_pid_tgid (14)" in d.helpers[1]
     assert d.kfuncs == (["bpf_iter_num_new"], ["bpf_obj_new_impl"])
-    assert helper_label(999, {}) == "helper #999"
+    assert helper_label(999, {}) == "#999"
     assert Inventory.from_probe({"helpers": "garbage", "prog_types": None}).helpers == {}

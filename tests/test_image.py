@@ -20,7 +20,7 @@ def test_image_is_hermetic_trimmed_and_sourceless(real_cache):
     assert f"{pylib}/compat_agent/agent.pyc" in entries and f"{pylib}/os.pyc" in entries
     assert f"{pylib}/lib-dynload/_ctypes.cpython-{image.python.replace('.', '')}-x86_64-linux-gnu.so" in entries
     assert not [n for n in entries if n.endswith(".py")]
-    assert f"{pylib}/tkinter/__init__.pyc" not in entries and f"{pylib}/unittest/__init__.pyc" not in entries
+    assert f"{pylib}/tkinter/__init__.pyc" not in entries and f"{pylib}/test/__init__.pyc" not in entries
     info = json.loads(entries["etc/compat-image.json"][1])
     assert info["libbpf"] == image.libbpf and image.libbpf.split(":")[-1].startswith("1.")
     assert image.size < 40e6

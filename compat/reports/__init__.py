@@ -1,22 +1,29 @@
-"""Renderers of a RunResult: one module per format, all pure functions of the result."""
+"""Renderers of a RunResult and its Comparison: one module per format, all pure functions of both
+(except that source paths are shown relative to the workspace: $GITHUB_WORKSPACE or the current
+directory)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..compare import Comparison, compare
 from ..errors import UserError
 from ..results import RunResult
-from . import json_report, table
+from . import github, json_report, junit, markdown, sarif, table
 
-RENDERERS: dict[str, Callable[[RunResult], str]] = {
+RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {
     "table": table.render,
     "json": json_report.render,
+    "markdown": markdown.render,
+    "github": github.render,
+    "junit": junit.render,
+    "sarif": sarif.render,
 }
 
 
-def render(fmt: str, result: RunResult) -> str:
+def render(fmt: str, result: RunResult, comparison: Comparison | None = None) -> str:
     try:
         renderer = RENDERERS[fmt]
     except KeyError:
         raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}") from None
-    return renderer(result)
+    return renderer(result, comparison if comparison is not None else compare(result))

@@ -1,60 +1,145 @@
-"""The terminal report: a programs × kernels matrix, the reasons, and a summary line."""
+"""The terminal report: a programs × kernels matrix (kernel-axis order, regressions marked), the
+reasons with their source lines, the regressions with their log diffs, the kernel axis, the
+statistics that changed against the baseline, and a summary line."""
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
-from ..results import ACCEPTED, ERROR, REASONS, REJECTED, ProgramResult, RunResult
+from ..compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
+from ..gate import facts, gate_summary
+from ..results import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+from . import common
+
+REGRESSION_MARK = "▲"
+DIFF_LINES = 30
 
 
-def _cell(r: ProgramResult | None) -> str:
+def _cell(r: ProgramResult | None, transition: str | None) -> str:
     if r is None:
-        return "-"
+        return "removed" if transition == REMOVED else "-"
     if r.verdict == ACCEPTED:
         att = r.attach.get("status") if r.attach else None
-        return "ok" if att != "failed" else "ok, attach failed"
+        text = "ok" if att != "failed" else "ok, attach failed"
+        return f"{text} (fixed)" if transition == NEWLY_ACCEPTED else text
     if r.verdict == REJECTED:
-        return f"REJECTED {r.reason or ''}".strip()
+        text = f"REJECTED {r.reason or ''}".strip()
+        return f"{REGRESSION_MARK} {text}" if transition == NEWLY_REJECTED else text
     return "ERROR"
 
 
 def kernel_heading(k) -> str:
-    return k.id if k.version in k.id else f"{k.id} ({k.version})"
+    return common.kernel_name(k)
 
 
-def render(result: RunResult) -> str:
-    kernels = sorted(result.kernels, key=lambda k: k.order)
+def render(result: RunResult, comparison: Comparison) -> str:
+    kernels = common.kernels(result, comparison)
     rows = []
-    seen: set[tuple[str, str]] = set()
-    for r in result.results:
-        key = (r.object, r.program)
-        if key in seen:
-            continue
-        seen.add(key)
-        rows.append([r.object, r.program, *(_cell(result.cell(r.object, r.program, k.id)) for k in kernels)])
+    for obj, prog in common.programs(result, comparison):
+        cells = []
+        for k in kernels:
+            change = comparison.cell(obj, prog, k.id)
+            cells.append(_cell(result.cell(obj, prog, k.id), change.transition if change else None))
+        rows.append([obj, prog, *cells])
     out = [tabulate(rows, headers=["object", "program", *(kernel_heading(k) for k in kernels)])] if rows else []
+    if comparison.baseline is not None:
+        out.append(
+            f"baseline: {comparison.baseline.label} ({comparison.baseline.kind}); "
+            f"{REGRESSION_MARK} = newly rejected (regression), (fixed) = newly accepted"
+        )
 
+    f = facts(result, comparison)
     details = []
+    for p in common.problems(result, comparison, f):
+        r = p.result
+        mark = f"{REGRESSION_MARK} " if p.regression else ""
+        details.append(f"  {mark}{p.where}: {common.reason_words(r.reason)}: {r.message}")
+        loc = common.location(r)
+        if loc is not None:
+            text = f": {loc.text}" if loc.text else ""
+            details.append(f"      at {common.display_path(loc.file)}:{loc.line}{text}")
     for r in result.results:
-        if r.verdict != ACCEPTED:
-            what = REASONS.get(r.reason or "", r.reason or "")
-            details.append(f"  {r.object}:{r.program} on {r.kernel}: {what}: {r.message}")
-        elif r.attach.get("status") == "failed":
+        if r.verdict == ERROR:
+            details.append(f"  {r.object}:{r.program} on {r.kernel}: {common.reason_words(r.reason)}: {r.message}")
+        elif r.verdict == ACCEPTED and r.attach.get("status") == "failed":
             why = r.attach.get("reason")
             details.append(f"  {r.object}:{r.program} on {r.kernel}: loads, but attach failed: {why}")
     if details:
         out.append("\nWhy:\n" + "\n".join(details))
+
+    out.extend(_regressions(result, comparison, f))
+    out.extend(_axis(result, comparison))
+    out.extend(_stats(result, comparison))
     for o in result.objects:
         if o.error:
             out.append(f"not checked: {o.error}")
     for k in kernels:
         if k.error:
             out.append(f"kernel {k.id}: {k.error}")
-    out.append(summary_line(result))
+    out.append(summary_line(result, comparison))
     return "\n".join(out) + "\n"
 
 
-def summary_line(result: RunResult) -> str:
+def _regressions(result: RunResult, comparison: Comparison, f) -> list[str]:
+    if not f.regressions:
+        return []
+    by_kernel = {k.id: k for k in result.kernels}
+    out = [f"\nRegressions against {comparison.baseline.label if comparison.baseline else 'the baseline'}:"]
+    for c in f.regressions:
+        r = result.cell(c.object, c.program, c.kernel)
+        out.append(f"  {REGRESSION_MARK} {c.object}:{c.program} on {common.kernel_name(by_kernel.get(c.kernel))}: "
+                   f"accepted in the baseline ({c.baseline_object}), now {common.reason_words(c.reason)}")  # fmt: skip
+        if r is not None and r.message:
+            out.append(f"      {r.message}")
+        loc = common.location(r)
+        if loc is not None:
+            out.append(f"      at {common.display_path(loc.file)}:{loc.line}" + (f": {loc.text}" if loc.text else ""))
+        d = c.log_diff
+        if d is not None:
+            if d.divergence is not None:
+                out.append(f"      first divergent instruction: {d.divergence.describe()}")
+            elif d.note:
+                out.append(f"      {d.note}")
+            if d.diff:
+                out.append("      verifier log diff (normalized):")
+                out.extend(f"        {line}" for line in common.clip(d.diff, DIFF_LINES))
+    return out
+
+
+def _axis(result: RunResult, comparison: Comparison) -> list[str]:
+    by_kernel = {k.id: k for k in result.kernels}
+    lines = []
+    for p in comparison.programs:
+        verdicts = [v for v in p.verdicts.values() if v in (ACCEPTED, REJECTED)]
+        if not verdicts or all(v == ACCEPTED for v in verdicts):
+            continue
+        name = f"  {p.object}:{p.program}: "
+        if p.floor is None:
+            lines.append(name + "rejected on every kernel")
+            continue
+        rejected = [k for k, v in p.verdicts.items() if v == REJECTED]
+        text = name + f"floor {common.kernel_name(by_kernel.get(p.floor))}; rejected on {', '.join(rejected)}"
+        if p.rejected_from:
+            text += (f"; {REGRESSION_MARK} accepted on {common.kernel_version(by_kernel.get(p.accepted_on))}, "
+                     f"rejected from {common.kernel_version(by_kernel.get(p.rejected_from))}")  # fmt: skip
+        lines.append(text)
+    if not lines:
+        return []
+    order = " < ".join(comparison.kernel_order)
+    return [f"\nKernel axis ({order}):", *lines]
+
+
+def _stats(result: RunResult, comparison: Comparison) -> list[str]:
+    lines = []
+    for c in comparison.cells:
+        if not c.stats_changed():
+            continue
+        parts = [f"{STAT_LABELS[k]} {c.stats[k].describe()}" for k in STAT_KEYS if k in c.stats]
+        lines.append(f"  {c.object}:{c.program} on {c.kernel}: " + ", ".join(parts))
+    return ["\nVerifier statistics against the baseline:", *lines] if lines else []
+
+
+def summary_line(result: RunResult, comparison: Comparison | None = None) -> str:
     counts = {v: sum(1 for r in result.results if r.verdict == v) for v in (ACCEPTED, REJECTED, ERROR)}
     programs = len({(r.object, r.program) for r in result.results})
     checked = sum(1 for o in result.objects if not o.error)
@@ -65,4 +150,8 @@ def summary_line(result: RunResult) -> str:
     )
     if bad:
         text += f"; {bad} bad input(s)"
+    if comparison is not None:
+        f = facts(result, comparison)
+        if comparison.baseline is not None or f.required_rejections or comparison.backport_regressions():
+            text += "; " + gate_summary(result, comparison, counts=False)
     return text

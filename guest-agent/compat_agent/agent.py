@@ -77,6 +77,22 @@ def handle(message: dict, payload: bytes) -> dict | None:
         return {**reply, "type": "pong", "payload_bytes": len(payload)}
     if kind == "shutdown":
         return None
+    if kind in ("check", "probe"):
+        # Imported here, not at start-up: python imports cost ~7x under emulation and a VM that
+        # only answers pings should not pay for them.
+        try:
+            if kind == "check":
+                from .check import check
+
+                return {**check(message, payload), **reply}
+            from .probe import probe
+
+            return {**probe(message), **reply}
+        except Exception as e:  # one broken request must not kill the agent (and the VM)
+            import traceback
+
+            error = f"{kind} failed: {type(e).__name__}: {e}"
+            return {**reply, "type": "error", "error": error, "traceback": traceback.format_exc()[-4000:]}
     return {**reply, "type": "error", "error": f"unknown request type {kind!r}"}
 
 
@@ -104,9 +120,17 @@ def serve(fd: int) -> None:
         send(reply)
 
 
-# Modules the agent imports only on some paths (attaching XDP/tc needs netlink): the image
-# trace imports them too so they are in the image.
-LAZY_IMPORTS = ("pyroute2",)
+# Modules the agent imports only on some paths (check and probe requests): the image trace
+# imports them too so they are in the image.
+LAZY_IMPORTS = (
+    "compat_agent.libbpf",
+    "compat_agent.check",
+    "compat_agent.attach",
+    "compat_agent.probe",
+    "traceback",
+    "compat_agent.modules",
+    "pyroute2",  # netlink for XDP/tc attach targets, imported when first needed
+)
 
 
 def trace_imports() -> None:

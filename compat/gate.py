@@ -1,0 +1,107 @@
+"""The gate: the exit status of `compat check` and `compat report`, and the summary line.
+
+Policies (--fail-on):
+  regression (default)  fail on a regression against the baseline (a cell accepted in the
+                        baseline and rejected now), and on a rejection on a kernel the matrix marks
+                        `required: true` when nothing in the baseline covers that cell (always so
+                        without a baseline);
+  rejection             fail on any rejection;
+  never                 verdicts never fail the gate (reports only).
+Exit statuses (compat/errors.py): 2 bad input (some object was not checked) before 1 the gate
+failed, before 3 an infrastructure error left some cell without a verdict, before 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .compare import ADDED, CellChange, Comparison, kernel_name
+from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
+from .results import ERROR, REASONS, REJECTED, ProgramResult, RunResult
+
+FAIL_ON = ("regression", "rejection", "never")
+
+
+@dataclass
+class Facts:
+    """What the gate looks at."""
+
+    programs: int
+    kernels: int
+    regressions: list[CellChange] = field(default_factory=list)
+    required_rejections: list[ProgramResult] = field(default_factory=list)
+    rejections: list[ProgramResult] = field(default_factory=list)
+    errors: int = 0
+    bad_objects: int = 0
+
+
+def facts(result: RunResult, comparison: Comparison) -> Facts:
+    required = {k.id for k in result.kernels if k.required}
+    f = Facts(
+        programs=len({(r.object, r.program) for r in result.results}),
+        kernels=len(result.kernels),
+        regressions=comparison.regressions(),
+        rejections=[r for r in result.results if r.verdict == REJECTED],
+        errors=sum(1 for r in result.results if r.verdict == ERROR) + sum(1 for k in result.kernels if k.error),
+        bad_objects=sum(1 for o in result.objects if o.error),
+    )
+    for r in f.rejections:
+        if r.kernel not in required:
+            continue
+        if comparison.baseline is not None:
+            change = comparison.cell(r.object, r.program, r.kernel)
+            if change is None or change.transition != ADDED:
+                continue  # the baseline covers it: only a regression fails the gate
+        f.required_rejections.append(r)
+    return f
+
+
+def exit_status(result: RunResult, comparison: Comparison, fail_on: str = "regression", bad_input: bool = False) -> int:
+    f = facts(result, comparison)
+    if bad_input or f.bad_objects:
+        return EXIT_USAGE
+    if fail_on == "rejection" and f.rejections:
+        return EXIT_FAILED
+    if fail_on == "regression" and (f.regressions or f.required_rejections):
+        return EXIT_FAILED
+    if f.errors:
+        return EXIT_INFRA
+    return EXIT_OK
+
+
+def _reason(reason: str | None) -> str:
+    return REASONS.get(reason or "", reason or "?")
+
+
+def gate_summary(result: RunResult, comparison: Comparison, counts: bool = True) -> str:
+    """'N programs, K kernels: R regressions: a.o:p on 5.10 (missing helper), …'."""
+    f = facts(result, comparison)
+    kernels = {k.id: k for k in result.kernels}
+    text = f"{f.programs} program(s), {f.kernels} kernel(s): " if counts else ""
+    if comparison.baseline is None:
+        text += "no baseline"
+    else:
+        n = len(f.regressions)
+        text += f"{n} regression(s) against {comparison.baseline.label}"
+        if n:
+            text += ": " + ", ".join(
+                f"{c.object}:{c.program} on {kernel_name(kernels.get(c.kernel), c.kernel)} ({_reason(c.reason)})"
+                for c in f.regressions
+            )
+    if f.required_rejections:
+        text += f"; {len(f.required_rejections)} rejection(s) on required kernels: " + ", ".join(
+            f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)} ({_reason(r.reason)})"
+            for r in f.required_rejections
+        )
+    if comparison.backport_regressions():
+        text += "; rejected on a newer kernel after an older one accepted: " + ", ".join(
+            f"{p.object}:{p.program} (accepted on {_version(kernels, p.accepted_on)}, "
+            f"rejected from {_version(kernels, p.rejected_from)})"
+            for p in comparison.backport_regressions()
+        )
+    return text
+
+
+def _version(kernels: dict, kid: str | None) -> str:
+    k = kernels.get(kid or "")
+    return k.version if k is not None and k.version and k.version != "?" else str(kid)

@@ -1,0 +1,100 @@
+"""What several reports share: kernel order and names, cells, source paths, reasons in words."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..compare import Comparison, kernel_name, kernel_version
+from ..results import REASONS, KernelInfo, ProgramResult, RunResult
+from ..sourcemap import SourceLocation
+
+__all__ = ["kernel_name", "kernel_version"]
+
+
+def kernels(result: RunResult, comparison: Comparison) -> list[KernelInfo]:
+    """The run's kernels along the kernel axis."""
+    by_id = {k.id: k for k in result.kernels}
+    ordered = [by_id[k] for k in comparison.kernel_order if k in by_id]
+    return ordered + [k for k in result.kernels if k.id not in comparison.kernel_order]
+
+
+def programs(result: RunResult, comparison: Comparison | None = None) -> list[tuple[str, str]]:
+    """(object, program) of the run in first-seen order, then those only the baseline has."""
+    seen: dict[tuple[str, str], None] = {}
+    for r in result.results:
+        seen.setdefault((r.object, r.program), None)
+    for c in comparison.cells if comparison else []:
+        seen.setdefault((c.object, c.program), None)
+    return list(seen)
+
+
+def reason_words(reason: str | None) -> str:
+    return REASONS.get(reason or "", reason or "rejected")
+
+
+def location(r: ProgramResult | None) -> SourceLocation | None:
+    return SourceLocation.from_json(r.source) if r is not None else None
+
+
+def display_path(file: str) -> str:
+    """A source path as CI systems want it: relative to the workspace ($GITHUB_WORKSPACE, else the
+    current directory) when it lies inside it, unchanged otherwise."""
+    p = Path(file)
+    if not p.is_absolute():
+        return file
+    for root in (os.environ.get("GITHUB_WORKSPACE"), os.getcwd()):
+        if not root:
+            continue
+        try:
+            return str(p.relative_to(Path(root)))
+        except ValueError:
+            continue
+    return file
+
+
+@dataclass
+class Problem:
+    """A rejected (or unverdicted) cell, with what the reports say about it."""
+
+    result: ProgramResult
+    kernel: KernelInfo | None
+    regression: bool  # newly rejected against the baseline
+    required: bool  # a rejection on a required kernel that fails the gate
+    baseline_object: str | None = None
+
+    @property
+    def fails_gate(self) -> bool:
+        return self.regression or self.required
+
+    @property
+    def where(self) -> str:
+        return f"{self.result.object}:{self.result.program} on {kernel_name(self.kernel, self.result.kernel)}"
+
+
+def problems(result: RunResult, comparison: Comparison, facts) -> list[Problem]:
+    """Every rejected cell, in program then kernel-axis order."""
+    by_kernel = {k.id: k for k in result.kernels}
+    order = {k: i for i, k in enumerate(comparison.kernel_order)}
+    required = {(r.object, r.program, r.kernel) for r in facts.required_rejections}
+    regressions = {(c.object, c.program, c.kernel): c for c in facts.regressions}
+    prog_order = {p: i for i, p in enumerate(programs(result))}
+    out = []
+    for r in result.results:
+        if r.verdict != "rejected":
+            continue
+        key = (r.object, r.program, r.kernel)
+        change = regressions.get(key)
+        out.append(
+            Problem(r, by_kernel.get(r.kernel), change is not None, key in required,
+                    change.baseline_object if change else None)
+        )  # fmt: skip
+    out.sort(key=lambda p: (prog_order.get((p.result.object, p.result.program), 0), order.get(p.result.kernel, 0)))
+    return out
+
+
+def clip(lines: list[str], limit: int) -> list[str]:
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"… {len(lines) - limit} more line(s)"]

@@ -1,0 +1,90 @@
+"""JUnit XML: one test suite per kernel (kernel-axis order), one test case per program × kernel.
+
+A rejection is a <failure> (type = the failure class; "regression: " leads the message of a
+cell accepted in the baseline), a cell without a verdict an <error>; the failure text holds the
+reason, the source line and the log diff (regressions) or the log's last lines.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from ..compare import Comparison
+from ..gate import facts
+from ..results import ACCEPTED, ERROR, REJECTED, RunResult
+from . import common
+
+LOG_TAIL = 40
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _clean(text: str) -> str:
+    return _XML_ILLEGAL.sub("?", text)
+
+
+def render(result: RunResult, comparison: Comparison) -> str:
+    f = facts(result, comparison)
+    problems = {(p.result.object, p.result.program, p.result.kernel): p for p in common.problems(result, comparison, f)}
+    root = ET.Element("testsuites", name="compat")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    for k in common.kernels(result, comparison):
+        suite = ET.SubElement(root, "testsuite", name=f"compat {common.kernel_name(k)}")
+        props = ET.SubElement(suite, "properties")
+        for name, value in (("kernel", k.id), ("version", k.version), ("release", k.release), ("libbpf", k.libbpf),
+                            ("required", str(k.required).lower())):  # fmt: skip
+            if value:
+                ET.SubElement(props, "property", name=name, value=_clean(str(value)))
+        counts = {"tests": 0, "failures": 0, "errors": 0}
+        seconds = 0.0
+        for obj, prog in common.programs(result):
+            r = result.cell(obj, prog, k.id)
+            if r is None:
+                continue
+            counts["tests"] += 1
+            t = (r.load_ms or 0) / 1000
+            seconds += t
+            case = ET.SubElement(suite, "testcase", classname=f"compat.{k.id}.{obj}", name=prog, time=f"{t:.3f}")
+            if r.verdict == REJECTED:
+                counts["failures"] += 1
+                p = problems.get((obj, prog, k.id))
+                reason = common.reason_words(r.reason)
+                lead = "regression: " if p and p.regression else ("required kernel: " if p and p.required else "")
+                failure = ET.SubElement(case, "failure", type=r.reason or "rejected",
+                                        message=_clean(f"{lead}{reason}: {r.message}"))  # fmt: skip
+                failure.text = _clean(_failure_text(result, comparison, r))
+            elif r.verdict == ERROR:
+                counts["errors"] += 1
+                error = ET.SubElement(case, "error", type=r.reason or "error", message=_clean(str(r.message)))
+                error.text = _clean(r.log[-4000:]) if r.log else None
+            elif r.verdict == ACCEPTED and r.attach.get("status") == "failed":
+                out = ET.SubElement(case, "system-out")
+                out.text = _clean(f"loads, but attach failed: {r.attach.get('reason')}")
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+        suite.set("time", f"{seconds:.3f}")
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _failure_text(result: RunResult, comparison: Comparison, r) -> str:
+    lines = [f"{r.object}:{r.program} on {r.kernel}: {common.reason_words(r.reason)}", f"{r.message}"]
+    if r.detail and r.detail not in (r.message or ""):
+        lines.append(f"kernel/libbpf: {r.detail}")
+    loc = common.location(r)
+    if loc is not None:
+        lines.append(f"at {common.display_path(loc.file)}:{loc.line}" + (f": {loc.text}" if loc.text else ""))
+    change = comparison.cell(r.object, r.program, r.kernel)
+    if change is not None and change.log_diff is not None:
+        d = change.log_diff
+        lines.append(f"accepted in the baseline ({change.baseline_object}); verifier log diff (normalized):")
+        if d.divergence is not None:
+            lines.append(f"first divergent instruction: {d.divergence.describe()}")
+        lines.extend(common.clip(d.diff, 200))
+    elif r.log:
+        lines.append("verifier log (last lines):")
+        lines.extend(r.log.rstrip().splitlines()[-LOG_TAIL:])
+    return "\n".join(lines)

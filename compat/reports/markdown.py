@@ -1,0 +1,204 @@
+"""Markdown for a pull-request comment or $GITHUB_STEP_SUMMARY: the programs × kernels matrix
+(✅ ❌ 🔺), the kernel axis, then one collapsible section per regression with the reason, the
+source line and the verifier-log diff. Kept under GitHub's 65,536-character comment limit by
+shortening the log diffs."""
+
+from __future__ import annotations
+
+import html
+
+from ..compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
+from ..gate import facts, gate_summary
+from ..logdiff import LogDiff
+from ..results import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+from . import common
+
+ACCEPT, REJECT, REGRESSION, NO_VERDICT, FIXED, GONE = "✅", "❌", "🔺", "⚠️", "✅🆕", "➖"
+MAX_CHARS = 60_000
+DIFF_LIMITS = (80, 25, 0)
+
+
+def _cell(r: ProgramResult | None, transition: str | None) -> str:
+    if r is None:
+        return GONE if transition == REMOVED else " "
+    if r.verdict == ACCEPTED:
+        if transition == NEWLY_ACCEPTED:
+            return FIXED
+        return ACCEPT + (" (attach failed)" if r.attach.get("status") == "failed" else "")
+    if r.verdict == REJECTED:
+        return REGRESSION if transition == NEWLY_REJECTED else REJECT
+    return NO_VERDICT
+
+
+def _code(text: str) -> str:
+    """Inline code that survives backticks in the text."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _fenced(lines: list[str], lang: str = "") -> list[str]:
+    fence = "````" if any(line.startswith("```") for line in lines) else "```"
+    return [f"{fence}{lang}", *lines, fence]
+
+
+def render(result: RunResult, comparison: Comparison) -> str:
+    for limit in DIFF_LIMITS:
+        text = _render(result, comparison, limit)
+        if len(text) <= MAX_CHARS:
+            return text
+    return text[: MAX_CHARS - 80] + "\n\n… (report shortened: see the JSON result file for everything)\n"
+
+
+def _render(result: RunResult, comparison: Comparison, diff_limit: int) -> str:
+    f = facts(result, comparison)
+    kernels = common.kernels(result, comparison)
+    by_kernel = {k.id: k for k in result.kernels}
+    out = ["## compat: BPF programs × kernels", ""]
+    if comparison.baseline is not None:
+        n = len(f.regressions)
+        head = f"{REGRESSION} **{n} regression(s)**" if n else f"{ACCEPT} **no regression**"
+        out.append(f"{head} against {_code(comparison.baseline.label)} · {f.programs} program(s) × "
+                   f"{f.kernels} kernel(s)")  # fmt: skip
+    else:
+        out.append(f"{f.programs} program(s) × {f.kernels} kernel(s) · no baseline")
+    if f.required_rejections:
+        out.append(f"\n{REJECT} **{len(f.required_rejections)} rejection(s) on required kernels**")
+    out.append("")
+
+    header = ["program", *(f"{k.id}<br><sub>{common.kernel_version(k)}</sub>" for k in kernels)]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|---|" + "|".join(":-:" for _ in kernels) + "|")
+    for obj, prog in common.programs(result, comparison):
+        cells = []
+        for k in kernels:
+            change = comparison.cell(obj, prog, k.id)
+            cells.append(_cell(result.cell(obj, prog, k.id), change.transition if change else None))
+        out.append(f"| {_code(obj)} {_code(prog)} | " + " | ".join(cells) + " |")
+    legend = f"{ACCEPT} accepted · {REJECT} rejected · {NO_VERDICT} no verdict (infrastructure error)"
+    if comparison.baseline is not None:
+        legend += f" · {REGRESSION} newly rejected (regression) · {FIXED} newly accepted · {GONE} removed"
+    out += ["", f"<sub>{legend}</sub>", ""]
+
+    axis = _axis(comparison, by_kernel)
+    if axis:
+        out += [f"**Kernel axis** ({' → '.join(comparison.kernel_order)}):", "", *axis, ""]
+
+    if f.regressions:
+        out += ["### Regressions", ""]
+        for c in f.regressions:
+            r = result.cell(c.object, c.program, c.kernel)
+            title = (f"{REGRESSION} <code>{html.escape(c.object)}:{html.escape(c.program)}</code> on "
+                     f"{html.escape(common.kernel_name(by_kernel.get(c.kernel), c.kernel))}: "
+                     f"{html.escape(common.reason_words(c.reason))}")  # fmt: skip
+            body = [f"**Reason:** {common.reason_words(c.reason)}: {r.message if r else ''}", ""]
+            bver = f", {c.baseline_kernel_version}" if c.baseline_kernel_version else ""
+            body += [f"**Baseline:** accepted ({_code(c.baseline_object or '?')}{bver})", ""]
+            body += _source(r)
+            body += _diff(c.log_diff, diff_limit)
+            out += _details(title, body)
+
+    backports = [p for p in comparison.programs if p.rejected_from]
+    if backports:
+        out += ["### Rejected on a newer kernel after an older one accepted", ""]
+        for p in backports:
+            r = result.cell(p.object, p.program, p.rejected_from or "")
+            title = (
+                f"{REGRESSION} <code>{html.escape(p.object)}:{html.escape(p.program)}</code>: accepted on "
+                f"{html.escape(common.kernel_version(by_kernel.get(p.accepted_on), p.accepted_on or '?'))}, "
+                f"rejected from "
+                f"{html.escape(common.kernel_version(by_kernel.get(p.rejected_from), p.rejected_from or '?'))}"
+            )
+            body = [f"**Reason:** {common.reason_words(r.reason if r else None)}: {r.message if r else ''}", ""]
+            body += _source(r)
+            boundary = next((b for b in p.boundaries if b.newer == p.rejected_from), None)
+            body += _diff(boundary.log_diff if boundary else None, diff_limit)
+            out += _details(title, body)
+
+    others = [p for p in common.problems(result, comparison, f) if not p.regression]
+    if others:
+        lines = []
+        for p in others:
+            loc = common.location(p.result)
+            at = f" at {_code(f'{common.display_path(loc.file)}:{loc.line}')}" if loc else ""
+            gate = " **(required kernel)**" if p.required else ""
+            lines.append(f"- {_code(p.where)}{gate}: {common.reason_words(p.result.reason)}: "
+                         f"{p.result.message}{at}")  # fmt: skip
+        out += _details(f"{REJECT} Other rejections ({len(others)})", lines)
+
+    errors = [r for r in result.results if r.verdict == ERROR]
+    if errors:
+        lines = [f"- {_code(f'{r.object}:{r.program} on {r.kernel}')}: {r.message}" for r in errors]
+        out += _details(f"{NO_VERDICT} No verdict ({len(errors)})", lines)
+
+    stats = _stats(comparison)
+    if stats:
+        out += _details("Verifier statistics against the baseline", stats)
+
+    out += ["", f"<sub>{html.escape(gate_summary(result, comparison))}</sub>"]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _details(title: str, body: list[str]) -> list[str]:
+    return ["<details>", f"<summary>{title}</summary>", "", *body, "", "</details>", ""]
+
+
+def _source(r: ProgramResult | None) -> list[str]:
+    loc = common.location(r)
+    if loc is None:
+        return []
+    out = [f"**Source:** {_code(f'{common.display_path(loc.file)}:{loc.line}')}", ""]
+    if loc.text:
+        out += [*_fenced([loc.text], "c"), ""]
+    return out
+
+
+def _diff(d: LogDiff | None, limit: int) -> list[str]:
+    if d is None:
+        return []
+    out = []
+    if d.divergence is not None:
+        out += [f"**First divergent instruction:** {_code(d.divergence.describe())}", ""]
+    elif d.note:
+        out += [f"*{d.note}*", ""]
+    if d.diff and limit:
+        lines = common.clip(d.diff, limit)
+        if d.left_off:
+            lines.append(f"… {d.left_off} more line(s) in the result file")
+        out += ["**Verifier log diff** (normalized):", "", *_fenced(lines, "diff")]
+    elif d.diff:
+        out += [f"*Verifier log diff: {len(d.diff)} line(s), in the JSON result file.*"]
+    return out
+
+
+def _axis(comparison: Comparison, by_kernel: dict) -> list[str]:
+    lines = []
+    for p in comparison.programs:
+        verdicts = [v for v in p.verdicts.values() if v in (ACCEPTED, REJECTED)]
+        if not verdicts or all(v == ACCEPTED for v in verdicts):
+            continue
+        name = f"- {_code(f'{p.object}:{p.program}')}: "
+        if p.floor is None:
+            lines.append(name + "rejected on every kernel")
+            continue
+        text = name + f"accepted from {common.kernel_name(by_kernel.get(p.floor), p.floor)}"
+        rejected = [k for k, v in p.verdicts.items() if v == REJECTED]
+        text += f", rejected on {', '.join(rejected)}"
+        if p.rejected_from:
+            text += (f"; {REGRESSION} accepted on {common.kernel_version(by_kernel.get(p.accepted_on))}, rejected "
+                     f"from {common.kernel_version(by_kernel.get(p.rejected_from))}")  # fmt: skip
+        lines.append(text)
+    return lines
+
+
+def _stats(comparison: Comparison) -> list[str]:
+    rows = []
+    for c in comparison.cells:
+        if not c.stats_changed():
+            continue
+        rows.append(f"| {_code(f'{c.object}:{c.program}')} | {c.kernel} | "
+                    + " | ".join(c.stats[k].describe() if k in c.stats else "" for k in STAT_KEYS) + " |")  # fmt: skip
+    if not rows:
+        return []
+    head = "| program | kernel | " + " | ".join(STAT_LABELS[k] for k in STAT_KEYS) + " |"
+    return [head, "|---|---|" + "---:|" * len(STAT_KEYS), *rows]

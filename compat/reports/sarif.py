@@ -1,0 +1,91 @@
+"""SARIF 2.1.0 (GitHub code scanning and other static-analysis viewers).
+
+One result per regression (and per rejection on a required kernel that fails the gate without a
+baseline cell), located at the failing source line (physicalLocation.region.startLine), or at
+the object file when the object carries no line information. Rule ids are
+"regression/<failure class>" and "required-rejection/<failure class>".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..compare import Comparison
+from ..gate import facts
+from ..results import REASONS, RunResult
+from . import common
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _uri(path: str) -> str:
+    shown = common.display_path(path)
+    p = Path(shown)
+    return p.as_uri() if p.is_absolute() else p.as_posix()
+
+
+def render(result: RunResult, comparison: Comparison) -> str:
+    f = facts(result, comparison)
+    objects = {o.object: o for o in result.objects}
+    rules: list[dict] = []
+    rule_index: dict[str, int] = {}
+    results = []
+    for p in common.problems(result, comparison, f):
+        if not p.fails_gate:
+            continue
+        r = p.result
+        kind = "regression" if p.regression else "required-rejection"
+        rule_id = f"{kind}/{r.reason or 'rejected'}"
+        if rule_id not in rule_index:
+            rule_index[rule_id] = len(rules)
+            what = REASONS.get(r.reason or "", "rejection")
+            short = (f"Accepted in the baseline, rejected now: {what}" if p.regression
+                     else f"Rejected on a required kernel: {what}")  # fmt: skip
+            rules.append({"id": rule_id, "name": rule_id.replace("/", "_"), "shortDescription": {"text": short},
+                          "defaultConfiguration": {"level": "error"}})  # fmt: skip
+        kname = common.kernel_name(p.kernel, r.kernel)
+        text = f"{r.object}:{r.program} is rejected on {kname}"
+        text += f"; the baseline ({p.baseline_object}) was accepted there" if p.regression else " (a required kernel)"
+        text += f". {common.reason_words(r.reason)}: {r.message}"
+        loc = common.location(r)
+        if loc is not None:
+            region: dict = {"startLine": loc.line}
+            if loc.column:
+                region["startColumn"] = loc.column
+            if loc.text:
+                region["snippet"] = {"text": loc.text}
+            physical = {"artifactLocation": {"uri": _uri(loc.file)}, "region": region}
+        else:
+            obj = objects.get(r.object)
+            physical = {"artifactLocation": {"uri": _uri(obj.path if obj else r.object)}}
+        fingerprint = hashlib.sha256(f"{rule_id}\0{r.object}\0{r.program}\0{r.kernel}".encode()).hexdigest()[:32]
+        results.append({
+            "ruleId": rule_id,
+            "ruleIndex": rule_index[rule_id],
+            "level": "error",
+            "message": {"text": text},
+            "locations": [{"physicalLocation": physical}],
+            "partialFingerprints": {"compatCell/v1": fingerprint},
+            "properties": {
+                "object": r.object, "program": r.program, "kernel": r.kernel,
+                "kernel_version": common.kernel_version(p.kernel, r.kernel), "reason": r.reason,
+                "baseline_object": p.baseline_object,
+            },
+        })  # fmt: skip
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "compat", "version": result.compat_version, "rules": rules}},
+                "results": results,
+                "properties": {
+                    "kernels": comparison.kernel_order,
+                    "baseline": comparison.baseline.label if comparison.baseline else None,
+                },
+            }
+        ],
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"

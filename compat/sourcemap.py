@@ -1,0 +1,474 @@
+"""From a rejected program to the line of BPF C source that made it fail.
+
+Sources of the location, best first:
+1. for a missing helper or kfunc: the call instruction of that helper/kfunc in the program
+   (the kernel often fails such programs before it verifies a single instruction, e.g. 5.10 on
+   bpf_loop), found in the object's own code;
+2. the verifier log's own source annotations: the "; <source line> @ file.bpf.c:12" line nearest
+   before the error (newer kernels; older ones print the source text without "@ file:line");
+3. the failing instruction of the log ("12: (85) call …", the last one before the error) mapped
+   to a line through the object's .BTF.ext line_info (parsed here: pyelftools does not parse BTF)
+   or, without BTF, through DWARF .debug_line (pyelftools);
+4. the program's first line (for rejections without a failing instruction: complexity limit…).
+
+Instruction numbers in a verifier log count the program as libbpf loads it: the program's own
+instructions, then the .text subprograms it calls appended depth-first in the order libbpf
+appends them. `LineTable.layout` rebuilds that layout from the object.
+
+The object is untrusted input: every parse error just means "no location".
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+
+BPF_CALL = 0x85
+BPF_LD_IMM64 = 0x18
+BPF_PSEUDO_CALL = 1
+BPF_PSEUDO_KFUNC_CALL = 2
+BTF_MAGIC = 0xEB9F
+MAX_LINE_TEXT = 300
+
+# "; value = bpf_map_lookup_elem(&sums, &key); @ counter.bpf.c:21" (6.x) or "; value = …;" (5.10)
+_ANNOTATION = re.compile(r"^; ?(?P<text>.*?)(?: @ (?P<file>[^\s:]+):(?P<line>\d+))?\s*$")
+# "12: (85) call bpf_loop#181" or "11: <invalid CO-RE relocation>" — an instruction of the trace;
+# its number is the loaded program's index.
+_INSN = re.compile(r"^(\d+): (?:\([0-9a-f]{2}\)|<)")
+_STATS_LINE = re.compile(
+    r"^(processed \d+ insns|verification time|stack depth|max_states_per_insn|-- (BEGIN|END) PROG|"
+    r"\[compat: |Live regs before insn|func#\d+ @\d+$|Validating )"
+)
+_HELPER_ID = re.compile(r"(?:helper|\w) \((\d+)\)|helper #(\d+)")
+_KFUNC_NAME = re.compile(r"\bkfuncs? ([\w, ]+?) (?:is|are|which)\b")
+
+
+@dataclass
+class SourceLocation:
+    """Where in the BPF C source a program fails."""
+
+    file: str  # as the object records it (compile path), or the log's file name
+    line: int
+    column: int | None = None
+    text: str | None = None  # the source line (from the file when it exists, else from BTF or the log)
+    insn: int | None = None  # instruction index in the loaded program, when known
+    how: str = "btf"  # call | log | btf | dwarf | program: which evidence gave the line
+    path: str | None = None  # the source file found on this host, when found
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict | None) -> SourceLocation | None:
+        if not isinstance(doc, dict) or not isinstance(doc.get("line"), int) or not doc.get("file"):
+            return None
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class _Func:
+    section: str
+    name: str
+    start: int  # byte offset in its section
+    end: int
+
+
+@dataclass(frozen=True)
+class _Line:
+    offset: int  # byte offset in the section
+    file: str
+    line: int
+    column: int
+    text: str
+
+
+class LineTable:
+    """An object's code, symbols and line info, enough to place an instruction in the source."""
+
+    def __init__(self, data: bytes):
+        self.code: dict[str, bytes] = {}
+        self.exec_sections: list[str] = []
+        self.funcs: dict[str, list[_Func]] = {}
+        self.relocs: dict[str, dict[int, tuple[str, str, int]]] = {}  # sec -> off -> (sym, sym sec, value)
+        self.lines: dict[str, list[_Line]] = {}
+        self.source = "none"
+        elf = ELFFile(io.BytesIO(data))
+        names = [elf.get_section(i).name for i in range(elf.num_sections())]
+        for i, name in enumerate(names):
+            sec = elf.get_section(i)
+            if sec["sh_type"] == "SHT_PROGBITS" and sec["sh_flags"] & 0x4:
+                self.code[name] = sec.data()
+                self.exec_sections.append(name)
+        symtab = elf.get_section_by_name(".symtab")
+        syms = list(symtab.iter_symbols()) if symtab is not None else []
+        for s in syms:
+            shndx = s["st_shndx"]
+            if s["st_info"]["type"] == "STT_FUNC" and isinstance(shndx, int) and names[shndx] in self.code:
+                f = _Func(names[shndx], s.name, s["st_value"], s["st_value"] + (s["st_size"] or 8))
+                self.funcs.setdefault(f.section, []).append(f)
+        for sec in elf.iter_sections():
+            if not isinstance(sec, RelocationSection) or sec["sh_info"] >= len(names):
+                continue
+            target = names[sec["sh_info"]]
+            if target not in self.code:
+                continue
+            table = self.relocs.setdefault(target, {})
+            for rel in sec.iter_relocations():
+                idx = rel["r_info_sym"]
+                if idx >= len(syms):
+                    continue
+                s = syms[idx]
+                shndx = s["st_shndx"]
+                sname = names[shndx] if isinstance(shndx, int) and 0 < shndx < len(names) else ""
+                name = s.name or sname
+                table[rel["r_offset"]] = (name, sname, s["st_value"])
+        btf, ext = elf.get_section_by_name(".BTF"), elf.get_section_by_name(".BTF.ext")
+        if btf is not None and ext is not None:
+            try:
+                self.lines = _btf_line_info(btf.data(), ext.data())
+                self.source = "btf"
+            except (struct.error, ValueError, IndexError):
+                self.lines = {}
+        if not self.lines and elf.has_dwarf_info():
+            try:
+                self.lines = _dwarf_lines(elf, self)
+                self.source = "dwarf" if self.lines else "none"
+            except Exception:  # pyelftools raises many kinds on odd DWARF
+                self.lines = {}
+        for rows in self.lines.values():
+            rows.sort(key=lambda r: r.offset)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LineTable | None:
+        try:
+            return cls(data)
+        except Exception:  # untrusted input: no table, no location
+            return None
+
+    # -- the loaded program's layout ------------------------------------------------------------
+    def function(self, name: str, section: str | None = None) -> _Func | None:
+        for sec, funcs in self.funcs.items():
+            if section is not None and sec != section:
+                continue
+            for f in funcs:
+                if f.name == name:
+                    return f
+        return None
+
+    def _func_at(self, section: str, off: int) -> _Func | None:
+        for f in self.funcs.get(section, []):
+            if f.start <= off < f.end:
+                return f
+        return None
+
+    def layout(self, program: str, section: str | None = None) -> list[tuple[str, int]]:
+        """(section, byte offset) of each instruction slot of the program as libbpf loads it."""
+        main = self.function(program, section) or (
+            _Func(section, program, 0, len(self.code[section])) if section in self.code else None
+        )
+        if main is None:
+            return []
+        out: list[tuple[str, int]] = []
+        appended: set[tuple[str, int]] = set()
+
+        def append(f: _Func) -> None:
+            out.extend((f.section, off) for off in range(f.start, min(f.end, len(self.code[f.section])), 8))
+            appended.add((f.section, f.start))
+            reloc_code(f)
+
+        def reloc_code(f: _Func) -> None:  # libbpf's bpf_object__reloc_code: depth-first
+            code, rel = self.code[f.section], self.relocs.get(f.section, {})
+            pos = f.start
+            while pos + 8 <= min(f.end, len(code)):
+                op, regs, _off, imm = struct.unpack_from("<BBhi", code, pos)
+                target = None
+                sym = rel.get(pos)
+                if op == BPF_CALL and regs >> 4 == BPF_PSEUDO_CALL:
+                    if sym and sym[1] in self.code:
+                        target = (sym[1], sym[2] + (imm + 1) * 8)
+                    elif not sym:
+                        target = (f.section, pos + (imm + 1) * 8)
+                elif op == BPF_LD_IMM64 and sym and sym[1] in self.code:
+                    target = (sym[1], sym[2] + imm)
+                if target:
+                    sub = self._func_at(*target)
+                    if sub and (sub.section, sub.start) not in appended:
+                        append(sub)
+                pos += 16 if op == BPF_LD_IMM64 else 8
+
+        append(main)
+        return out
+
+    def line_at(self, section: str, offset: int) -> _Line | None:
+        """The line-info row covering a byte offset of a section (the last one at or before it)."""
+        best = None
+        for row in self.lines.get(section, []):
+            if row.offset > offset:
+                break
+            if row.line:
+                best = row
+        return best
+
+    def insn_line(self, program: str, section: str | None, insn: int) -> _Line | None:
+        layout = self.layout(program, section)
+        if not 0 <= insn < len(layout):
+            return None
+        return self.line_at(*layout[insn])
+
+    def find_call(
+        self, program: str, section: str | None, helpers: set[int] = frozenset(), kfuncs: set[str] = frozenset()
+    ) -> int | None:
+        """The first instruction of the loaded program that calls one of these helpers or kfuncs."""
+        for index, (sec, off) in enumerate(self.layout(program, section)):
+            code = self.code[sec]
+            if off + 8 > len(code):
+                continue
+            op, regs, _o, imm = struct.unpack_from("<BBhi", code, off)
+            if op != BPF_CALL:
+                continue
+            sym = self.relocs.get(sec, {}).get(off)
+            if regs >> 4 == 0 and not sym and imm in helpers:
+                return index
+            if sym and not sym[1] and sym[0] in kfuncs:
+                return index
+        return None
+
+
+def _cstr(blob: bytes, off: int) -> str:
+    if not 0 <= off < len(blob):
+        return ""
+    end = blob.find(b"\0", off)
+    return blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace")
+
+
+def _btf_line_info(btf: bytes, ext: bytes) -> dict[str, list[_Line]]:
+    """.BTF.ext line_info: per section, (insn byte offset, file, line, column, source text)."""
+    magic, _ver, _flags, hdr_len, _to, _tl, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
+    if magic != BTF_MAGIC:
+        raise ValueError("bad BTF magic")
+    strs = btf[hdr_len + str_off : hdr_len + str_off + str_len]
+    magic, _ver, _flags, ext_hdr = struct.unpack_from("<HBBI", ext, 0)
+    if magic != BTF_MAGIC:
+        raise ValueError("bad BTF.ext magic")
+    _fo, _fl, line_off, line_len = struct.unpack_from("<IIII", ext, 8)
+    start = ext_hdr + line_off
+    end = min(start + line_len, len(ext))
+    (rec_size,) = struct.unpack_from("<I", ext, start)
+    if rec_size < 16:
+        raise ValueError("bad line_info record size")
+    pos = start + 4
+    out: dict[str, list[_Line]] = {}
+    while pos + 8 <= end:
+        sec_off, count = struct.unpack_from("<II", ext, pos)
+        pos += 8
+        rows = out.setdefault(_cstr(strs, sec_off), [])
+        for _ in range(count):
+            if pos + rec_size > end:
+                raise ValueError("truncated line_info")
+            insn_off, file_off, text_off, line_col = struct.unpack_from("<IIII", ext, pos)
+            text = _cstr(strs, text_off)
+            rows.append(_Line(insn_off, _cstr(strs, file_off), line_col >> 10, line_col & 0x3FF, text))
+            pos += rec_size
+    return out
+
+
+def _dwarf_lines(elf: ELFFile, table: LineTable) -> dict[str, list[_Line]]:
+    """DWARF .debug_line rows per code section (used when the object has no .BTF.ext).
+
+    In a relocatable object every sequence starts at address 0; the section of each sequence is
+    the target of the relocation of its DW_LNE_set_address operand (8-byte relocations of
+    .rel.debug_line, in file order, one per sequence).
+    """
+    rel = elf.get_section_by_name(".rel.debug_line")
+    symtab = elf.get_section_by_name(".symtab")
+    if rel is None or symtab is None:
+        return {}
+    targets = []
+    for r in sorted(rel.iter_relocations(), key=lambda r: r["r_offset"]):
+        s = symtab.get_symbol(r["r_info_sym"])
+        shndx = s["st_shndx"]
+        if isinstance(shndx, int) and 0 < shndx < elf.num_sections():
+            name = elf.get_section(shndx).name
+            if name in table.code:
+                targets.append((name, s["st_value"]))
+    dwarf = elf.get_dwarf_info(relocate_dwarf_sections=False)
+    sequences: list[list[tuple[int, str, int, int]]] = []
+    for cu in dwarf.iter_CUs():
+        lp = dwarf.line_program_for_CU(cu)
+        if lp is None:
+            continue
+        top = cu.get_top_DIE()
+        comp_dir = top.attributes.get("DW_AT_comp_dir")
+        files = _dwarf_files(lp, _attr_text(comp_dir.value) if comp_dir else "")
+        current: list[tuple[int, str, int, int]] = []
+        for entry in lp.get_entries():
+            st = entry.state
+            if st is None:
+                continue
+            if st.end_sequence:
+                sequences.append(current)
+                current = []
+                continue
+            current.append((st.address, files.get(st.file, "?"), st.line, st.column))
+    if len(sequences) != len(targets):
+        return {}
+    out: dict[str, list[_Line]] = {}
+    for (sec, base), rows in zip(targets, sequences, strict=True):
+        out.setdefault(sec, []).extend(_Line(base + a, f, ln, col, "") for a, f, ln, col in rows)
+    return out
+
+
+def _attr_text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _dwarf_files(lp, comp_dir: str) -> dict[int, str]:
+    """File index -> path of a line program (DWARF 5: index 0 is the unit's file, directory 0
+    the compilation directory; DWARF 2-4: indexes from 1, directory 0 is the compilation directory)."""
+    header = lp.header
+
+    def text(v) -> str:
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+    dirs = [text(d) for d in header.get("include_directory", [])]
+    version = header["version"]
+    out = {}
+    for i, fe in enumerate(header.get("file_entry", [])):
+        d = fe.dir_index
+        if version >= 5:
+            directory = dirs[d] if 0 <= d < len(dirs) else ""
+        else:
+            directory = comp_dir if d == 0 else (dirs[d - 1] if 0 < d <= len(dirs) else "")
+        name = posixpath.join(directory, text(fe.name))
+        if not name.startswith("/") and comp_dir:
+            name = posixpath.join(comp_dir, name)
+        out[i if version >= 5 else i + 1] = name
+    return out
+
+
+# -- locating a rejection -------------------------------------------------------------------------
+def error_index(lines: list[str]) -> int | None:
+    """Index of the verifier's error line: the last line that is not a statistic."""
+    for i in range(len(lines) - 1, -1, -1):
+        text = lines[i].strip()
+        if text and not _STATS_LINE.match(text):
+            return i
+    return None
+
+
+def log_location(log: str) -> tuple[int | None, tuple[str, str | None, int | None] | None]:
+    """(failing instruction, (annotation text, file, line)) from a verifier log, each when present."""
+    lines = log.splitlines()
+    err = error_index(lines)
+    if err is None:
+        return None, None
+    insn = annotation = None
+    for i in range(err, -1, -1):
+        line = lines[i]
+        if insn is None:
+            m = _INSN.match(line)
+            if m:
+                insn = int(m.group(1))
+        if annotation is None and line.startswith(";"):
+            m = _ANNOTATION.match(line)
+            if m and m.group("text"):
+                annotation = (m.group("text"), m.group("file"), int(m.group("line")) if m.group("line") else None)
+        if insn is not None and annotation is not None:
+            break
+    return insn, annotation
+
+
+def missing_helpers(message: str | None) -> set[int]:
+    return {int(a or b) for a, b in _HELPER_ID.findall(message or "")}
+
+
+def missing_kfuncs(message: str | None) -> set[str]:
+    out = set()
+    for group in _KFUNC_NAME.findall(message or ""):
+        out.update(n.strip() for n in group.split(",") if n.strip())
+    return out
+
+
+def locate(
+    data: bytes,
+    object_path: str | Path | None,
+    program: str,
+    section: str | None,
+    reason: str | None,
+    message: str | None,
+    log: str,
+) -> SourceLocation | None:
+    """The source line a rejected program fails on, or None when the object does not say."""
+    table = LineTable.from_bytes(data)
+    loc = _locate(table, program, section, reason, message, log or "")
+    if loc is not None:
+        _read_source(loc, table, object_path)
+    return loc
+
+
+def _locate(table, program, section, reason, message, log) -> SourceLocation | None:
+    how = table.source if table else "btf"
+    if table is not None and reason in ("missing_helper", "missing_kfunc"):
+        insn = table.find_call(program, section, missing_helpers(message), missing_kfuncs(message))
+        row = table.insn_line(program, section, insn) if insn is not None else None
+        if row is not None:
+            return SourceLocation(row.file, row.line, row.column or None, row.text.strip() or None, insn, "call")
+    insn, annotation = log_location(log)
+    if annotation and annotation[1] and annotation[2]:
+        text, fname, line = annotation
+        full = _full_name(table, fname) if table else None
+        return SourceLocation(full or fname, line, None, text.strip() or None, insn, "log")
+    if table is not None and insn is not None:
+        row = table.insn_line(program, section, insn)
+        if row is not None:
+            return SourceLocation(row.file, row.line, row.column or None, row.text.strip() or None, insn, how)
+    if table is not None:
+        row = table.insn_line(program, section, 0)
+        if row is not None:
+            return SourceLocation(row.file, row.line, row.column or None, row.text.strip() or None, None, "program")
+    return None
+
+
+def _full_name(table: LineTable | None, basename: str) -> str | None:
+    """The object's recorded path of a file the log names by its base name."""
+    if table is None:
+        return None
+    for rows in table.lines.values():
+        for row in rows:
+            if row.file == basename or row.file.endswith("/" + basename):
+                return row.file
+    return None
+
+
+def _read_source(loc: SourceLocation, table: LineTable | None, object_path: str | Path | None) -> None:
+    """Fill in the line's text from the source file when it is on this host."""
+    recorded = Path(loc.file)
+    candidates = [recorded]
+    if object_path:
+        obj_dir = Path(object_path).parent
+        if not recorded.is_absolute():
+            candidates.append(obj_dir / recorded)
+        candidates.append(obj_dir / recorded.name)
+    for path in candidates:
+        try:
+            if not path.is_file():
+                continue
+            with path.open("rb") as f:
+                for number, raw in enumerate(f, 1):
+                    if number == loc.line:
+                        loc.text = raw.decode("utf-8", "replace").strip()[:MAX_LINE_TEXT] or loc.text
+                        loc.path = str(path)
+                        return
+        except OSError:
+            continue

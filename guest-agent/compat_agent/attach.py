@@ -1,0 +1,348 @@
+"""Attach checks: attach each accepted program where it would run, then detach it at once.
+
+A program is attached and detached before the next one is attached: two XDP programs cannot
+share an interface, and an attached program (an LSM hook that denies, a cgroup filter that
+drops) must not disturb the agent longer than the check needs. Where libbpf can attach from
+the section name alone (kprobes, tracepoints, fentry, LSM...) bpf_program__attach does it;
+other types get a target made for them in the guest: a child cgroup of the cgroup2 root, a
+dummy interface (made with pyroute2), the agent's network namespace, a sockmap. Types that
+need something the guest cannot offer are recorded as not attempted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+
+from . import libbpf as lb
+from . import modules
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+IFNAME = "compat0"
+ENOENT, EOPNOTSUPP, EINVAL, ENOTSUPP, EEXIST = 2, 95, 22, 524, 17
+SO_ATTACH_BPF, SO_DETACH_BPF = 50, 27
+NFPROTO_IPV4, NF_INET_LOCAL_IN = 2, 1
+SK_SKB_STREAM_VERDICT = 5
+
+# Program types libbpf attaches from the section name alone.
+AUTO_ATTACH = {"kprobe", "tracepoint", "raw_tracepoint", "raw_tracepoint_writable", "tracing", "lsm"}
+CGROUP_TYPES = {
+    "cgroup_skb",
+    "cgroup_sock",
+    "cgroup_sock_addr",
+    "cgroup_sockopt",
+    "cgroup_sysctl",
+    "cgroup_device",
+    "sock_ops",
+}
+# Program types the agent does not attach, and why.
+NOT_ATTACHED = {
+    "perf_event": "perf_event programs attach to a perf event the check does not open",
+    "sched_act": "tc action programs run from a tc filter's action; not attached",
+    "lwt_in": "lightweight tunnel programs attach to a route; not attached",
+    "lwt_out": "lightweight tunnel programs attach to a route; not attached",
+    "lwt_xmit": "lightweight tunnel programs attach to a route; not attached",
+    "lwt_seg6local": "seg6local programs attach to a route; not attached",
+    "lirc_mode2": "lirc programs attach to an infrared device the guest does not have",
+    "sk_reuseport": "sk_reuseport programs attach to a SO_REUSEPORT socket group; not attached",
+    "syscall": "syscall programs are run with BPF_PROG_RUN, not attached",
+    "ext": "freplace programs need the target program they replace",
+    "struct_ops": "struct_ops programs are attached through their struct_ops map",
+}
+
+
+def ok(reason: str) -> dict:
+    """An attach record for a program attached (and detached again)."""
+    return {"status": "ok", "errno": None, "reason": reason}
+
+
+def failed(errno: int, reason: str) -> dict:
+    """An attach record for a program the kernel or libbpf would not attach."""
+    return {"status": "failed", "errno": errno, "reason": reason}
+
+
+def not_attempted(reason: str) -> dict:
+    """An attach record for a program the agent did not try to attach."""
+    return {"status": "not_attempted", "errno": None, "reason": reason}
+
+
+class Unavailable(Exception):
+    """The guest cannot offer what an attach needs (not the program's fault)."""
+
+
+class Targets:
+    """Attach targets made on first use in the guest, removed by close()."""
+
+    def __init__(self) -> None:
+        self._ifindex: int | None = None
+        self.ifname = ""
+        self._made_link = False
+        self._cgroup_fd: int | None = None
+        self._cgroup_path = ""
+        self._netns_fd: int | None = None
+
+    def interface(self) -> int:
+        """ifindex of a dummy interface (the loopback one if the kernel cannot make dummies)."""
+        if self._ifindex is not None:
+            return self._ifindex
+        try:
+            self._ifindex = make_dummy(IFNAME)
+            self._made_link = True
+            self.ifname = IFNAME
+            return self._ifindex
+        except Exception as e:  # pyroute2 raises NetlinkError (an OSError) and its own errors
+            # EEXIST: left over from an earlier check; else no dummy driver (a module the guest lacks).
+            exists = EEXIST in (getattr(e, "code", None), getattr(e, "errno", None))
+            self.ifname = IFNAME if exists else "lo"
+        try:
+            self._ifindex = socket.if_nametoindex(self.ifname)
+            set_up(self._ifindex)
+        except Exception as e:
+            raise Unavailable(f"no usable network interface {self.ifname} in the guest: {e.strerror}") from None
+        return self._ifindex
+
+    def describe(self) -> str:
+        """The interface in words, saying so when it is the loopback fallback."""
+        if self.ifname == "lo":
+            return "lo (the guest kernel cannot make a dummy interface: dummy module not loaded)"
+        return f"dummy interface {self.ifname}"
+
+    def cgroup(self) -> int:
+        """fd of a child cgroup of the cgroup2 root."""
+        if self._cgroup_fd is None:
+            path = f"{CGROUP_ROOT}/compat-check-{os.getpid()}"
+            try:
+                os.makedirs(path, exist_ok=True)
+                self._cgroup_path = path
+                self._cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as e:
+                raise Unavailable(f"no cgroup2 hierarchy at {CGROUP_ROOT}: {e.strerror}") from None
+        return self._cgroup_fd
+
+    def netns(self) -> int:
+        """fd of the agent's network namespace."""
+        if self._netns_fd is None:
+            self._netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+        return self._netns_fd
+
+    def close(self) -> None:
+        """Remove every target made (interface, cgroup) and close their fds."""
+        if self._made_link and self._ifindex is not None:
+            with contextlib.suppress(Exception):
+                remove_link(self._ifindex)
+        for fd in (self._cgroup_fd, self._netns_fd):
+            if fd is not None:
+                os.close(fd)
+        if self._cgroup_path:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._cgroup_path)
+
+
+def _iproute():
+    # Imported on first use: pyroute2 takes ~1 s to import under emulation, and only XDP and tc
+    # attach checks need netlink.
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def make_dummy(name: str) -> int:
+    """ip link add NAME type dummy && ip link set NAME up; returns its ifindex."""
+    modules.load("dummy")
+    with _iproute() as ipr:
+        ipr.link("add", ifname=name, kind="dummy")
+        index = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=index, state="up")
+    return index
+
+
+def set_up(index: int) -> None:
+    """ip link set dev INDEX up."""
+    with _iproute() as ipr:
+        ipr.link("set", index=index, state="up")
+
+
+def remove_link(index: int) -> None:
+    """ip link del dev INDEX."""
+    with _iproute() as ipr:
+        ipr.link("del", index=index)
+
+
+def _link_then_detach(call: str, *args) -> None:
+    lb.attach_call(call, *args).destroy()
+
+
+def _attach_tc(prog: lb.Program, state, targets: Targets) -> dict:
+    ifindex = targets.interface()
+    egress = "egress" in state.section
+    where = f"{'egress' if egress else 'ingress'} of {targets.describe()}"
+    tcx_first = state.eat in (lb.ATTACH_TYPE["tcx_ingress"], lb.ATTACH_TYPE["tcx_egress"])
+    if tcx_first:
+        try:
+            _link_then_detach("bpf_program__attach_tcx", prog.ptr, ifindex, None)
+            return ok(f"attached with tcx at {where}")
+        except lb.LibbpfError:
+            pass  # kernels before 6.6 have no tcx: try a cls_bpf filter
+    modules.load("sch_ingress", "cls_bpf")  # clsact and cls_bpf: tc before tcx (Linux < 6.6)
+    hook = lb.tc_hook(ifindex, lb.BPF_TC_EGRESS if egress else lb.BPF_TC_INGRESS)
+    try:
+        opts = lb.tc_attach(hook, prog.fd)
+    except lb.LibbpfError as e:
+        if e.errno not in (ENOENT, EOPNOTSUPP):
+            return failed(e.errno, f"cls_bpf attach at {where}: {e.message}")
+        if not tcx_first:
+            # A legacy "tc" program: libbpf's attach_tcx would use its expected_attach_type (none), so
+            # make the tcx link directly (Linux >= 6.6).
+            attach_type = lb.ATTACH_TYPE["tcx_egress" if egress else "tcx_ingress"]
+            fd = lb.lib().bpf_link_create(prog.fd, ifindex, attach_type, None)
+            if fd >= 0:
+                os.close(fd)
+                return ok(f"attached with tcx at {where} (no clsact/cls_bpf in the guest)")
+        return not_attempted(
+            "neither tcx nor a clsact qdisc with cls_bpf is available in the guest "
+            f"(modules sch_ingress, cls_bpf not loaded): {e.message}"
+        )
+    lb.tc_detach(hook, opts)
+    return ok(f"attached as a cls_bpf filter at {where}")
+
+
+def _attach_sockmap(prog: lb.Program, state) -> dict:
+    attach_type = state.eat or SK_SKB_STREAM_VERDICT
+    map_fd = lb.map_create(lb.BPF_MAP_TYPE_SOCKMAP, 4, 4, 1)
+    try:
+        ret = lb.lib().bpf_prog_attach(prog.fd, map_fd, attach_type, 0)
+        if ret < 0:
+            return failed(-ret, f"attach to a sockmap: {lb.errno_text(-ret)}")
+        lb.lib().bpf_prog_detach2(prog.fd, map_fd, attach_type)
+        return ok("attached to a sockmap")
+    finally:
+        os.close(map_fd)
+
+
+def _attach_socket(prog: lb.Program) -> dict:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, prog.fd)
+        except OSError as e:
+            return failed(e.errno or 0, f"SO_ATTACH_BPF on a UDP socket: {e.strerror}")
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
+    return ok("attached to a UDP socket with SO_ATTACH_BPF")
+
+
+def _auto(prog: lb.Program, state) -> dict:
+    target = state.attach_target
+    if state.section.split("/")[0] in ("uprobe", "uretprobe", "uprobe.s", "uretprobe.s", "usdt", "uprobe.multi"):
+        path = (target or "").split(":")[0]
+        if not path or not os.path.exists(path):
+            return not_attempted("uprobe/usdt target binary is not in the guest" if path else "no uprobe target")
+    try:
+        _link_then_detach("bpf_program__attach", prog.ptr)
+    except lb.LibbpfError as e:
+        if e.errno == EOPNOTSUPP and not any("failed" in m for m in e.messages):
+            return not_attempted(f"section '{state.section}' does not say where to attach")
+        return failed(e.errno, e.message)
+    return ok(f"attached to {target}" if target else "attached")
+
+
+SECURITYFS = "/sys/kernel/security"
+
+
+def active_lsms() -> list[str]:
+    """The kernel's active LSMs (securityfs is mounted on first use: the guest's init does not)."""
+    path = f"{SECURITYFS}/lsm"
+    if not os.path.exists(path):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
+        libc.mount(b"securityfs", SECURITYFS.encode(), b"securityfs", 0, None)
+    try:
+        with open(path) as f:
+            return f.read().strip().split(",")
+    except OSError:
+        return ["bpf"]  # cannot tell: say nothing
+
+
+def attach_one(prog: lb.Program, state, targets: Targets) -> dict:
+    """Attach one loaded program and detach it again; the attach record."""
+    kind = state.type_name
+    if kind in NOT_ATTACHED:
+        return not_attempted(NOT_ATTACHED[kind])
+    try:
+        if kind == "lsm" and state.eat == lb.ATTACH_TYPE["lsm_cgroup"]:
+            _link_then_detach("bpf_program__attach_cgroup", prog.ptr, targets.cgroup())
+            return ok("attached to a child cgroup")
+        if kind in AUTO_ATTACH:
+            record = _auto(prog, state)
+            if kind == "lsm" and record["status"] == "ok" and "bpf" not in active_lsms():
+                record["reason"] += "; but the BPF LSM is not active on this kernel (lsm= list): its hooks never run"
+            return record
+        if kind in CGROUP_TYPES:
+            _link_then_detach("bpf_program__attach_cgroup", prog.ptr, targets.cgroup())
+            return ok("attached to a child cgroup")
+        if kind == "xdp":
+            if state.eat in (lb.ATTACH_TYPE["xdp_devmap"], lb.ATTACH_TYPE["xdp_cpumap"]):
+                return not_attempted("devmap/cpumap XDP programs run from a map entry; not attached")
+            ifindex = targets.interface()
+            _link_then_detach("bpf_program__attach_xdp", prog.ptr, ifindex)
+            return ok(f"attached to {targets.describe()} (generic XDP)")
+        if kind == "sched_cls":
+            return _attach_tc(prog, state, targets)
+        if kind in ("flow_dissector", "sk_lookup"):
+            _link_then_detach("bpf_program__attach_netns", prog.ptr, targets.netns())
+            return ok("attached to the network namespace")
+        if kind == "netfilter":
+            opts = lb.NetfilterOpts(
+                sz=ctypes.sizeof(lb.NetfilterOpts), pf=NFPROTO_IPV4, hooknum=NF_INET_LOCAL_IN, priority=100
+            )
+            _link_then_detach("bpf_program__attach_netfilter", prog.ptr, ctypes.byref(opts))
+            return ok("attached to netfilter ipv4 LOCAL_IN")
+        if kind in ("sk_skb", "sk_msg"):
+            return _attach_sockmap(prog, state)
+        if kind == "socket_filter":
+            return _attach_socket(prog)
+    except Unavailable as e:
+        return not_attempted(str(e))
+    except lb.LibbpfError as e:
+        return failed(e.errno, e.message)
+    return not_attempted(f"the agent does not attach {kind} programs")
+
+
+def attach_all(obj: lb.Object, states: list) -> None:
+    """Attach-check every accepted program of a loaded object; sets each state's attach record."""
+    progs = {p.name: p for p in obj.programs()}
+    targets = Targets()
+    try:
+        for state in states:
+            prog = progs.get(state.name)
+            if prog is None or prog.fd < 0:
+                state.attach = not_attempted("the program is not loaded")
+                continue
+            try:
+                state.attach = attach_one(prog, state, targets)
+            except Exception as e:  # an attach check must never cost the verdicts
+                state.attach = failed(0, f"agent error while attaching: {type(e).__name__}: {e}")
+        struct_ops = [s for s in states if s.type_name == "struct_ops"]
+        if struct_ops:
+            record = attach_struct_ops(obj)
+            for state in struct_ops:
+                state.attach = record
+    finally:
+        targets.close()
+
+
+def attach_struct_ops(obj: lb.Object) -> dict:
+    """Register every struct_ops map of the object (then unregister): one record for its programs."""
+    names = []
+    for m in obj.maps():
+        if lb.map_type_str(m.map_type) != "struct_ops" or m.fd < 0:
+            continue
+        try:
+            _link_then_detach("bpf_map__attach_struct_ops", m.ptr)
+        except lb.LibbpfError as e:
+            return failed(e.errno, f"struct_ops map '{m.name}': {e.message}")
+        names.append(m.name)
+    if not names:
+        return not_attempted("no struct_ops map was created")
+    return ok("registered struct_ops map " + ", ".join(f"'{n}'" for n in names))

@@ -1,0 +1,675 @@
+"""The guest side of `compat check`: load one BPF object, give every program a verdict.
+
+bpf_object__load stops at the first failing program and unloads the rest, so the object is
+reopened and reloaded with the failures' autoload turned off until every program has a
+verdict (libbpf 1.5 has no bpf_object__prepare). The first pass runs the verifier at log
+level 4 (stats only: cheap, and it keeps E2BIG visible); a rejection that is not E2BIG gets
+one more load at level 1 with a bounded buffer for the full log (see DESIGN.md section 5).
+
+What the object calls (helpers, kfuncs) is read from its ELF file directly, following calls
+into subprograms and callbacks: libbpf exposes a program's own instructions before load
+but not the subprograms it will append.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno as errno_mod
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+
+from . import libbpf as lb
+
+STATS_LOG_SIZE = 64 << 10  # level 4: error lines and stats, a few hundred bytes
+FULL_LOG_SIZE = 4 << 20  # level 1: bounded (two 64 MiB ctypes buffers OOM a 512 MiB guest)
+FULL_LOG_BUDGET = 16 << 20  # all full logs of one reply (a frame's JSON is bounded at 32 MiB)
+FULL_LOG_MAX_INSNS = 250_000  # above this, a level-1 reload costs more than its log is worth
+E2BIG = errno_mod.E2BIG
+
+
+# -- verifier log parsing ----------------------------------------------------------------------
+_STATS_RE = {
+    "insns_processed": re.compile(r"processed (\d+) insns"),
+    "states_total": re.compile(r"total_states (\d+)"),
+    "states_peak": re.compile(r"peak_states (\d+)"),
+    "verification_time_us": re.compile(r"verification time (\d+) usec"),
+}
+_TOO_LARGE_RE = re.compile(r"BPF program is too large\. Processed (\d+) insn")
+_STACK_RE = re.compile(r"stack depth (\d+(?:\+\d+)*)")
+# Lines of the log that are statistics, not the verifier's verdict.
+_STATS_LINE_RE = re.compile(
+    r"^(processed \d+ insns|insns processed \d+|verification time|stack depth|max_states_per_insn|"
+    r"-- (BEGIN|END) PROG LOAD LOG --|func#\d+ @\d+$|Live regs before insn|Validating )"
+)
+
+
+def parse_stats(log: str) -> dict:
+    """Verifier statistics from a log of any kernel 5.10..7.2 (missing ones are None).
+
+    Formats differ across kernels; each figure is matched on its own and the last match wins
+    (a log holds one verification, but old kernels repeat nothing and new ones add lines).
+    """
+    stats: dict = {}
+    for key, rx in _STATS_RE.items():
+        found = rx.findall(log)
+        stats[key] = int(found[-1]) if found else None
+    if stats["insns_processed"] is None:
+        found = _TOO_LARGE_RE.findall(log)
+        stats["insns_processed"] = int(found[-1]) if found else None
+    found = _STACK_RE.findall(log)
+    stats["stack_depth"] = [int(x) for x in found[-1].split("+")] if found else None
+    return stats
+
+
+def error_line(log: str) -> str | None:
+    """The verifier's last error line: the last line of the log that is not a statistic."""
+    for line in reversed(log.splitlines()):
+        text = line.strip()
+        if text and not _STATS_LINE_RE.match(text):
+            return text
+    return None
+
+
+_POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
+_UNRESOLVED_KFUNC_RE = re.compile(r"kfunc '([^']+)' is referenced but wasn't resolved")
+
+
+def explain(message: str | None, weak_kfuncs: list[str]) -> str | None:
+    """Reword messages that speak libbpf-internal language (poisoned instructions)."""
+    if not message:
+        return message
+    m = _UNRESOLVED_KFUNC_RE.search(message)
+    if m:
+        return (
+            f"calls kfunc '{m.group(1)}', which this kernel does not have "
+            "(a __weak extern: guard the call with bpf_ksym_exists())"
+        )
+    if _POISON_KFUNC_RE.search(message):
+        names = "', '".join(weak_kfuncs) if weak_kfuncs else "?"
+        return f"calls a kfunc this kernel does not have (weak extern '{names}'): guard the call with bpf_ksym_exists()"
+    return message
+
+
+# -- ELF: externs, and what each program calls ----------------------------------------------------
+SHT_SYMTAB, SHT_REL = 2, 9
+SHF_EXECINSTR = 0x4
+STT_FUNC = 2
+STB_WEAK = 2
+BPF_CALL = 0x85
+BPF_LD_IMM64 = 0x18
+BTF_KIND_FUNC, BTF_KIND_VAR, BTF_KIND_DATASEC = 12, 14, 15
+BTF_LINKAGE_EXTERN = 2
+# Bytes that follow a BTF type's 12-byte header, by kind, as a function of vlen.
+_BTF_EXTRA = {
+    1: lambda v: 4,  # INT
+    3: lambda v: 12,  # ARRAY
+    4: lambda v: 12 * v,  # STRUCT
+    5: lambda v: 12 * v,  # UNION
+    6: lambda v: 8 * v,  # ENUM
+    13: lambda v: 8 * v,  # FUNC_PROTO
+    14: lambda v: 4,  # VAR
+    15: lambda v: 12 * v,  # DATASEC
+    17: lambda v: 4,  # DECL_TAG
+    19: lambda v: 12 * v,  # ENUM64
+}
+
+
+@dataclass
+class _Sym:
+    name: str
+    value: int
+    size: int
+    kind: int
+    bind: int
+    shndx: int
+
+
+@dataclass
+class ElfInfo:
+    """What the object file says about itself, independent of any kernel."""
+
+    externs: list[dict] = field(default_factory=list)
+    calls: dict[tuple[str, str], tuple[list[int], list[str]]] = field(default_factory=dict)
+
+
+def _cstr(blob: bytes, off: int) -> str:
+    end = blob.find(b"\0", off)
+    return blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace")
+
+
+def btf_externs(btf: bytes) -> dict[str, str]:
+    """{name: "kfunc"|"ksym"|"kconfig"} for the extern declarations in an object's .BTF."""
+    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
+    types = btf[hdr_len + type_off : hdr_len + type_off + type_len]
+    strs = btf[hdr_len + str_off : hdr_len + str_off + str_len]
+    pos, type_id = 0, 1
+    funcs: dict[int, str] = {}
+    variables: dict[int, str] = {}
+    section_of: dict[int, str] = {}
+    while pos + 12 <= len(types):
+        name_off, info, _ = struct.unpack_from("<III", types, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        extra = _BTF_EXTRA.get(kind, lambda v: 0)(vlen)
+        if kind == BTF_KIND_FUNC and vlen == BTF_LINKAGE_EXTERN:
+            funcs[type_id] = _cstr(strs, name_off)
+        elif kind == BTF_KIND_VAR and struct.unpack_from("<I", types, pos + 12)[0] == BTF_LINKAGE_EXTERN:
+            variables[type_id] = _cstr(strs, name_off)
+        elif kind == BTF_KIND_DATASEC:
+            sec = _cstr(strs, name_off)
+            for i in range(vlen):
+                (member,) = struct.unpack_from("<I", types, pos + 12 + 12 * i)
+                section_of[member] = sec
+        pos += 12 + extra
+        type_id += 1
+    out = dict.fromkeys(funcs.values(), "kfunc")
+    for tid, name in variables.items():
+        out[name] = "kconfig" if section_of.get(tid) == ".kconfig" else "ksym"
+    return out
+
+
+def analyze_elf(data: bytes) -> ElfInfo:
+    """Externs and, per (section, program), the helper ids and kfuncs reachable from it."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError("not a 64-bit little-endian ELF file")
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    shstr = data[secs[shstrndx][4] : secs[shstrndx][4] + secs[shstrndx][5]]
+    names = [_cstr(shstr, s[0]) for s in secs]
+
+    def body(i: int) -> bytes:
+        return data[secs[i][4] : secs[i][4] + secs[i][5]]
+
+    syms: list[_Sym] = []
+    relocs: dict[int, dict[int, int]] = {}
+    for i, s in enumerate(secs):
+        if s[1] == SHT_SYMTAB:
+            strtab = body(s[6])
+            raw = body(i)
+            for off in range(0, len(raw) - 23, 24):
+                st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", raw, off)
+                syms.append(_Sym(_cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
+        elif s[1] == SHT_REL:
+            raw = body(i)
+            target = relocs.setdefault(s[7], {})
+            for off in range(0, len(raw) - 15, 16):
+                r_offset, r_info = struct.unpack_from("<QQ", raw, off)
+                target[r_offset] = r_info >> 32
+
+    btf_kinds: dict[str, str] = {}
+    if ".BTF" in names:
+        with contextlib.suppress(struct.error, ValueError):
+            btf_kinds = btf_externs(body(names.index(".BTF")))
+    info = ElfInfo()
+    seen = set()
+    for sym in syms:
+        if sym.shndx == 0 and sym.name and sym.name not in seen:
+            seen.add(sym.name)
+            kind = btf_kinds.get(sym.name) or ("kconfig" if sym.name.startswith(("CONFIG_", "LINUX_")) else "ksym")
+            info.externs.append({"name": sym.name, "kind": kind, "weak": sym.bind == STB_WEAK})
+
+    funcs: dict[int, list[_Sym]] = {}
+    for sym in syms:
+        if sym.kind == STT_FUNC and 0 < sym.shndx < len(secs):
+            funcs.setdefault(sym.shndx, []).append(sym)
+
+    def func_at(sec: int, off: int) -> tuple[int, int] | None:
+        for f in funcs.get(sec, []):
+            if f.value <= off < f.value + max(f.size, 8):
+                return f.value, f.value + f.size
+        if 0 <= off < secs[sec][5]:  # no symbol: walk to the next function or the section end
+            later = [f.value for f in funcs.get(sec, []) if f.value > off]
+            return off, min(later) if later else secs[sec][5]
+        return None
+
+    def walk(sec: int, start: int, end: int) -> tuple[list[int], list[str]]:
+        helpers: set[int] = set()
+        kfuncs: set[str] = set()
+        todo, done = [(sec, start, end)], set()
+        while todo:
+            sec, start, end = todo.pop()
+            if (sec, start) in done:
+                continue
+            done.add((sec, start))
+            code, rel = body(sec), relocs.get(sec, {})
+            pos = start
+            while pos + 8 <= min(end, len(code)):
+                op, regs, _off, imm = struct.unpack_from("<BBhi", code, pos)
+                sym = syms[rel[pos]] if pos in rel and rel[pos] < len(syms) else None
+                target: tuple[int, int] | None = None
+                if op == BPF_CALL:
+                    if sym is not None and sym.shndx == 0:
+                        kfuncs.add(sym.name)  # a call to an extern: a kfunc
+                    elif sym is not None and 0 < sym.shndx < len(secs):
+                        target = (sym.shndx, sym.value + (imm + 1) * 8)  # a subprogram in another section
+                    elif regs >> 4 == 1:
+                        target = (sec, pos + (imm + 1) * 8)  # a subprogram in this section
+                    elif regs >> 4 == 0:
+                        helpers.add(imm)
+                elif op == BPF_LD_IMM64 and sym is not None and 0 < sym.shndx < len(secs):
+                    target = (sym.shndx, sym.value + imm)  # a callback's address (bpf_loop & co), if code
+                if target is not None and secs[target[0]][2] & SHF_EXECINSTR:
+                    span = func_at(*target)
+                    if span:
+                        todo.append((target[0], *span))
+                pos += 16 if op == BPF_LD_IMM64 else 8
+        return sorted(helpers), sorted(kfuncs)
+
+    for sym in syms:
+        sec = sym.shndx
+        if sym.kind != STT_FUNC or not (0 < sec < len(secs)) or names[sec] == ".text":
+            continue
+        if secs[sec][2] & SHF_EXECINSTR:
+            info.calls[(names[sec], sym.name)] = walk(sec, sym.value, sym.value + (sym.size or secs[sec][5]))
+    return info
+
+
+def helpers_from_insns(insns: bytes) -> list[int]:
+    """Helper ids called by raw instructions (BPF_JMP|BPF_CALL with src_reg 0)."""
+    out = set()
+    for pos in range(0, len(insns) - 7, 8):
+        op, regs, _off, imm = struct.unpack_from("<BBhi", insns, pos)
+        if op == BPF_CALL and regs >> 4 == 0:
+            out.add(imm)
+    return sorted(out)
+
+
+# -- libbpf messages ---------------------------------------------------------------------------
+_FAILED_LOAD_RE = re.compile(r"^prog '([^']+)': failed to load: (-?\w+)")
+_PROG_LINE_RE = re.compile(r"^prog '([^']+)': ")
+_MAP_FAILED_RE = re.compile(r"^map '([^']+)': failed to (create|initialize|set initial|freeze|mmap)")
+# A program failure in which no verifier ran: libbpf gave up preparing it.
+_PREPARE_RE = re.compile(
+    r"failed to prepare load attributes|failed to find kernel BTF type ID|failed to find BPF program|"
+    r"failed to relocate|failed to perform|failed to bind map|failed to initialize"
+)
+
+
+def _prog_lines(lines: list[str], name: str) -> list[str]:
+    tag = f"prog '{name}': "
+    return [line for line in lines if line.startswith(tag)]
+
+
+def _object_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if not _PROG_LINE_RE.match(line)]
+
+
+# -- the check ---------------------------------------------------------------------------------
+@dataclass
+class ProgState:
+    """Everything known about one program while the check runs."""
+
+    name: str
+    section: str
+    prog_type: int
+    type_name: str
+    eat: int
+    attach_type: str | None
+    attach_target: str | None
+    insn_cnt: int
+    helpers: list[int]
+    kfuncs: list[str]
+    initial_autoload: bool
+    verdict: str | None = None
+    stage: str | None = None
+    errno: int | None = None
+    message: str | None = None
+    libbpf_log: list[str] = field(default_factory=list)
+    log: str = ""
+    log_level: int = 4
+    stats: dict = field(default_factory=dict)
+    load_ms: float = 0.0
+    attach: dict | None = None
+
+    def reject(self, stage: str, errno: int | None, message: str | None, lines: list[str]) -> None:
+        """Record a rejection at a stage (prepare: no verifier ran; load: the kernel refused)."""
+        self.verdict, self.stage, self.errno, self.message = "rejected", stage, errno, message
+        self.libbpf_log = lines
+
+    def record(self) -> dict:
+        """The program's record in the check_result reply."""
+        stats = {
+            "insns_processed": None,
+            "states_total": None,
+            "states_peak": None,
+            "verification_time_us": None,
+            "stack_depth": None,
+            **self.stats,
+            "insn_cnt": self.insn_cnt,
+        }
+        return {
+            "program": self.name,
+            "section": self.section,
+            "prog_type": self.type_name,
+            "attach_type": self.attach_type,
+            "attach_target": self.attach_target,
+            "verdict": self.verdict,
+            "stage": self.stage,
+            "errno": self.errno,
+            "message": self.message,
+            "libbpf_log": "\n".join(self.libbpf_log),
+            "log": self.log,
+            "log_level": self.log_level,
+            "stats": stats,
+            "helpers": self.helpers,
+            "kfuncs": self.kfuncs,
+            "load_ms": round(self.load_ms, 3),
+            "attach": self.attach or not_attempted("the program was not loaded"),
+        }
+
+
+def not_attempted(reason: str) -> dict:
+    """An attach record for a program that was not attached."""
+    return {"status": "not_attempted", "errno": None, "reason": reason}
+
+
+# Section prefixes whose remainder names what the program attaches to.
+_TARGET_PREFIXES = (
+    "kprobe/", "kretprobe/", "kprobe.multi/", "kretprobe.multi/", "kprobe.session/", "ksyscall/", "kretsyscall/",
+    "uprobe/", "uretprobe/", "uprobe.s/", "uretprobe.s/", "uprobe.multi/", "uretprobe.multi/", "usdt/",
+    "tp/", "tracepoint/", "raw_tp/", "raw_tracepoint/", "raw_tp.w/", "raw_tracepoint.w/", "tp_btf/",
+    "fentry/", "fexit/", "fmod_ret/", "fentry.s/", "fexit.s/", "fmod_ret.s/", "freplace/",
+    "lsm/", "lsm.s/", "lsm_cgroup/", "iter/", "iter.s/", "struct_ops/", "struct_ops.s/",
+)  # fmt: skip
+
+
+def attach_target(section: str) -> str | None:
+    """What a section name says the program attaches to (kprobe function, fentry target, ...)."""
+    for prefix in _TARGET_PREFIXES:
+        if section.startswith(prefix) and len(section) > len(prefix):
+            return section[len(prefix) :]
+    return None
+
+
+def _attach_type_name(prog_type_name: str, eat: int) -> str | None:
+    # expected_attach_type 0 is BPF_CGROUP_INET_INGRESS: meaningful only for cgroup_skb programs.
+    if eat == 0 and prog_type_name != "cgroup_skb":
+        return None
+    return lb.attach_type_str(eat) or str(eat)
+
+
+class Checker:
+    """One check request: open, load until every program has a verdict, attach, report."""
+
+    def __init__(self, data: bytes, name: str, attach: bool, kconfig: str | None = None):
+        self.data = data
+        self.name = name
+        self.want_attach = attach
+        self.kconfig = kconfig
+        self.progs: list[ProgState] = []
+        self.maps: dict[str, dict] = {}
+        self.failed_maps: set[str] = set()
+        self.map_messages: dict[str, str] = {}  # failed map -> libbpf's line about it
+        self.weak_kfuncs: set[str] = set()
+        self.first: lb.Object | None = None  # the object opened for the inventory, loaded first
+        self.full_log_budget = FULL_LOG_BUDGET
+
+    def open(self) -> lb.Object:
+        """A freshly opened bpf_object of the checked bytes (a load can be attempted once)."""
+        return lb.Object(self.data, self.name, self.kconfig)
+
+    def inventory(self, obj: lb.Object, elf: ElfInfo | None) -> None:
+        """Programs and maps of the object, with what each program calls."""
+        for prog in obj.programs():
+            type_name = lb.prog_type_str(prog.prog_type) or str(prog.prog_type)
+            own = prog.insns()
+            if elf and (prog.section, prog.name) in elf.calls:
+                helpers, kfuncs = elf.calls[(prog.section, prog.name)]
+            else:
+                helpers, kfuncs = helpers_from_insns(own), []
+            self.progs.append(
+                ProgState(
+                    name=prog.name,
+                    section=prog.section,
+                    prog_type=prog.prog_type,
+                    type_name=type_name,
+                    eat=prog.expected_attach_type,
+                    attach_type=_attach_type_name(type_name, prog.expected_attach_type),
+                    attach_target=attach_target(prog.section),
+                    insn_cnt=len(own) // 8,
+                    helpers=helpers,
+                    kfuncs=kfuncs,
+                    initial_autoload=prog.autoload,
+                )
+            )
+        for m in obj.maps():
+            self.maps[m.name] = {
+                "name": m.name,
+                "type": lb.map_type_str(m.map_type) or str(m.map_type),
+                "ok": None,
+                "errno": None,
+            }
+
+    def _configure(self, obj: lb.Object, level: int, only: str | None = None) -> dict[str, ctypes.Array]:
+        """Autoload the programs without a verdict (or only one), each with its own log buffer."""
+        by_name = {p.name: p for p in self.progs}
+        bufs: dict[str, ctypes.Array] = {}
+        for prog in obj.programs():
+            state = by_name.get(prog.name)
+            if state is None:
+                continue
+            wanted = prog.name == only if only else state.verdict is None
+            if not (wanted and state.prog_type == lb.PROG_TYPE["struct_ops"] and not state.initial_autoload):
+                # libbpf itself decides which struct_ops programs load (those a struct_ops map uses).
+                prog.set_autoload(wanted)
+            if wanted:
+                buf = ctypes.create_string_buffer(FULL_LOG_SIZE if level == 1 else STATS_LOG_SIZE)
+                prog.set_log(level, buf)
+                bufs[prog.name] = buf
+        # A struct_ops map cannot be created without all its programs: once one is rejected, the
+        # maps stay out and libbpf no longer loads their other programs (reported as such).
+        # (Not when reloading one rejected program for its log: it needs its map.)
+        drop_struct_ops = bool(self._struct_ops_rejected()) and not only
+        for m in obj.maps():
+            if m.name in self.failed_maps or (drop_struct_ops and lb.map_type_str(m.map_type) == "struct_ops"):
+                m.set_autocreate(False)
+        return bufs
+
+    def _struct_ops_rejected(self) -> list[str]:
+        return [p.name for p in self.progs if p.prog_type == lb.PROG_TYPE["struct_ops"] and p.verdict == "rejected"]
+
+    def _split_time(self, total_ms: float, stats: dict[str, dict]) -> dict[str, float]:
+        """Share one bpf_object__load's wall time out: each program's own verification time plus
+        an equal part of what the load spent on everything else (BTF, maps, relocations)."""
+        own = {n: (s.get("verification_time_us") or 0) / 1000 for n, s in stats.items()}
+        rest = max(total_ms - sum(own.values()), 0.0) / max(len(stats), 1)
+        return {n: own[n] + rest for n in stats}
+
+    def load_all(self) -> lb.Object | None:
+        """Reload until every program has a verdict; returns the loaded object of accepted ones."""
+        obj, self.first = self.first, None
+        for _ in range(len(self.progs) + len(self.maps) + 2):
+            if obj is None:
+                obj = self.open()
+            pending = [p for p in self.progs if p.verdict is None]
+            bufs = self._configure(obj, 4)
+            if not pending and not self.maps:
+                obj.close()
+                return None
+            with lb.capture() as sink:
+                t0 = time.monotonic()
+                ret = obj.load()
+                elapsed = (time.monotonic() - t0) * 1000
+            lines = lb.lines(sink)
+            logs = {n: b.value.decode("utf-8", "replace") for n, b in bufs.items()}
+            stats = {n: parse_stats(log) for n, log in logs.items()}
+            times = self._split_time(elapsed, {n: s for n, s in stats.items() if logs[n]} or stats)
+            if ret == 0:
+                struct_ops_rejected = self._struct_ops_rejected()
+                for p in pending:
+                    p.log, p.stats, p.load_ms = logs.get(p.name, ""), stats.get(p.name, {}), times.get(p.name, 0.0)
+                    p.libbpf_log = _prog_lines(lines, p.name)
+                    if obj_prog_fd(obj, p.name) >= 0:
+                        p.verdict = "accepted"
+                    else:
+                        reason = "libbpf did not load this program"
+                        if p.prog_type == lb.PROG_TYPE["struct_ops"]:
+                            reason = (
+                                "not verified: its struct_ops map cannot be created because "
+                                + ", ".join(f"'{n}'" for n in struct_ops_rejected)
+                                + " was rejected"
+                                if struct_ops_rejected
+                                else reason + " (a struct_ops program no struct_ops map uses)"
+                            )
+                        p.reject("prepare", None, reason, p.libbpf_log)
+                for m in obj.maps():
+                    # Created if asked to be (libbpf gives every map a placeholder fd at open).
+                    if m.name in self.maps and m.name not in self.failed_maps:
+                        self.maps[m.name]["ok"] = True if m.autocreate else None
+                return obj
+            obj.close()
+            obj = None
+            if not self._blame(-ret, lines, logs, stats, times):
+                return None
+        return None
+
+    def _blame(self, err: int, lines: list[str], logs: dict, stats: dict, times: dict) -> bool:
+        """Record who made a load fail; False when the failure is the whole object's."""
+        by_name = {p.name: p for p in self.progs}
+        failed = [m.group(1) for line in lines if (m := _FAILED_LOAD_RE.match(line))]
+        culprit = failed[-1] if failed else None
+        if culprit is None:
+            # No program reached the kernel: a program-specific preparation failure, if libbpf named one.
+            named = [m.group(1) for line in lines if (m := _PROG_LINE_RE.match(line)) and _PREPARE_RE.search(line)]
+            culprit = named[-1] if named else None
+        if culprit in by_name and by_name[culprit].verdict is None:
+            p = by_name[culprit]
+            plines = _prog_lines(lines, culprit)
+            log = logs.get(culprit, "")
+            prepare = not log.strip() and any(_PREPARE_RE.search(line) for line in plines)
+            if prepare:
+                message = next((line.split(": ", 1)[1] for line in reversed(plines) if _PREPARE_RE.search(line)), None)
+                message = message or (plines[-1] if plines else lb.errno_text(err))
+                p.reject("prepare", err, _describe_prepare(plines, message), plines)
+            else:
+                weak = [e for e in p.kfuncs if e in self.weak_kfuncs]
+                p.reject("load", err, explain(error_line(log), weak) or lb.errno_text(err), plines)
+                p.log, p.stats = log, stats.get(culprit, {})
+                p.load_ms = times.get(culprit, 0.0)
+            return True
+        maps = [m.group(1) for line in lines if (m := _MAP_FAILED_RE.match(line))]
+        if maps and maps[-1] in self.maps and maps[-1] not in self.failed_maps:
+            name = maps[-1]
+            self.failed_maps.add(name)
+            self.maps[name].update(ok=False, errno=err)
+            self.map_messages[name] = next(line for line in reversed(lines) if line.startswith(f"map '{name}'"))
+            return True
+        # The whole object failed before any program was loaded (externs, BTF, struct_ops...).
+        obj_lines = _object_lines(lines)
+        interesting = [line for line in obj_lines if not line.startswith("failed to load object")]
+        message = (interesting or obj_lines or [lb.errno_text(err)])[-1]
+        if "failed to open system Kconfig" in message:
+            message += (
+                ": the object reads CONFIG_* values (__kconfig externs) and this kernel's config is not in "
+                "the guest (a local kernel without a config file next to it?)"
+            )
+        for p in self.progs:
+            if p.verdict is None:
+                p.reject("prepare", err, message, obj_lines + _prog_lines(lines, p.name))
+        return False
+
+    def full_logs(self) -> None:
+        """Reload each load-stage rejection alone at log level 1 for its full verifier log."""
+        for p in self.progs:
+            if p.verdict != "rejected" or p.stage != "load" or p.errno == E2BIG:
+                continue
+            if (p.stats.get("insns_processed") or 0) > FULL_LOG_MAX_INSNS or self.full_log_budget <= 0:
+                p.log += "\n[compat: full verifier log not collected: the program is too large to log]\n"
+                continue
+            try:
+                obj = self.open()
+            except lb.LibbpfError:
+                continue
+            try:
+                bufs = self._configure(obj, 1, only=p.name)
+                with lb.capture():
+                    ret = obj.load()
+                log = bufs[p.name].value.decode("utf-8", "replace") if p.name in bufs else ""
+            finally:
+                obj.close()
+            if not log.strip():
+                continue
+            if ret == -errno_mod.ENOSPC or len(log) >= FULL_LOG_SIZE - 1:
+                log += f"\n[compat: log truncated at {FULL_LOG_SIZE} bytes]\n"
+            else:
+                # The full log names what the stats-only one cannot: libbpf rewrites a poisoned
+                # instruction's error (missing weak kfunc, failed CO-RE relocation, map not created)
+                # only where the log shows the instruction.
+                weak = [e for e in p.kfuncs if e in self.weak_kfuncs]
+                p.message = explain(error_line(log), weak) or p.message
+            p.log, p.log_level = log, 1
+            self.full_log_budget -= len(log)
+
+    def run(self) -> dict:
+        """The check, as the check_result fields (without type and id)."""
+        try:
+            elf: ElfInfo | None = analyze_elf(self.data)
+        except (ValueError, struct.error, IndexError):
+            elf = None
+        externs = elf.externs if elf else []
+        self.weak_kfuncs = {e["name"] for e in externs if e["kind"] == "kfunc" and e["weak"]}
+        result: dict = {"libbpf": lb.version(), "externs": externs, "maps": [], "programs": []}
+        try:
+            self.first = self.open()
+        except lb.LibbpfError as e:
+            result["open"] = {"ok": False, "errno": e.errno, "message": e.message, "libbpf_log": "\n".join(e.messages)}
+            return result
+        result["open"] = {"ok": True, "errno": None, "message": None, "libbpf_log": "\n".join(self.first.open_log)}
+        self.inventory(self.first, elf)
+        obj = self.load_all()
+        try:
+            if obj is not None:
+                from .attach import attach_all
+
+                accepted = [p for p in self.progs if p.verdict == "accepted"]
+                if self.want_attach:
+                    attach_all(obj, accepted)
+                else:
+                    for p in accepted:
+                        p.attach = not_attempted("attach not requested")
+        finally:
+            if obj is not None:
+                obj.close()
+        self.full_logs()
+        for name in self.failed_maps:
+            for p in self.progs:
+                if p.verdict == "rejected" and f"'{name}'" in (p.message or ""):
+                    p.message = f"{p.message} ({self.map_messages.get(name, 'the map failed to create')})"
+        result["maps"] = list(self.maps.values())
+        result["programs"] = [p.record() for p in self.progs]
+        return result
+
+
+def obj_prog_fd(obj: lb.Object, name: str) -> int:
+    """The fd of a loaded program of obj, -1 if it is not loaded."""
+    for prog in obj.programs():
+        if prog.name == name:
+            return prog.fd
+    return -1
+
+
+def _describe_prepare(lines: list[str], message: str) -> str:
+    """A prepare-stage failure in words."""
+    for line in reversed(lines):
+        m = re.search(r"failed to find kernel BTF type ID of '([^']+)'", line)
+        if m:
+            return f"attach target '{m.group(1)}' is not in this kernel's BTF ({message})"
+    return message
+
+
+def check(message: dict, payload: bytes) -> dict:
+    """Answer a check request: per-program verdicts for the object in payload."""
+    t0 = time.monotonic()
+    name = str(message.get("object") or "object.o")
+    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"))
+    result = checker.run()
+    return {
+        "type": "check_result",
+        "id": message.get("id"),
+        "object": name,
+        "duration_ms": round((time.monotonic() - t0) * 1000, 3),
+        **result,
+    }

@@ -1,0 +1,276 @@
+"""Every report format against golden files (tests/golden/), from a synthetic run and baseline
+(tests/synthetic_run.py: no VM). COMPAT_UPDATE_GOLDEN=1 rewrites the golden files.
+
+Also: the JSON document validates against the result schema, SARIF against a subset of the
+SARIF 2.1.0 schema, JUnit parses into testsuites/testsuite/testcase with failures for
+rejections, and `compat report` reproduces the same output from the saved JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+from synthetic_run import baseline, current
+
+from compat.compare import compare
+from compat.reports import RENDERERS, render
+from compat.results import SCHEMA_FILE
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("COMPAT_UPDATE_GOLDEN") == "1"
+SUFFIX = {"table": "txt", "json": "json", "markdown": "md", "github": "txt", "junit": "xml", "sarif": "sarif.json"}
+
+
+def comparison_with_baseline():
+    return compare(current(), baseline(), "file", "release-1.2.json")
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.exists(), f"{path} is missing: run the tests with COMPAT_UPDATE_GOLDEN=1 to create it"
+    expected = path.read_text()
+    assert text == expected, f"{name} differs from its golden file (COMPAT_UPDATE_GOLDEN=1 regenerates it)"
+
+
+@pytest.fixture(autouse=True)
+def _no_workspace(monkeypatch):
+    monkeypatch.delenv("GITHUB_WORKSPACE", raising=False)
+
+
+def test_every_format_has_a_golden_test():
+    assert set(RENDERERS) == set(SUFFIX)
+
+
+@pytest.mark.parametrize("fmt", sorted(SUFFIX))
+def test_format_with_baseline_matches_golden(fmt):
+    check_golden(f"baseline.{fmt}.{SUFFIX[fmt]}", render(fmt, current(), comparison_with_baseline()))
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "github", "junit", "sarif"])
+def test_format_without_baseline_matches_golden(fmt):
+    check_golden(f"nobaseline.{fmt}.{SUFFIX[fmt]}", render(fmt, current(), compare(current())))
+
+
+def test_json_document_is_schema_valid_and_carries_the_comparison():
+    doc = json.loads(render("json", current(), comparison_with_baseline()))
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+    comp = doc["comparison"]
+    assert comp["kernel_order"] == ["5.10", "6.1.170", "6.1.176", "sid"]
+    assert comp["summary"]["regressions"] == 1
+    regression = next(c for c in comp["cells"] if c["transition"] == "newly_rejected")
+    assert (regression["program"], regression["kernel"]) == ("count_getpid", "5.10")
+    assert regression["log_diff"]["diff"][0].startswith("--- baseline counter.o:count_getpid on 5.10")
+    assert comp["baseline_result"]["schema"] == "compat/v1" and "comparison" not in comp["baseline_result"]
+
+
+def test_markdown_names_regression_reason_source_and_diff():
+    md = render("markdown", current(), comparison_with_baseline())
+    assert "| `counter.o` `count_getpid` | 🔺 | ✅ | ✅ | ✅ |" in md
+    section = md.split("<summary>🔺 <code>counter.o:count_getpid</code> on 5.10 (5.10.262): missing helper</summary>")[
+        1
+    ]
+    section = section.split("</details>")[0]
+    assert "helper bpf_loop (181) is not available on this kernel" in section
+    assert "`src/counter.bpf.c:31`" in section and "bpf_loop(1, add_one, &step, 0);" in section
+    assert "```diff" in section
+    assert "accepted on 6.1.170, rejected from 6.1.176" in md
+
+
+def test_github_annotations():
+    lines = render("github", current(), comparison_with_baseline()).splitlines()
+    errors = [ln for ln in lines if ln.startswith("::error file=")]
+    assert len(errors) == 1
+    assert errors[0].startswith("::error file=src/counter.bpf.c,line=31,col=2,title=compat%3A count_getpid rejected")
+    assert any(ln.startswith("::warning file=src/filter.bpf.c,line=14,") for ln in lines)
+    # no baseline: a rejection on the required kernel fails the gate, so it is an error
+    lines = render("github", current(), compare(current())).splitlines()
+    assert any(ln.startswith("::error file=src/filter.bpf.c,line=14,") for ln in lines)
+    assert any(ln.startswith("::warning file=src/counter.bpf.c,line=31,") for ln in lines)
+
+
+# The part of SARIF 2.1.0 that viewers (GitHub code scanning) need, as a JSON Schema.
+SARIF_SUBSET = {
+    "type": "object",
+    "required": ["version", "runs"],
+    "properties": {
+        "version": {"const": "2.1.0"},
+        "$schema": {"type": "string"},
+        "runs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["tool", "results"],
+                "properties": {
+                    "tool": {
+                        "type": "object",
+                        "required": ["driver"],
+                        "properties": {
+                            "driver": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "minLength": 1},
+                                    "version": {"type": "string"},
+                                    "rules": {
+                                        "type": "array",
+                                        "items": {"type": "object", "required": ["id"]},
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["ruleId", "message", "locations"],
+                            "properties": {
+                                "ruleId": {"type": "string"},
+                                "level": {"enum": ["none", "note", "warning", "error"]},
+                                "message": {
+                                    "type": "object",
+                                    "required": ["text"],
+                                    "properties": {"text": {"type": "string"}},
+                                },
+                                "locations": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["physicalLocation"],
+                                        "properties": {
+                                            "physicalLocation": {
+                                                "type": "object",
+                                                "required": ["artifactLocation"],
+                                                "properties": {
+                                                    "artifactLocation": {
+                                                        "type": "object",
+                                                        "required": ["uri"],
+                                                        "properties": {"uri": {"type": "string", "minLength": 1}},
+                                                    },
+                                                    "region": {
+                                                        "type": "object",
+                                                        "required": ["startLine"],
+                                                        "properties": {
+                                                            "startLine": {"type": "integer", "minimum": 1},
+                                                            "startColumn": {"type": "integer", "minimum": 1},
+                                                        },
+                                                    },
+                                                },
+                                            }
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_sarif_structure():
+    doc = json.loads(render("sarif", current(), comparison_with_baseline()))
+    jsonschema.validate(doc, SARIF_SUBSET)
+    run = doc["runs"][0]
+    assert run["tool"]["driver"]["name"] == "compat"
+    (result,) = run["results"]  # one result per regression
+    assert result["ruleId"] == "regression/missing_helper" and result["level"] == "error"
+    physical = result["locations"][0]["physicalLocation"]
+    assert physical["artifactLocation"]["uri"] == "src/counter.bpf.c"
+    assert physical["region"]["startLine"] == 31
+    assert run["tool"]["driver"]["rules"][result["ruleIndex"]]["id"] == result["ruleId"]
+
+
+def test_sarif_without_source_points_at_the_object():
+    run = current()
+    for r in run.results:
+        r.source = None
+    doc = json.loads(render("sarif", run, compare(run, baseline(), "file", "b.json")))
+    jsonschema.validate(doc, SARIF_SUBSET)
+    (result,) = doc["runs"][0]["results"]
+    assert result["locations"][0]["physicalLocation"] == {"artifactLocation": {"uri": "build/counter.o"}}
+
+
+def test_junit_structure():
+    root = ET.fromstring(render("junit", current(), comparison_with_baseline()))
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == [
+        "compat 5.10 (5.10.262)",
+        "compat 6.1.170",
+        "compat 6.1.176",
+        "compat sid (7.2.13)",
+    ]
+    cases = root.findall("testsuite/testcase")
+    assert len(cases) == 4 * 4 == int(root.get("tests"))  # one per program × kernel (xdp_old is gone)
+    failures = root.findall("testsuite/testcase/failure")
+    assert len(failures) == 2 == int(root.get("failures"))  # one per rejection
+    assert failures[0].get("type") == "missing_helper" and failures[0].get("message").startswith("regression: ")
+    assert "src/counter.bpf.c:31" in failures[0].text
+    assert len(root.findall("testsuite/testcase/error")) == 1 == int(root.get("errors"))
+    for suite in suites:
+        assert int(suite.get("tests")) == len(suite.findall("testcase"))
+
+
+def test_markdown_stays_under_the_comment_limit():
+    run, base = current(), baseline()
+    long_log = "\n".join(f"{i}: (b7) r{i % 10} = {i}" for i in range(20000)) + "\nsome error\n"
+    for r in run.results:
+        if r.verdict == "rejected":
+            r.log = long_log
+    md = render("markdown", run, compare(run, base, "file", "b.json"))
+    assert len(md) <= 60_000 and "🔺" in md
+
+
+def compat(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "compat", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k != "GITHUB_WORKSPACE"},
+    )
+
+
+def test_report_reproduces_every_format_from_the_saved_json(tmp_path):
+    saved = tmp_path / "result.json"
+    saved.write_text(render("json", current(), comparison_with_baseline()))
+    for fmt in sorted(SUFFIX):
+        out = tmp_path / f"out.{fmt}"
+        proc = compat("report", str(saved), "--format", fmt, "--output", str(out), cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr  # the regression fails the gate
+        assert out.read_text() == render(fmt, current(), comparison_with_baseline()), fmt
+        assert proc.stderr.startswith("compat: 4 program(s), 4 kernel(s): 1 regression(s)"), proc.stderr
+
+
+def test_report_with_a_baseline_file(tmp_path):
+    now, old = tmp_path / "now.json", tmp_path / "old.json"
+    now.write_text(render("json", current(), compare(current())))
+    old.write_text(render("json", baseline(), compare(baseline())))
+    proc = compat("report", str(now), "--baseline", str(old), "--format", "table", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "▲ REJECTED missing_helper" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"1 regression(s) against {old}: counter.o:count_getpid on 5.10 (5.10.262) (missing helper)" in last
+    # without a baseline, the rejection on the required kernel 6.1.176 fails the gate
+    proc = compat("report", str(now), "--format", "github", cwd=tmp_path)
+    assert proc.returncode == 1 and "rejection(s) on required kernels" in proc.stderr
+    assert compat("report", str(now), "--fail-on", "never", cwd=tmp_path).returncode == 3  # sid: no verdict
+    assert compat("report", str(old), "--fail-on", "never", cwd=tmp_path).returncode == 0
+    assert compat("report", str(old), "--fail-on", "rejection", cwd=tmp_path).returncode == 1

@@ -1,0 +1,183 @@
+"""Failing instruction → file:line, on objects built from programs/ with clang (no VM)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from bpf_build import PROGRAMS_DIR, build_programs, compile_command, find_clang
+
+from compat.sourcemap import LineTable, SourceLocation, locate, log_location
+
+BASELINE_DIR = PROGRAMS_DIR / "baseline"
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if needle in text)
+
+
+@pytest.fixture(scope="module")
+def new_counter(tmp_path_factory) -> Path:
+    return build_programs(tmp_path_factory.mktemp("new"), BASELINE_DIR / "new")["counter"]
+
+
+def test_missing_helper_points_at_its_call(built_programs, new_counter):
+    src = PROGRAMS_DIR / "bpf_loop.bpf.c"
+    obj = built_programs["bpf_loop"]
+    loc = locate(
+        obj.read_bytes(),
+        obj,
+        "sum_with_loop",
+        "tracepoint/syscalls/sys_enter_getpid",
+        "missing_helper",
+        "helper bpf_loop (181) is not available on this kernel",
+        "number of funcs in func_info doesn't match number of subprogs\n",
+    )
+    assert loc is not None and loc.how == "call"
+    assert Path(loc.file) == src and loc.line == line_of(src, "bpf_loop(16")
+    assert loc.text == "bpf_loop(16, add_index, &sum, 0);" and loc.path == str(src)
+    src = BASELINE_DIR / "new" / "counter.bpf.c"
+    loc = locate(
+        new_counter.read_bytes(),
+        new_counter,
+        "count_getpid",
+        None,
+        "missing_helper",
+        "helper bpf_loop (181) is not available on this kernel",
+        "",
+    )
+    assert (Path(loc.file), loc.line) == (src, line_of(src, "bpf_loop(1, add_one"))
+
+
+def test_missing_kfunc_points_at_its_call(built_programs):
+    src = PROGRAMS_DIR / "iter_num_kfunc.bpf.c"
+    obj = built_programs["iter_num_kfunc"]
+    loc = locate(
+        obj.read_bytes(),
+        obj,
+        "sum_with_iter",
+        None,
+        "missing_kfunc",
+        "kfunc bpf_iter_num_new is not available on this kernel",
+        "",
+    )
+    assert loc.how == "call" and loc.line == line_of(src, "bpf_iter_num_new(&it")
+
+
+def test_log_instruction_through_btf_line_info(built_programs):
+    # 5.10 and 6.1 print the source text without "@ file:line": the instruction number decides.
+    src = PROGRAMS_DIR / "xdp_no_bounds_check.bpf.c"
+    obj = built_programs["xdp_no_bounds_check"]
+    log = (
+        "0: R1=ctx(id=0,off=0,imm=0) R10=fp0\n; void *data = (void *)(long)ctx->data;\n"
+        "0: (61) r1 = *(u32 *)(r1 +0)\n; __u32 first_word = *(volatile __u32 *)data;\n"
+        "1: (61) r1 = *(u32 *)(r1 +0)\ninvalid access to packet, off=0 size=4, R1(id=0,off=0,r=0)\n"
+        "R1 offset is outside of the packet\nprocessed 2 insns (limit 1000000)\n"
+    )
+    assert log_location(log) == (1, ("__u32 first_word = *(volatile __u32 *)data;", None, None))
+    loc = locate(obj.read_bytes(), obj, "read_unchecked", "xdp", "verifier_rejection", "x", log)
+    assert loc.how == "btf" and loc.insn == 1 and loc.line == line_of(src, "first_word = *(volatile")
+
+
+def test_log_annotation_with_file_and_line(built_programs):
+    src = PROGRAMS_DIR / "xdp_no_bounds_check.bpf.c"
+    obj = built_programs["xdp_no_bounds_check"]
+    line = line_of(src, "first_word = *(volatile")
+    log = (
+        f"; __u32 first_word = *(volatile __u32 *)data; @ xdp_no_bounds_check.bpf.c:{line}\n"
+        "1: (61) r1 = *(u32 *)(r1 +0)\nR1 offset is outside of the packet\nverification time 5 usec\n"
+    )
+    loc = locate(obj.read_bytes(), obj, "read_unchecked", "xdp", "verifier_rejection", "x", log)
+    assert (loc.how, Path(loc.file), loc.line, loc.insn) == ("log", src, line, 1)
+    # without the object's line info, the log alone still gives file and line
+    loc = locate(b"not an elf", None, "read_unchecked", "xdp", "verifier_rejection", "x", log)
+    assert (loc.how, loc.file, loc.line, loc.text) == (
+        "log",
+        "xdp_no_bounds_check.bpf.c",
+        line,
+        "__u32 first_word = *(volatile __u32 *)data;",
+    )
+
+
+def test_instructions_of_appended_subprograms(built_programs):
+    src = PROGRAMS_DIR / "bpf_loop.bpf.c"
+    table = LineTable(built_programs["bpf_loop"].read_bytes())
+    layout = table.layout("sum_with_loop")
+    main = table.function("sum_with_loop")
+    n_main = (main.end - main.start) // 8
+    assert layout[n_main][0] == ".text"  # libbpf appends the callback after the program
+    row = table.insn_line("sum_with_loop", None, n_main)
+    assert row.line == line_of(src, "*sum += index;")
+
+
+def test_core_relocation_instruction(built_programs):
+    obj = built_programs["core_task_state_naive"]
+    log = (
+        "; if (value)\n10: (15) if r7 == 0x0 goto pc+9\n11: <invalid CO-RE relocation>\n"
+        "failed to resolve CO-RE relocation <byte_off> [18] struct task_struct.__state (0:0 @ offset 0)\n"
+        "processed 11 insns (limit 1000000)\n"
+    )
+    loc = locate(obj.read_bytes(), obj, "record_state_naive", None, "core_relocation", "x", log)
+    assert loc.insn == 11 and loc.how == "btf"
+
+
+def test_no_failing_instruction_gives_the_program_line(built_programs):
+    src = PROGRAMS_DIR / "complexity_limit.bpf.c"
+    obj = built_programs["complexity_limit"]
+    loc = locate(obj.read_bytes(), obj, "hash_forever", None, "complexity_limit", "x", "processed 1000001 insns\n")
+    assert loc.how == "program" and Path(loc.file) == src and loc.insn is None
+
+
+def test_untrusted_input_gives_no_location():
+    assert locate(b"\x7fELF" + b"\xff" * 100, None, "p", None, "verifier_rejection", "x", "") is None
+    assert SourceLocation.from_json({"file": "a.c", "line": "x"}) is None
+    assert str(SourceLocation.from_json({"file": "a.c", "line": 3, "extra": 1})) == "a.c:3"
+
+
+def _compile(tmp_path: Path, source: Path, cwd: Path, name: str) -> Path:
+    out = tmp_path / f"{name}.o"
+    cmd = compile_command(find_clang(), source, out)
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, timeout=120)
+    return out
+
+
+def test_source_found_next_to_the_object_else_text_from_btf(tmp_path):
+    work, moved = tmp_path / "work", tmp_path / "moved"
+    work.mkdir()
+    moved.mkdir()
+    shutil.copy(BASELINE_DIR / "new" / "counter.bpf.c", work / "counter.bpf.c")
+    obj = _compile(work, work / "counter.bpf.c", work, "counter")
+    for name in ("counter.bpf.c", "counter.o"):
+        shutil.move(work / name, moved / name)
+    obj = moved / "counter.o"
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "")
+    assert loc.file == str(work / "counter.bpf.c")  # the path the object records
+    assert loc.path == str(moved / "counter.bpf.c")  # found next to the object
+    (moved / "counter.bpf.c").unlink()
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "")
+    assert loc.path is None and loc.text == "bpf_loop(1, add_one, &step, 0);"  # the BTF's copy of the line
+
+
+@pytest.mark.skipif(not shutil.which("llvm-objcopy"), reason="needs llvm-objcopy")
+def test_dwarf_line_table_without_btf_ext(built_programs, tmp_path):
+    src = PROGRAMS_DIR / "bpf_loop.bpf.c"
+    stripped = tmp_path / "nobtfext.o"
+    subprocess.run(
+        [
+            "llvm-objcopy",
+            "--remove-section",
+            ".BTF.ext",
+            "--remove-section",
+            ".rel.BTF.ext",
+            str(built_programs["bpf_loop"]),
+            str(stripped),
+        ],
+        check=True,
+    )
+    table = LineTable(stripped.read_bytes())
+    assert table.source == "dwarf"
+    loc = locate(stripped.read_bytes(), stripped, "sum_with_loop", None, "missing_helper", "helper bpf_loop (181)", "")
+    assert Path(loc.file) == src and loc.line == line_of(src, "bpf_loop(16")
+    assert table.insn_line("sum_with_loop", None, 20).line == line_of(src, "*sum += index;")
