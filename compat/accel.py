@@ -6,6 +6,7 @@ kernels: QEMU aborts or hangs). So KVM is used only after a real guest booted wi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -69,7 +70,8 @@ def choose_accel(cache: Cache, probe_boot: Callable[[str, float], bool]) -> str:
     return accel
 
 
+@functools.cache
 def qemu_version() -> str:
-    """QEMU's version string, for results and benchmarks."""
+    """QEMU's version string, for results, benchmarks and snapshot keys."""
     out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0].split("version", 1)[-1].strip() if out else "unknown"

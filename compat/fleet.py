@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from .accel import choose_accel
@@ -21,6 +21,8 @@ from .errors import CompatError, InfraError
 from .image import Image, ImageBuilder
 from .kernels import Kernel, KernelStore, ResolvedKernel
 from .matrix import KernelSpec
+from .snapshot import Snapshots
+from .snapshot import enabled as snapshots_enabled
 from .vm import VM, GuestError, VMConfig
 
 T = TypeVar("T")
@@ -90,6 +92,7 @@ class Fleet:
         self._live: set[VM] = set()
         self._live_lock = threading.Lock()
         self._cancelled = threading.Event()
+        self.snapshots = Snapshots(cache) if snapshots_enabled() else None
 
     def prepare(self) -> None:
         """Resolve every kernel and build the guest image (raises on bad input)."""
@@ -98,10 +101,34 @@ class Fleet:
         self.image = self.builder.build()
 
     def _boot(self, kernel: Kernel, accel: str, timeout: float | None = None) -> VM:
+        """A ready guest for kernel: restored from its snapshot when there is one, else booted
+        (and then snapshotted for next time). The probe boot (timeout set) never uses them."""
         assert self.image is not None
         initrd = self.builder.initrd(self.image, kernel)
         extra = {"boot_timeout": timeout} if timeout else {}
-        vm = VM(VMConfig(self.store.boot_image(kernel), initrd, accel=accel, **extra), name=kernel.id)
+        config = VMConfig(self.store.boot_image(kernel), initrd, accel=accel, **extra)
+        use_snapshots = self.snapshots is not None and not timeout
+        if use_snapshots:
+            found = self.snapshots.find(config)
+            if found:
+                state, hello = found
+                try:
+                    vm = self._start(VM(replace(config, restore=state), name=kernel.id))
+                    vm.hello = hello
+                    return vm
+                except GuestError:
+                    pass  # a state QEMU cannot load any more: boot cold and save a new one
+        vm = self._start(VM(config, name=kernel.id))
+        if use_snapshots:
+            try:
+                self.snapshots.save(vm)
+            except CompatError:
+                # The guest keeps running; later runs boot cold until a save succeeds.
+                if vm.proc is None or vm.proc.poll() is not None:
+                    raise
+        return vm
+
+    def _start(self, vm: VM) -> VM:
         with self._live_lock:
             self._live.add(vm)
         try:

@@ -3,7 +3,7 @@
 Policies (--fail-on):
   regression (default)  fail on a regression against the baseline (a cell accepted in the
                         baseline and rejected now), and on a rejection on a kernel the matrix marks
-                        `required: true` when nothing in the baseline covers that cell (always so
+                        `required: true` when the baseline has no verdict for that cell (always so
                         without a baseline);
   rejection             fail on any rejection;
   never                 verdicts never fail the gate (reports only).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .compare import ADDED, CellChange, Comparison, kernel_name
+from .compare import ADDED, NO_VERDICT, CellChange, Comparison, kernel_name
 from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
 from .results import ERROR, REASONS, REJECTED, ProgramResult, RunResult
 
@@ -50,8 +50,8 @@ def facts(result: RunResult, comparison: Comparison) -> Facts:
             continue
         if comparison.baseline is not None:
             change = comparison.cell(r.object, r.program, r.kernel)
-            if change is None or change.transition != ADDED:
-                continue  # the baseline covers it: only a regression fails the gate
+            if change is not None and change.transition not in (ADDED, NO_VERDICT):
+                continue  # the baseline has a verdict for this cell: only a regression fails the gate
         f.required_rejections.append(r)
     return f
 

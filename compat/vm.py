@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -60,6 +61,10 @@ class VMConfig:
     memory_mb: int = DEFAULT_MEMORY_MB
     boot_timeout: float = DEFAULT_BOOT_TIMEOUT
     extra_cmdline: str = ""
+    restore: Path | None = None  # a saved VM state to start from instead of booting
+
+
+SNAPSHOT_TIMEOUT = 60.0
 
 
 class VM:
@@ -70,6 +75,7 @@ class VM:
         self.name = name
         self.workdir = Path(tempfile.mkdtemp(prefix=f"compat-{name[:20]}-"))
         self.console_path = self.workdir / "console.log"
+        self.qmp_path = self.workdir / "qmp.sock"
         self.proc: subprocess.Popen | None = None
         self.conn: socket.socket | None = None
         self.hello: dict | None = None
@@ -92,6 +98,8 @@ class VM:
             "-device", "virtio-serial-pci",
             "-chardev", f"socket,id=ch0,path={sock_path}",
             "-device", f"virtserialport,chardev=ch0,name={PORT_NAME}",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            *(["-incoming", f"exec:cat {shlex.quote(str(c.restore))}"] if c.restore else []),
         ]  # fmt: skip
 
     def start(self) -> dict:
@@ -120,14 +128,68 @@ class VM:
                         raise GuestError(
                             f"{self.name}: QEMU did not connect its channel", self.console_tail()
                         ) from None
-            hello, _ = self.receive(deadline - time.monotonic(), waiting_for="the agent to start")
-            if hello.get("type") != "hello":
-                raise GuestError(f"{self.name}: expected hello, got {hello.get('type')!r}", self.console_tail())
+            if self.config.restore:
+                # The saved guest already said hello (to the host that saved it): resume it and
+                # check that its agent answers on the new connection.
+                loading = lambda q: q.cmd("query-status")["status"] == "inmigrate"  # noqa: E731
+                self._qmp(deadline, lambda q: q.cmd("cont"), waiting=loading)
+                hello, _ = self.request({"type": "ping"}, timeout=max(deadline - time.monotonic(), 1.0))
+                if hello.get("type") != "pong":
+                    raise GuestError(f"{self.name}: the restored agent did not answer", self.console_tail())
+            else:
+                hello, _ = self.receive(deadline - time.monotonic(), waiting_for="the agent to start")
+                if hello.get("type") != "hello":
+                    raise GuestError(f"{self.name}: expected hello, got {hello.get('type')!r}", self.console_tail())
+                self.hello = hello
             self.boot_seconds = time.monotonic() - t0
-            self.hello = hello
-            return hello
+            return self.hello or hello
         finally:
             listener.close()
+
+    def _qmp(self, deadline: float, action, waiting=None):
+        """Run action(qmp) on QEMU's monitor, after waiting(qmp) turns false (both may be None)."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        while True:
+            self._check_alive("before its monitor answered")
+            try:
+                qmp = QEMUMonitorProtocol(str(self.qmp_path))
+                qmp.connect()
+                break
+            except Exception:  # the socket appears a moment after QEMU starts
+                if time.monotonic() > deadline:
+                    raise GuestError(f"{self.name}: QEMU's monitor did not answer", self.console_tail()) from None
+                time.sleep(0.01)
+        try:
+            while waiting is not None and waiting(qmp):
+                if time.monotonic() > deadline:
+                    raise GuestError(f"{self.name}: timed out waiting for QEMU", self.console_tail())
+                time.sleep(0.01)
+            return action(qmp)
+        finally:
+            qmp.close()
+
+    def save_state(self, path: Path) -> None:
+        """Save the running guest's whole state to path (QEMU migration to a file), then let it
+        run on. Restoring it (VMConfig.restore) skips the boot: ~0.2 s instead of 2-3 s."""
+        deadline = time.monotonic() + SNAPSHOT_TIMEOUT
+
+        def save(qmp) -> None:
+            qmp.cmd("stop")
+            try:
+                # The default bandwidth cap (128 MiB/s) would make a file migration take ~1 s.
+                qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 64 << 30})
+                qmp.cmd("migrate", uri=f"exec:cat > {shlex.quote(str(path))}")
+                while (status := qmp.cmd("query-migrate").get("status")) not in ("completed", "failed", "cancelled"):
+                    if time.monotonic() > deadline:
+                        raise GuestError(f"{self.name}: saving the guest's state timed out")
+                    time.sleep(0.02)
+                if status != "completed":
+                    raise GuestError(f"{self.name}: saving the guest's state {status}")
+            finally:
+                qmp.cmd("cont")
+
+        self._qmp(deadline, save)
 
     def _check_alive(self, when: str) -> None:
         if self.proc is not None and self.proc.poll() is not None:

@@ -74,7 +74,7 @@ def test_accepted_programs_carry_stats_and_rejections_carry_logs(full_run):
 def test_table_names_the_real_cause_in_words(full_run):
     proc, _ = full_run
     assert "helper bpf_loop (181) is not available on this kernel" in proc.stdout
-    assert "kfunc bpf_iter_num_" in proc.stdout
+    assert "kfuncs bpf_iter_num_new, bpf_iter_num_next, bpf_iter_num_destroy are not available" in proc.stdout
     assert "REJECTED missing_helper" in proc.stdout
     summary = proc.stdout.rstrip().splitlines()[-1]
     pattern = r"\d+ object\(s\), \d+ program\(s\), 4 kernel\(s\): \d+ accepted, \d+ rejected, 0 error\(s\)"

@@ -115,6 +115,12 @@ def test_gate_policies():
     assert exit_status(now, compare(now), "regression") == EXIT_FAILED
     # with a baseline, the baseline covers that cell (still rejected): not a gate failure by itself
     assert facts(now, with_base).required_rejections == []
+    # unless the baseline has no verdict there
+    old_error = baseline()
+    for r in old_error.results:
+        if (r.program, r.kernel) == ("xdp_filter", "6.1.176"):
+            r.verdict = "error"
+    assert len(facts(now, compare(now, old_error)).required_rejections) == 1
 
 
 def _tiny(verdict: str, required: bool = False) -> RunResult:

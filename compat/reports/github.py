@@ -29,6 +29,7 @@ def command(kind: str, message: str, **props: object) -> str:
 
 def render(result: RunResult, comparison: Comparison) -> str:
     f = facts(result, comparison)
+    by_kernel = {k.id: k for k in result.kernels}
     lines = []
     for p in common.problems(result, comparison, f):
         r = p.result
@@ -45,6 +46,10 @@ def render(result: RunResult, comparison: Comparison) -> str:
         else:
             title = f"compat: {r.program} rejected on {kname}"
             message = f"{r.object}:{r.program} is rejected on {kname}. {reason}: {r.message}"
+        axis = comparison.program_axis(r.object, r.program)
+        if axis is not None and axis.rejected_from == r.kernel:
+            older = common.kernel_version(by_kernel.get(axis.accepted_on or ""), axis.accepted_on or "?")
+            message += f" (accepted on {older}, rejected from {common.kernel_version(p.kernel, r.kernel)})"
         if loc is not None and loc.text:
             message += f"\n{loc.line}: {loc.text}"
         props = {"title": title}

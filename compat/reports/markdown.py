@@ -115,6 +115,17 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int) -> str:
             body += _diff(boundary.log_diff if boundary else None, diff_limit)
             out += _details(title, body)
 
+    boundaries = [(p, b) for p in comparison.programs for b in p.boundaries if b.newer != p.rejected_from]
+    if boundaries and diff_limit:
+        lines = []
+        for p, b in boundaries:
+            older = common.kernel_name(by_kernel.get(b.older), b.older)
+            newer = common.kernel_name(by_kernel.get(b.newer), b.newer)
+            mark = (ACCEPT, REJECT) if b.kind == "rejected_from" else (REJECT, ACCEPT)
+            lines += [f"**{_code(f'{p.object}:{p.program}')}**: {older} {mark[0]} → {newer} {mark[1]}", ""]
+            lines += [*_diff(b.log_diff, min(diff_limit, 40)), ""]
+        out += _details(f"Verifier-log diffs at the kernel-axis boundaries ({len(boundaries)})", lines)
+
     others = [p for p in common.problems(result, comparison, f) if not p.regression]
     if others:
         lines = []

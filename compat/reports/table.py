@@ -123,6 +123,9 @@ def _axis(result: RunResult, comparison: Comparison) -> list[str]:
             text += (f"; {REGRESSION_MARK} accepted on {common.kernel_version(by_kernel.get(p.accepted_on))}, "
                      f"rejected from {common.kernel_version(by_kernel.get(p.rejected_from))}")  # fmt: skip
         lines.append(text)
+        for b in p.boundaries:
+            if b.log_diff is not None and b.log_diff.divergence is not None:
+                lines.append(f"      {b.older} → {b.newer}: {b.log_diff.divergence.describe()}")
     if not lines:
         return []
     order = " < ".join(comparison.kernel_order)

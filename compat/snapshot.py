@@ -1,0 +1,86 @@
+"""Saved guests: boot each kernel once to an idle, warmed-up agent, save the VM state, and start
+later guests from it (QEMU migration to and from a file).
+
+Measured here under software emulation: a restored guest answers in 0.13-0.19 s where a cold
+boot takes 2-3 s. A snapshot is only valid for the exact same guest (kernel image, initrd,
+memory, command line) and QEMU build, so all of those are in its key; anything that changes
+the kernel, the image or the agent changes the initrd and so the key.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from .accel import qemu_version
+from .cache import Cache, sha256_file, sha256_json
+from .vm import KERNEL_CMDLINE, VM, VMConfig
+
+KIND = "snapshots"
+STATE = "state"
+FORMAT = 1  # bump when what is saved changes (e.g. what "warm" loads)
+
+
+def enabled() -> bool:
+    """Snapshots are on unless COMPAT_SNAPSHOTS=0."""
+    return os.environ.get("COMPAT_SNAPSHOTS", "1") != "0"
+
+
+@cache
+def _file_key(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def snapshot_key(config: VMConfig) -> str:
+    """What a saved state depends on: the guest's exact inputs and the QEMU build."""
+
+    def content(p: Path) -> str:
+        st = p.stat()
+        return _file_key(p, st.st_mtime_ns, st.st_size)
+
+    cpu = "host" if config.accel == "kvm" else "max"
+    return sha256_json(
+        {
+            "format": FORMAT,
+            "kernel": content(config.vmlinuz),
+            "initrd": content(config.initrd),
+            "qemu": qemu_version(),
+            "accel": config.accel,
+            "cpu": cpu,
+            "memory": config.memory_mb,
+            "cmdline": f"{KERNEL_CMDLINE} {config.extra_cmdline}",
+        }
+    )
+
+
+class Snapshots:
+    """Finds and saves guest states in the cache."""
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+
+    def find(self, config: VMConfig) -> tuple[Path, dict] | None:
+        """The saved state for this guest and its hello, if one exists."""
+        entry = self.cache.lookup(KIND, snapshot_key(config))
+        return (entry.file(STATE), entry.meta.get("hello") or {}) if entry else None
+
+    def save(self, vm: VM) -> None:
+        """Warm the booted guest's agent and save its state (once per key; errors are not fatal
+        to the run: the guest keeps running and later runs simply boot cold)."""
+        key = snapshot_key(vm.config)
+
+        def build(dest: Path) -> dict:
+            vm.request({"type": "warm"}, timeout=120)
+            vm.save_state(dest / STATE)
+            return {"hello": vm.hello, "kernel": str(vm.config.vmlinuz)}
+
+        self.cache.ensure(KIND, key, build)
+        self._prune(key, str(vm.config.vmlinuz))
+
+    def _prune(self, keep: str, kernel: str) -> None:
+        # A new image or agent makes the old states of this kernel useless: drop them.
+        for path in self.cache.entries(KIND):
+            entry = self.cache.lookup(KIND, path.name) if path.name != keep else None
+            if entry and entry.meta.get("kernel") == kernel:
+                self.cache.clean([f"{KIND}/{path.name}"])
