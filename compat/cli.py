@@ -401,10 +401,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the compat command."""
     args = build_parser().parse_args(argv)
-    if args.cache:
-        os.environ["COMPAT_CACHE"] = str(args.cache)
     try:
-        cache = Cache()
+        cache = Cache(args.cache.expanduser().resolve() if args.cache else None)
         if args.command != "report":  # re-rendering a file needs no cache
             cache.dir()
             cache.sweep_temporaries()

@@ -110,8 +110,13 @@ class VM:
             listener.bind(str(sock_path))
             listener.listen(1)
             t0 = time.monotonic()
+            command = self.command(sock_path)
+            if shutil.which("setpriv"):
+                # QEMU must not outlive compat, even when compat is killed outright: the kernel
+                # kills it when the thread that started it dies.
+                command = ["setpriv", "--pdeathsig", "KILL", "--", *command]
             self.proc = subprocess.Popen(
-                self.command(sock_path),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=open(self.workdir / "qemu.err", "wb"),  # noqa: SIM115 - owned by the child

@@ -101,3 +101,16 @@ def build_programs(out_dir: Path | str, programs_dir: Path = PROGRAMS_DIR, jobs:
     if failures:
         raise BuildError("building the BPF test programs failed:\n" + "\n\n".join(failures))
     return {name: obj for name, obj, _ in results}
+
+
+if __name__ == "__main__":
+    # python tests/bpf_build.py OUT_DIR: build the test programs for a manual `compat check`.
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/bpf_build.py OUT_DIR")
+    try:
+        built = build_programs(sys.argv[1])
+    except BuildError as e:
+        sys.exit(f"bpf_build: {e}")
+    print("\n".join(str(p) for p in built.values()))
