@@ -155,6 +155,14 @@ class ProgramAxis:
     rejected_from: str | None = None  # … and rejected from this newer one
     boundaries: list[Boundary] = field(default_factory=list)
 
+    def rejected_on(self) -> list[str]:
+        """Kernels (in axis order) that reject the program."""
+        return [k for k, v in self.verdicts.items() if v == REJECTED]
+
+    def worth_reporting(self) -> bool:
+        """Whether the axis says anything: some kernel rejects the program."""
+        return bool(self.rejected_on())
+
     def to_json(self) -> dict:
         return {
             "object": self.object,

@@ -54,6 +54,20 @@ def display_path(file: str) -> str:
     return file
 
 
+def axis_summary(p, by_kernel: dict[str, KernelInfo], regression_mark: str) -> str:
+    """One program along the kernel axis in words: its floor, where it is rejected, and the
+    backport regression (accepted on an older kernel, rejected from a newer one)."""
+    if p.floor is None:
+        return "rejected on every kernel"
+    text = f"accepted from {kernel_name(by_kernel.get(p.floor), p.floor)}, rejected on {', '.join(p.rejected_on())}"
+    if p.rejected_from:
+        text += (
+            f"; {regression_mark} accepted on {kernel_version(by_kernel.get(p.accepted_on))}, "
+            f"rejected from {kernel_version(by_kernel.get(p.rejected_from))}"
+        )
+    return text
+
+
 @dataclass
 class Problem:
     """A rejected (or unverdicted) cell, with what the reports say about it."""

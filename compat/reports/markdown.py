@@ -185,20 +185,8 @@ def _diff(d: LogDiff | None, limit: int) -> list[str]:
 def _axis(comparison: Comparison, by_kernel: dict) -> list[str]:
     lines = []
     for p in comparison.programs:
-        verdicts = [v for v in p.verdicts.values() if v in (ACCEPTED, REJECTED)]
-        if not verdicts or all(v == ACCEPTED for v in verdicts):
-            continue
-        name = f"- {_code(f'{p.object}:{p.program}')}: "
-        if p.floor is None:
-            lines.append(name + "rejected on every kernel")
-            continue
-        text = name + f"accepted from {common.kernel_name(by_kernel.get(p.floor), p.floor)}"
-        rejected = [k for k, v in p.verdicts.items() if v == REJECTED]
-        text += f", rejected on {', '.join(rejected)}"
-        if p.rejected_from:
-            text += (f"; {REGRESSION} accepted on {common.kernel_version(by_kernel.get(p.accepted_on))}, rejected "
-                     f"from {common.kernel_version(by_kernel.get(p.rejected_from))}")  # fmt: skip
-        lines.append(text)
+        if p.worth_reporting():
+            lines.append(f"- {_code(f'{p.object}:{p.program}')}: {common.axis_summary(p, by_kernel, REGRESSION)}")
     return lines
 
 

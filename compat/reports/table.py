@@ -110,19 +110,9 @@ def _axis(result: RunResult, comparison: Comparison) -> list[str]:
     by_kernel = {k.id: k for k in result.kernels}
     lines = []
     for p in comparison.programs:
-        verdicts = [v for v in p.verdicts.values() if v in (ACCEPTED, REJECTED)]
-        if not verdicts or all(v == ACCEPTED for v in verdicts):
+        if not p.worth_reporting():
             continue
-        name = f"  {p.object}:{p.program}: "
-        if p.floor is None:
-            lines.append(name + "rejected on every kernel")
-            continue
-        rejected = [k for k, v in p.verdicts.items() if v == REJECTED]
-        text = name + f"floor {common.kernel_name(by_kernel.get(p.floor))}; rejected on {', '.join(rejected)}"
-        if p.rejected_from:
-            text += (f"; {REGRESSION_MARK} accepted on {common.kernel_version(by_kernel.get(p.accepted_on))}, "
-                     f"rejected from {common.kernel_version(by_kernel.get(p.rejected_from))}")  # fmt: skip
-        lines.append(text)
+        lines.append(f"  {p.object}:{p.program}: {common.axis_summary(p, by_kernel, REGRESSION_MARK)}")
         for b in p.boundaries:
             if b.log_diff is not None and b.log_diff.divergence is not None:
                 lines.append(f"      {b.older} → {b.newer}: {b.log_diff.divergence.describe()}")
