@@ -8,12 +8,15 @@ apt's own signature and hash checks protect every package.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,6 +33,10 @@ DEBIAN_SECURITY_SUITES = ("bullseye-security", "bookworm-security", "trixie-secu
 # sid's Release file may be older than its Valid-Until on a frozen mirror.
 NO_VALID_UNTIL = ("sid", "unstable", "experimental")
 DEFAULT_MAX_AGE = 24 * 3600
+# Answers of apt-cache queries, kept while the index they came from is unchanged: a run whose
+# kernels and image are all cached then asks apt nothing (48 apt-cache processes cost ~2-4 s).
+QUERY_MEMO = "state/compat-queries.json"
+QUERY_MEMO_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,8 @@ class AptRepo:
             self.max_age = int(env_age)
         self.conf = self.root / "apt.conf"
         self._lock = FileLock(str(self.root) + ".lock", timeout=600)
+        self._memo_lock = threading.Lock()
+        self._memo_cache: tuple[str, dict] | None = None
         self._setup()
 
     def _setup(self) -> None:
@@ -206,9 +215,63 @@ class AptRepo:
                 raise InfraError(f"cannot read the package index from the archive: {detail}")
             stamp.touch()
 
+    # -- query memo -------------------------------------------------------------------------
+    def index_signature(self) -> str:
+        """Identifies the index apt-cache answers from: the name, size and mtime of every list
+        file (apt-get update rewrites the files that changed and only those)."""
+        lists = self.root / "state/lists"
+        files = []
+        try:
+            for entry in os.scandir(lists):
+                if entry.is_file(follow_symlinks=False) and entry.name != "lock":
+                    st = entry.stat(follow_symlinks=False)
+                    files.append((entry.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            return ""
+        return sha256_json([QUERY_MEMO_VERSION, sorted(files)])
+
+    def _memo(self, query: str, compute: Callable[[], object]) -> object:
+        """compute()'s JSON-able answer to query, remembered on disk for the current index."""
+        signature = self.index_signature()
+        if not signature:
+            return compute()
+        path = self.root / QUERY_MEMO
+        with self._memo_lock:
+            if self._memo_cache is None or self._memo_cache[0] != signature:
+                self._memo_cache = (signature, self._read_memo(path, signature))
+            answers = self._memo_cache[1]
+            if query in answers:
+                return answers[query]
+        value = compute()
+        with self._memo_lock:
+            answers = self._read_memo(path, signature)  # another process may have added answers
+            answers.update(self._memo_cache[1] if self._memo_cache and self._memo_cache[0] == signature else {})
+            answers[query] = value
+            self._memo_cache = (signature, answers)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                tmp.write_text(json.dumps({"signature": signature, "answers": answers}))
+                os.replace(tmp, path)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a read-only or full cache: answers are simply not kept
+        return value
+
+    @staticmethod
+    def _read_memo(path: Path, signature: str) -> dict:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict) or doc.get("signature") != signature or not isinstance(doc.get("answers"), dict):
+            return {}
+        return doc["answers"]
+
     def package_names(self, prefix: str) -> list[str]:
         """Names of all binary packages that start with prefix."""
         self.update()
+        return list(self._memo(f"pkgnames {prefix}", lambda: self._package_names(prefix)))  # type: ignore[arg-type]
+
+    def _package_names(self, prefix: str) -> list[str]:
         proc = self._run(["apt-cache", "pkgnames", prefix])
         return sorted(set(proc.stdout.split()))
 
@@ -217,6 +280,11 @@ class AptRepo:
         if not names:
             return []
         self.update()
+        query = "versions " + " ".join(names)
+        found = self._memo(query, lambda: [asdict(p) for p in self._versions(names)])
+        return [PackageVersion(**p) for p in found]  # type: ignore[union-attr]
+
+    def _versions(self, names: list[str]) -> list[PackageVersion]:
         suites: dict[tuple[str, str], str] = {}
         for chunk in _chunks(names, 200):
             for line in self._run(["apt-cache", "madison", *chunk]).stdout.splitlines():

@@ -14,11 +14,13 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from filelock import FileLock, Timeout
 
@@ -37,6 +39,68 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+RECENT_NS = 2_000_000_000
+
+
+class HashMemo:
+    """sha256 of files, remembered per file identity (device, inode, size, mtime and ctime) in a
+    small JSON file: a cache entry's big files (kernel images, initrds, the guest image) are not
+    re-read on every use. Any write to a file changes its ctime, which no one can set back, so
+    an altered file is still hashed again and caught."""
+
+    _memos: ClassVar[dict[Path, HashMemo]] = {}
+    _memos_lock = threading.Lock()
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._known: dict[str, list] | None = None
+
+    @classmethod
+    def at(cls, path: Path) -> HashMemo:
+        with cls._memos_lock:
+            return cls._memos.setdefault(path, cls(path))
+
+    @staticmethod
+    def _identity(st: os.stat_result) -> list:
+        return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def _load(self) -> dict[str, list]:
+        try:
+            doc = json.loads(self.path.read_text())
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def sha256(self, path: Path) -> str:
+        path = Path(path)
+        identity = self._identity(path.stat())
+        key = str(path)
+        with self._lock:
+            if self._known is None:
+                self._known = self._load()
+            hit = self._known.get(key)
+            if isinstance(hit, list) and hit[:-1] == identity:
+                return hit[-1]
+        digest = sha256_file(path)
+        if self._identity(path.stat()) != identity or time.time_ns() - identity[4] < RECENT_NS:
+            # Changed while being read, or changed so recently that another write within the
+            # same clock tick would leave its ctime as it is: hashed again next time.
+            return digest
+        with self._lock:
+            known = {k: v for k, v in self._load().items() if os.path.exists(k)}
+            known[key] = [*identity, digest]
+            self._known = known
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(known))
+                os.replace(tmp, self.path)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # not remembered: hashed again next time
+        return digest
 
 
 def sha256_json(value: object) -> str:
@@ -60,6 +124,11 @@ class Cache:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else cache_root()
+        self.hashes = HashMemo.at(self.root / "state" / "hashes.json")
+
+    def file_sha256(self, path: Path) -> str:
+        """The sha256 of a file, remembered while the file is unchanged (see HashMemo)."""
+        return self.hashes.sha256(path)
 
     def dir(self, kind: str = "") -> Path:
         """The directory of one kind of entries (the root when kind is empty), created if needed."""
@@ -82,7 +151,7 @@ class Cache:
             return None
         if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
             return None
-        if not _intact(path, manifest):
+        if not _intact(path, manifest, self.hashes):
             return None
         return Entry(path, manifest.get("meta", {}))
 
@@ -186,12 +255,13 @@ def _write_manifest(root: Path, meta: dict, hashed: Iterable[str]) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
-def _intact(path: Path, manifest: dict) -> bool:
+def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:
+    digest_of = hashes.sha256 if hashes else sha256_file
     try:
         for rel, size in manifest.get("sizes", {}).items():
             if (path / rel).stat().st_size != size:
                 return False
-        return all(sha256_file(path / rel) == digest for rel, digest in manifest.get("sha256", {}).items())
+        return all(digest_of(path / rel) == digest for rel, digest in manifest.get("sha256", {}).items())
     except OSError:
         return False
 

@@ -6,9 +6,14 @@ objects (validated on the host) ─► fleet (one warm guest per kernel) ─► 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import guestmsg
 from .cache import Cache, sha256_json
 from .classify import classify
 from .errors import CompatError
@@ -17,9 +22,12 @@ from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel
 from .matrix import KernelSpec
 from .objfile import BadObject, BpfObject, read_object
+from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
+from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
+from .shard import Shard, baseline_plan, plan
 from .sourcemap import locate
-from .vm import GuestError
+from .vm import DEFAULT_MEMORY_MB, GuestError
 
 PROBE_KIND = "probes"
 DEFAULT_OBJECT_TIMEOUT = 900.0  # big multi-program objects under software emulation are slow
@@ -32,6 +40,11 @@ class CheckOptions:
     jobs: int | None = None
     refresh: bool = False
     object_timeout: float = DEFAULT_OBJECT_TIMEOUT
+    memory_mb: int = DEFAULT_MEMORY_MB  # per guest
+    deadline: float | None = None  # time.monotonic() when the whole run must end (--timeout)
+    test_faults: bool = False  # compat's own tests only: the fault-injection guest image
+    result_cache: bool = True  # reuse the guest's verdicts on unchanged objects (--no-cache: off)
+    shard: Shard | None = None  # check only this part of the kernel × object matrix (--shard I/N)
 
 
 @dataclass
@@ -72,35 +85,46 @@ class Checker:
     def __init__(self, cache: Cache, specs: list[KernelSpec], options: CheckOptions):
         self.cache = cache
         self.options = options
-        self.fleet = Fleet(cache, specs, jobs=options.jobs, refresh=options.refresh)
+        self.progress: Callable[[str], None] | None = None  # one line per finished kernel
+        self._seconds: dict[tuple[str, str], float] = {}  # (kernel id, object sha256) -> seconds
+        self._t0 = time.monotonic()
+        self.fleet = Fleet(
+            cache, specs, jobs=options.jobs, refresh=options.refresh, memory_mb=options.memory_mb,
+            test_faults=options.test_faults,
+        )  # fmt: skip
+
+    def _probe_key(self, kernel_key: str, kfuncs: list[str], parts: list[str] | None) -> str:
+        image = self.fleet.image
+        assert image is not None
+        return sha256_json({"kernel": kernel_key, "image": image.key, "kfuncs": sorted(kfuncs), "parts": parts})
+
+    def cached_probe(self, kernel_key: str, kfuncs: list[str], parts: list[str] | None = None) -> Inventory | None:
+        """The kernel's inventory if it was probed before (no guest needed), else None."""
+        entry = self.cache.lookup(PROBE_KIND, self._probe_key(kernel_key, kfuncs, parts))
+        return Inventory.from_probe(entry.meta["probe"]) if entry and "probe" in entry.meta else None
 
     def probe(self, session: Session, kfuncs: list[str], parts: list[str] | None = None) -> Inventory:
         """The kernel's inventory, probed in its guest once per kernel, image, kfunc set and parts
         (parts=["kfuncs"] skips the helper sweep when only kfuncs are wanted)."""
-        image = self.fleet.image
-        assert image is not None
-        key = sha256_json(
-            {"kernel": session.kernel.key, "image": image.key, "kfuncs": sorted(kfuncs), "parts": parts}
-        )
+        key = self._probe_key(session.kernel.key, kfuncs, parts)
 
         def build(dest) -> dict:
             request = {"type": "probe", "kfuncs": sorted(kfuncs), **({"parts": parts} if parts else {})}
             reply, _ = session.request(request, timeout=PROBE_TIMEOUT)
             if reply.get("type") != "probe_result":
-                raise GuestError(f"{session.kernel.id}: probe failed: {reply.get('error', reply.get('type'))}")
-            return {"probe": reply}
+                raise GuestError(f"{session.kernel.id}: probe failed: {guestmsg.describe_error(reply)}")
+            # Checked before it is cached: a broken guest must not poison later runs.
+            return {"probe": guestmsg.validate(reply, "probe_result", session.kernel.id, session.vm.console_tail())}
 
         return Inventory.from_probe(self.cache.ensure(PROBE_KIND, key, build).meta["probe"])
 
-    def _work(self, objects: list[BpfObject], state: dict[str, KernelWork]):
+    def _work(self, scheduler: Scheduler, state: dict[str, KernelWork]):
         def work(session: Session, kernel: Kernel) -> KernelWork:
             # State survives a reboot of the guest: objects already checked are not redone.
             kw = state.setdefault(kernel.id, KernelWork())
+            queue = scheduler.started(kernel.id, kernel)
             kw.inventory = self.probe(session, [])
-            for obj in objects:
-                if obj.sha256 in kw.replies or obj.sha256 in kw.failures:
-                    continue
-                kw.replies[obj.sha256] = self._check_one(session, obj, kw)
+            self._drain(session, queue, kw, owner=True)
             used = sorted(
                 {e["name"] for r in kw.replies.values() for e in r.get("externs") or [] if e.get("kind") == "kfunc"}
             )
@@ -109,9 +133,71 @@ class Checker:
                 kw.inventory.kfunc_allowed.update(kfunc_inv.kfunc_allowed)
                 kw.inventory.kfuncs |= kfunc_inv.kfuncs
                 kw.inventory.kfuncs_checked |= set(used)
+            self._finished(kernel.id, kw)
+            if scheduler.all_started():
+                session.close()  # this worker's core goes to the kernels with work left
+                self._help(scheduler, state)
             return kw
 
         return work
+
+    def _drain(self, session: Session, queue: KernelQueue, kw: KernelWork, owner: bool) -> None:
+        """Check objects from a kernel's queue on this guest until the queue is empty (the
+        kernel's own guest also waits for its helpers' last objects)."""
+        while True:
+            obj = queue.take()
+            if obj is None:
+                if not owner or queue.wait_idle():
+                    return
+                continue
+            finished = False
+            try:
+                if obj.sha256 not in kw.replies and obj.sha256 not in kw.failures:
+                    t0 = time.monotonic()
+                    kw.replies[obj.sha256] = self._check_one(session, obj, kw)
+                    self._seconds[(queue.kernel_id, obj.sha256)] = time.monotonic() - t0
+                finished = True
+            finally:
+                queue.done(obj, unchecked=not finished)
+
+    def _help(self, scheduler: Scheduler, state: dict[str, KernelWork]) -> None:
+        """Lend this worker to the kernels with the most work left, on a second guest of theirs."""
+        while (queue := scheduler.pick()) is not None:
+            assert queue.kernel is not None
+            helper = Session(self.fleet, queue.kernel)
+            with queue.cond:
+                queue.helpers += 1
+            try:
+                helper.boot()
+                self._drain(helper, queue, state[queue.kernel_id], owner=False)
+            except CompatError:
+                queue.no_help = True  # no second guest for this kernel: its own guest does the rest
+            finally:
+                with queue.cond:
+                    queue.helpers -= 1
+                helper.close()
+
+    def _spare(self, scheduler: Scheduler, state: dict[str, KernelWork]) -> None:
+        """A worker the fleet does not need (fewer kernels than jobs): helps from the start."""
+        while not scheduler.stopped:
+            self._help(scheduler, state)
+            scheduler.wait_for_work()
+
+    def _finished(self, kernel_id: str, kw: KernelWork, cached: bool = False) -> None:
+        """Tell the progress callback that one kernel is done."""
+        if self.progress is None:
+            return
+        programs = [p for r in kw.replies.values() for p in r.get("programs") or [] if isinstance(p, dict)]
+        verdicts = [p.get("verdict") for p in programs]
+        accepted = sum(1 for v in verdicts if v == ACCEPTED)
+        how = "from the result cache" if cached else f"after {time.monotonic() - self._t0:.1f} s"
+        errors = f", {len(kw.failures)} object(s) without a verdict" if kw.failures else ""
+        resolved = self.fleet.resolved.get(kernel_id)
+        name = f"{kernel_id} ({resolved.version})" if resolved and resolved.version not in kernel_id else kernel_id
+        self.progress(
+            f"{name}: {len(verdicts)} program(s), {accepted} accepted, {len(verdicts) - accepted} rejected"
+            f"{errors} ({how})"
+        )
 
     def _check_one(self, session: Session, obj: BpfObject, kw: KernelWork) -> dict:
         """One object on one guest; a guest that dies on it is rebooted and tried once more."""
@@ -120,8 +206,8 @@ class Checker:
             try:
                 reply, _ = session.request(request, obj.data, timeout=self.options.object_timeout)
                 if reply.get("type") == "check_result":
-                    return reply
-                why = reply.get("error", reply.get("type"))
+                    return guestmsg.validate(reply, "check_result", session.kernel.id, session.vm.console_tail())
+                why = guestmsg.describe_error(reply)
                 raise GuestError(f"{session.kernel.id}: the agent failed on {obj.name}: {why}")
             except GuestError as e:
                 if attempt == 2:
@@ -139,33 +225,177 @@ class Checker:
         """Check several groups of objects in one run (the same guests), one RunResult per group:
         `--baseline-object` checks the baseline objects next to the new ones, on the same kernels."""
         self.fleet.prepare()
-        state: dict[str, KernelWork] = {}
-        t0 = time.monotonic()
-        everything = list({o.sha256: o for objects, _ in groups for o in objects}.values())
-        outcomes = self.fleet.run(self._work(everything, state))
-        wall = round(time.monotonic() - t0, 2)
         image = self.fleet.image
         assert image is not None
+        state: dict[str, KernelWork] = {}
+        t0 = self._t0 = time.monotonic()
+        # Which objects go on which kernel: everything, or this shard's cells (the baseline
+        # builds follow the objects they are paired with).
+        kernel_ids = [s.id for s in self.fleet.specs]
+        plans = [plan(kernel_ids, groups[0][0], self.options.shard)]
+        for objects, _ in groups[1:]:
+            plans.append(baseline_plan(plans[0], objects) if self.options.shard else plan(kernel_ids, objects, None))
+        todo: dict[str, list[BpfObject]] = {}
+        for p in plans:
+            for kid, objs in p.items():
+                merged = {o.sha256: o for o in todo.get(kid, []) + objs}
+                todo[kid] = list(merged.values())
+        results_cache = ResultCache(
+            self.cache, image.key, {"attach": self.options.attach, "memory_mb": self.options.memory_mb},
+            enabled=self.options.result_cache,
+        )  # fmt: skip
+        served, hits = self._from_cache(results_cache, todo, state)
+        history = History(self.cache)
+        queues = {
+            kid: KernelQueue(
+                kid,
+                deque(o for o in objs if o.sha256 not in state[kid].replies),
+                {o.sha256: history.object_seconds(self.fleet.resolved[kid].key, o) for o in objs},
+                history.boot_seconds(self.fleet.resolved[kid].key, image.key),
+            )
+            for kid, objs in todo.items()
+            if kid not in served
+        }
+        scheduler = Scheduler(queues, self.fleet.jobs, RESTORE_SECONDS if self.fleet.snapshots else COLD_BOOT_SECONDS)
+        vm_outcomes: list[Outcome] = []
+        if queues:
+            spares = [threading.Thread(target=self._spare, args=(scheduler, state), daemon=True)
+                      for _ in range(scheduler.spare_workers())]  # fmt: skip
+            with self._deadline():
+                for t in spares:
+                    t.start()
+                try:
+                    vm_outcomes = self.fleet.run(
+                        self._work(scheduler, state), only=set(queues), first=scheduler.start_order()
+                    )
+                finally:
+                    scheduler.stop()
+                    for t in spares:
+                        t.join()
+        wall = round(time.monotonic() - t0, 2)
+        by_id = {o.spec.id: o for o in vm_outcomes}
+        outcomes: list[Outcome] = []
+        for spec in self.fleet.specs:
+            if spec.id in served:
+                hit = hits[spec.id]
+                outcomes.append(Outcome(spec=spec, value=state[spec.id], hello=dict(hit.hello)))
+            elif spec.id in by_id:
+                outcomes.append(by_id[spec.id])
+        self._remember(results_cache, history, image.key, todo, outcomes, state)
         names = merged_helper_names([o.value.inventory for o in outcomes if o.value])
         image_info = {"suite": image.suite, "python": image.python, "libbpf": image.libbpf, "key": image.key[:16]}
+        options: dict = {"attach": self.options.attach, "wall_seconds": wall}
+        if results_cache.enabled:
+            options["result_cache"] = {"hits": results_cache.hits, "misses": results_cache.misses}
+        if self.options.shard:
+            options["shard"] = self.options.shard.to_json()
         runs = []
-        for objects, infos in groups:
+        for (objects, infos), group_plan in zip(groups, plans, strict=True):
             results: list[ProgramResult] = []
+            here = [o for o in outcomes if o.spec.id in group_plan]
             for obj in objects:
-                for o in outcomes:
+                for o in here:
+                    if all(x.sha256 != obj.sha256 for x in group_plan[o.spec.id]):
+                        continue
                     found = self._results(obj, o, state.get(o.spec.id), names)
                     locate_sources(obj, found)
                     results.extend(found)
+            checked = {x.sha256 for objs in group_plan.values() for x in objs}
             runs.append(
                 RunResult(
-                    kernels=[self._kernel_info(o) for o in outcomes],
-                    objects=infos,
+                    kernels=[self._served_info(self._kernel_info(o), hits.get(o.spec.id)) for o in here],
+                    objects=[i for i in infos if i.sha256 is None or i.sha256 in checked],
                     results=results,
                     image=dict(image_info),
-                    options={"attach": self.options.attach, "wall_seconds": wall},
+                    options=dict(options),
                 )
             )
         return runs
+
+    def _from_cache(
+        self, results_cache: ResultCache, todo: dict[str, list[BpfObject]], state: dict[str, KernelWork]
+    ) -> tuple[set[str], dict[str, CachedResult]]:
+        """Fill each kernel's work with the cached verdicts; the kernels that need no guest at all
+        (every object and the kernel's probe cached) and one cached result of each."""
+        served: set[str] = set()
+        hits: dict[str, CachedResult] = {}
+        for kid, objs in todo.items():
+            kw = state[kid] = KernelWork()
+            kernel_key = self.fleet.resolved[kid].key
+            found = []
+            for obj in objs:
+                hit = results_cache.get(obj.sha256, obj.name, kernel_key)
+                if hit is not None:
+                    kw.replies[obj.sha256] = hit.reply
+                    found.append(hit)
+            if found and len(found) == len(objs):
+                inventory = self.cached_probe(kernel_key, [])
+                if inventory is not None:
+                    for hit in found:
+                        apply_kfunc_slice(inventory, hit.kfuncs)
+                    kw.inventory = inventory
+                    served.add(kid)
+                    hits[kid] = found[0]
+                    self._finished(kid, kw, cached=True)
+        return served, hits
+
+    def _remember(
+        self,
+        results_cache: ResultCache,
+        history: History,
+        image_key: str,
+        todo: dict[str, list[BpfObject]],
+        outcomes: list[Outcome],
+        state: dict[str, KernelWork],
+    ) -> None:
+        """Keep what the guests said (kernels without an error only) and how long it took."""
+        for o in outcomes:
+            kw = state.get(o.spec.id)
+            if o.kernel is None or kw is None or o.error is not None:
+                continue
+            kernel_key = self.fleet.resolved[o.spec.id].key
+            seconds = {}
+            for obj in todo.get(o.spec.id, []):
+                took = self._seconds.get((o.spec.id, obj.sha256))
+                if took is None:
+                    continue  # from the cache
+                seconds[obj.sha256] = seconds[obj.name] = took
+                if obj.sha256 not in kw.failures:
+                    results_cache.put(
+                        obj.sha256, obj.name, kernel_key, kw.replies.get(obj.sha256) or {}, kw.inventory, o.hello,
+                        self.fleet.accel,
+                    )  # fmt: skip
+            boot = o.boot_seconds if o.boot_seconds and o.boot_seconds < 4 * RESTORE_SECONDS else RESTORE_SECONDS
+            history.record(kernel_key, image_key, boot, seconds)
+        history.save()
+
+    def _served_info(self, info: KernelInfo, hit: CachedResult | None) -> KernelInfo:
+        """A kernel whose results all came from the cache: what its guest said back then."""
+        if hit is None:
+            return info
+        resolved = self.fleet.resolved.get(info.id)
+        if resolved is not None and not info.packages:
+            info.packages = [f"{p.name}={p.version}" for p in resolved.packages]
+        info.accel = info.accel or hit.accel
+        if resolved is not None and not info.release:
+            info.release = resolved.release
+        return info
+
+    @contextlib.contextmanager
+    def _deadline(self):
+        """At the run deadline, kill every guest: unfinished cells become errors, results so far stay."""
+        if self.options.deadline is None:
+            yield
+            return
+        timer = threading.Timer(
+            max(self.options.deadline - time.monotonic(), 0.0), self.fleet.cancel, ("run deadline exceeded",)
+        )
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     def _kernel_info(self, o: Outcome) -> KernelInfo:
         k, h = o.kernel, o.hello or {}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from tabulate import tabulate
@@ -31,6 +34,7 @@ def _kernel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
 
 
+MIN_MEMORY_MB, MAX_MEMORY_MB = 256, 65536  # python + libbpf + a vmlinux BTF need ~200 MiB
 FORMATS_HELP = "table (default), json, markdown, github, junit, sarif; repeatable"
 
 
@@ -88,9 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier build of the objects, checked in the same run (programs matched by name)",
     )  # fmt: skip
     p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="deadline for the whole run: unfinished cells become errors, results so far are reported")
+    p.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory of each guest (default 512)")
+    p.add_argument("--no-cache", dest="result_cache", action="store_false",
+                   help="verify every object again: neither use nor fill the result cache")
+    p.add_argument("--shard", metavar="I/N", help="check only the I-th of N equal parts of the kernel × object "
+                   "matrix (a CI job matrix; 'compat merge' combines the parts' result files)")
 
     p = sub.add_parser("report", help="render a saved result file again (no VMs)")
     p.add_argument("result", type=Path, metavar="RESULT.json", help="a result file of compat check --format json")
+    _report_options(p)
+
+    p = sub.add_parser("merge", help="combine the result files of shards (check --shard I/N) into one report")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULT.json", help="result files (--format json)")
     _report_options(p)
 
     p = sub.add_parser("probe", help="what each kernel offers: program/map types, helpers, kfuncs")
@@ -275,9 +290,15 @@ def cmd_check(args, cache: Cache) -> int:
     from .check import DEFAULT_OBJECT_TIMEOUT, Checker, CheckOptions, load_objects
     from .compare import compare
     from .gate import exit_status
+    from .shard import Shard, restrict
+    from .vm import DEFAULT_MEMORY_MB
 
     _positive(args.jobs, "--jobs")
     _positive(args.object_timeout, "--object-timeout")
+    _positive(args.timeout, "--timeout")
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
+        raise UserError(f"--memory {args.memory}: give between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB")
     formats, outputs = _formats(args)
     if args.baseline and args.baseline_objects:
         raise UserError("--baseline and --baseline-object exclude each other", "give one kind of baseline")
@@ -297,8 +318,13 @@ def cmd_check(args, cache: Cache) -> int:
     options = CheckOptions(
         attach=args.attach, jobs=args.jobs, refresh=args.refresh,
         object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
+        memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
+        test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
+        result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
+    if sys.stderr.isatty():
+        checker.progress = lambda line: print(f"compat: {line}", file=sys.stderr, flush=True)
     groups = [(objects, infos)] + ([(base_objects, base_infos)] if base_objects else [])
     try:
         runs = checker.run_groups(groups)
@@ -312,11 +338,44 @@ def cmd_check(args, cache: Cache) -> int:
         baseline.options["kernel_axis"] = matrix.axis
         comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
     elif baseline is not None:
+        if options.shard:
+            baseline = restrict(baseline, result)  # the other shards' cells are not "removed"
         comparison = compare(result, baseline, "file", str(args.baseline))
     else:
         comparison = compare(result)
     _write_reports(result, comparison, formats, outputs)
     return exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
+
+
+def cmd_merge(args, cache: Cache) -> int:
+    from .compare import compare
+    from .gate import exit_status
+    from .results import RunResult
+    from .shard import merge
+
+    formats, outputs = _formats(args)
+    docs = [(str(path), RunResult.read_document(path)) for path in args.results]
+    merged = merge([(source, RunResult.from_json(doc, source)) for source, doc in docs])
+    for line in merged.warnings:
+        print(f"compat: warning: {line}", file=sys.stderr)
+    result = merged.result
+    axis = result.options.get("kernel_axis")
+    if args.baseline:
+        comparison = compare(result, _load_baseline(args.baseline), "file", str(args.baseline), axis=axis)
+    else:
+        # The baselines the shards compared with (each cut to its own cells) make one again.
+        saved = [(source, doc["comparison"]) for source, doc in docs if isinstance(doc.get("comparison"), dict)]
+        parts = [(f"{source} (its baseline)", c["baseline_result"]) for source, c in saved
+                 if isinstance(c.get("baseline_result"), dict)]  # fmt: skip
+        if parts:
+            info = saved[0][1].get("baseline") if isinstance(saved[0][1].get("baseline"), dict) else {}
+            baseline = merge([(source, RunResult.from_json(doc, source)) for source, doc in parts], strict=False).result
+            kind = info.get("kind") if info.get("kind") in ("object", "file") else "file"
+            comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=axis)
+        else:
+            comparison = compare(result, axis=axis)
+    _write_reports(result, comparison, formats, outputs)
+    return exit_status(result, comparison, args.fail_on)
 
 
 def cmd_report(args, cache: Cache) -> int:
@@ -394,6 +453,7 @@ COMMANDS = {
     "vm": cmd_vm,
     "check": cmd_check,
     "report": cmd_report,
+    "merge": cmd_merge,
     "probe": cmd_probe,
 }
 
@@ -401,9 +461,12 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the compat command."""
     args = build_parser().parse_args(argv)
+    # A CI job being cancelled (SIGTERM) cleans up like Ctrl-C: guests killed, temporaries removed.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         cache = Cache(args.cache.expanduser().resolve() if args.cache else None)
-        if args.command != "report":  # re-rendering a file needs no cache
+        if args.command not in ("report", "merge"):  # re-rendering a file needs no cache
             cache.dir()
             cache.sweep_temporaries()
         status = COMMANDS[args.command](args, cache)
@@ -420,4 +483,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"compat: internal error: {e.__class__.__name__}: {e} (COMPAT_DEBUG=1 shows details)", file=sys.stderr)
         status = EXIT_INFRA
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(status)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

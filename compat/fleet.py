@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
@@ -23,7 +23,7 @@ from .kernels import Kernel, KernelStore, ResolvedKernel
 from .matrix import KernelSpec
 from .snapshot import Snapshots
 from .snapshot import enabled as snapshots_enabled
-from .vm import VM, GuestError, VMConfig
+from .vm import DEFAULT_MEMORY_MB, VM, GuestError, VMConfig
 
 T = TypeVar("T")
 
@@ -80,19 +80,29 @@ class Session:
 class Fleet:
     """Boots one VM per kernel and runs a function against each."""
 
-    def __init__(self, cache: Cache, specs: list[KernelSpec], jobs: int | None = None, refresh: bool = False):
+    def __init__(
+        self,
+        cache: Cache,
+        specs: list[KernelSpec],
+        jobs: int | None = None,
+        refresh: bool = False,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        test_faults: bool = False,  # compat's own tests: the fault-injection image (see image.py)
+    ):
         self.cache = cache
         self.specs = specs
         self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.memory_mb = memory_mb
         self.store = KernelStore(cache, refresh=refresh)
-        self.builder = ImageBuilder(cache)
+        self.builder = ImageBuilder(cache, test_faults=test_faults)
         self.image: Image | None = None
         self.accel: str | None = None
         self.resolved: dict[str, ResolvedKernel] = {}
         self._live: set[VM] = set()
         self._live_lock = threading.Lock()
         self._cancelled = threading.Event()
-        self.snapshots = Snapshots(cache) if snapshots_enabled() else None
+        self.cancel_reason = "interrupted"
+        self.snapshots = Snapshots(cache, variant="test-faults" if test_faults else "") if snapshots_enabled() else None
 
     def prepare(self) -> None:
         """Resolve every kernel and build the guest image (raises on bad input)."""
@@ -106,7 +116,7 @@ class Fleet:
         assert self.image is not None
         initrd = self.builder.initrd(self.image, kernel)
         extra = {"boot_timeout": timeout} if timeout else {}
-        config = VMConfig(self.store.boot_image(kernel), initrd, accel=accel, **extra)
+        config = VMConfig(self.store.boot_image(kernel), initrd, accel=accel, memory_mb=self.memory_mb, **extra)
         use_snapshots = self.snapshots is not None and not timeout
         if use_snapshots:
             found = self.snapshots.find(config)
@@ -125,6 +135,7 @@ class Fleet:
             except CompatError:
                 # The guest keeps running; later runs boot cold until a save succeeds.
                 if vm.proc is None or vm.proc.poll() is not None:
+                    self._release(vm)  # its files too
                     raise
         return vm
 
@@ -132,6 +143,8 @@ class Fleet:
         with self._live_lock:
             self._live.add(vm)
         try:
+            if self._cancelled.is_set():  # checked after joining _live: cancel() misses no guest
+                raise InfraError(self.cancel_reason)
             vm.start()
         except BaseException:
             self._release(vm)
@@ -157,8 +170,16 @@ class Fleet:
             self.accel = choose_accel(self.cache, self._probe)
         return self.accel
 
-    def run(self, work: Callable[[Session, Kernel], T], retries: int = 1) -> list[Outcome[T]]:
-        """Run work(session, kernel) on every kernel; outcomes in matrix order.
+    def run(
+        self,
+        work: Callable[[Session, Kernel], T],
+        retries: int = 1,
+        only: Collection[str] | None = None,
+        first: Sequence[str] = (),
+    ) -> list[Outcome[T]]:
+        """Run work(session, kernel) on every kernel (or the ids in ``only``); outcomes in matrix
+        order. Kernels start in matrix order, except that the ids in ``first`` start before the
+        others, in that order (the scheduler puts the longest work first).
 
         A guest that fails to boot, or a GuestError that escapes work, is retried on a fresh VM
         (``retries`` times) before the kernel's outcome becomes an error. Work that wants finer
@@ -168,10 +189,12 @@ class Fleet:
         if self.image is None:
             self.prepare()
         self.ensure_accel()
-        outcomes = [Outcome[T](spec=s) for s in self.specs]
+        outcomes = [Outcome[T](spec=s) for s in self.specs if only is None or s.id in only]
+        rank = {kid: i for i, kid in enumerate(first)}
+        starting = sorted(outcomes, key=lambda o: rank.get(o.spec.id, len(rank)))
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="vm")
         try:
-            futures = [pool.submit(self._one, o, work, retries) for o in outcomes]
+            futures = [pool.submit(self._one, o, work, retries) for o in starting]
             for f in futures:
                 f.result()
         except BaseException:
@@ -189,7 +212,7 @@ class Fleet:
             return
         for attempt in range(retries + 1):
             if self._cancelled.is_set():
-                outcome.error = InfraError("interrupted")
+                outcome.error = InfraError(self.cancel_reason)
                 return
             outcome.attempts = attempt + 1
             session = Session(self, outcome.kernel)
@@ -204,11 +227,17 @@ class Fleet:
             except CompatError as e:
                 outcome.error = e
                 return
+            except Exception as e:  # a bug must not cost the other kernels' results
+                outcome.error = InfraError(f"internal error: {e.__class__.__name__}: {str(e)[:200]}")
+                return
             finally:
                 session.close()
 
-    def cancel(self) -> None:
-        """Kill every running guest now (Ctrl-C): workers see their VM die and stop."""
+    def cancel(self, reason: str = "interrupted") -> None:
+        """Kill every running guest now (Ctrl-C, run deadline): workers see their VM die and stop,
+        and no new guest boots; unfinished work becomes an InfraError(reason)."""
+        if not self._cancelled.is_set():
+            self.cancel_reason = reason
         self._cancelled.set()
         with self._live_lock:
             live = list(self._live)

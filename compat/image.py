@@ -74,12 +74,21 @@ def agent_files() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(src.iterdir()) if p.suffix in (".py", ".sh")}
 
 
-class ImageBuilder:
-    """Builds (once per input set) and finds the guest image and per-kernel initrds."""
+# In a test build of the image only: the agent then injects faults on request (agent.py).
+TEST_FAULTS_MARKER = "etc/compat-test-faults"
 
-    def __init__(self, cache: Cache):
+
+class ImageBuilder:
+    """Builds (once per input set) and finds the guest image and per-kernel initrds.
+
+    ``test_faults=True`` builds the fault-injection variant for compat's own tests: the same
+    image plus a marker file that arms the agent's fault hook. The marker is part of the cache
+    key, so the product image (and its snapshots, keyed by the initrd) is never affected."""
+
+    def __init__(self, cache: Cache, test_faults: bool = False):
         self.cache = cache
         self.recipe = load_recipe()
+        self.test_faults = test_faults
         self._repo: AptRepo | None = None
 
     @property
@@ -116,6 +125,7 @@ class ImageBuilder:
                 "recipe": [self.recipe.suite, self.recipe.packages, self.recipe.applets],
                 "packages": sorted(p.sha256 for p in pkgs),
                 "agent": agent,
+                **({"test_faults": True} if self.test_faults else {}),
             }
         )
         return key, pkgs
@@ -134,6 +144,8 @@ class ImageBuilder:
         best = None
         for path in self.cache.entries(IMAGE_KIND):
             entry = self.cache.lookup(IMAGE_KIND, path.name)
+            if entry and entry.meta.get("test_faults"):
+                continue  # compat's own fault-injection image is never "the" image
             if entry and (
                 best is None
                 or (entry.path / "manifest.json").stat().st_mtime > (best.path / "manifest.json").stat().st_mtime
@@ -187,7 +199,12 @@ class ImageBuilder:
             w.close()
         shutil.rmtree(stage)
         shutil.rmtree(root)
-        return {**info, "packages": [f"{p.name}={p.version}" for p in pkgs], "size": out.stat().st_size}
+        return {
+            **info,
+            "packages": [f"{p.name}={p.version}" for p in pkgs],
+            "size": out.stat().st_size,
+            **({"test_faults": True} if self.test_faults else {}),
+        }
 
     def _run_staged_python(self, stage: Path, pybin: Path, args: list[str]) -> str:
         """Run the guest's python on the host through the guest's own loader and libraries."""
@@ -263,6 +280,8 @@ class ImageBuilder:
         for d in ("proc", "sys", "dev", "tmp", "run", "root", "compat-modules", "etc", "boot"):
             (root / d).mkdir(exist_ok=True)
         (root / "etc/compat-image.json").write_text(json.dumps(info))
+        if self.test_faults:
+            (root / TEST_FAULTS_MARKER).write_text("compat test build: the agent injects faults on request\n")
         shutil.copy2(agent_source_dir() / "init.sh", root / "init")
         os.chmod(root / "init", 0o755)
 

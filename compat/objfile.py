@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,20 @@ MAX_PROGRAMS = 4096
 
 
 class BadObject(UserError):
-    """The file is not a usable BPF object; the message names the file and the problem."""
+    """The file is not a usable BPF object; the message names the file and the problem, in one line
+    (texts taken from the file, such as section names, are escaped and bounded)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(one_line(message, 0), hint)
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    """text with control characters escaped; past limit characters it is cut (limit 0: never)."""
+    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+    return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,7 @@ def inspect_bytes(data: bytes, label: str) -> tuple[ObjectProgram, ...]:
         raise
     except Exception as e:
         # pyelftools (and construct below it) raise many kinds of exceptions on malformed input.
-        raise BadObject(f"{label}: malformed or truncated ELF ({e.__class__.__name__}: {str(e)[:80]})") from None
+        raise BadObject(f"{label}: malformed or truncated ELF ({e.__class__.__name__}: {one_line(str(e))})") from None
     if not programs:
         raise BadObject(f"{label}: no BPF programs in this object")
     return programs
@@ -104,7 +118,8 @@ def _programs(elf: ELFFile, data: bytes, label: str) -> tuple[ObjectProgram, ...
         sec = elf.get_section(index)
         end = sec["sh_offset"] + sec["sh_size"]
         if sec["sh_type"] != "SHT_NOBITS" and end > len(data):
-            raise BadObject(f"{label}: truncated ELF (section {sec.name or index} ends past the end of the file)")
+            name = one_line(sec.name, 40) if sec.name else index
+            raise BadObject(f"{label}: truncated ELF (section {name} ends past the end of the file)")
         sections.append(sec)
     symtab = elf.get_section_by_name(".symtab")
     if symtab is None:

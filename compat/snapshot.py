@@ -32,10 +32,12 @@ def _file_key(path: Path, mtime_ns: int, size: int) -> str:
     return sha256_file(path)
 
 
-def snapshot_key(config: VMConfig) -> str:
+def snapshot_key(config: VMConfig, cache: Cache | None = None) -> str:
     """What a saved state depends on: the guest's exact inputs and the QEMU build."""
 
     def content(p: Path) -> str:
+        if cache is not None:
+            return cache.file_sha256(p)  # remembered across runs: the files are big
         st = p.stat()
         return _file_key(p, st.st_mtime_ns, st.st_size)
 
@@ -57,30 +59,42 @@ def snapshot_key(config: VMConfig) -> str:
 class Snapshots:
     """Finds and saves guest states in the cache."""
 
-    def __init__(self, cache: Cache):
+    def __init__(self, cache: Cache, variant: str = ""):
         self.cache = cache
+        self.variant = variant  # "test-faults": states of compat's test image, pruned apart
 
     def find(self, config: VMConfig) -> tuple[Path, dict] | None:
         """The saved state for this guest and its hello, if one exists."""
-        entry = self.cache.lookup(KIND, snapshot_key(config))
+        entry = self.cache.lookup(KIND, snapshot_key(config, self.cache))
         return (entry.file(STATE), entry.meta.get("hello") or {}) if entry else None
 
     def save(self, vm: VM) -> None:
         """Warm the booted guest's agent and save its state (once per key; errors are not fatal
         to the run: the guest keeps running and later runs simply boot cold)."""
-        key = snapshot_key(vm.config)
+        key = snapshot_key(vm.config, self.cache)
 
         def build(dest: Path) -> dict:
             vm.request({"type": "warm"}, timeout=120)
             vm.save_state(dest / STATE)
-            return {"hello": vm.hello, "kernel": str(vm.config.vmlinuz)}
+            return {
+                "hello": vm.hello,
+                "kernel": str(vm.config.vmlinuz),
+                "variant": self.variant,
+                "memory": vm.config.memory_mb,
+            }
 
         self.cache.ensure(KIND, key, build)
-        self._prune(key, str(vm.config.vmlinuz))
+        self._prune(key, str(vm.config.vmlinuz), vm.config.memory_mb)
 
-    def _prune(self, keep: str, kernel: str) -> None:
-        # A new image or agent makes the old states of this kernel useless: drop them.
+    def _prune(self, keep: str, kernel: str, memory: int) -> None:
+        # A new image or agent makes the old states of this kernel useless: drop them. States of
+        # the other image variant or another guest memory size stay (both are in use).
         for path in self.cache.entries(KIND):
             entry = self.cache.lookup(KIND, path.name) if path.name != keep else None
-            if entry and entry.meta.get("kernel") == kernel:
+            if (
+                entry
+                and entry.meta.get("kernel") == kernel
+                and entry.meta.get("variant", "") == self.variant
+                and entry.meta.get("memory", memory) == memory
+            ):
                 self.cache.clean([f"{KIND}/{path.name}"])

@@ -412,7 +412,9 @@ def locate(
     """The source line a rejected program fails on, or None when the object does not say."""
     table = LineTable.from_bytes(data)
     loc = _locate(table, program, section, reason, message, log or "")
-    if loc is not None:
+    # The log comes from the guest (untrusted): a file name that only the log gives, and the
+    # object's own line info does not record, is shown but never opened on the host.
+    if loc is not None and (loc.how != "log" or _full_name(table, loc.file) is not None):
         _read_source(loc, table, object_path)
     return loc
 

@@ -13,6 +13,11 @@ from .protocol import SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, r
 
 PORT_NAME = "org.compat.0"
 IMAGE_INFO = "/etc/compat-image.json"
+# Present only in the test build of the image (compat.image.ImageBuilder(test_faults=True)):
+# then a check request for an object named compat-fault-<kind>... injects that fault instead.
+TEST_FAULTS = "/etc/compat-test-faults"
+FAULT_PREFIX = "compat-fault-"
+FAULTS = ("panic", "hang", "garbage", "exit", "malformed")
 
 
 def find_port(timeout: float = 20.0) -> str:
@@ -54,6 +59,11 @@ def hello() -> dict:
             image = json.load(f)
     except (OSError, ValueError):
         image = {}
+    try:
+        with open("/proc/meminfo") as f:
+            mem_total_kb = int(f.readline().split()[1])  # "MemTotal:  492000 kB"
+    except (OSError, ValueError, IndexError):
+        mem_total_kb = None
     return {
         "type": "hello",
         "schema": SCHEMA,
@@ -66,6 +76,7 @@ def hello() -> dict:
         "libbpf_package": image.get("libbpf"),
         "python": sys.version.split()[0],
         "uptime": uptime,
+        "mem_total_kb": mem_total_kb,
     }
 
 
@@ -121,11 +132,42 @@ def serve(fd: int) -> None:
         except ProtocolError as e:
             send({"type": "error", "error": f"protocol error: {e}"})
             return
+        fault = test_fault(message)
+        if fault:
+            inject(fault, fd, message, send)
+            continue
         reply = handle(message, payload)
         if reply is None:
             send({"type": "bye", "id": message.get("id")})
             return
         send(reply)
+
+
+def test_fault(message: dict) -> str | None:
+    """The fault a test asks for (test image only): compat-fault-panic.o -> "panic"."""
+    name = str(message.get("object") or "") if message.get("type") == "check" else ""
+    if not name.startswith(FAULT_PREFIX) or not os.path.exists(TEST_FAULTS):
+        return None
+    kind = name[len(FAULT_PREFIX) :].split(".")[0].split("-")[0]
+    return kind if kind in FAULTS else None
+
+
+def inject(fault: str, fd: int, message: dict, send) -> None:
+    """Misbehave as a dying, hung or broken guest would (for compat's fault-injection tests)."""
+    print(f"compat-fault: {fault}", file=sys.stderr, flush=True)  # on the console: the tests wait for it
+    if fault == "panic":
+        with open("/proc/sysrq-trigger", "w") as f:
+            f.write("c")
+    elif fault == "hang":
+        while True:
+            time.sleep(3600)
+    elif fault == "garbage":
+        os.write(fd, b"\x00\xffnot a frame\n" * 64)
+    elif fault == "exit":
+        os._exit(3)
+    elif fault == "malformed":
+        program = {"program": 7, "verdict": "maybe", "log": ["not", "a", "string"]}
+        send({"type": "check_result", "id": message.get("id"), "open": {"ok": True}, "programs": [program]})
 
 
 # Modules the agent imports only on some paths (check and probe requests): the image trace

@@ -323,6 +323,7 @@ class ProgState:
     stats: dict = field(default_factory=dict)
     load_ms: float = 0.0
     attach: dict | None = None
+    loaded: bool = True  # False: accepted in a load that failed later on (not in the final object)
 
     def reject(self, stage: str, errno: int | None, message: str | None, lines: list[str]) -> None:
         """Record a rejection at a stage (prepare: no verifier ran; load: the kernel refused)."""
@@ -406,6 +407,7 @@ class Checker:
         self.weak_kfuncs: set[str] = set()
         self.first: lb.Object | None = None  # the object opened for the inventory, loaded first
         self.full_log_budget = FULL_LOG_BUDGET
+        self.timing: dict = {"loads": []}  # where the request's time went (ms), for benchmarks
 
     def open(self) -> lb.Object:
         """A freshly opened bpf_object of the checked bytes (a load can be attempted once)."""
@@ -443,15 +445,23 @@ class Checker:
                 "errno": None,
             }
 
-    def _configure(self, obj: lb.Object, level: int, only: str | None = None) -> dict[str, ctypes.Array]:
-        """Autoload the programs without a verdict (or only one), each with its own log buffer."""
+    def _configure(
+        self, obj: lb.Object, level: int, only: str | None = None, names: set[str] | None = None
+    ) -> dict[str, ctypes.Array]:
+        """Autoload the programs without a verdict (or only one, or the named ones), each with its
+        own log buffer."""
         by_name = {p.name: p for p in self.progs}
         bufs: dict[str, ctypes.Array] = {}
         for prog in obj.programs():
             state = by_name.get(prog.name)
             if state is None:
                 continue
-            wanted = prog.name == only if only else state.verdict is None
+            if only:
+                wanted = prog.name == only
+            elif names is not None:
+                wanted = prog.name in names
+            else:
+                wanted = state.verdict is None
             if not (wanted and state.prog_type == lb.PROG_TYPE["struct_ops"] and not state.initial_autoload):
                 # libbpf itself decides which struct_ops programs load (those a struct_ops map uses).
                 prog.set_autoload(wanted)
@@ -479,20 +489,30 @@ class Checker:
         return {n: own[n] + rest for n in stats}
 
     def load_all(self) -> lb.Object | None:
-        """Reload until every program has a verdict; returns the loaded object of accepted ones."""
+        """Load until every program has a verdict; returns the loaded object of accepted ones.
+
+        libbpf loads an object's programs in order and stops at the first the kernel refuses:
+        the programs before it were accepted (their stats-only logs prove the verifier ran), so
+        the next load leaves them out with the refused one, and no program is verified twice
+        to get its verdict (attach_checks() loads the accepted programs of failed loads once
+        more, when attach checks are wanted).
+        """
         obj, self.first = self.first, None
-        for _ in range(len(self.progs) + len(self.maps) + 2):
+        obj_order = [p.name for p in self.progs]  # libbpf's order (inventory() listed them so)
+        for _ in range(len(self.progs) + len(self.maps) + 3):
             if obj is None:
                 obj = self.open()
             pending = [p for p in self.progs if p.verdict is None]
-            bufs = self._configure(obj, 4)
-            if not pending and not self.maps:
-                obj.close()
+            known = all(m["ok"] is not None or m["name"] in self.failed_maps for m in self.maps.values())
+            if not pending and known:
+                obj.close()  # every verdict and every map's fate is known
                 return None
+            bufs = self._configure(obj, 4)
             with lb.capture() as sink:
                 t0 = time.monotonic()
                 ret = obj.load()
                 elapsed = (time.monotonic() - t0) * 1000
+            self.timing["loads"].append({"ms": round(elapsed, 3), "programs": len(bufs), "level": 4, "ok": ret == 0})
             lines = lb.lines(sink)
             logs = {n: b.value.decode("utf-8", "replace") for n, b in bufs.items()}
             stats = {n: parse_stats(log) for n, log in logs.items()}
@@ -522,8 +542,80 @@ class Checker:
                 return obj
             obj.close()
             obj = None
+            self._accepted_before_failure(obj_order, lines, logs, stats, times)
             if not self._blame(-ret, lines, logs, stats, times):
                 return None
+        return None
+
+    def _accepted_before_failure(
+        self, order: list[str], lines: list[str], logs: dict, stats: dict, times: dict
+    ) -> None:
+        """After a load that failed on one program: the programs libbpf loaded before it were
+        accepted by the kernel (their logs carry the verifier's stats), and every map was created."""
+        failed = [m.group(1) for line in lines if (m := _FAILED_LOAD_RE.match(line))]
+        culprit = failed[-1] if failed else None
+        if culprit not in order:
+            return
+        by_name = {p.name: p for p in self.progs}
+        for name in order[: order.index(culprit)]:
+            p = by_name.get(name)
+            if p is None or p.verdict is not None or name not in logs:
+                continue
+            if p.prog_type == lb.PROG_TYPE["struct_ops"] or stats.get(name, {}).get("insns_processed") is None:
+                continue  # libbpf decides which struct_ops programs load; no stats: not verified
+            p.verdict, p.loaded = "accepted", False
+            p.log, p.stats, p.load_ms = logs[name], stats[name], times.get(name, 0.0)
+            p.libbpf_log = _prog_lines(lines, name)
+        for m in self.maps.values():
+            if m["name"] not in self.failed_maps and m["ok"] is None:
+                m["ok"] = True  # programs load after every map is created
+
+    def attach_checks(self, obj: lb.Object | None) -> None:
+        """Attach every accepted program (and close obj): those of the last load in it, those
+        accepted in loads that failed later on in one more load of just them."""
+        accepted = [p for p in self.progs if p.verdict == "accepted"]
+        try:
+            if not self.want_attach:
+                for p in accepted:
+                    p.attach = not_attempted("attach not requested")
+                return
+            from .attach import attach_all
+
+            if obj is not None:
+                attach_all(obj, [p for p in accepted if p.loaded])
+        finally:
+            if obj is not None:
+                obj.close()
+        later = [p for p in accepted if not p.loaded and p.attach is None]
+        if not later:
+            return
+        try:
+            again = self._load_for_attach(self.open(), later)
+        except lb.LibbpfError:
+            return
+        if again is not None:
+            try:
+                attach_all(again, later)
+            finally:
+                again.close()
+
+    def _load_for_attach(self, obj: lb.Object, accepted: list[ProgState]) -> lb.Object | None:
+        """Load the accepted programs that are not loaded yet, for their attach checks."""
+        bufs = self._configure(obj, 4, names={p.name for p in accepted})  # alive while libbpf writes to them
+        with lb.capture() as sink:
+            t0 = time.monotonic()
+            ret = obj.load()
+            elapsed = (time.monotonic() - t0) * 1000
+        del bufs
+        self.timing["loads"].append({"ms": round(elapsed, 3), "programs": len(accepted), "level": 4, "ok": ret == 0})
+        if ret == 0:
+            for p in accepted:
+                p.loaded = obj_prog_fd(obj, p.name) >= 0
+            return obj
+        obj.close()
+        why = (_object_lines(lb.lines(sink)) or [lb.errno_text(-ret)])[-1]
+        for p in accepted:
+            p.attach = not_attempted(f"loading the accepted programs again for the attach check failed: {why}")
         return None
 
     def _blame(self, err: int, lines: list[str], logs: dict, stats: dict, times: dict) -> bool:
@@ -586,7 +678,10 @@ class Checker:
             try:
                 bufs = self._configure(obj, 1, only=p.name)
                 with lb.capture():
+                    t0 = time.monotonic()
                     ret = obj.load()
+                    elapsed = (time.monotonic() - t0) * 1000
+                self.timing["loads"].append({"ms": round(elapsed, 3), "programs": 1, "level": 1, "ok": ret == 0})
                 log = bufs[p.name].value.decode("utf-8", "replace") if p.name in bufs else ""
             finally:
                 obj.close()
@@ -603,15 +698,22 @@ class Checker:
             p.log, p.log_level = log, 1
             self.full_log_budget -= len(log)
 
+    def _lap(self, what: str, since: float) -> float:
+        now = time.monotonic()
+        self.timing[what] = round(self.timing.get(what, 0.0) + (now - since) * 1000, 3)
+        return now
+
     def run(self) -> dict:
         """The check, as the check_result fields (without type and id)."""
+        t = time.monotonic()
         try:
             elf: ElfInfo | None = analyze_elf(self.data)
         except (ValueError, struct.error, IndexError):
             elf = None
+        t = self._lap("elf_ms", t)
         externs = elf.externs if elf else []
         self.weak_kfuncs = {e["name"] for e in externs if e["kind"] == "kfunc" and e["weak"]}
-        result: dict = {"libbpf": lb.version(), "externs": externs, "maps": [], "programs": []}
+        result: dict = {"libbpf": lb.version(), "externs": externs, "maps": [], "programs": [], "timing": self.timing}
         try:
             self.first = self.open()
         except lb.LibbpfError as e:
@@ -619,21 +721,13 @@ class Checker:
             return result
         result["open"] = {"ok": True, "errno": None, "message": None, "libbpf_log": "\n".join(self.first.open_log)}
         self.inventory(self.first, elf)
+        t = self._lap("open_ms", t)
         obj = self.load_all()
-        try:
-            if obj is not None:
-                from .attach import attach_all
-
-                accepted = [p for p in self.progs if p.verdict == "accepted"]
-                if self.want_attach:
-                    attach_all(obj, accepted)
-                else:
-                    for p in accepted:
-                        p.attach = not_attempted("attach not requested")
-        finally:
-            if obj is not None:
-                obj.close()
+        t = self._lap("load_all_ms", t)
+        self.attach_checks(obj)
+        t = self._lap("attach_ms", t)
         self.full_logs()
+        t = self._lap("full_logs_ms", t)
         for name in self.failed_maps:
             for p in self.progs:
                 if p.verdict == "rejected" and f"'{name}'" in (p.message or ""):

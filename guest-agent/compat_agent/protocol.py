@@ -38,20 +38,29 @@ def encode(message: dict, payload: bytes = b"") -> bytes:
     return HEADER.pack(MAGIC, len(body), len(payload)) + body + payload
 
 
-def read_frame(read_exact: Callable[[int], bytes]) -> tuple[dict, bytes]:
-    """Read one frame with read_exact(n) (which returns exactly n bytes or raises ChannelClosed)."""
+def read_frame(
+    read_exact: Callable[[int], bytes], max_json: int = MAX_JSON, max_payload: int = MAX_PAYLOAD
+) -> tuple[dict, bytes]:
+    """Read one frame with read_exact(n) (which returns exactly n bytes or raises ChannelClosed).
+
+    A side that expects smaller frames (the host: replies carry no payload) passes lower bounds.
+    Every malformed frame raises ProtocolError, never anything else."""
     head = read_exact(HEADER.size)
+    if len(head) != HEADER.size:
+        raise ProtocolError("short frame header")
     magic, json_len, payload_len = HEADER.unpack(head)
     if magic != MAGIC:
         raise ProtocolError(f"bad frame magic {magic!r}")
-    if json_len > MAX_JSON or payload_len > MAX_PAYLOAD:
+    if json_len > max_json or payload_len > max_payload:
         raise ProtocolError(f"frame too large ({json_len} + {payload_len} bytes)")
     body = read_exact(json_len)
     payload = read_exact(payload_len) if payload_len else b""
     try:
         message = json.loads(body.decode())
     except (UnicodeDecodeError, ValueError) as e:
-        raise ProtocolError(f"frame is not JSON: {e}") from None
+        raise ProtocolError(f"frame is not JSON: {str(e)[:200]}") from None
+    except RecursionError:  # "[[[[…" nested deeper than the decoder's stack
+        raise ProtocolError("frame JSON is nested too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("frame is not a JSON object with a 'type'")
     return message, payload

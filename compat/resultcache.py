@@ -1,0 +1,161 @@
+"""The result cache: a guest's verdicts on one object, kept per kernel, image and options.
+
+What the guest says about an object is a pure function of the object (its bytes and the name
+it is loaded under), the kernel (its packages), the guest image (libbpf, python, the agent's
+sources) and the check's options (attach or not, guest memory). All of them are in the key,
+so a re-check of an unchanged object on a kernel it was checked on needs no VM at all.
+
+What is kept is the guest's validated check_result reply (not the host's classification:
+that also depends on what the other kernels of a run know, e.g. helper names), with the
+slice of the kernel's kfunc probe the object's kfuncs need, the guest's hello (uname -r,
+libbpf, BTF) and the accelerator that produced it. A guest failure (an "error" cell) is
+never kept: only replies that passed validation are.
+
+One small JSON file per entry, written atomically (rename), checked on read (key, schema and
+a sha256 of the payload): a damaged entry is a miss, never a wrong verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from compat_agent import AGENT_VERSION
+
+from .cache import Cache, sha256_json
+from .inventory import Inventory
+
+KIND = "results"
+SCHEMA = "compat-result-cache/v1"
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """One object's verdicts on one kernel, as a guest gave them."""
+
+    reply: dict  # the guest's check_result (validated when it was received)
+    kfuncs: dict  # the kernel's kfunc probe, for this object's kfuncs only (see kfunc_slice)
+    hello: dict  # the guest's hello: release, libbpf, btf
+    accel: str | None
+
+
+def kfunc_externs(reply: dict) -> set[str]:
+    """The kfuncs an object declares (from the guest's reply)."""
+    return {e["name"] for e in reply.get("externs") or [] if isinstance(e, dict) and e.get("kind") == "kfunc"}
+
+
+def kfunc_slice(reply: dict, inventory: Inventory) -> dict:
+    """What the classifier needs to know about this object's kfuncs on this kernel."""
+    used = kfunc_externs(reply)
+    return {
+        "kfuncs": sorted(used & inventory.kfuncs),
+        "checked": sorted(used & inventory.kfuncs_checked),
+        "allowed": {k: inventory.kfunc_allowed[k] for k in sorted(used) if k in inventory.kfunc_allowed},
+    }
+
+
+def apply_kfunc_slice(inventory: Inventory, kfuncs: dict) -> None:
+    """Merge a kfunc slice into a kernel's inventory (the union of slices is the run's probe)."""
+    inventory.kfuncs |= set(kfuncs.get("kfuncs") or [])
+    inventory.kfuncs_checked |= set(kfuncs.get("checked") or [])
+    for name, allowed in (kfuncs.get("allowed") or {}).items():
+        inventory.kfunc_allowed[name] = dict(allowed)
+
+
+class ResultCache:
+    """Cached guest verdicts for one run's image and options (disabled: every lookup misses and
+    nothing is stored)."""
+
+    def __init__(self, cache: Cache, image_key: str, options: dict, enabled: bool = True):
+        self.cache = cache
+        self.image_key = image_key
+        self.options = dict(options)
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, object_sha256: str, object_name: str, kernel_key: str) -> str:
+        return sha256_json(
+            {
+                "schema": SCHEMA,
+                "object": object_sha256,
+                "name": object_name,
+                "kernel": kernel_key,
+                "image": self.image_key,
+                "agent": AGENT_VERSION,
+                "options": self.options,
+            }
+        )
+
+    def _path(self, key: str) -> Path:
+        return self.cache.root / KIND / f"{key}.json"
+
+    def get(self, object_sha256: str, object_name: str, kernel_key: str) -> CachedResult | None:
+        """The cached result, or None (missing, damaged, or the cache is disabled)."""
+        if not self.enabled:
+            return None
+        key = self.key(object_sha256, object_name, kernel_key)
+        found = self._read(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def _read(self, key: str) -> CachedResult | None:
+        try:
+            doc = json.loads(self._path(key).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or doc.get("key") != key:
+            return None
+        payload = doc.get("payload")
+        if not isinstance(payload, dict) or doc.get("sha256") != _digest(payload):
+            return None
+        reply, kfuncs, hello = payload.get("reply"), payload.get("kfuncs"), payload.get("hello")
+        if not (isinstance(reply, dict) and reply.get("type") == "check_result"):
+            return None
+        if not isinstance(kfuncs, dict) or not isinstance(hello, dict):
+            return None
+        accel = payload.get("accel") if payload.get("accel") in ("kvm", "tcg") else None
+        return CachedResult(reply, kfuncs, hello, accel)
+
+    def put(
+        self,
+        object_sha256: str,
+        object_name: str,
+        kernel_key: str,
+        reply: dict,
+        inventory: Inventory,
+        hello: dict | None,
+        accel: str | None,
+    ) -> None:
+        """Keep one validated guest reply (best effort: a cache that cannot be written is skipped)."""
+        if not self.enabled or not reply or reply.get("type") != "check_result":
+            return
+        key = self.key(object_sha256, object_name, kernel_key)
+        payload = {
+            "reply": reply,
+            "kfuncs": kfunc_slice(reply, inventory),
+            "hello": {k: v for k, v in (hello or {}).items() if k in ("release", "libbpf", "btf", "python", "agent")},
+            "accel": accel,
+        }
+        doc = {"schema": SCHEMA, "key": key, "sha256": _digest(payload), "payload": payload}
+        path = self._path(key)
+        tmp = path.with_name(f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(doc, separators=(",", ":")))
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
