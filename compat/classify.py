@@ -12,6 +12,8 @@ import errno as errnos
 import re
 from dataclasses import dataclass
 
+from compat_agent.verifierlog import error_line
+
 from .inventory import Inventory, helper_label
 
 # libbpf marks calls to unresolved weak kfuncs and failed CO-RE relocations with these.
@@ -35,7 +37,6 @@ _COMPLEXITY = re.compile(
 _NO_BTF = re.compile(r"vmlinux BTF is not found|failed to find valid kernel BTF|kernel BTF is missing|BTF is required")
 
 
-_STATS_LINE = re.compile(r"^(processed \d+ insns|verification time|stack depth|max_states_per_insn|-- END PROG)")
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,9 @@ class Classified:
 
 
 def last_error_line(log: str) -> str | None:
-    """The verifier's own error: the last meaningful line before the stats lines."""
-    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if not _STATS_LINE.match(line):
-            return line[:300]
-    return None
+    """The verifier's own error: the last meaningful line before the stats lines (bounded)."""
+    line = error_line(log)
+    return line[:300] if line else None
 
 
 def classify(

@@ -27,6 +27,7 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compat_agent.verifierlog import STATS_LINE
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
@@ -42,10 +43,6 @@ _ANNOTATION = re.compile(r"^; ?(?P<text>.*?)(?: @ (?P<file>[^\s:]+):(?P<line>\d+
 # "12: (85) call bpf_loop#181" or "11: <invalid CO-RE relocation>" — an instruction of the trace;
 # its number is the loaded program's index.
 _INSN = re.compile(r"^(\d+): (?:\([0-9a-f]{2}\)|<)")
-_STATS_LINE = re.compile(
-    r"^(processed \d+ insns|verification time|stack depth|max_states_per_insn|-- (BEGIN|END) PROG|"
-    r"\[compat: |Live regs before insn|func#\d+ @\d+$|Validating )"
-)
 _HELPER_ID = re.compile(r"(?:helper|\w) \((\d+)\)|helper #(\d+)")
 _KFUNC_NAME = re.compile(r"\bkfuncs? ([\w, ]+?) (?:is|are|which)\b")
 
@@ -362,7 +359,7 @@ def error_index(lines: list[str]) -> int | None:
     """Index of the verifier's error line: the last line that is not a statistic."""
     for i in range(len(lines) - 1, -1, -1):
         text = lines[i].strip()
-        if text and not _STATS_LINE.match(text):
+        if text and not STATS_LINE.match(text):
             return i
     return None
 
