@@ -1,6 +1,6 @@
 """Speed benchmark (issue 6): how long a check takes, where the time goes, and against what.
 
-    python bench/speed.py [--runs N] [--only boot,a,b,c,d,e] [--jobs J]
+    python bench/speed.py [--runs N] [--only boot,a,b,b1,c,d,e] [--jobs J]
 
 Measures, medians of --runs runs (default 5), with the default cache (kernels, guest image,
 snapshots and probes warm; a first check warms them when they are not):
@@ -8,7 +8,8 @@ snapshots and probes warm; a first check warms them when they are not):
   boot  per kernel, QEMU start to a ready agent: cold boot vs restore from the snapshot
   (a)   1 object x the default kernels, end to end (`compat check --no-cache`, a new process)
   (b)   50 objects x the default kernels (the programs/ objects in 5 variants each), in process,
-        with the scheduler's helpers and without them (kernels packed longest first only)
+        with the scheduler's helpers and without them (kernels packed longest first only);
+        b1: the same 50 objects on one kernel (fewer kernels than cores), with and without helpers
   (c)   per-object latency on a warm fleet (one guest at a time): the host's round trip of a
         check request against the guest's own time in bpf_object__load for the verdicts
   (d)   in-guest / native: the same agent code (compat_agent.check, attach off) with the host's
@@ -54,6 +55,7 @@ def build_variants(out: Path, count: int = VARIANTS) -> list[Path]:
     """The programs/ objects, each built `count` times with a different constant in .rodata, so
     that every build is a distinct object (content hash) with the same programs and verdicts."""
     clang = find_clang()
+    out.mkdir(parents=True, exist_ok=True)
     built = []
     for i in range(count):
         header = out / f"variant{i}.h"
@@ -254,13 +256,18 @@ def measure_c_d(cache: Cache, specs, objects: list[Path], runs: int, only: set[s
                     for o, s in per.items()
                     if med(native["objects"][o]["load"]) > 0
                 ]
+                guest_total = sum(med(s["agent"]) for s in per.values())
+                native_total = sum(med(native["objects"][o]["agent"]) for o in per)
                 rows.append(
                     row(
                         f"(d) in-guest / native check time, {kernel}",
                         agent,
                         unit="x",
                         target=TARGETS["d"],
-                        detail=f"load time only: median {med(load):.1f}x; {why}",
+                        detail=(
+                            f"load time only: median {med(load):.1f}x; all objects: {guest_total / 1000:.2f} s in the "
+                            f"guest, {native_total / 1000:.2f} s natively ({guest_total / native_total:.1f}x); {why}"
+                        ),
                     )
                 )
             every = [
@@ -275,7 +282,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--label", default="", help="results go to bench/results/speed-LABEL.json")
-    ap.add_argument("--only", default="boot,a,b,c,d,e", help="comma-separated: boot,a,b,c,d,e")
+    ap.add_argument("--only", default="boot,a,b,b1,c,d,e", help="comma-separated: boot,a,b,b1,c,d,e")
     ap.add_argument("--jobs", type=int, default=None, help="VMs at once for (a), (b), (e) (default: cores)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -300,6 +307,7 @@ def main() -> None:
                 cli("check", str(counter), "--no-cache", "--format", "json", "--output", os.devnull, *jobs)[0]
                 for _ in range(args.runs)
             ]
+            raw["a"] = samples
             rows.append(
                 row(
                     f"(a) 1 object x {len(specs)} kernels, caches warm (compat check --no-cache)",
@@ -331,6 +339,7 @@ def main() -> None:
                 finally:
                     schedule.Scheduler.pick = original  # type: ignore[method-assign]
                 cells = len(objects) * len(specs)
+                raw[f"b {label}"] = walls
                 rows.append(
                     row(
                         f"(b) {len(objects)} objects x {len(specs)} kernels, {label}",
@@ -338,6 +347,30 @@ def main() -> None:
                         detail=f"{cells} object x kernel cells, {cells / statistics.median(walls):.1f} cells/s",
                     )
                 )
+
+        if "b1" in only:
+            # Fewer kernels than cores: the spare core helps with a second guest of the kernel.
+            variants = build_variants(work / "variants1")
+            objects, infos, bad = load_objects([str(p) for p in variants])
+            one = [s for s in specs if s.id == "6.12"] or specs[:1]
+            import compat.schedule as schedule
+
+            for label, helpers in (("scheduler with helpers", True), ("one guest per kernel", False)):
+                walls = []
+                original = schedule.Scheduler.pick
+                if not helpers:
+                    schedule.Scheduler.pick = lambda self: None  # type: ignore[method-assign]
+                try:
+                    for _ in range(args.runs):
+                        checker = Checker(cache, one, CheckOptions(result_cache=False, jobs=args.jobs))
+                        t0 = time.perf_counter()
+                        result = checker.run(objects, infos)
+                        walls.append(time.perf_counter() - t0)
+                        assert not [r for r in result.results if r.verdict == "error"]
+                finally:
+                    schedule.Scheduler.pick = original  # type: ignore[method-assign]
+                raw[f"b1 {label}"] = walls
+                rows.append(row(f"(b) {len(objects)} objects x 1 kernel ({one[0].id}), {label}", walls))
 
         if "c" in only or "d" in only:
             sample = [programs[n] for n in sorted(programs)]
@@ -353,6 +386,7 @@ def main() -> None:
             ]
             _, proc = cli("check", str(counter), "--format", "json", "--output", "-")
             hits = json.loads(proc.stdout)["options"].get("result_cache")
+            raw["e"] = samples
             rows.append(
                 row(
                     "(e) re-check of an unchanged object (result cache), end to end",

@@ -65,7 +65,8 @@ class Recipe:
 def load_recipe() -> Recipe:
     doc = yaml.safe_load(data_file("guest.yaml").read_text())
     suite = os.environ.get("COMPAT_IMAGE_SUITE") or doc["suite"]
-    return Recipe(suite=suite, packages=tuple(doc["packages"]), applets=tuple(doc["applets"]))
+    extra = tuple((doc.get("suite_packages") or {}).get(suite) or ())
+    return Recipe(suite=suite, packages=tuple(doc["packages"]) + extra, applets=tuple(doc["applets"]))
 
 
 def agent_files() -> dict[str, bytes]:

@@ -1,14 +1,20 @@
 """The guest side of `compat check`: load one BPF object, give every program a verdict.
 
-bpf_object__load stops at the first failing program and unloads the rest, so the object is
-reopened and reloaded with the failures' autoload turned off until every program has a
-verdict (libbpf 1.5 has no bpf_object__prepare). The first pass runs the verifier at log
+bpf_object__load loads the programs in order and stops at the first one the kernel refuses,
+unloading the rest: the programs before it were accepted (their logs carry the verifier's
+stats), so the object is reopened and reloaded with every program that has a verdict left
+out, until all have one: each program is verified once for its verdict. Accepted programs of
+a failed load are loaded once more for the attach checks, in the next load when verifying them
+costs less than the fixed part of a load (BTF, maps, relocations, vmlinux BTF), else in a load
+of their own at the end; without attach checks, never. (libbpf 1.6's bpf_object__prepare does
+not change this: a failed load still ends the object.) The verdict loads run the verifier at log
 level 4 (stats only: cheap, and it keeps E2BIG visible); a rejection that is not E2BIG gets
 one more load at level 1 with a bounded buffer for the full log (see DESIGN.md section 5).
 
 What the object calls (helpers, kfuncs) is read from its ELF file directly, following calls
 into subprograms and callbacks: libbpf exposes a program's own instructions before load
-but not the subprograms it will append.
+but not the subprograms it will append. The host sends that analysis with the request (it is
+the same code, run once per object instead of once per guest under emulation).
 """
 
 from __future__ import annotations
@@ -267,6 +273,22 @@ def analyze_elf(data: bytes) -> ElfInfo:
     return info
 
 
+def elf_to_json(info: ElfInfo) -> dict:
+    """analyze_elf()'s result as JSON: the host analyses each object once (natively, not once per
+    guest under emulation) and sends it with the check request."""
+    return {"externs": info.externs, "calls": [[s, n, h, k] for (s, n), (h, k) in info.calls.items()]}
+
+
+def elf_from_json(doc: dict) -> ElfInfo | None:
+    """The host's analysis back, or None when it is not what elf_to_json() makes."""
+    try:
+        externs = [dict(e) for e in doc["externs"]]
+        calls = {(str(s), str(n)): ([int(x) for x in h], [str(x) for x in k]) for s, n, h, k in doc["calls"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ElfInfo(externs=externs, calls=calls)
+
+
 def helpers_from_insns(insns: bytes) -> list[int]:
     """Helper ids called by raw instructions (BPF_JMP|BPF_CALL with src_reg 0)."""
     out = set()
@@ -395,10 +417,11 @@ def _attach_type_name(prog_type_name: str, eat: int) -> str | None:
 class Checker:
     """One check request: open, load until every program has a verdict, attach, report."""
 
-    def __init__(self, data: bytes, name: str, attach: bool, kconfig: str | None = None):
+    def __init__(self, data: bytes, name: str, attach: bool, kconfig: str | None = None, elf: dict | None = None):
         self.data = data
         self.name = name
         self.want_attach = attach
+        self.given_elf = elf  # the host's analyze_elf() of these bytes (elf_to_json), if it sent one
         self.kconfig = kconfig
         self.progs: list[ProgState] = []
         self.maps: dict[str, dict] = {}
@@ -408,6 +431,8 @@ class Checker:
         self.first: lb.Object | None = None  # the object opened for the inventory, loaded first
         self.full_log_budget = FULL_LOG_BUDGET
         self.timing: dict = {"loads": []}  # where the request's time went (ms), for benchmarks
+        self.load_overhead_ms = 0.0  # what the last failed load spent besides verifying programs
+        self.verify_again = True
 
     def open(self) -> lb.Object:
         """A freshly opened bpf_object of the checked bytes (a load can be attempted once)."""
@@ -507,7 +532,8 @@ class Checker:
             if not pending and known:
                 obj.close()  # every verdict and every map's fate is known
                 return None
-            bufs = self._configure(obj, 4)
+            again = self._verify_again()
+            bufs = self._configure(obj, 4, names={p.name for p in pending} | again if again else None)
             with lb.capture() as sink:
                 t0 = time.monotonic()
                 ret = obj.load()
@@ -519,6 +545,9 @@ class Checker:
             times = self._split_time(elapsed, {n: s for n, s in stats.items() if logs[n]} or stats)
             if ret == 0:
                 struct_ops_rejected = self._struct_ops_rejected()
+                for p in self.progs:
+                    if p.name in again:
+                        p.loaded = obj_prog_fd(obj, p.name) >= 0
                 for p in pending:
                     p.log, p.stats, p.load_ms = logs.get(p.name, ""), stats.get(p.name, {}), times.get(p.name, 0.0)
                     p.libbpf_log = _prog_lines(lines, p.name)
@@ -542,10 +571,26 @@ class Checker:
                 return obj
             obj.close()
             obj = None
+            failed = [m.group(1) for line in lines if (m := _FAILED_LOAD_RE.match(line))]
+            if failed and failed[-1] in again:
+                self.verify_again = False  # refused where it had passed: each program is verified once from now on
+                continue
+            verified = sum((s.get("verification_time_us") or 0) for s in stats.values()) / 1000
+            self.load_overhead_ms = max(elapsed - verified, 0.0)
             self._accepted_before_failure(obj_order, lines, logs, stats, times)
             if not self._blame(-ret, lines, logs, stats, times):
                 return None
         return None
+
+    def _verify_again(self) -> set[str]:
+        """Accepted programs of failed loads to load again in the next load, so that they end up
+        in the object the attach checks use: when verifying them costs less than a load of their
+        own would (the fixed part of the last load: BTF, maps, relocations), else none."""
+        if not self.want_attach or not self.verify_again:
+            return set()
+        unloaded = [p for p in self.progs if p.verdict == "accepted" and not p.loaded]
+        cost = sum((p.stats.get("verification_time_us") or 0) for p in unloaded) / 1000
+        return {p.name for p in unloaded} if unloaded and cost < self.load_overhead_ms else set()
 
     def _accepted_before_failure(
         self, order: list[str], lines: list[str], logs: dict, stats: dict, times: dict
@@ -706,10 +751,12 @@ class Checker:
     def run(self) -> dict:
         """The check, as the check_result fields (without type and id)."""
         t = time.monotonic()
-        try:
-            elf: ElfInfo | None = analyze_elf(self.data)
-        except (ValueError, struct.error, IndexError):
-            elf = None
+        elf = elf_from_json(self.given_elf) if self.given_elf else None
+        if elf is None:
+            try:
+                elf = analyze_elf(self.data)
+            except (ValueError, struct.error, IndexError):
+                elf = None
         t = self._lap("elf_ms", t)
         externs = elf.externs if elf else []
         self.weak_kfuncs = {e["name"] for e in externs if e["kind"] == "kfunc" and e["weak"]}
@@ -758,7 +805,8 @@ def check(message: dict, payload: bytes) -> dict:
     """Answer a check request: per-program verdicts for the object in payload."""
     t0 = time.monotonic()
     name = str(message.get("object") or "object.o")
-    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"))
+    elf = message.get("elf") if isinstance(message.get("elf"), dict) else None
+    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf)
     result = checker.run()
     return {
         "type": "check_result",
