@@ -22,36 +22,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import yaml
 from common import RESULTS, machine
-from speed import ROOT, build_programs, guest_times
+from speed import ROOT, build_programs, guest_times  # speed puts tests/ on sys.path for bpf_build
 from tabulate import tabulate
+
+from bpf_build import expected_mismatches  # isort: skip (needs the path speed sets)
 
 from compat.cache import Cache
 from compat.check import Checker, CheckOptions, load_objects
 from compat.fleet import Fleet
 from compat.matrix import load_matrix
-
-EXPECTED_FILE = ROOT / "programs" / "expected.yaml"
-
-
-def expected_mismatches(doc_results, expected: dict) -> list[str]:
-    cells = {(r.object, r.program, r.kernel): r for r in doc_results}
-    problems = []
-    for obj, spec in expected.items():
-        for prog, pspec in spec["programs"].items():
-            for kernel, want in pspec["kernels"].items():
-                got = cells.get((f"{obj}.o", prog, kernel))
-                if got is None:
-                    problems.append(f"{obj}:{prog} on {kernel}: no result")
-                    continue
-                have = {"verdict": got.verdict, "stage": got.stage, "reason": got.reason}
-                wanted = {k: want.get(k) for k in ("verdict", "stage", "reason")}
-                if "attach" in want:
-                    have["attach"], wanted["attach"] = got.attach.get("status"), want["attach"]
-                if have != wanted:
-                    problems.append(f"{obj}:{prog} on {kernel}: want {wanted}, got {have}")
-    return problems
 
 
 def main() -> None:
@@ -72,7 +52,7 @@ def main() -> None:
         checker = Checker(cache, specs, CheckOptions(result_cache=False))
         result = checker.run(found, infos)
         image = result.image
-        problems = expected_mismatches(result.results, yaml.safe_load(EXPECTED_FILE.read_text())["objects"])
+        problems = expected_mismatches(result.results)
 
         data = {
             "attach": guest_times(cache, specs, objects, args.runs, attach=True),

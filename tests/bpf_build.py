@@ -72,6 +72,29 @@ def compile_command(clang: str, source: Path, output: Path) -> list[str]:
     ]
 
 
+def expected_mismatches(results) -> list[str]:
+    """Cells of programs/expected.yaml that results (ProgramResult objects) do not match, in words."""
+    import yaml
+
+    expected = yaml.safe_load(EXPECTED_FILE.read_text())["objects"]
+    cells = {(r.object, r.program, r.kernel): r for r in results}
+    problems = []
+    for obj, spec in expected.items():
+        for prog, pspec in spec["programs"].items():
+            for kernel, want in pspec["kernels"].items():
+                got = cells.get((f"{obj}.o", prog, kernel))
+                if got is None:
+                    problems.append(f"{obj}:{prog} on {kernel}: no result")
+                    continue
+                have = {"verdict": got.verdict, "stage": got.stage, "reason": got.reason}
+                wanted = {k: want.get(k) for k in ("verdict", "stage", "reason")}
+                if "attach" in want:
+                    have["attach"], wanted["attach"] = got.attach.get("status"), want["attach"]
+                if have != wanted:
+                    problems.append(f"{obj}:{prog} on {kernel}: want {wanted}, got {have}: {got.message}")
+    return problems
+
+
 def build_programs(out_dir: Path | str, programs_dir: Path = PROGRAMS_DIR, jobs: int | None = None) -> dict[str, Path]:
     """Compile every programs/*.bpf.c into out_dir/<name>.o, in parallel; {name: object path}.
 

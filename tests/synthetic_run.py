@@ -205,21 +205,7 @@ def current() -> RunResult:
             results.append(_ok("counter.o", SHA_COUNTER, "count_new", TP, "tracepoint", k, insns=12, states=1))
     for k, *_ in KERNELS:
         if k == "6.1.176":
-            results.append(
-                _rejected(
-                    "filter.o",
-                    SHA_FILTER,
-                    "xdp_filter",
-                    "xdp",
-                    "xdp",
-                    k,
-                    "verifier_rejection",
-                    "the verifier rejected the program: R2 offset is outside of the packet",
-                    LOG_FILTER_176,
-                    FILTER_SOURCE,
-                    errno=13,
-                )
-            )
+            results.append(_filter_rejected_on_176(k))
         else:
             log_insns = 9 if k != "sid" else 11
             r = _ok("filter.o", SHA_FILTER, "xdp_filter", "xdp", "xdp", k, insns=log_insns, states=1, us=31)
@@ -242,26 +228,29 @@ def current() -> RunResult:
     )
 
 
+def _filter_rejected_on_176(kernel: str):
+    """The stable-backport regression of the fixture: filter.o's xdp_filter rejected on 6.1.176."""
+    return _rejected(
+        "filter.o",
+        SHA_FILTER,
+        "xdp_filter",
+        "xdp",
+        "xdp",
+        kernel,
+        "verifier_rejection",
+        "the verifier rejected the program: R2 offset is outside of the packet",
+        LOG_FILTER_176,
+        FILTER_SOURCE,
+        errno=13,
+    )
+
+
 def baseline() -> RunResult:
     results = []
     for k, *_ in KERNELS:
         results.append(_ok("counter.o", SHA_COUNTER_OLD, "count_getpid", TP, "tracepoint", k, insns=20, states=2))
         if k == "6.1.176":
-            results.append(
-                _rejected(
-                    "filter.o",
-                    SHA_FILTER,
-                    "xdp_filter",
-                    "xdp",
-                    "xdp",
-                    k,
-                    "verifier_rejection",
-                    "the verifier rejected the program: R2 offset is outside of the packet",
-                    LOG_FILTER_176,
-                    FILTER_SOURCE,
-                    errno=13,
-                )
-            )
+            results.append(_filter_rejected_on_176(k))
         else:
             results.append(_ok("filter.o", SHA_FILTER, "xdp_filter", "xdp", "xdp", k, insns=9, states=1))
         if k == "5.10":

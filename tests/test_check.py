@@ -10,10 +10,9 @@ import sys
 
 import jsonschema
 import pytest
-import yaml
-from bpf_build import EXPECTED_FILE
+from bpf_build import expected_mismatches
 
-from compat.results import SCHEMA_FILE
+from compat.results import SCHEMA_FILE, RunResult
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
 
@@ -43,24 +42,7 @@ def test_result_file_matches_the_schema(full_run):
 
 def test_every_program_gets_its_expected_verdict_on_every_kernel(full_run):
     _, doc = full_run
-    expected = yaml.safe_load(EXPECTED_FILE.read_text())["objects"]
-    cells = {(r["object"], r["program"], r["kernel"]): r for r in doc["results"]}
-    problems = []
-    for obj, spec in expected.items():
-        for prog, pspec in spec["programs"].items():
-            for kernel, want in pspec["kernels"].items():
-                got = cells.get((f"{obj}.o", prog, kernel))
-                if got is None:
-                    problems.append(f"{obj}:{prog} on {kernel}: no result")
-                    continue
-                have = {"verdict": got["verdict"], "stage": got["stage"], "reason": got["reason"]}
-                if "attach" in want:
-                    have["attach"] = got["attach"].get("status")
-                wanted = {k: want.get(k) for k in ("verdict", "stage", "reason")} | (
-                    {"attach": want["attach"]} if "attach" in want else {}
-                )
-                if have != wanted:
-                    problems.append(f"{obj}:{prog} on {kernel}: want {wanted}, got {have}: {got['message']}")
+    problems = expected_mismatches(RunResult.from_json(doc).results)
     assert not problems, "\n".join(problems)
 
 
