@@ -86,7 +86,7 @@ def main() -> None:
         fleet.prepare()
         wall, _ = timed(fleet.run, lambda vm, k: None)
         walls.append(wall)
-    what = f"all {len(specs)} kernels at once ({os.cpu_count()} cores)"
+    what = f"all {len(specs)} kernels at once, as compat boots them (snapshots; {os.cpu_count()} cores)"
     rows.append({"what": what, "boot s (median)": summary(walls)["median"]})
     report("foundation", rows, machine(accel))
 

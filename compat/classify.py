@@ -37,8 +37,6 @@ _COMPLEXITY = re.compile(
 _NO_BTF = re.compile(r"vmlinux BTF is not found|failed to find valid kernel BTF|kernel BTF is missing|BTF is required")
 
 
-
-
 @dataclass(frozen=True)
 class Classified:
     reason: str

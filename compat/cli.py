@@ -92,13 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier build of the objects, checked in the same run (programs matched by name)",
     )  # fmt: skip
     p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="deadline for the whole run: unfinished cells become errors, results so far are reported")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="deadline for the whole run: unfinished cells become errors, results so far are reported",
+    )
     p.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory of each guest (default 512)")
-    p.add_argument("--no-cache", dest="result_cache", action="store_false",
-                   help="verify every object again: neither use nor fill the result cache")
-    p.add_argument("--shard", metavar="I/N", help="check only the I-th of N equal parts of the kernel × object "
-                   "matrix (a CI job matrix; 'compat merge' combines the parts' result files)")
+    p.add_argument(
+        "--no-cache",
+        dest="result_cache",
+        action="store_false",
+        help="verify every object again: neither use nor fill the result cache",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="check only the I-th of N equal parts of the kernel × object "
+        "matrix (a CI job matrix; 'compat merge' combines the parts' result files)",
+    )
 
     p = sub.add_parser("report", help="render a saved result file again (no VMs)")
     p.add_argument("result", type=Path, metavar="RESULT.json", help="a result file of compat check --format json")

@@ -87,5 +87,5 @@ def test_every_default_kernel_boots_uncompressed_through_pvh(real_cache, default
     for spec in default_specs:
         kernel = store.fetch(spec)
         image = store.boot_image(kernel)
-        assert image.name == "vmlinux" and has_pvh_entry(image.read_bytes()[:1 << 30]), spec.id
+        assert image.name == "vmlinux" and has_pvh_entry(image.read_bytes()), spec.id
     assert extract_vmlinux(b"not a kernel") is None
