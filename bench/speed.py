@@ -278,6 +278,28 @@ def measure_c_d(cache: Cache, specs, objects: list[Path], runs: int, only: set[s
 
 
 # -- main -------------------------------------------------------------------------------------------
+def time_checks(cache, specs, objects, infos, args, helpers: bool) -> list[float]:
+    """Wall times of args.runs full checks (result cache off); helpers=False turns off the
+    scheduler's second guests, leaving only the longest-kernel-first order."""
+    import compat.schedule as schedule
+
+    walls = []
+    original = schedule.Scheduler.pick
+    if not helpers:
+        schedule.Scheduler.pick = lambda self: None  # type: ignore[method-assign]
+    try:
+        for _ in range(args.runs):
+            checker = Checker(cache, specs, CheckOptions(result_cache=False, jobs=args.jobs))
+            t0 = time.perf_counter()
+            result = checker.run(objects, infos)
+            walls.append(time.perf_counter() - t0)
+            errors = [r for r in result.results if r.verdict == "error"]
+            assert not errors, errors[0].message
+    finally:
+        schedule.Scheduler.pick = original  # type: ignore[method-assign]
+    return walls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -321,23 +343,8 @@ def main() -> None:
             variants = build_variants(work / "variants")
             objects, infos, bad = load_objects([str(p) for p in variants])
             assert not bad and len(objects) == len(variants)
-            import compat.schedule as schedule
-
             for label, helpers in (("scheduler with helpers", True), ("longest kernel first only", False)):
-                walls = []
-                original = schedule.Scheduler.pick
-                if not helpers:
-                    schedule.Scheduler.pick = lambda self: None  # type: ignore[method-assign]
-                try:
-                    for _ in range(args.runs):
-                        checker = Checker(cache, specs, CheckOptions(result_cache=False, jobs=args.jobs))
-                        t0 = time.perf_counter()
-                        result = checker.run(objects, infos)
-                        walls.append(time.perf_counter() - t0)
-                        errors = [r for r in result.results if r.verdict == "error"]
-                        assert not errors, errors[0].message
-                finally:
-                    schedule.Scheduler.pick = original  # type: ignore[method-assign]
+                walls = time_checks(cache, specs, objects, infos, args, helpers)
                 cells = len(objects) * len(specs)
                 raw[f"b {label}"] = walls
                 rows.append(
@@ -353,22 +360,8 @@ def main() -> None:
             variants = build_variants(work / "variants1")
             objects, infos, bad = load_objects([str(p) for p in variants])
             one = [s for s in specs if s.id == "6.12"] or specs[:1]
-            import compat.schedule as schedule
-
             for label, helpers in (("scheduler with helpers", True), ("one guest per kernel", False)):
-                walls = []
-                original = schedule.Scheduler.pick
-                if not helpers:
-                    schedule.Scheduler.pick = lambda self: None  # type: ignore[method-assign]
-                try:
-                    for _ in range(args.runs):
-                        checker = Checker(cache, one, CheckOptions(result_cache=False, jobs=args.jobs))
-                        t0 = time.perf_counter()
-                        result = checker.run(objects, infos)
-                        walls.append(time.perf_counter() - t0)
-                        assert not [r for r in result.results if r.verdict == "error"]
-                finally:
-                    schedule.Scheduler.pick = original  # type: ignore[method-assign]
+                walls = time_checks(cache, one, objects, infos, args, helpers)
                 raw[f"b1 {label}"] = walls
                 rows.append(row(f"(b) {len(objects)} objects x 1 kernel ({one[0].id}), {label}", walls))
 
