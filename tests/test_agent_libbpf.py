@@ -12,15 +12,9 @@ import zlib
 
 import pytest
 from compat_agent import libbpf as lb
-from compat_agent.check import (
-    analyze_elf,
-    attach_target,
-    error_line,
-    explain,
-    helpers_from_insns,
-    parse_stats,
-)
+from compat_agent.check import analyze_elf, attach_target, explain, helpers_from_insns
 from compat_agent.probe import decl_tagged
+from compat_agent.verifierlog import error_line, parse_stats
 
 LOG_510_ACCEPT = (
     "verification time 107 usec\nstack depth 0\n"

@@ -179,7 +179,6 @@ LAZY_IMPORTS = (
     "compat_agent.probe",
     "traceback",
     "compat_agent.modules",
-    "compat_agent.verifierlog",
     "pyroute2",  # netlink for XDP/tc attach targets, imported when first needed
 )
 

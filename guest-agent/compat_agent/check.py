@@ -28,55 +28,13 @@ import time
 from dataclasses import dataclass, field
 
 from . import libbpf as lb
+from .verifierlog import error_line, parse_stats
 
 STATS_LOG_SIZE = 64 << 10  # level 4: error lines and stats, a few hundred bytes
 FULL_LOG_SIZE = 4 << 20  # level 1: bounded (two 64 MiB ctypes buffers OOM a 512 MiB guest)
 FULL_LOG_BUDGET = 16 << 20  # all full logs of one reply (a frame's JSON is bounded at 32 MiB)
 FULL_LOG_MAX_INSNS = 250_000  # above this, a level-1 reload costs more than its log is worth
 E2BIG = errno_mod.E2BIG
-
-
-# -- verifier log parsing ----------------------------------------------------------------------
-_STATS_RE = {
-    "insns_processed": re.compile(r"processed (\d+) insns"),
-    "states_total": re.compile(r"total_states (\d+)"),
-    "states_peak": re.compile(r"peak_states (\d+)"),
-    "verification_time_us": re.compile(r"verification time (\d+) usec"),
-}
-_TOO_LARGE_RE = re.compile(r"BPF program is too large\. Processed (\d+) insn")
-_STACK_RE = re.compile(r"stack depth (\d+(?:\+\d+)*)")
-# Lines of the log that are statistics, not the verifier's verdict.
-_STATS_LINE_RE = re.compile(
-    r"^(processed \d+ insns|insns processed \d+|verification time|stack depth|max_states_per_insn|"
-    r"-- (BEGIN|END) PROG LOAD LOG --|func#\d+ @\d+$|Live regs before insn|Validating )"
-)
-
-
-def parse_stats(log: str) -> dict:
-    """Verifier statistics from a log of any kernel 5.10..7.2 (missing ones are None).
-
-    Formats differ across kernels; each figure is matched on its own and the last match wins
-    (a log holds one verification, but old kernels repeat nothing and new ones add lines).
-    """
-    stats: dict = {}
-    for key, rx in _STATS_RE.items():
-        found = rx.findall(log)
-        stats[key] = int(found[-1]) if found else None
-    if stats["insns_processed"] is None:
-        found = _TOO_LARGE_RE.findall(log)
-        stats["insns_processed"] = int(found[-1]) if found else None
-    found = _STACK_RE.findall(log)
-    stats["stack_depth"] = [int(x) for x in found[-1].split("+")] if found else None
-    return stats
-
-
-def error_line(log: str) -> str | None:
-    """The verifier's last error line: the last line of the log that is not a statistic."""
-    for line in reversed(log.splitlines()):
-        text = line.strip()
-        if text and not _STATS_LINE_RE.match(text):
-            return text
-    return None
 
 
 _POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
