@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .cache import Cache
+from .cache import Cache, write_atomic
 from .errors import UserError
 from .vm import qemu_binary
 
@@ -64,9 +64,7 @@ def choose_accel(cache: Cache, probe_boot: Callable[[str, float], bool]) -> str:
     except Exception:
         ok = False
     accel = "kvm" if ok else "tcg"
-    tmp = state.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "accel": accel, "probe_seconds": round(time.monotonic() - t0, 2)}))
-    os.replace(tmp, state)
+    write_atomic(state, json.dumps({"key": key, "accel": accel, "probe_seconds": round(time.monotonic() - t0, 2)}))
     return accel
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from debian.deb822 import Deb822
 from filelock import FileLock
 
-from .cache import Cache, sha256_json
+from .cache import Cache, sha256_json, write_atomic
 from .errors import InfraError, UserError
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -248,12 +248,8 @@ class AptRepo:
             answers.update(self._memo_cache[1] if self._memo_cache and self._memo_cache[0] == signature else {})
             answers[query] = value
             self._memo_cache = (signature, answers)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                tmp.write_text(json.dumps({"signature": signature, "answers": answers}))
-                os.replace(tmp, path)
-            except OSError:
-                tmp.unlink(missing_ok=True)  # a read-only or full cache: answers are simply not kept
+            # A read-only or full cache: the answers are simply not kept.
+            write_atomic(path, json.dumps({"signature": signature, "answers": answers}))
         return value
 
     @staticmethod

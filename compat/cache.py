@@ -93,19 +93,28 @@ class HashMemo:
             known = {k: v for k, v in self._load().items() if os.path.exists(k)}
             known[key] = [*identity, digest]
             self._known = known
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps(known))
-                os.replace(tmp, self.path)
-            except OSError:
-                tmp.unlink(missing_ok=True)  # not remembered: hashed again next time
+            write_atomic(self.path, json.dumps(known))  # if not remembered: hashed again next time
         return digest
 
 
 def sha256_json(value: object) -> str:
     """A stable hash of a JSON-able value (sorted keys), used for cache keys."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Replace path with text at once (a unique temporary file renamed over it): readers see the
+    old or the new content, never a part. False, with path left as it was, when it cannot be
+    written (a read-only or full disk): for files that only remember things, that is no error."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,14 @@ a sha256 of the payload): a damaged entry is a miss, never a wrong verdict.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from compat_agent import AGENT_VERSION
 
-from .cache import Cache, sha256_json
+from .cache import Cache, sha256_json, write_atomic
 from .inventory import Inventory
 
 KIND = "results"
@@ -146,15 +143,7 @@ class ResultCache:
             "accel": accel,
         }
         doc = {"schema": SCHEMA, "key": key, "sha256": _digest(payload), "payload": payload}
-        path = self._path(key)
-        tmp = path.with_name(f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(doc, separators=(",", ":")))
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        write_atomic(self._path(key), json.dumps(doc, separators=(",", ":")))
 
 
 def _digest(payload: dict) -> str:

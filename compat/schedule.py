@@ -14,16 +14,14 @@ keep the cores busy:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import Cache
+from .cache import Cache, write_atomic
 from .kernels import Kernel
 from .objfile import BpfObject
 
@@ -87,14 +85,7 @@ class History:
         with self._lock:
             current = self._load(self.path)
             current.update(self._data)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(json.dumps(current))
-                os.replace(tmp, self.path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+            write_atomic(self.path, json.dumps(current))
 
 
 @dataclass
