@@ -1,6 +1,6 @@
 """Speed benchmark (issue 6): how long a check takes, where the time goes, and against what.
 
-    python bench/speed.py [--runs N] [--only boot,a,b,b1,c,d,e] [--jobs J]
+    python bench/speed.py [--runs N] [--only boot,a,b,b1,c,d,e] [--jobs J] [--no-real]
 
 Measures, medians of --runs runs (default 5), with the default cache (kernels, guest image,
 snapshots and probes warm; a first check warms them when they are not):
@@ -11,10 +11,11 @@ snapshots and probes warm; a first check warms them when they are not):
         with the scheduler's helpers and without them (kernels packed longest first only);
         b1: the same 50 objects on one kernel (fewer kernels than cores), with and without helpers
   (c)   per-object latency on a warm fleet (one guest at a time): the host's round trip of a
-        check request against the guest's own time in bpf_object__load for the verdicts
+        check request against the guest's own time in bpf_object__load for the verdicts, for
+        the programs/ objects and for real third-party objects from Debian (bench/corpus.py)
   (d)   in-guest / native: the same agent code (compat_agent.check, attach off) with the host's
         libbpf on the host kernel, against the guest's time for the same objects (benchmark
-        only: the product never loads objects on the host)
+        only, compat's own objects only: the product never loads objects on the host)
   (e)   re-check of an unchanged object (`compat check`, result cache warm), end to end
 
 Writes a table and bench/results/speed.json (machine, accel and every sample).
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bpf_build import build_programs, compile_command, find_clang, sources  # noqa: E402
 
 from compat.cache import Cache  # noqa: E402
-from compat.check import Checker, CheckOptions, load_objects  # noqa: E402
+from compat.check import Checker, CheckOptions, check_request, load_objects  # noqa: E402
 from compat.fleet import Fleet  # noqa: E402
 from compat.matrix import load_matrix  # noqa: E402
 from compat.vm import VM, VMConfig  # noqa: E402
@@ -67,6 +68,21 @@ def build_variants(out: Path, count: int = VARIANTS) -> list[Path]:
             subprocess.run(cmd, check=True, capture_output=True)
             built.append(obj)
     return built
+
+
+def real_objects() -> list[Path]:
+    """The real third-party objects of bench/corpus.py, one of each family of near-copies (the
+    ten xdpfilt_* filters differ in constants only)."""
+    from corpus import corpus
+
+    seen: set[str] = set()
+    out = []
+    for path in corpus(warn=lambda message: print(message, file=sys.stderr)):
+        family = path.name.split("_")[0] if path.name.startswith("xdpfilt_") else path.name
+        if family not in seen:
+            seen.add(family)
+            out.append(path)
+    return out
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -145,7 +161,7 @@ def guest_times(cache: Cache, specs, objects: list[Path], runs: int, attach: boo
     def work(session, kernel):
         out = {}
         for name, data in blobs:
-            request = {"type": "check", "object": name, "attach": attach}
+            request = check_request(name, data, attach)  # the product's own request
             session.request(request, data, timeout=900)  # first one: the guest's code translation
             samples: dict[str, list[float]] = {"rtt": [], "agent": [], "load": [], "verify": [], "loads": []}
             for _ in range(runs):
@@ -173,13 +189,13 @@ NATIVE = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from compat_agent import libbpf as lb
-from compat_agent.check import check
+from compat_agent.check import analyze_elf, check, elf_to_json
 runs = int(sys.argv[2])
 out = {"libbpf": lb.version(), "objects": {}}
 for path in sys.argv[3:]:
     data = open(path, "rb").read()
     name = path.rsplit("/", 1)[-1]
-    request = {"type": "check", "object": name, "attach": False}
+    request = {"type": "check", "object": name, "attach": False, "elf": elf_to_json(analyze_elf(data))}
     check(request, data)
     samples = {"agent": [], "load": [], "verdicts": []}
     for _ in range(runs):
@@ -213,36 +229,45 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def measure_c_d(cache: Cache, specs, objects: list[Path], runs: int, only: set[str]) -> tuple[list[dict], dict]:
+def c_rows(label: str, data: dict, target: float | None) -> list[dict]:
+    """(c) rows for one set of guest times: latency over in-guest load time, per cell and in all."""
+    cells = [s for per in data.values() for s in per.values()]
+    ratios = [med(s["rtt"]) / med(s["load"]) for s in cells if med(s["load"]) > 0]
+    total_rtt = sum(med(s["rtt"]) for s in cells)
+    total_load = sum(med(s["load"]) for s in cells)
+    total_verify = sum(med(s["verify"]) for s in cells)
+    return [
+        row(
+            f"(c) per-object latency / in-guest load time, {label}",
+            ratios,
+            unit="x",
+            target=target,
+            detail=(
+                f"{len(ratios)} object x kernel cells; all cells: {total_rtt / 1000:.2f} s round trip, "
+                f"{total_load / 1000:.2f} s in bpf_object__load ({total_rtt / max(total_load, 1e-9):.2f}x), "
+                f"{total_verify / 1000:.2f} s kernel verification time"
+            ),
+        ),
+        row(f"(c) per-object latency, {label}", [med(s["rtt"]) / 1000 for s in cells], detail="round trip, s"),
+    ]
+
+
+def measure_c_d(
+    cache: Cache, specs, objects: list[Path], real: list[Path], runs: int, only: set[str]
+) -> tuple[list[dict], dict]:
+    """(c) on compat's own objects and on real ones (guests only), (d) on compat's own objects:
+    the native side loads into the host kernel, which is no place for third-party objects."""
     rows: list[dict] = []
     raw: dict = {}
     plain = guest_times(cache, specs, objects, runs, attach=False)
     raw["guest_no_attach"] = plain
     if "c" in only:
-        with_attach = guest_times(cache, specs, objects, runs, attach=True)
-        raw["guest_attach"] = with_attach
-        for label, data in (("attach off", plain), ("attach on (default)", with_attach)):
-            ratios = [
-                med(s["rtt"]) / med(s["load"]) for per in data.values() for s in per.values() if med(s["load"]) > 0
-            ]
-            total_rtt = sum(med(s["rtt"]) for per in data.values() for s in per.values())
-            total_load = sum(med(s["load"]) for per in data.values() for s in per.values())
-            total_verify = sum(med(s["verify"]) for per in data.values() for s in per.values())
-            rows.append(
-                row(
-                    f"(c) per-object latency / in-guest load time, {label}",
-                    ratios,
-                    unit="x",
-                    target=TARGETS["c"] if label == "attach off" else None,
-                    detail=(
-                        f"{len(ratios)} object x kernel cells; all cells: {total_rtt / 1000:.2f} s round trip, "
-                        f"{total_load / 1000:.2f} s in bpf_object__load, "
-                        f"{total_verify / 1000:.2f} s kernel verification time"
-                    ),
-                )
-            )
-            lat = [med(s["rtt"]) for per in data.values() for s in per.values()]
-            rows.append(row(f"(c) per-object latency, {label}", [x / 1000 for x in lat], detail="round trip, s"))
+        rows += c_rows("programs/ objects, attach off", plain, TARGETS["c"])
+        if real:
+            raw["guest_real_no_attach"] = guest_times(cache, specs, real, runs, attach=False)
+            rows += c_rows(f"{len(real)} real objects (Debian), attach off", raw["guest_real_no_attach"], TARGETS["c"])
+        raw["guest_attach"] = guest_times(cache, specs, objects, runs, attach=True)
+        rows += c_rows("programs/ objects, attach on (default)", raw["guest_attach"], None)
     if "d" in only:
         native, why = native_times(objects, runs)
         raw["native"] = native
@@ -306,6 +331,9 @@ def main() -> None:
     ap.add_argument("--label", default="", help="results go to bench/results/speed-LABEL.json")
     ap.add_argument("--only", default="boot,a,b,b1,c,d,e", help="comma-separated: boot,a,b,b1,c,d,e")
     ap.add_argument("--jobs", type=int, default=None, help="VMs at once for (a), (b), (e) (default: cores)")
+    ap.add_argument(
+        "--no-real", dest="real", action="store_false", help="(c) without the real objects of bench/corpus.py"
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
     cache = Cache()
@@ -367,7 +395,8 @@ def main() -> None:
 
         if "c" in only or "d" in only:
             sample = [programs[n] for n in sorted(programs)]
-            more, data = measure_c_d(cache, specs, sample, args.runs, only)
+            real = real_objects() if args.real else []
+            more, data = measure_c_d(cache, specs, sample, real, args.runs, only)
             rows += more
             raw.update(data)
 

@@ -7,12 +7,14 @@ objects (validated on the host) ─► fleet (one warm guest per kernel) ─► 
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from compat_agent.check import analyze_elf, elf_to_json
 
@@ -24,6 +26,7 @@ from .fleet import Fleet, Outcome, Session
 from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
 from .matrix import KernelSpec
+from .modsyms import ModuleIndex, wanted_functions
 from .objfile import BadObject, BpfObject, read_object
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
@@ -68,18 +71,49 @@ def locate_sources(obj: BpfObject, results: list[ProgramResult]) -> None:
 
 
 def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], list[str]]:
-    """Validate every input; bad ones become one-line errors, the rest are checked."""
+    """Validate every input; bad ones become one-line errors, the rest are checked. A file given
+    twice is checked once."""
     objects, infos, errors = [], [], []
-    for path in paths:
+    given = {os.path.abspath(p): p for p in reversed(paths)}  # the first spelling of each file
+    for absolute, name in display_names(list(dict.fromkeys(os.path.abspath(p) for p in paths))).items():
+        path = given[absolute]
         try:
-            obj = read_object(path)
+            obj = replace(read_object(path), name=name)
         except BadObject as e:
             errors.append(str(e))
-            infos.append(ObjectInfo(object=str(path).rsplit("/", 1)[-1], path=str(path), error=str(e)))
+            infos.append(ObjectInfo(object=name, path=str(path), error=str(e)))
             continue
         objects.append(obj)
         infos.append(ObjectInfo(obj.name, str(obj.path), obj.sha256, obj.size, [p.name for p in obj.programs]))
     return objects, infos, errors
+
+
+def display_names(paths: list[str]) -> dict[str, str]:
+    """{absolute path: its name in results}: the file name, or as many of its last path components
+    as it takes to tell apart files of the same name (a/k.o, b/k.o): results are keyed by it."""
+    parts = {p: Path(p).parts for p in paths}
+    depth = dict.fromkeys(paths, 1)
+    while True:
+        names = {p: str(Path(*parts[p][-depth[p] :])) for p in paths}
+        seen: dict[str, list[str]] = {}
+        for p, n in names.items():
+            seen.setdefault(n, []).append(p)
+        clashes = [p for group in seen.values() if len(group) > 1 for p in group if depth[p] < len(parts[p])]
+        if not clashes:
+            return names
+        for p in clashes:
+            depth[p] += 1
+
+
+def check_request(name: str, data: bytes, attach: bool) -> dict:
+    """The agent's check request for one object (sent with its bytes). It carries the agent's ELF
+    analysis (externs, what each program calls), made here once instead of in every guest under
+    emulation; without it ({}: the analysis failed) the agent makes its own."""
+    try:
+        elf = elf_to_json(analyze_elf(data))
+    except (ValueError, struct.error, IndexError):
+        elf = {}
+    return {"type": "check", "object": name, "attach": attach, "elf": elf}
 
 
 class Checker:
@@ -90,7 +124,9 @@ class Checker:
         self.options = options
         self.progress: Callable[[str], None] | None = None  # one line per finished kernel
         self._seconds: dict[tuple[str, str], float] = {}  # (kernel id, object sha256) -> seconds
-        self._elf_info: dict[str, dict] = {}  # object sha256 -> the agent's ELF analysis, as JSON
+        self._requests: dict[str, dict] = {}  # object sha256 and file name -> its check request
+        self._indexes: dict[str, ModuleIndex] = {}  # kernel key -> the functions of its modules
+        self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self.fleet = Fleet(
             cache, specs, jobs=options.jobs, refresh=options.refresh, memory_mb=options.memory_mb,
@@ -203,26 +239,60 @@ class Checker:
             f"{errors} ({how})"
         )
 
-    def _elf(self, obj: BpfObject) -> dict:
-        """The agent's ELF analysis of an object (externs, what each program calls), made here once
-        instead of in every guest under emulation; {} when the agent should make it itself."""
-        found = self._elf_info.get(obj.sha256)
+    def _request(self, obj: BpfObject) -> dict:
+        """The check request for an object (its ELF analysis made once per run)."""
+        name = os.path.basename(obj.name)  # the file name, as a loader's libbpf would have it (not a/k.o)
+        key = f"{obj.sha256}:{name}"
+        found = self._requests.get(key)
         if found is None:
-            try:
-                found = elf_to_json(analyze_elf(obj.data))
-            except (ValueError, struct.error, IndexError):
-                found = {}
-            self._elf_info[obj.sha256] = found
+            found = self._requests[key] = check_request(name, obj.data, self.options.attach)
         return found
+
+    def _modules(self, obj: BpfObject, kernel: Kernel) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+        """The modules of a kernel that define functions the object names (see modsyms.py)."""
+        if kernel.modules is None:
+            return {}, []
+        with self._lock:
+            index = self._indexes.setdefault(kernel.key, ModuleIndex(self.cache, kernel))
+        request = self._request(obj)
+        sections = [p.section for p in obj.programs]
+        return index.modules_for(wanted_functions(sections, (request.get("elf") or {}).get("externs") or []))
+
+    def _load_modules(self, session: Session, obj: BpfObject) -> list[str]:
+        """Have the guest load the modules the object needs; notes on what was loaded, for its results."""
+        owners, modules = self._modules(obj, session.kernel)
+        vm = session.vm
+        todo = [(n, b) for n, b in modules if n not in vm.modules_loaded]
+        failed: dict = {}
+        if todo:
+            message = {"type": "load_modules", "modules": [{"name": n, "size": len(b)} for n, b in todo]}
+            reply, _ = session.request(message, b"".join(b for _, b in todo), timeout=self.options.object_timeout)
+            if reply.get("type") != "modules_loaded":
+                why = guestmsg.describe_error(reply)
+                raise GuestError(f"{session.kernel.id}: the agent failed to load modules: {why}")
+            failed = reply.get("failed") if isinstance(reply.get("failed"), dict) else {}
+            vm.modules_loaded.update(n for n, _ in todo if n not in failed)
+        notes = []
+        for module in sorted(set(owners.values())):
+            uses = ", ".join(f for f, m in owners.items() if m == module)
+            if module in failed:
+                notes.append(f"[compat: module {module} (defines {uses}) failed to load: {str(failed[module])[:200]}]")
+            else:
+                notes.append(f"[compat: module {module} loaded first: it defines {uses}]")
+        return notes
 
     def _check_one(self, session: Session, obj: BpfObject, kw: KernelWork) -> dict:
         """One object on one guest; a guest that dies on it is rebooted and tried once more."""
-        request = {"type": "check", "object": obj.name, "attach": self.options.attach, "elf": self._elf(obj)}
+        request = self._request(obj)
         for attempt in (1, 2):
             try:
+                notes = self._load_modules(session, obj)
                 reply, _ = session.request(request, obj.data, timeout=self.options.object_timeout)
                 if reply.get("type") == "check_result":
-                    return guestmsg.validate(reply, "check_result", session.kernel.id, session.vm.console_tail())
+                    reply = guestmsg.validate(reply, "check_result", session.kernel.id, session.vm.console_tail())
+                    for program in reply.get("programs") or [] if notes else []:
+                        program["libbpf_log"] = "\n".join([*notes, program.get("libbpf_log") or ""]).rstrip("\n")
+                    return reply
                 why = guestmsg.describe_error(reply)
                 raise GuestError(f"{session.kernel.id}: the agent failed on {obj.name}: {why}")
             except GuestError as e:

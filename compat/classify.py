@@ -9,6 +9,7 @@ loosely second. The raw line is always kept as the detail.
 from __future__ import annotations
 
 import errno as errnos
+import os
 import re
 from dataclasses import dataclass
 
@@ -16,19 +17,28 @@ from compat_agent.verifierlog import error_line
 
 from .inventory import Inventory, helper_label
 
-# libbpf marks calls to unresolved weak kfuncs and failed CO-RE relocations with these.
-_POISON_KFUNC = re.compile(r"unknown#20020000\d\d")
+# libbpf marks calls to unresolved weak kfuncs and failed CO-RE relocations with these (the
+# guest agent rewords the kfunc one when it cannot tell which kfunc it is).
+_POISON_KFUNC = re.compile(r"unknown#20020000\d\d|calls a kfunc this kernel does not have")
 _POISON_CORE = re.compile(r"unknown#195896080|failed to resolve CO-RE relocation|CO-RE relocating .* failed")
 _CORE_TARGET = re.compile(
     r"failed to resolve CO-RE relocation <[^>]*> \[\d+\] (?:(?:struct|union|enum|typedef) )?([\w.:]+)"
 )
+# libbpf's own words, and the guest agent's rewording of the second (a weak kfunc, at load).
 _MISSING_EXTERN = re.compile(
-    r"extern \((?:func ksym|var ksym|kcfg)\) '(\w+)': not found|kfunc '(\w+)' is referenced but wasn't resolved"
+    r"extern \((?:func ksym|var ksym|kcfg)\) '(\w+)': not found|kfunc '(\w+)' is referenced but wasn't resolved|"
+    r"calls kfunc '(\w+)', which this kernel does not have"
 )
 _ATTACH_TARGET = re.compile(
     r"failed to find kernel BTF type ID of '(\w+)'|Failed to find BTF for ['\"]?(\w+)|attach_btf_id.*?(\w+)"
 )
 _MAP_CREATE = re.compile(r"map '([\w.]+)': failed to create")
+# libbpf 1.5 poisons the references to a map it did not create and says so in the verifier log.
+_MAP_REFERENCED = re.compile(r"BPF map '([\w.]+)' is referenced but wasn't created")
+_NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^']*)'")
+# libbpf 1.0 dropped struct bpf_map_def maps; in 'maps/<name>' sections (gobpf, iproute2)
+# they only show up as relocations against a section libbpf does not know as a map section.
+_LEGACY_MAP_RELO = re.compile(r"bad map relo against '[^']*' in section 'maps/[^']*'")
 _UNKNOWN_FUNC = re.compile(r"(?:invalid func|unknown func) (?:unknown#)?(\w+)#?(\d+)?")
 _COMPLEXITY = re.compile(
     r"BPF program is too large|too many states|sequence of \d+ jumps is too complex|"
@@ -64,7 +74,22 @@ def classify(
     inv = inventory or Inventory()
 
     if stage == "open":
+        legacy = _LEGACY_MAP_RELO.search(text)
+        if legacy:
+            what = (
+                "it defines maps in legacy 'maps/...' sections (struct bpf_map_def), which libbpf 1.0 and later "
+                f"do not support: {legacy.group(0)}"
+            )
+            return Classified("object_error", f"libbpf cannot parse this object: {what}")
         return Classified("object_error", f"libbpf cannot parse this object: {_first(program, obj)}")
+
+    # Before the prog type probes: "unspec" is no kernel's type, the object just does not say.
+    untyped = _NO_PROG_TYPE.search(text)
+    if untyped or prog_type == "unspec":
+        section = untyped.group(1) if untyped else program.get("section")
+        where = f"section '{section}'" if section else "its section name"
+        what = f"libbpf cannot tell the program type from {where}: its loader must set it (bpf_program__set_type)"
+        return Classified("object_error", what)
 
     if prog_type and inv.prog_types.get(prog_type) is False:
         return Classified("unsupported_prog_type", f"program type {prog_type} is not supported by this kernel")
@@ -89,9 +114,9 @@ def classify(
             if mtype and inv.map_types.get(mtype) is False:
                 what = f"map type {mtype} (map {m.get('name')}) is not supported by this kernel"
                 return Classified("unsupported_map_type", what)
-    m = _MAP_CREATE.search(text)
-    if m and stage == "prepare":
-        return Classified("object_error", f"libbpf could not create map {m.group(1)}: {_first(program, obj)}")
+    uncreated = _map_problem(obj, text)
+    if uncreated:
+        return uncreated
 
     if _POISON_CORE.search(text):
         target = _CORE_TARGET.search(text)
@@ -104,6 +129,13 @@ def classify(
     m = _ATTACH_TARGET.search(text)
     if m and stage in ("prepare", "load"):
         target = next((g for g in m.groups() if g), "?")
+        module = re.search(rf"module (\S+) loaded first: it defines (?:\S+, )*{re.escape(target)}\b", text)
+        if module:  # the host loaded the module that defines it: its BTF is what is missing
+            return Classified(
+                "missing_attach_target",
+                f"attach target {target} is in module {module.group(1)}, and this kernel has no BTF for module "
+                "functions (module BTF: Linux 5.11 and later, CONFIG_DEBUG_INFO_BTF_MODULES)",
+            )
         return Classified("missing_attach_target", f"attach target {target} does not exist on this kernel")
 
     if code == errnos.E2BIG or _COMPLEXITY.search(text):
@@ -120,26 +152,69 @@ def classify(
 
 def _kfunc_problem(program: dict, obj: dict, inv: Inventory, text: str, prog_type: str | None) -> Classified | None:
     externs = [e for e in obj.get("externs") or [] if e.get("kind") == "kfunc"]
-    # A strong kfunc extern that libbpf could not resolve fails the whole object.
-    unresolved = {name for groups in _MISSING_EXTERN.findall(text) for name in groups if name}
+    # Named by the text: libbpf could not resolve them (in order, without repeats).
+    found = _MISSING_EXTERN.findall(text)
+    unresolved = list(dict.fromkeys(name for groups in found for name in groups if name))
+    weak_calls = list(dict.fromkeys(name for _, *kfunc in found for name in kfunc if name))  # the call was poisoned
     missing = [e["name"] for e in externs if e["name"] in unresolved or _absent(e["name"], inv)]
+    missing += [k for k in unresolved if k not in missing]
     mine = set(program.get("kfuncs") or [])
     if missing and program.get("stage") == "prepare":
+        # A strong kfunc extern that libbpf could not resolve fails the whole object.
         own = [k for k in missing if k in mine]
         if own:
             return Classified("missing_kfunc", f"{_kfuncs(own)} {_is(own)} not available on this kernel")
         what = f"the object needs {_kfuncs(missing)}, which this kernel lacks (libbpf fails the whole object)"
         return Classified("missing_kfunc", what)
+    if weak_calls and program.get("stage") == "load":
+        # Only a weak kfunc gets this far unresolved: libbpf poisons the call and the verifier refuses it.
+        return Classified("missing_kfunc", _unguarded(weak_calls))
     if _POISON_KFUNC.search(text):
         weak = [e["name"] for e in externs if e.get("weak") and (not mine or e["name"] in mine)]
         absent = [k for k in weak if _absent(k, inv)] or weak
-        names = _kfuncs(absent) if absent else "a weak kfunc"
-        what = f"{names} {_is(absent)} not available on this kernel and the call is not guarded by bpf_ksym_exists()"
-        return Classified("missing_kfunc", what)
-    for name in mine:
+        return Classified("missing_kfunc", _unguarded(absent))
+    for name in sorted(mine):
+        # A kfunc the kernel lacks is "not allowed" in every program type: that is not the reason.
+        if name in unresolved or _absent(name, inv):
+            continue
         if inv.kfunc_allowed.get(name, {}).get(prog_type or "") is False:
             return Classified("missing_kfunc", f"kfunc {name} is not allowed in {prog_type} programs on this kernel")
     return None
+
+
+def _unguarded(names: list[str]) -> str:
+    what = _kfuncs(names) if names else "a weak kfunc"
+    return f"{what} {_is(names)} not available on this kernel and the call is not guarded by bpf_ksym_exists()"
+
+
+def _map_problem(obj: dict, text: str) -> Classified | None:
+    """A map the program uses that libbpf could not create (the program itself was never the problem)."""
+    m = _MAP_REFERENCED.search(text) or _MAP_CREATE.search(text)
+    if not m:
+        return None
+    name = m.group(1)
+    outer = name.removesuffix(".inner")  # libbpf names an object-defined inner map after its outer map
+    record = next((r for r in obj.get("maps") or [] if r.get("name") == outer), {})
+    line = re.search(rf"map '{re.escape(name)}': failed to create: ([^\n]*?\(-?\d+\)|[^\n)]*)", text)
+    if line:
+        why = f" (failed to create: {line.group(1).strip()})"
+    elif isinstance(record.get("errno"), int) and record["errno"]:
+        code = abs(record["errno"])
+        why = f" (failed to create: {os.strerror(code)}(-{code}))"
+    else:
+        why = ""
+    if name != outer or re.search(rf"map '{re.escape(outer)}': failed to create inner map", text):
+        # The object defines the inner map itself (__array(values, ...)) and that one failed.
+        what = f"map {outer} could not be created: its inner map failed to create{why}, so the program cannot load"
+    elif "inner map" in text.lower() or str(record.get("type")) in ("hash_of_maps", "array_of_maps"):
+        # A map of maps without an inner map in the object: its loader supplies one before loading.
+        what = (
+            f"map {outer} could not be created{why}: it is a map of maps whose inner map its loader must supply "
+            "at run time (bpf_map__set_inner_map_fd), so the program cannot load here"
+        )
+    else:
+        what = f"map {name} could not be created{why}, so the program cannot load"
+    return Classified("object_error", what)
 
 
 def _absent(kfunc: str, inv: Inventory) -> bool:

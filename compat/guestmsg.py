@@ -192,7 +192,13 @@ _PROGRAM = record(
     required=("program", "verdict"),
 )
 _MAP = record(
-    {"name": string(), "type": string(optional=True), "ok": boolean(optional=True), "errno": integer(optional=True)},
+    {
+        "name": string(),
+        "type": string(optional=True),
+        "ok": boolean(optional=True),
+        "errno": integer(optional=True),
+        "note": string(optional=True),
+    },
     required=("name",),
 )
 _CHECK_RESULT = record(

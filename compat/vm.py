@@ -82,6 +82,7 @@ class VM:
         self.conn: socket.socket | None = None
         self.hello: dict | None = None
         self.boot_seconds: float | None = None
+        self.modules_loaded: set[str] = set()  # kernel modules the host had this guest load
         self._next_id = 1
         self._lock = threading.Lock()
 

@@ -109,3 +109,130 @@ def test_inventory_from_probe_and_diff():
     assert d.kfuncs == (["bpf_iter_num_new"], ["bpf_obj_new_impl"])
     assert helper_label(999, {}) == "#999"
     assert Inventory.from_probe({"helpers": "garbage", "prog_types": None}).helpers == {}
+
+
+# Real texts from third-party objects (Debian's systemd, xdp-tools, opensnitch, suricata).
+def test_program_using_a_map_that_was_not_created_is_an_object_error():
+    message = ("BPF map 'sd_bind_allow' is referenced but wasn't created "
+               "(map 'sd_bind_allow': failed to create: Invalid argument(-22))")  # fmt: skip
+    log = "17: <invalid BPF map reference>\nBPF map 'sd_bind_allow' is referenced but wasn't created\nprocessed 17"
+    obj = {"maps": [{"name": "sd_bind_allow", "type": "hash", "ok": False, "errno": -22}]}
+    r = rec(prog_type="cgroup_sock_addr", message=message, libbpf_log="map 'sd_bind_allow': failed to create: "
+            "Invalid argument(-22)", log=log)  # fmt: skip
+    c = classify(r, obj, INV_510, NAMES)
+    assert (c.reason, c.message) == (
+        "object_error",
+        "map sd_bind_allow could not be created (failed to create: Invalid argument(-22)), so the program cannot load",
+    )
+    # Only the verifier's poison line (older results): the errno comes from the map record.
+    c = classify(rec(prog_type="cgroup_sock_addr", log=log), obj, INV_510, NAMES)
+    assert c.message == (
+        "map sd_bind_allow could not be created (failed to create: Invalid argument(-22)), so the program cannot load"
+    )
+    # A map type the kernel lacks is still named as such.
+    arena = {"maps": [{"name": "sd_bind_allow", "type": "arena", "ok": False, "errno": -22}]}
+    assert classify(r, arena, INV_510, NAMES).reason == "unsupported_map_type"
+
+
+def test_map_of_maps_whose_inner_map_the_loader_supplies():
+    message = ("BPF map 'cgroup_hash' is referenced but wasn't created "
+               "(map 'cgroup_hash': failed to create: Invalid argument(-22))")  # fmt: skip
+    obj = {"maps": [{"name": "cgroup_hash", "type": "hash_of_maps", "ok": False, "errno": -22}]}
+    c = classify(rec(prog_type="lsm", message=message), obj, INV_510, NAMES)
+    assert c.reason == "object_error"
+    assert c.message == (
+        "map cgroup_hash could not be created (failed to create: Invalid argument(-22)): it is a map of maps whose "
+        "inner map its loader must supply at run time (bpf_map__set_inner_map_fd), so the program cannot load here"
+    )
+    # An inner map the object defines itself (libbpf names it '<outer>.inner') that failed.
+    lines = ("map 'cgroup_hash.inner': failed to create: Invalid argument(-22)\n"
+             "map 'cgroup_hash': failed to create inner map: -22\n"
+             "map 'cgroup_hash': failed to create: Invalid argument(-22)")  # fmt: skip
+    c = classify(rec(prog_type="lsm", stage="prepare", libbpf_log=lines), obj, INV_510, NAMES)
+    assert c.reason == "object_error"
+    assert c.message == (
+        "map cgroup_hash could not be created: its inner map failed to create "
+        "(failed to create: Invalid argument(-22)), so the program cannot load"
+    )
+
+
+def test_unknown_section_name_needs_the_loader_to_set_the_type():
+    log = "prog 'lb': missing BPF prog type, check ELF section name 'loadbalancer'"
+    want = (
+        "object_error",
+        "libbpf cannot tell the program type from section 'loadbalancer': its loader must set it "
+        "(bpf_program__set_type)",
+    )
+    for stage in ("prepare", "load"):  # older results say "load"
+        r = rec(prog_type="unspec", stage=stage, errno=22, message=log.split(": ", 1)[1], libbpf_log=log)
+        c = classify(r, {}, INV_510, NAMES)
+        assert (c.reason, c.message) == want
+    c = classify(rec(prog_type="unspec", section="loadbalancer"), {}, INV_510, NAMES)
+    assert (c.reason, c.message) == want
+
+
+def test_unresolved_weak_kfunc_at_load_is_missing_not_disallowed():
+    # bpf_rdonly_cast arrived in 6.2: the 6.1 kernel lacks it, so it is "not allowed" in every probe too.
+    inv = Inventory(prog_types={"lsm": True}, helpers={"lsm": [1]}, kfuncs_checked={"bpf_rdonly_cast"},
+                    kfunc_allowed={"bpf_rdonly_cast": {"lsm": False}})  # fmt: skip
+    obj = {"externs": [{"name": "bpf_rdonly_cast", "kind": "kfunc", "weak": True}]}
+    want = (
+        "missing_kfunc",
+        "kfunc bpf_rdonly_cast is not available on this kernel and the call is not guarded by bpf_ksym_exists()",
+    )
+    libbpf = "kfunc 'bpf_rdonly_cast' is referenced but wasn't resolved"
+    agent = ("calls kfunc 'bpf_rdonly_cast', which this kernel does not have "
+             "(a __weak extern: guard the call with bpf_ksym_exists())")  # fmt: skip
+    for message, log in ((libbpf, f"5: <invalid kfunc call>\n{libbpf}\n"), (agent, "")):
+        r = rec(prog_type="lsm", message=message, log=log, kfuncs=["bpf_rdonly_cast"])
+        c = classify(r, obj, inv, NAMES)
+        assert (c.reason, c.message) == want
+        # Even without the inventory having looked the kfunc up.
+        assert classify(r, obj, Inventory(prog_types={"lsm": True}), NAMES).message == want[1]
+    # Absent by the inventory alone (no text): never "not allowed".
+    r = rec(prog_type="lsm", log="R1 invalid mem access 'scalar'", kfuncs=["bpf_rdonly_cast"])
+    c = classify(r, obj, inv, NAMES)
+    assert c.reason == "verifier_rejection"
+    # A kfunc the kernel has but does not allow in this program type still says so.
+    inv.kfuncs.add("bpf_rdonly_cast")
+    c = classify(rec(prog_type="lsm", log="calling kernel function bpf_rdonly_cast is not allowed",
+                     kfuncs=["bpf_rdonly_cast"]), obj, inv, NAMES)  # fmt: skip
+    assert c.message == "kfunc bpf_rdonly_cast is not allowed in lsm programs on this kernel"
+
+
+def test_legacy_map_sections():
+    o = classify(rec(stage="open", errno=22, message="bad map relo against 'events' in section 'maps/events'"), {},
+                 INV_510, NAMES)  # fmt: skip
+    assert (o.reason, o.message) == (
+        "object_error",
+        "libbpf cannot parse this object: it defines maps in legacy 'maps/...' sections (struct bpf_map_def), which "
+        "libbpf 1.0 and later do not support: bad map relo against 'events' in section 'maps/events'",
+    )
+    # Suricata's single 'maps' section: libbpf's own words are clear already.
+    msg = "elf: legacy map definitions in 'maps' section are not supported by libbpf v1.0+"
+    s = classify(rec(stage="open", message=msg), {}, INV_510, NAMES)
+    assert s.message == f"libbpf cannot parse this object: {msg}"
+
+
+def test_missing_helper_still_wins_over_a_different_verifier_error():
+    # 5.10, LSM: the helper is missing there; the verifier's first complaint is about the attach target.
+    inv = Inventory(prog_types={"lsm": True}, helpers={"lsm": [1, 2]}, helper_names=NAMES)
+    log = "The function bpf_lsm_path_chown arg1 type STRUCT is unsupported.\nprocessed 0 insns"
+    c = classify(rec(prog_type="lsm", helpers=[1, 181], log=log), {}, inv, NAMES)
+    assert (c.reason, c.message) == ("missing_helper", "helper bpf_loop (181) is not available on this kernel")
+
+
+def test_attach_target_in_a_module_without_module_btf():
+    # 5.10: the host loaded ext4 for fentry/ext4_file_read_iter, but 5.10 has no module BTF.
+    program = {
+        "prog_type": "tracing",
+        "stage": "prepare",
+        "errno": 3,
+        "message": "failed to find kernel BTF type ID of 'ext4_file_read_iter': -3",
+        "libbpf_log": "[compat: module ext4 loaded first: it defines ext4_file_read_iter]\n"
+        "prog 'ext4_read_entry': failed to find kernel BTF type ID of 'ext4_file_read_iter': -3",
+        "log": "",
+    }
+    got = classify(program, {}, None, {})
+    assert got.reason == "missing_attach_target"
+    assert "in module ext4" in got.message and "5.11" in got.message

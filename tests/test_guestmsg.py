@@ -176,7 +176,7 @@ class FakeSession:
         self.script = list(script)
         self.requests = 0
         self.reboots = 0
-        self.kernel = type("K", (), {"id": "6.12"})()
+        self.kernel = type("K", (), {"id": "6.12", "modules": None})()
         self.vm = type("V", (), {"console_tail": staticmethod(lambda: "[ 1.0] console")})()
 
     def request(self, message, payload=b"", timeout=60.0):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from compat.check import display_names, load_objects
 from compat.objfile import BadObject, read_object
 
 
@@ -52,3 +53,17 @@ def test_size_limit(tmp_path, built_programs):
 def _write(path, data):
     path.write_bytes(data)
     return path
+
+
+def test_objects_of_the_same_file_name_keep_apart(tmp_path, built_programs):
+    # Results are keyed by object name: a/k.o and b/k.o must not collapse into one row.
+    data = built_programs["counter"].read_bytes()
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "k.o").write_bytes(data)
+    paths = [str(tmp_path / "a" / "k.o"), str(tmp_path / "b" / "k.o"), str(built_programs["counter"])]
+    objects, infos, errors = load_objects([*paths, paths[0]])  # the same file twice is checked once
+    assert not errors
+    assert [o.name for o in objects] == ["a/k.o", "b/k.o", "counter.o"]
+    assert [i.object for i in infos] == ["a/k.o", "b/k.o", "counter.o"]
+    assert display_names(["/x/k.o", "/y/x/k.o"]) == {"/x/k.o": "/x/k.o", "/y/x/k.o": "y/x/k.o"}

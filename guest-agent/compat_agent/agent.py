@@ -95,8 +95,10 @@ def handle(message: dict, payload: bytes) -> dict | None:
 
         for name in LAZY_IMPORTS:
             importlib.import_module(name)
-        return {**reply, "type": "warm", "modules": len(sys.modules)}
-    if kind in ("check", "probe"):
+        from .kernelbtf import install  # and parse the kernel's BTF once for every later load
+
+        return {**reply, "type": "warm", "modules": len(sys.modules), "kernel_btf": install()}
+    if kind in ("check", "probe", "load_modules"):
         # Imported here, not at start-up: python imports cost ~7x under emulation and a VM that
         # only answers pings should not pay for them.
         try:
@@ -104,6 +106,10 @@ def handle(message: dict, payload: bytes) -> dict | None:
                 from .check import check
 
                 return {**check(message, payload), **reply}
+            if kind == "load_modules":  # kernel modules that define functions the next object names
+                from .modules import load_given
+
+                return {**load_given(list(message.get("modules") or []), payload), **reply}
             from .probe import probe
 
             return {**probe(message), **reply}

@@ -27,6 +27,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from . import kernelbtf
 from . import libbpf as lb
 from .verifierlog import error_line, parse_stats
 
@@ -35,6 +36,21 @@ FULL_LOG_SIZE = 4 << 20  # level 1: bounded (two 64 MiB ctypes buffers OOM a 512
 FULL_LOG_BUDGET = 16 << 20  # all full logs of one reply (a frame's JSON is bounded at 32 MiB)
 FULL_LOG_MAX_INSNS = 250_000  # above this, a level-1 reload costs more than its log is worth
 E2BIG = errno_mod.E2BIG
+# A map with max_entries 0 in the object is sized by its loader at run time (nr of CPUs, a
+# configured size); it is checked with the smallest valid size, as veristat does: 1, a page for
+# ring buffers, and 0 (left alone) where 0 is the only valid value or libbpf sizes it itself.
+RUNTIME_SIZE = {
+    "ringbuf": 4096,
+    "user_ringbuf": 4096,
+    "perf_event_array": 0,
+    "struct_ops": 0,
+    "cgroup_storage": 0,
+    "percpu_cgroup_storage": 0,
+    "sk_storage": 0,
+    "inode_storage": 0,
+    "task_storage": 0,
+    "cgrp_storage": 0,
+}
 
 
 _POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
@@ -264,6 +280,7 @@ _MAP_FAILED_RE = re.compile(r"^map '([^']+)': failed to (create|initialize|set i
 # A program failure in which no verifier ran: libbpf gave up preparing it.
 _PREPARE_RE = re.compile(
     r"failed to prepare load attributes|failed to find kernel BTF type ID|failed to find BPF program|"
+    r"missing BPF prog type|"
     r"failed to relocate|failed to perform|failed to bind map|failed to initialize"
 )
 
@@ -357,12 +374,13 @@ _TARGET_PREFIXES = (
 )  # fmt: skip
 
 
+_TARGET_RE = re.compile("(?:" + "|".join(map(re.escape, _TARGET_PREFIXES)) + ")(.+)", re.S)
+
+
 def attach_target(section: str) -> str | None:
     """What a section name says the program attaches to (kprobe function, fentry target, ...)."""
-    for prefix in _TARGET_PREFIXES:
-        if section.startswith(prefix) and len(section) > len(prefix):
-            return section[len(prefix) :]
-    return None
+    m = _TARGET_RE.match(section)
+    return m.group(1) if m else None
 
 
 def _attach_type_name(prog_type_name: str, eat: int) -> str | None:
@@ -387,24 +405,42 @@ class Checker:
         self.map_messages: dict[str, str] = {}  # failed map -> libbpf's line about it
         self.weak_kfuncs: set[str] = set()
         self.first: lb.Object | None = None  # the object opened for the inventory, loaded first
+        self.map_notes: dict[str, str] = {}  # map -> how open() sized it
+        self.no_inner_map: dict[str, str] = {}  # map of maps -> why it cannot be created
         self.full_log_budget = FULL_LOG_BUDGET
         self.timing: dict = {"loads": []}  # where the request's time went (ms), for benchmarks
         self.load_overhead_ms = 0.0  # what the last failed load spent besides verifying programs
         self.verify_again = True
 
     def open(self) -> lb.Object:
-        """A freshly opened bpf_object of the checked bytes (a load can be attempted once)."""
-        return lb.Object(self.data, self.name, self.kconfig)
+        """A freshly opened bpf_object of the checked bytes (a load can be attempted once), with
+        the maps its loader sizes at run time sized."""
+        obj = lb.Object(self.data, self.name, self.kconfig)
+        for m in obj.maps():
+            kind = lb.map_type_str(m.map_type) or ""
+            if kind in ("array_of_maps", "hash_of_maps") and not m.has_inner_map:
+                self.no_inner_map[m.name] = (
+                    f"map '{m.name}' is a map of maps without an inner map in the object: its loader supplies "
+                    "one at run time (bpf_map__set_inner_map_fd), so compat cannot create it"
+                )
+                continue
+            size = RUNTIME_SIZE.get(kind, 1)
+            if size and m.max_entries == 0:
+                m.set_max_entries(size)
+                self.map_notes[m.name] = (
+                    f"map '{m.name}' has max_entries 0 in the object (its loader sizes it at run time): "
+                    f"checked with max_entries {size}"
+                )
+        return obj
 
     def inventory(self, obj: lb.Object, elf: ElfInfo | None) -> None:
         """Programs and maps of the object, with what each program calls."""
         for prog in obj.programs():
             type_name = lb.prog_type_str(prog.prog_type) or str(prog.prog_type)
-            own = prog.insns()
             if elf and (prog.section, prog.name) in elf.calls:
                 helpers, kfuncs = elf.calls[(prog.section, prog.name)]
             else:
-                helpers, kfuncs = helpers_from_insns(own), []
+                helpers, kfuncs = helpers_from_insns(prog.insns()), []
             self.progs.append(
                 ProgState(
                     name=prog.name,
@@ -414,7 +450,7 @@ class Checker:
                     eat=prog.expected_attach_type,
                     attach_type=_attach_type_name(type_name, prog.expected_attach_type),
                     attach_target=attach_target(prog.section),
-                    insn_cnt=len(own) // 8,
+                    insn_cnt=prog.insn_cnt,
                     helpers=helpers,
                     kfuncs=kfuncs,
                     initial_autoload=prog.autoload,
@@ -650,7 +686,9 @@ class Checker:
             name = maps[-1]
             self.failed_maps.add(name)
             self.maps[name].update(ok=False, errno=err)
-            self.map_messages[name] = next(line for line in reversed(lines) if line.startswith(f"map '{name}'"))
+            self.map_messages[name] = self.no_inner_map.get(name) or next(
+                line for line in reversed(lines) if line.startswith(f"map '{name}'")
+            )
             return True
         # The whole object failed before any program was loaded (externs, BTF, struct_ops...).
         obj_lines = _object_lines(lines)
@@ -737,17 +775,22 @@ class Checker:
             for p in self.progs:
                 if p.verdict == "rejected" and f"'{name}'" in (p.message or ""):
                     p.message = f"{p.message} ({self.map_messages.get(name, 'the map failed to create')})"
+        for name, note in self.map_notes.items():
+            if name in self.maps:
+                self.maps[name]["note"] = note
         result["maps"] = list(self.maps.values())
         result["programs"] = [p.record() for p in self.progs]
+        if self.map_notes:  # every verdict of the object rests on those sizes: each says so
+            notes = [f"[compat: {note}]" for note in self.map_notes.values()]
+            for record in result["programs"]:
+                record["libbpf_log"] = "\n".join([*notes, record["libbpf_log"]]).rstrip("\n")
         return result
 
 
 def obj_prog_fd(obj: lb.Object, name: str) -> int:
     """The fd of a loaded program of obj, -1 if it is not loaded."""
-    for prog in obj.programs():
-        if prog.name == name:
-            return prog.fd
-    return -1
+    prog = obj.program(name)
+    return prog.fd if prog is not None else -1
 
 
 def _describe_prepare(lines: list[str], message: str) -> str:
@@ -762,6 +805,7 @@ def _describe_prepare(lines: list[str], message: str) -> str:
 def check(message: dict, payload: bytes) -> dict:
     """Answer a check request: per-program verdicts for the object in payload."""
     t0 = time.monotonic()
+    btf = kernelbtf.install()  # once per guest (normally before the snapshot): libbpf's loads share it
     name = str(message.get("object") or "object.o")
     elf = message.get("elf") if isinstance(message.get("elf"), dict) else None
     checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf)
@@ -771,5 +815,6 @@ def check(message: dict, payload: bytes) -> dict:
         "id": message.get("id"),
         "object": name,
         "duration_ms": round((time.monotonic() - t0) * 1000, 3),
+        "kernel_btf": btf,
         **result,
     }

@@ -242,6 +242,9 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_map__fd": (_I, (_P,)),
     "bpf_map__set_autocreate": (_I, (_P, _B)),
     "bpf_map__autocreate": (_B, (_P,)),
+    "bpf_map__max_entries": (_U32, (_P,)),
+    "bpf_map__inner_map": (_P, (_P,)),
+    "bpf_map__set_max_entries": (_I, (_P, _U32)),
     "bpf_map__attach_struct_ops": (_P, (_P,)),
     "bpf_link__destroy": (_I, (_P,)),
     "bpf_tc_hook_create": (_I, (ctypes.POINTER(TcHook),)),
@@ -434,6 +437,11 @@ class Program:
                 lb.bpf_program__set_log_buf(self.ptr, ctypes.addressof(buf), len(buf)), "bpf_program__set_log_buf"
             )
 
+    @property
+    def insn_cnt(self) -> int:
+        """Number of instructions (8 bytes each) libbpf holds for the program now."""
+        return lib().bpf_program__insn_cnt(self.ptr)
+
     def insns(self) -> bytes:
         """The program's instructions as libbpf holds them now (8 bytes each)."""
         lb = lib()
@@ -474,6 +482,20 @@ class Map:
         """Have bpf_object__load create this map or leave it out."""
         _check_int(lib().bpf_map__set_autocreate(self.ptr, on), "bpf_map__set_autocreate")
 
+    @property
+    def has_inner_map(self) -> bool:
+        """Whether a map of maps defines its inner map in the object (else its loader supplies one)."""
+        return bool(lib().bpf_map__inner_map(self.ptr))
+
+    @property
+    def max_entries(self) -> int:
+        """The map's max_entries as the object (or a set_max_entries) has it."""
+        return lib().bpf_map__max_entries(self.ptr)
+
+    def set_max_entries(self, n: int) -> None:
+        """Size the map before load (what loaders do for maps sized at run time)."""
+        _check_int(lib().bpf_map__set_max_entries(self.ptr, n), "bpf_map__set_max_entries")
+
 
 class Object:
     """An open bpf_object; close() it (or use as a context manager)."""
@@ -489,24 +511,35 @@ class Object:
             ptr = lb.bpf_object__open_mem(ctypes.addressof(self._data), len(data), ctypes.byref(opts))
             self.open_log = lines(sink)
         self.ptr = _check_ptr(ptr, "bpf_object__open_mem", sink)
+        self._programs: list[Program] | None = None
+        self._by_name: dict[str, Program] | None = None
+        self._maps: list[Map] | None = None
 
     def programs(self) -> list[Program]:
         """The object's programs (not its subprograms), in libbpf's order."""
-        out, prev = [], None
-        while True:
-            prev = lib().bpf_object__next_program(self.ptr, prev)
-            if not prev:
-                return out
-            out.append(Program(self, prev))
+        if self._programs is None:  # fixed once the object is open: walked once (ctypes calls are dear)
+            self._programs = self._walk(lib().bpf_object__next_program, Program)
+        return self._programs
+
+    def program(self, name: str) -> Program | None:
+        """The program of that name."""
+        if self._by_name is None:
+            self._by_name = {p.name: p for p in self.programs()}
+        return self._by_name.get(name)
 
     def maps(self) -> list[Map]:
         """The object's maps, internal ones (.rodata, .bss, .kconfig...) included."""
+        if self._maps is None:
+            self._maps = self._walk(lib().bpf_object__next_map, Map)
+        return self._maps
+
+    def _walk(self, next_fn, cls):
         out, prev = [], None
         while True:
-            prev = lib().bpf_object__next_map(self.ptr, prev)
+            prev = next_fn(self.ptr, prev)
             if not prev:
                 return out
-            out.append(Map(self, prev))
+            out.append(cls(self, prev))
 
     def load(self) -> int:
         """bpf_object__load: 0, or a negative errno (the caller reads the captured messages)."""
@@ -647,10 +680,11 @@ def probe_helper(prog_type: int, helper: int) -> int:
 class Btf:
     """A struct btf parsed by libbpf (vmlinux, or a module's split BTF on top of it)."""
 
-    def __init__(self, ptr: int, base: Btf | None = None, name: str = "vmlinux"):
+    def __init__(self, ptr: int, base: Btf | None = None, name: str = "vmlinux", borrowed: bool = False):
         self.ptr = ptr
         self.base = base
         self.name = name
+        self.borrowed = borrowed  # someone else's (kernelbtf's shared copy): free() leaves it be
 
     @classmethod
     def vmlinux(cls) -> Btf:
@@ -670,7 +704,7 @@ class Btf:
 
     def free(self) -> None:
         """btf__free; idempotent."""
-        if self.ptr:
+        if self.ptr and not self.borrowed:
             lib().btf__free(self.ptr)
             self.ptr = 0
 

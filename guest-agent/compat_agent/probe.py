@@ -23,6 +23,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from . import kernelbtf
 from . import libbpf as lb
 
 BTF_DIR = "/sys/kernel/btf"
@@ -226,7 +227,7 @@ def probe(message: dict) -> dict:
         map_types[name] = lb.probe_map_type(i)
     t = lap("types_ms", t0)
 
-    vmlinux = lb.Btf.vmlinux()
+    vmlinux = kernelbtf.vmlinux()
     modules = module_btfs(vmlinux)
     try:
         names = helper_ids(vmlinux)
