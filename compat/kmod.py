@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+from collections.abc import Callable
 from pathlib import Path
 
 import zstandard
@@ -79,12 +80,19 @@ def modinfo(elf: bytes) -> dict[str, str]:
     return out
 
 
-def resolve_modules(moddir: Path | None, wanted: list[str], optional: bool = False) -> list[tuple[str, bytes]]:
+def resolve_modules(
+    moddir: Path | None,
+    wanted: list[str],
+    optional: bool = False,
+    alias: Callable[[str], str | None] | None = None,
+) -> list[tuple[str, bytes]]:
     """The modules to insmod, dependencies first, as (name, ELF bytes); built-ins are skipped.
 
     A wanted module that is neither built in nor present is an error only when the kernel has a
     modules tree and the module is not optional: a local kernel without a modules tree is
-    assumed to have what it needs built in.
+    assumed to have what it needs built in. With alias (a module alias -> module name lookup),
+    "softdep=pre:" modules are loaded first too, when they can be found (libcrc32c needs the
+    crc32c crypto module, which it asks for by alias at init: the guest has no modprobe).
     """
     if moddir is None:
         return []
@@ -105,7 +113,14 @@ def resolve_modules(moddir: Path | None, wanted: list[str], optional: bool = Fal
             raise InfraError(f"kernel module {name} is neither built in nor present in {moddir}")
         visiting.add(name)
         elf = read_module(path)
-        for dep in filter(None, modinfo(elf).get("depends", "").split(",")):
+        info = modinfo(elf)
+        if alias is not None:
+            pre = info.get("softdep", "").split("post:")[0].replace("pre:", " ").split()
+            for soft in pre:
+                found = _norm(soft) if _norm(soft) in files or _norm(soft) in builtin else alias(soft)
+                if found:
+                    visit(found)
+        for dep in filter(None, info.get("depends", "").split(",")):
             visit(dep)
         visiting.discard(name)
         done.add(name)

@@ -26,32 +26,39 @@ from .kernels import Kernel
 from .kmod import module_files, read_module, resolve_modules
 
 INDEX = "functions.sqlite"
-INDEX_VERSION = 2  # in the cache key: a new layout is a new entry
+INDEX_VERSION = 3  # in the cache key: a new layout is a new entry
 SHT_SYMTAB, STT_FUNC = 2, 2
 # Sections whose target is a kernel function, and those whose target is a tracepoint.
 _FUNCTION_SECTIONS = re.compile(r"^(?:kprobe|kretprobe|fentry|fexit|fmod_ret)(?:\.s)?/")
 _TRACEPOINT_SECTIONS = re.compile(r"^(?:tp_btf|raw_tp|raw_tracepoint)(?:\.w)?/|^(?:tp|tracepoint)/[^/]+/")
 
 
-def functions(elf: bytes) -> set[str]:
-    """The names of the functions an ELF file defines (its .symtab), empty for what is not ELF."""
+def scan(elf: bytes) -> tuple[set[str], set[str]]:
+    """(the functions a module defines (its .symtab), its plain aliases (.modinfo "alias=", device
+    patterns aside)); empty for what is not ELF. Read by hand: pyelftools takes ~100x longer."""
     try:
         (shoff,) = struct.unpack_from("<Q", elf, 0x28)
-        shentsize, shnum = struct.unpack_from("<HH", elf, 0x3A)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
         secs = [struct.unpack_from("<IIQQQQIIQQ", elf, shoff + i * shentsize) for i in range(shnum)]
-        out = set()
+        shstr = elf[secs[shstrndx][4] : secs[shstrndx][4] + secs[shstrndx][5]]
+        funcs, aliases = set(), set()
         for sec in secs:
+            body = elf[sec[4] : sec[4] + sec[5]]
+            if shstr[sec[0] : shstr.find(b"\0", sec[0])] == b".modinfo":
+                for item in body.split(b"\0"):
+                    if item.startswith(b"alias=") and not re.search(rb"[*?:\[]", item):
+                        aliases.add(item[6:].decode("utf-8", "replace"))
             if sec[1] != SHT_SYMTAB:
                 continue
             strtab = secs[sec[6]]
             strs = elf[strtab[4] : strtab[4] + strtab[5]]
-            for off in range(sec[4], sec[4] + sec[5] - 23, 24):
-                st_name, st_info, _other, st_shndx = struct.unpack_from("<IBBH", elf, off)
+            for off in range(0, len(body) - 23, 24):
+                st_name, st_info, _other, st_shndx = struct.unpack_from("<IBBH", body, off)
                 if st_info & 0xF == STT_FUNC and st_shndx != 0:
-                    out.add(strs[st_name : strs.find(b"\0", st_name)].decode("utf-8", "replace"))
-        return out
+                    funcs.add(strs[st_name : strs.find(b"\0", st_name)].decode("utf-8", "replace"))
+        return funcs, aliases
     except (struct.error, IndexError):
-        return set()
+        return set(), set()
 
 
 def wanted_functions(sections: list[str], externs: list[dict]) -> set[str]:
@@ -94,18 +101,21 @@ class ModuleIndex:
 
         names = sorted(files)
 
-        def one(i: int) -> list[tuple[str, int]]:
-            return [(f, i) for f in functions(read_module(files[names[i]]))]
+        def one(i: int) -> tuple[int, set[str], set[str]]:
+            return (i, *scan(read_module(files[names[i]])))
 
         db = sqlite3.connect(dest / INDEX)
         try:
             db.execute("CREATE TABLE modules (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
             db.execute("CREATE TABLE functions (name TEXT NOT NULL, module INTEGER NOT NULL)")
+            db.execute("CREATE TABLE aliases (name TEXT NOT NULL, module INTEGER NOT NULL)")
             db.executemany("INSERT INTO modules VALUES (?, ?)", enumerate(names))
             with ThreadPoolExecutor(4) as pool:  # xz and zstd decompression release the GIL
-                for rows in pool.map(one, range(len(names))):
-                    db.executemany("INSERT INTO functions VALUES (?, ?)", rows)
+                for i, funcs, aliases in pool.map(one, range(len(names))):
+                    db.executemany("INSERT INTO functions VALUES (?, ?)", ((f, i) for f in funcs))
+                    db.executemany("INSERT INTO aliases VALUES (?, ?)", ((a, i) for a in aliases))
             db.execute("CREATE INDEX by_name ON functions (name)")
+            db.execute("CREATE INDEX alias_by_name ON aliases (name)")
             db.commit()
         finally:
             db.close()
@@ -116,14 +126,22 @@ class ModuleIndex:
         in several modules says nothing about which one is meant)."""
         if not names or self.kernel.modules is None:
             return {}
-        db = self._connect()
         out: dict[str, str] = {}
         for name in sorted(names):
-            query = "SELECT m.name FROM functions f JOIN modules m ON m.id = f.module WHERE f.name = ?"
-            rows = {m for (m,) in db.execute(query, (name,))}
+            rows = self._owners("functions", name)
             if len(rows) == 1:
                 out[name] = rows.pop()
         return out
+
+    def _owners(self, table: str, name: str) -> set[str]:
+        query = f"SELECT m.name FROM {table} t JOIN modules m ON m.id = t.module WHERE t.name = ?"
+        return {m for (m,) in self._connect().execute(query, (name,))}
+
+    def alias(self, name: str) -> str | None:
+        """The module a module alias names, None if none: of several (crc32c: crc32c_generic and
+        crc32c_intel), the generic one, which works on any CPU, else the first by name."""
+        rows = sorted(self._owners("aliases", name), key=lambda m: (not m.endswith("_generic"), m))
+        return rows[0] if rows else None
 
     def modules_for(self, names: set[str]) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
         """({function: module}, the modules to load, dependencies first, as (name, ELF bytes))."""
@@ -131,6 +149,6 @@ class ModuleIndex:
         if not owners:
             return {}, []
         try:
-            return owners, resolve_modules(self.kernel.modules, sorted(set(owners.values())))
+            return owners, resolve_modules(self.kernel.modules, sorted(set(owners.values())), alias=self.alias)
         except InfraError:
             return {}, []  # a module that cannot be resolved: checked without it, as before

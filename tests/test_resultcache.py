@@ -194,7 +194,9 @@ class FakeFleet:
         for spec in self.specs:
             if only is not None and spec.id not in only:
                 continue
-            kernel = SimpleNamespace(id=spec.id, key=f"kernel-{spec.id}", version="6.1.192", packages=("p=1",), modules=None)
+            kernel = SimpleNamespace(
+                id=spec.id, key=f"kernel-{spec.id}", version="6.1.192", packages=("p=1",), modules=None
+            )
             o = Outcome(spec=spec, kernel=kernel, hello={"release": "6.1.0-40-amd64", "btf": True, "libbpf": "1.5"})
             o.boot_seconds = 0.3
             try:

@@ -1,0 +1,85 @@
+"""compat check on real third-party objects from Debian (bench/corpus.py) on 6.12 and 7.2.
+
+What real loaders do at run time, and what the guest must do for them: systemd sizes its maps
+(max_entries 0 in the object), xdp-tools' flowtable program calls a kfunc of the nf_flow_table
+module (loaded first, with its dependencies and libcrc32c's crc32c soft dependency); and what
+compat cannot do must be said plainly (an inner map the loader supplies, a section name libbpf
+does not know, legacy map sections). The flowtable program is a real regression: 6.12 accepts
+it, 7.2's verifier refuses it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from corpus import corpus
+
+pytestmark = [pytest.mark.vm, pytest.mark.network]
+
+WANTED = (
+    "libsystemd-shared-socket-bind.o",
+    "libsystemd-shared-restrict-fs.o",
+    "systemd-container-userns-restrict.o",
+    "xdp-tools-xdp_flowtable.o",
+    "lb.bpf",
+    "opensnitch.o",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    objects = {p.name: p for p in corpus(warn=lambda message: None)}
+    missing = [n for n in WANTED if n not in objects]
+    assert not missing, f"not in the corpus: {missing}"
+    out = tmp_path_factory.mktemp("real") / "result.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "compat", "check", *(str(objects[n]) for n in WANTED), "--kernel", "6.12",
+         "--kernel", "sid", "--no-cache", "--format", "json", "--output", str(out)],
+        capture_output=True, text=True, timeout=1800, env={**os.environ},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())["results"]
+    return proc, {(r["object"], r["program"], r["kernel"]): r for r in results}
+
+
+def cells(results, obj):
+    return [r for (o, _, _), r in results.items() if o == obj]
+
+
+def test_maps_sized_at_run_time_are_sized_and_said(run):
+    _, results = run
+    for r in cells(results, "libsystemd-shared-socket-bind.o"):
+        assert r["verdict"] == "accepted", r["message"]
+        assert "map 'sd_bind_allow' has max_entries 0 in the object" in r["libbpf_log"]
+    assert all(r["verdict"] == "accepted" for r in cells(results, "systemd-container-userns-restrict.o"))
+
+
+def test_a_module_kfunc_loads_and_a_newer_kernel_rejects_it(run):
+    proc, results = run
+    full = ("xdp-tools-xdp_flowtable.o", "xdp_fwd_flow_full")
+    old, new = results[(*full, "6.12")], results[(*full, "sid")]
+    assert old["verdict"] == "accepted", old["message"]
+    assert "module nf_flow_table loaded first: it defines bpf_xdp_flow_lookup" in old["libbpf_log"]
+    assert new["verdict"] == "rejected" and new["reason"] == "verifier_rejection"
+    assert "flow_offload_tuple" in new["message"]
+    assert "rejected on a newer kernel after an older one accepted" in proc.stderr
+
+
+def test_what_compat_cannot_do_is_said_plainly(run):
+    _, results = run
+    messages = {
+        "libsystemd-shared-restrict-fs.o": "inner map its loader must supply at run time",
+        "lb.bpf": "its loader must set it (bpf_program__set_type)",
+        "opensnitch.o": "legacy 'maps/...' sections",
+    }
+    for obj, words in messages.items():
+        found = cells(results, obj)
+        assert found
+        for r in found:
+            assert r["verdict"] == "rejected" and r["reason"] == "object_error", r
+            assert words in r["message"], r["message"]
