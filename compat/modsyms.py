@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -87,6 +88,8 @@ class ModuleIndex:
         self.cache = cache
         self.kernel = kernel
         self._db: sqlite3.Connection | None = None
+        self._memo: dict[frozenset[str], tuple[dict[str, str], list[tuple[str, bytes]]]] = {}
+        self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -144,11 +147,15 @@ class ModuleIndex:
         return rows[0] if rows else None
 
     def modules_for(self, names: set[str]) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
-        """({function: module}, the modules to load, dependencies first, as (name, ELF bytes))."""
-        owners = self.owners(names)
-        if not owners:
-            return {}, []
-        try:
-            return owners, resolve_modules(self.kernel.modules, sorted(set(owners.values())), alias=self.alias)
-        except InfraError:
-            return {}, []  # a module that cannot be resolved: checked without it, as before
+        """({function: module}, the modules to load, dependencies first, as (name, ELF bytes));
+        kept per set of names, as every object of a tool names the same few (ext4.ko is 2.5 MB)."""
+        key = frozenset(names)
+        with self._lock:  # one kernel's guests (a helper's too) share the index and its connection
+            if key not in self._memo:
+                owners = self.owners(names)
+                try:
+                    modules = resolve_modules(self.kernel.modules, sorted(set(owners.values())), alias=self.alias)
+                except InfraError:
+                    owners, modules = {}, []  # a module that cannot be resolved: checked without it, as before
+                self._memo[key] = (owners, modules) if owners else ({}, [])
+            return self._memo[key]
