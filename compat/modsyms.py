@@ -152,10 +152,11 @@ class ModuleIndex:
         key = frozenset(names)
         with self._lock:  # one kernel's guests (a helper's too) share the index and its connection
             if key not in self._memo:
-                owners = self.owners(names)
                 try:
+                    owners = self.owners(names)
                     modules = resolve_modules(self.kernel.modules, sorted(set(owners.values())), alias=self.alias)
-                except InfraError:
-                    owners, modules = {}, []  # a module that cannot be resolved: checked without it, as before
+                except (InfraError, sqlite3.Error):
+                    # A module that cannot be resolved, an index damaged in place: checked without it, as before.
+                    owners, modules = {}, []
                 self._memo[key] = (owners, modules) if owners else ({}, [])
             return self._memo[key]

@@ -1,6 +1,8 @@
 """Which module functions an object names (compat/modsyms.py), host only."""
 
-from compat.modsyms import scan, wanted_functions
+from types import SimpleNamespace
+
+from compat.modsyms import INDEX, ModuleIndex, scan, wanted_functions
 
 
 def test_wanted_functions_of_sections_and_externs():
@@ -30,3 +32,11 @@ def test_scan_reads_function_symbols(built_programs):
     funcs, aliases = scan(built_programs["counter"].read_bytes())
     assert "count_getpid" in funcs and not aliases
     assert scan(b"not an ELF file") == (set(), set())
+
+
+def test_a_damaged_index_means_no_modules_not_a_crash(tmp_path):
+    # The cache checks sizes, not every byte of the index: damage in place must not end the run.
+    (tmp_path / INDEX).write_bytes(b"not an sqlite database " * 100)
+    cache = SimpleNamespace(ensure=lambda kind, key, build: SimpleNamespace(path=tmp_path))
+    kernel = SimpleNamespace(modules=tmp_path, key="k", release="6.12.0-1-amd64")
+    assert ModuleIndex(cache, kernel).modules_for({"ext4_file_read_iter"}) == ({}, [])
