@@ -38,6 +38,7 @@ from pathlib import Path
 # Runnable from a checkout without installing compat: the package sits one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from compat_agent.elf import SECTION_HEADER
 from debian.debfile import DebFile
 from debian.debian_support import Version
 from elftools.elf.elffile import ELFFile
@@ -67,7 +68,6 @@ SUITES = (("trixie", "trixie-security", "trixie-updates"), ("sid", "unstable"))
 EM_BPF = 247
 ELF_MAGIC = b"\x7fELF"
 ELF64_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr, little-endian
-SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
 MAX_OBJECT = 64 << 20  # compat's own limit for one object (compat/objfile.py)
 MANIFEST = "corpus.json"
 MANIFEST_SCHEMA = "compat-corpus/v2"

@@ -74,8 +74,10 @@ def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], l
     """Validate every input; bad ones become one-line errors, the rest are checked. A file given
     twice is checked once."""
     objects, infos, errors = [], [], []
-    given = {os.path.abspath(p): p for p in reversed(paths)}  # the first spelling of each file
-    for absolute, name in display_names(list(dict.fromkeys(os.path.abspath(p) for p in paths))).items():
+    given: dict[str, str] = {}  # absolute path -> the first spelling of that file
+    for p in paths:
+        given.setdefault(os.path.abspath(p), p)
+    for absolute, name in display_names(list(given)).items():
         path = given[absolute]
         try:
             obj = replace(read_object(path), name=name)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from compat_agent.check import attach_target
+from compat_agent.elf import cstr, section_body, section_headers, section_names
 
 from .cache import Cache
 from .errors import InfraError
@@ -38,25 +39,21 @@ def scan(elf: bytes) -> tuple[set[str], set[str]]:
     """(the functions a module defines (its .symtab), its plain aliases (.modinfo "alias=", device
     patterns aside)); empty for what is not ELF. Read by hand: pyelftools takes ~100x longer."""
     try:
-        (shoff,) = struct.unpack_from("<Q", elf, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-        secs = [struct.unpack_from("<IIQQQQIIQQ", elf, shoff + i * shentsize) for i in range(shnum)]
-        shstr = elf[secs[shstrndx][4] : secs[shstrndx][4] + secs[shstrndx][5]]
+        secs = section_headers(elf)
         funcs, aliases = set(), set()
-        for sec in secs:
-            body = elf[sec[4] : sec[4] + sec[5]]
-            if shstr[sec[0] : shstr.find(b"\0", sec[0])] == b".modinfo":
+        for sec, name in zip(secs, section_names(elf, secs), strict=True):
+            body = section_body(elf, sec)
+            if name == ".modinfo":
                 for item in body.split(b"\0"):
                     if item.startswith(b"alias=") and not re.search(rb"[*?:\[]", item):
                         aliases.add(item[6:].decode("utf-8", "replace"))
             if sec[1] != SHT_SYMTAB:
                 continue
-            strtab = secs[sec[6]]
-            strs = elf[strtab[4] : strtab[4] + strtab[5]]
+            strs = section_body(elf, secs[sec[6]])
             for off in range(0, len(body) - 23, 24):
                 st_name, st_info, _other, st_shndx = struct.unpack_from("<IBBH", body, off)
                 if st_info & 0xF == STT_FUNC and st_shndx != 0:
-                    funcs.add(strs[st_name : strs.find(b"\0", st_name)].decode("utf-8", "replace"))
+                    funcs.add(cstr(strs, st_name))
         return funcs, aliases
     except (struct.error, IndexError):
         return set(), set()
@@ -158,5 +155,5 @@ class ModuleIndex:
                 except (InfraError, sqlite3.Error):
                     # A module that cannot be resolved, an index damaged in place: checked without it, as before.
                     owners, modules = {}, []
-                self._memo[key] = (owners, modules) if owners else ({}, [])
+                self._memo[key] = (owners, modules)
             return self._memo[key]

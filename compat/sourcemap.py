@@ -27,6 +27,7 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compat_agent.elf import cstr
 from compat_agent.verifierlog import STATS_LINE
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
@@ -242,13 +243,6 @@ class LineTable:
         return None
 
 
-def _cstr(blob: bytes, off: int) -> str:
-    if not 0 <= off < len(blob):
-        return ""
-    end = blob.find(b"\0", off)
-    return blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace")
-
-
 def _btf_line_info(btf: bytes, ext: bytes) -> dict[str, list[_Line]]:
     """.BTF.ext line_info: per section, (insn byte offset, file, line, column, source text)."""
     magic, _ver, _flags, hdr_len, _to, _tl, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
@@ -269,13 +263,13 @@ def _btf_line_info(btf: bytes, ext: bytes) -> dict[str, list[_Line]]:
     while pos + 8 <= end:
         sec_off, count = struct.unpack_from("<II", ext, pos)
         pos += 8
-        rows = out.setdefault(_cstr(strs, sec_off), [])
+        rows = out.setdefault(cstr(strs, sec_off), [])
         for _ in range(count):
             if pos + rec_size > end:
                 raise ValueError("truncated line_info")
             insn_off, file_off, text_off, line_col = struct.unpack_from("<IIII", ext, pos)
-            text = _cstr(strs, text_off)
-            rows.append(_Line(insn_off, _cstr(strs, file_off), line_col >> 10, line_col & 0x3FF, text))
+            text = cstr(strs, text_off)
+            rows.append(_Line(insn_off, cstr(strs, file_off), line_col >> 10, line_col & 0x3FF, text))
             pos += rec_size
     return out
 

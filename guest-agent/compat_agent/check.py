@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from . import kernelbtf
 from . import libbpf as lb
+from .elf import cstr, is_elf64le, section_body, section_headers, section_names
 from .verifierlog import error_line, parse_stats
 
 STATS_LOG_SIZE = 64 << 10  # level 4: error lines and stats, a few hundred bytes
@@ -115,11 +116,6 @@ class ElfInfo:
     calls: dict[tuple[str, str], tuple[list[int], list[str]]] = field(default_factory=dict)
 
 
-def _cstr(blob: bytes, off: int) -> str:
-    end = blob.find(b"\0", off)
-    return blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace")
-
-
 def btf_externs(btf: bytes) -> dict[str, str]:
     """{name: "kfunc"|"ksym"|"kconfig"} for the extern declarations in an object's .BTF."""
     _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
@@ -134,11 +130,11 @@ def btf_externs(btf: bytes) -> dict[str, str]:
         kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
         extra = _BTF_EXTRA.get(kind, lambda v: 0)(vlen)
         if kind == BTF_KIND_FUNC and vlen == BTF_LINKAGE_EXTERN:
-            funcs[type_id] = _cstr(strs, name_off)
+            funcs[type_id] = cstr(strs, name_off)
         elif kind == BTF_KIND_VAR and struct.unpack_from("<I", types, pos + 12)[0] == BTF_LINKAGE_EXTERN:
-            variables[type_id] = _cstr(strs, name_off)
+            variables[type_id] = cstr(strs, name_off)
         elif kind == BTF_KIND_DATASEC:
-            sec = _cstr(strs, name_off)
+            sec = cstr(strs, name_off)
             for i in range(vlen):
                 (member,) = struct.unpack_from("<I", types, pos + 12 + 12 * i)
                 section_of[member] = sec
@@ -152,16 +148,13 @@ def btf_externs(btf: bytes) -> dict[str, str]:
 
 def analyze_elf(data: bytes) -> ElfInfo:
     """Externs and, per (section, program), the helper ids and kfuncs reachable from it."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if not is_elf64le(data):
         raise ValueError("not a 64-bit little-endian ELF file")
-    (shoff,) = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    shstr = data[secs[shstrndx][4] : secs[shstrndx][4] + secs[shstrndx][5]]
-    names = [_cstr(shstr, s[0]) for s in secs]
+    secs = section_headers(data)
+    names = section_names(data, secs)
 
     def body(i: int) -> bytes:
-        return data[secs[i][4] : secs[i][4] + secs[i][5]]
+        return section_body(data, secs[i])
 
     syms: list[_Sym] = []
     relocs: dict[int, dict[int, int]] = {}
@@ -171,7 +164,7 @@ def analyze_elf(data: bytes) -> ElfInfo:
             raw = body(i)
             for off in range(0, len(raw) - 23, 24):
                 st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", raw, off)
-                syms.append(_Sym(_cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
+                syms.append(_Sym(cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
         elif s[1] == SHT_REL:
             raw = body(i)
             target = relocs.setdefault(s[7], {})

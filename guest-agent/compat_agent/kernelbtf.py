@@ -18,6 +18,7 @@ import os
 import struct
 
 from . import libbpf as lb
+from .elf import cstr, is_elf64le, section_body, section_headers
 
 SHT_RELA, SHT_DYNSYM = 4, 11
 R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT = 6, 7
@@ -35,34 +36,28 @@ class _Shared:
     hooks: tuple = ()  # the callbacks: referenced here so that they outlive the GOT entries
 
 
-def _cstr(blob: bytes, off: int) -> str:
-    end = blob.find(b"\0", off)
-    return blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace")
-
-
 def got_slots(path: str, names: set[str]) -> dict[str, list[int]]:
     """{name: [GOT entry offsets from the load base]} through which the library at path calls
     the named functions of its own (JUMP_SLOT and GLOB_DAT relocations against .dynsym)."""
     with open(path, "rb") as f:
         data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if not is_elf64le(data):
         return {}
-    (shoff,) = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    secs = section_headers(data)
     out: dict[str, list[int]] = {}
-    for _name, sh_type, _flags, _addr, offset, size, link, _info, _align, _entsize in secs:
-        if sh_type != SHT_RELA or not link < len(secs) or secs[link][1] != SHT_DYNSYM:
+    for sec in secs:
+        link = sec[6]
+        if sec[1] != SHT_RELA or not link < len(secs) or secs[link][1] != SHT_DYNSYM:
             continue
         symtab = secs[link]
-        strtab = secs[symtab[6]]
-        strs = data[strtab[4] : strtab[4] + strtab[5]]
-        for pos in range(offset, offset + size - 23, 24):
-            r_offset, r_info, _addend = struct.unpack_from("<QQq", data, pos)
+        strs = section_body(data, secs[symtab[6]])
+        rela = section_body(data, sec)
+        for pos in range(0, len(rela) - 23, 24):
+            r_offset, r_info, _addend = struct.unpack_from("<QQq", rela, pos)
             if r_info & 0xFFFFFFFF not in (R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT):
                 continue
             (st_name,) = struct.unpack_from("<I", data, symtab[4] + (r_info >> 32) * 24)
-            name = _cstr(strs, st_name)
+            name = cstr(strs, st_name)
             if name in names:
                 out.setdefault(name, []).append(r_offset)
     return out
@@ -97,11 +92,12 @@ def _write_pointer(addr: int, value: int) -> None:
     start = addr & ~(page - 1)
     length = addr + ctypes.sizeof(ctypes.c_void_p) - start
     prot = _protection(addr)
-    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    if libc.mprotect(ctypes.c_void_p(start), length, prot | PROT["w"]) != 0:
+    mprotect = libc.mprotect
+    mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if mprotect(start, length, prot | PROT["w"]) != 0:
         raise OSError(ctypes.get_errno(), "mprotect")
     ctypes.c_void_p.from_address(addr).value = value
-    libc.mprotect(ctypes.c_void_p(start), length, prot)
+    mprotect(start, length, prot)
 
 
 def install() -> str:
