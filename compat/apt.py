@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from debian.deb822 import Deb822
 from filelock import FileLock
 
-from .cache import Cache, sha256_json, write_atomic
+from .cache import Cache, replace_text, sha256_json, write_atomic
 from .errors import InfraError, UserError
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -146,7 +146,6 @@ class AptRepo:
         env_age = os.environ.get("COMPAT_APT_MAX_AGE")
         if env_age and env_age.isdigit():
             self.max_age = int(env_age)
-        self.conf = self.root / "apt.conf"
         self._lock = FileLock(str(self.root) + ".lock", timeout=600)
         self._memo_lock = threading.Lock()
         self._memo_cache: tuple[str, dict] | None = None
@@ -186,7 +185,11 @@ class AptRepo:
         if os.geteuid() == 0:
             # apt drops to _apt for downloads, which cannot write into root's cache directory.
             conf.append('APT::Sandbox::User "root";')
-        _write_if_changed(self.conf, "\n".join(conf) + "\n")
+        text = "\n".join(conf) + "\n"
+        # Named by its content: the same apt root reached through another path (a linked cache)
+        # gets its own file, so no run rewrites the configuration another run is reading.
+        self.conf = r / f"apt-{sha256_json(text)[:12]}.conf"
+        _write_if_changed(self.conf, text)
 
     def _run(self, args: list[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
@@ -330,6 +333,4 @@ def _chunks(items: list[str], n: int):
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        replace_text(path, text)

@@ -102,18 +102,27 @@ def sha256_json(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_atomic(path: Path, text: str) -> bool:
-    """Replace path with text at once (a unique temporary file renamed over it): readers see the
-    old or the new content, never a part. False, with path left as it was, when it cannot be
-    written (a read-only or full disk): for files that only remember things, that is no error."""
+def replace_text(path: Path, text: str) -> None:
+    """Replace path with text at once: a temporary file unique to this process and thread is
+    renamed over it, so readers see the old or the new content, never a part, and concurrent
+    writers of the same file never take each other's temporary file. Raises OSError."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)
         os.replace(tmp, path)
-        return True
     except OSError:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """replace_text, but False, with path left as it was, when it cannot be written (a read-only
+    or full disk): for files that only remember things, that is no error."""
+    try:
+        replace_text(path, text)
+        return True
+    except OSError:
         return False
 
 
@@ -259,9 +268,7 @@ def _write_manifest(root: Path, meta: dict, hashed: Iterable[str]) -> None:
             sizes[str(full.relative_to(root))] = full.stat().st_size
     hashes = {rel: sha256_file(root / rel) for rel in hashed}
     manifest = {"schema": MANIFEST_SCHEMA, "created": time.time(), "meta": meta, "sizes": sizes, "sha256": hashes}
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, root / MANIFEST)
+    replace_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import __version__
-from .cache import Cache
+from .cache import Cache, replace_text
 from .errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError, UserError
 from .gate import FAIL_ON
 from .matrix import KernelSpec, load_matrix
@@ -277,10 +277,8 @@ def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -
         text = render(fmt, result, comparison)
         if i < len(outputs) and outputs[i] != "-":
             path = Path(outputs[i])
-            tmp = path.with_name(path.name + ".tmp")
             try:
-                tmp.write_text(text)
-                os.replace(tmp, path)
+                replace_text(path, text)
             except OSError as e:
                 raise UserError(f"cannot write {path}: {e.strerror}") from None
         else:

@@ -71,3 +71,21 @@ def test_apt_queries_are_answered_from_the_memo_until_the_index_changes(tmp_path
     assert again._memo("q", compute) == ["answer", 1] and len(calls) == 1  # a new process: from disk
     (lists / "x_Packages").write_text("two, and longer")  # apt-get update changed the index
     assert again._memo("q", compute) == ["answer", 2]
+
+
+def test_runs_reaching_one_apt_root_by_two_paths_never_rewrite_each_others_configuration(tmp_path):
+    # The tests link a cache's apt root into another cache; before, the two spellings of its path
+    # made each run rewrite apt.conf through one shared temporary name, and a run at the same time
+    # lost the race (FileNotFoundError on the rename).
+    real = tmp_path / "real"
+    linked = tmp_path / "linked"
+    source = [AptSource("http://mirror.invalid/debian", ("trixie",))]
+    first = AptRepo(Cache(real), source)
+    linked.mkdir()
+    (linked / "apt").symlink_to(real / "apt")
+    second = AptRepo(Cache(linked), source)
+    assert first.conf.resolve().parent == second.conf.resolve().parent
+    assert first.conf.name != second.conf.name
+    assert f'Dir "{first.root}/"' in first.conf.read_text()
+    assert f'Dir "{second.root}/"' in second.conf.read_text()
+    assert not list(first.root.glob("*.tmp*")) and not list(first.root.glob(".tmp-*"))
