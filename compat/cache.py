@@ -5,6 +5,9 @@ size, and the sha256 of the files that matter), and renamed into place only when
 a half-written entry is never seen. A lock per entry makes concurrent builders wait for the
 first one instead of building twice. An entry whose files no longer match its manifest
 (truncated, deleted, edited) is discarded and rebuilt.
+
+Every use of an entry is recorded (to the hour) as its directory's mtime, so that entries no
+compat run has used for a while can be pruned (Cache.prune) without touching those in use.
 """
 
 from __future__ import annotations
@@ -14,22 +17,28 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from filelock import FileLock, Timeout
 
-from .errors import InfraError, UserError
+from .errors import CompatError, InfraError, UserError
 from .paths import cache_root
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "compat-cache/v1"
 LOCK_TIMEOUT = 30 * 60  # a kernel download on a slow mirror may take long; never wait forever
+DAY = 24 * 3600
+# Last use is recorded to the hour: a warm run's lookups then cost one stat each, not a write each.
+MARK_INTERVAL = 3600
+NEVER_PRUNED = frozenset({"state"})  # small files that remember things (hashes, timings, accel)
+PRUNE_STAMP = "last-prune"  # in state/: when prune_daily last ran
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -97,6 +106,17 @@ class HashMemo:
         return digest
 
 
+def mark_used(path: Path, now: float | None = None) -> None:
+    """Record that the cache entry (or file) at path was just used: its mtime becomes now, unless
+    a use within the last hour is recorded already. A cache that cannot be written is no error."""
+    now = time.time() if now is None else now
+    try:
+        if now - os.stat(path).st_mtime > MARK_INTERVAL:
+            os.utime(path)
+    except OSError:
+        pass
+
+
 def sha256_json(value: object) -> str:
     """A stable hash of a JSON-able value (sorted keys), used for cache keys."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -160,8 +180,10 @@ class Cache:
     def lock(self, kind: str, key: str) -> FileLock:
         return FileLock(str(self.dir("locks") / f"{kind}-{key}.lock"), timeout=LOCK_TIMEOUT)
 
-    def lookup(self, kind: str, key: str) -> Entry | None:
-        """The entry if it is present and intact (sizes match; hashed files checked)."""
+    def lookup(self, kind: str, key: str, *, record_use: bool = True) -> Entry | None:
+        """The entry if it is present and intact (sizes match; hashed files checked). A hit counts
+        as a use (see mark_used) unless record_use is False: callers that only scan entries (to
+        choose one, to drop outdated ones) should pass False, or nothing would ever look unused."""
         path = self.root / kind / key
         try:
             manifest = json.loads((path / MANIFEST).read_text())
@@ -171,6 +193,8 @@ class Cache:
             return None
         if not _intact(path, manifest, self.hashes):
             return None
+        if record_use:
+            mark_used(path)
         return Entry(path, manifest.get("meta", {}))
 
     def ensure(
@@ -205,6 +229,7 @@ class Cache:
                 except BaseException:
                     _remove(tmp)
                     raise
+                mark_used(final)  # a build is a use (its mtime is normally the manifest's writing already)
         except Timeout:
             raise InfraError(f"timed out waiting for another compat process to build {kind}/{key[:12]}") from None
         except OSError as e:
@@ -223,13 +248,7 @@ class Cache:
         return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
 
     def size(self, path: Path | None = None) -> int:
-        path = path or self.root
-        total = 0
-        for dirpath, _dirs, files in os.walk(path):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
-        return total
+        return _walk_size(path or self.root)
 
     def clean(self, kinds: Iterable[str] | None = None) -> int:
         """Remove whole kinds of entries (all when None); returns bytes freed."""
@@ -257,6 +276,109 @@ class Cache:
                 except OSError:
                     pass
 
+    # -- pruning ----------------------------------------------------------------------------
+    def prune(self, older_than_days: float, kinds: Iterable[str] | None = None) -> tuple[int, int]:
+        """Remove what no compat run has used for older_than_days days; returns (entries removed,
+        bytes freed).
+
+        Per kind (all kinds when kinds is None): an entry built by ``ensure`` goes when its last
+        use (its directory's mtime, see ``mark_used``) is older than the limit; a result file
+        (``results/*.json``) when its mtime and atime both are; an apt root (``apt/<key>``) when
+        it, its ``state/status`` (touched by every AptRepo that opens it) and its
+        ``state/updated`` stamp all are. ``state`` is never pruned. Lock files (``locks/``, and
+        those of apt roots that are gone) are deleted when old and not held; they are not
+        counted as entries. Anything else (a directory without a manifest, a symbolic link to
+        another cache's data, a ``.tmp-*`` temporary) is left alone.
+
+        Each entry is removed under its lock, taken without waiting: an entry another process is
+        building or refreshing is skipped, and its last use is read again once the lock is held.
+        Removal renames the entry aside first, so a concurrent reader never sees half of it.
+        """
+        if not older_than_days >= 0:  # also NaN
+            raise ValueError(f"older_than_days must be >= 0, not {older_than_days}")
+        cutoff = time.time() - older_than_days * DAY
+        removed = freed = 0
+        for kind_dir in self._prunable_kinds(kinds):
+            for path in self._stale(kind_dir, cutoff):
+                try:
+                    lock = self._lock_of(kind_dir.name, path)
+                    with contextlib.ExitStack() as held:
+                        if lock is not None:
+                            held.enter_context(lock.acquire(timeout=0))  # Timeout: in use right now
+                        last = _last_use(kind_dir.name, path)
+                        if last is None or last >= cutoff:
+                            continue  # used while we were looking
+                        if _is_lock_file(kind_dir.name, path):
+                            path.unlink()  # while held: a waiter finds the unlinked file and retries
+                            continue
+                        size = _footprint(path)
+                        _remove(path)
+                        if os.path.lexists(path):
+                            continue  # could not be renamed away (a read-only cache): not freed
+                        removed += 1
+                        freed += size
+                except (Timeout, OSError, CompatError):
+                    continue  # held by another process, or not ours to remove: left as it is
+        return removed, freed
+
+    def unused(self, kind: str, older_than_days: float) -> int:
+        """Bytes that prune(older_than_days, [kind]) would free now (locks aside); 0 for a name
+        that is no kind (a temporary)."""
+        if not kind or "/" in kind or kind.startswith("."):
+            return 0
+        kind_dirs = self._prunable_kinds([kind])
+        cutoff = time.time() - older_than_days * DAY
+        return sum(_footprint(path) for kind_dir in kind_dirs for path in self._stale(kind_dir, cutoff))
+
+    def prune_daily(self, older_than_days: float, interval: float = DAY) -> tuple[int, int] | None:
+        """prune(older_than_days) at most once per interval for the whole cache, as recorded by a
+        stamp in state/; None when it is not due (one stat: cheap enough for every run)."""
+        stamp = self.root / "state" / PRUNE_STAMP
+        try:
+            if 0 <= time.time() - stamp.stat().st_mtime < interval:
+                return None
+        except FileNotFoundError:
+            pass
+        # Stamped before pruning: a prune that fails fails once a day, not on every run.
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+        return self.prune(older_than_days)
+
+    def _prunable_kinds(self, kinds: Iterable[str] | None) -> list[Path]:
+        if kinds is None:
+            found = self.root.iterdir() if self.root.is_dir() else []
+            names = [p.name for p in found if not p.name.startswith(".")]  # .tmp-rm-*: a kind being cleaned
+        else:
+            names = list(kinds)
+            for name in names:
+                if not name or "/" in name or name.startswith("."):
+                    raise UserError(f"'{name}' is not a kind of cache entries", "see 'compat cache info'")
+        # Locks last: the entries' own passes may leave lock files that are old and free.
+        names = sorted(dict.fromkeys(names), key=lambda name: name == "locks")
+        # A linked kind directory is another cache's (a benchmark's scratch cache shares apt/).
+        dirs = [self.root / name for name in names if name not in NEVER_PRUNED]
+        return [d for d in dirs if d.is_dir() and not d.is_symlink()]
+
+    @staticmethod
+    def _stale(kind_dir: Path, cutoff: float) -> Iterator[Path]:
+        try:
+            paths = sorted(kind_dir.iterdir())
+        except OSError:
+            return
+        for path in paths:
+            last = _last_use(kind_dir.name, path)
+            if last is not None and last < cutoff:
+                yield path
+
+    def _lock_of(self, kind: str, path: Path) -> FileLock | None:
+        if _is_lock_file(kind, path):
+            return FileLock(str(path))  # the lock is the file itself
+        if kind == "apt":
+            return FileLock(str(path) + ".lock")  # AptRepo's lock, held while it updates the index
+        if kind == "results":
+            return None  # one file replaced at once: a reader has all of it or none of it
+        return self.lock(kind, path.name)
+
 
 def _write_manifest(root: Path, meta: dict, hashed: Iterable[str]) -> None:
     sizes: dict[str, int] = {}
@@ -280,6 +402,56 @@ def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:
         return all(digest_of(path / rel) == digest for rel, digest in manifest.get("sha256", {}).items())
     except OSError:
         return False
+
+
+def _is_lock_file(kind: str, path: Path) -> bool:
+    return path.suffix == ".lock" and kind in ("locks", "apt")
+
+
+def _last_use(kind: str, path: Path) -> float | None:
+    """When the thing at path was last used, or None when prune must leave it alone."""
+    try:
+        st = path.lstat()
+        if path.name.startswith(".") or stat.S_ISLNK(st.st_mode):
+            return None  # a temporary (sweep_temporaries' job), or a link to another cache's data
+        regular, directory = stat.S_ISREG(st.st_mode), stat.S_ISDIR(st.st_mode)
+        if _is_lock_file(kind, path):
+            # An apt root's lock goes only with its root.
+            gone = kind == "locks" or not path.with_suffix("").exists()
+            return st.st_mtime if regular and gone else None
+        if kind == "locks":
+            return None
+        if kind == "results":
+            # ResultCache reads its files directly; a read updates the atime at least once a day
+            # (relatime), which is enough for pruning by days. With noatime, an unchanged result
+            # simply goes after the limit and is computed again.
+            return max(st.st_mtime, st.st_atime) if regular and path.suffix == ".json" else None
+        if kind == "apt":
+            if not directory:
+                return None
+            stamps = [path / "state" / "status", path / "state" / "updated"]
+            return max([st.st_mtime] + [s.stat().st_mtime for s in stamps if s.exists()])
+        return st.st_mtime if directory and (path / MANIFEST).is_file() else None
+    except OSError:
+        return None
+
+
+def _footprint(path: Path) -> int:
+    """Bytes under path (a directory or one file), as Cache.size counts them."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    return _walk_size(path) if stat.S_ISDIR(st.st_mode) else st.st_size
+
+
+def _walk_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _remove(path: Path) -> None:

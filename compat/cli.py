@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import __version__
-from .cache import Cache, replace_text
+from .cache import NEVER_PRUNED, Cache, replace_text
 from .errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError, UserError
 from .gate import FAIL_ON
 from .matrix import KernelSpec, load_matrix
@@ -35,6 +36,20 @@ def _kernel_options(p: argparse.ArgumentParser) -> None:
 
 
 MIN_MEMORY_MB, MAX_MEMORY_MB = 256, 65536  # python + libbpf + a vmlinux BTF need ~200 MiB
+KEEP_DAYS = 30.0  # cache entries unused for this long are pruned (COMPAT_CACHE_KEEP_DAYS)
+
+
+def _days(text: str) -> float:
+    """--days: a number of days, 0 or more (argparse turns the error into one usage line)."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not days >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of days (0 or more)")
+    return days
+
+
 FORMATS_HELP = "table (default), json, markdown, github, junit, sarif; repeatable"
 
 
@@ -80,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("info", help="where the cache is and what it holds")
     p = csub.add_parser("clean", help="delete cached entries")
     p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (kernels, images, apt, …)")
+    p = csub.add_parser("prune", help="delete entries no run has used for some days")
+    p.add_argument("--days", type=_days, default=KEEP_DAYS, metavar="N",
+                   help=f"unused for more than N days (default {KEEP_DAYS:g}; 0: all not in use now)")  # fmt: skip
+    p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (images, initrd, snapshots, …)")
 
     p = sub.add_parser("check", help="load every program of the objects on every kernel")
     p.add_argument("objects", nargs="+", metavar="OBJ", help="BPF object files (clang -target bpf)")
@@ -193,17 +212,45 @@ def cmd_cache(args, cache: Cache) -> int:
         freed = cache.clean(args.kinds or None)
         print(f"freed {freed / 1e6:.0f} MB in {cache.root}")
         return EXIT_OK
+    if args.action == "prune":
+        removed, freed = cache.prune(args.days, args.kinds or None)
+        what = f"{removed} {'entry' if removed == 1 else 'entries'} unused for more than {args.days:g} days"
+        print(f"freed {freed / 1e6:.0f} MB in {cache.root}: {what}")
+        return EXIT_OK
     rows = []
-    total = 0
+    total = unused = 0
     if cache.root.is_dir():
         for kind in sorted(p for p in cache.root.iterdir() if p.is_dir()):
             size = cache.size(kind)
+            old = cache.unused(kind.name, KEEP_DAYS)
             total += size
-            rows.append((kind.name, len(cache.entries(kind.name)), f"{size / 1e6:.0f} MB"))
+            unused += old
+            never = kind.name in NEVER_PRUNED
+            rows.append((kind.name, len(cache.entries(kind.name)), f"{size / 1e6:.0f} MB",
+                         "-" if never else f"{old / 1e6:.0f} MB"))  # fmt: skip
     print(f"cache: {cache.root}")
-    print(tabulate(rows, headers=["kind", "entries", "size"]))
-    print(f"total: {total / 1e6:.0f} MB")
+    print(tabulate(rows, headers=["kind", "entries", "size", f"unused {KEEP_DAYS:g}+ days"]))
+    print(f"total: {total / 1e6:.0f} MB ({unused / 1e6:.0f} MB unused for {KEEP_DAYS:g} days: 'compat cache prune')")
     return EXIT_OK
+
+
+def _auto_prune(cache: Cache) -> None:
+    """At most once a day, prune cache entries unused for COMPAT_CACHE_KEEP_DAYS days (default
+    30; 0 turns it off). Never an error: the check it follows is done and reported."""
+    debug = os.environ.get("COMPAT_DEBUG")
+    try:
+        text = os.environ.get("COMPAT_CACHE_KEEP_DAYS", "").strip()
+        try:
+            days = _days(text) if text else KEEP_DAYS
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"COMPAT_CACHE_KEEP_DAYS: {e}") from None  # not a setting to guess: no pruning
+        pruned = cache.prune_daily(days) if days else None
+        if pruned and debug:
+            print(f"compat: cache: pruned {pruned[0]} entries unused for {days:g} days, {pruned[1] / 1e6:.0f} MB",
+                  file=sys.stderr)  # fmt: skip
+    except Exception as e:
+        if debug:
+            print(f"compat: cache: not pruned: {e.__class__.__name__}: {e}", file=sys.stderr)
 
 
 def cmd_vm(args, cache: Cache) -> int:
@@ -355,7 +402,9 @@ def cmd_check(args, cache: Cache) -> int:
     else:
         comparison = compare(result)
     _write_reports(result, comparison, formats, outputs)
-    return exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
+    status = exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
+    _auto_prune(cache)  # after the reports: whatever happens here, they are written
+    return status
 
 
 def cmd_merge(args, cache: Cache) -> int:

@@ -144,7 +144,7 @@ class ImageBuilder:
         """The newest image already in the cache, without asking the archive anything."""
         best = None
         for path in self.cache.entries(IMAGE_KIND):
-            entry = self.cache.lookup(IMAGE_KIND, path.name)
+            entry = self.cache.lookup(IMAGE_KIND, path.name, record_use=False)  # looking is no use
             if entry and entry.meta.get("test_faults"):
                 continue  # compat's own fault-injection image is never "the" image
             if entry and (

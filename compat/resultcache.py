@@ -24,7 +24,7 @@ from pathlib import Path
 
 from compat_agent import AGENT_VERSION
 
-from .cache import Cache, sha256_json, write_atomic
+from .cache import Cache, mark_used, sha256_json, write_atomic
 from .inventory import Inventory
 
 KIND = "results"
@@ -119,6 +119,7 @@ class ResultCache:
             return None
         if not isinstance(kfuncs, dict) or not isinstance(hello, dict):
             return None
+        mark_used(self._path(key))  # for `compat cache prune`: results are plain files, not entries
         accel = payload.get("accel") if payload.get("accel") in ("kvm", "tcg") else None
         return CachedResult(reply, kfuncs, hello, accel)
 

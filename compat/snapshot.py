@@ -90,7 +90,7 @@ class Snapshots:
         # A new image or agent makes the old states of this kernel useless: drop them. States of
         # the other image variant or another guest memory size stay (both are in use).
         for path in self.cache.entries(KIND):
-            entry = self.cache.lookup(KIND, path.name) if path.name != keep else None
+            entry = self.cache.lookup(KIND, path.name, record_use=False) if path.name != keep else None
             if (
                 entry
                 and entry.meta.get("kernel") == kernel

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from compat.cache import Cache
-from compat.errors import InfraError
+from compat.errors import InfraError, UserError
 
 
 def _build_slowly(root: str, marker_dir: str, key: str) -> str:
@@ -93,3 +93,177 @@ def test_clean_and_sweep(tmp_path):
     assert not stale.exists()
     assert cache.clean(["a"]) >= 100
     assert cache.lookup("a", "1") is None
+
+
+# -- pruning ---------------------------------------------------------------------------------
+DAY = 24 * 3600
+
+
+def _entry(cache: Cache, kind: str, key: str, size: int = 100, age_days: float = 0) -> Path:
+    """A cache entry whose last use was age_days ago."""
+    path = cache.ensure(kind, key, lambda d: (d / "f").write_bytes(b"x" * size) and {}).path
+    _age(path, age_days)
+    return path
+
+
+def _age(path: Path, days: float) -> None:
+    past = time.time() - days * DAY
+    os.utime(path, (past, past))
+
+
+def test_prune_keeps_used_entries_and_removes_unused_ones(tmp_path):
+    cache = Cache(tmp_path)
+    used = _entry(cache, "initrd", "used", age_days=2)
+    unused = _entry(cache, "initrd", "unused", size=1000, age_days=40)
+    other = _entry(cache, "images", "unused", age_days=40)
+    size = cache.size(unused)
+    assert cache.unused("initrd", 30) == size
+    assert cache.prune(30, ["initrd"]) == (1, size)
+    assert cache.lookup("initrd", "used") is not None and not unused.exists()
+    assert other.exists()  # another kind: not asked for
+    assert not [p for p in (tmp_path / "initrd").iterdir() if p.name.startswith(".")]  # nothing left aside
+    other_size = cache.size(other)
+    assert cache.prune(30) == (1, other_size)  # all kinds
+    assert not other.exists() and used.exists()
+
+
+def test_a_lookup_records_the_use(tmp_path):
+    cache = Cache(tmp_path)
+    path = _entry(cache, "snapshots", "k", age_days=40)
+    assert cache.lookup("snapshots", "k", record_use=False) is not None  # a scan is no use
+    assert time.time() - path.stat().st_mtime > 39 * DAY
+    assert cache.lookup("snapshots", "k") is not None
+    assert time.time() - path.stat().st_mtime < 60
+    assert cache.prune(30) == (0, 0) and path.exists()
+    # Recorded to the hour: a use within the hour is not written again.
+    _age(path, 0.01)
+    before = path.stat().st_mtime_ns
+    cache.lookup("snapshots", "k")
+    assert path.stat().st_mtime_ns == before
+
+
+def test_an_entry_whose_lock_is_held_is_not_pruned(tmp_path):
+    cache = Cache(tmp_path)
+    path = _entry(cache, "kernels", "k", age_days=40)
+    with cache.lock("kernels", "k"):  # another compat process is building or checking it
+        assert cache.prune(30) == (0, 0)
+        assert path.exists()
+    assert cache.prune(30)[0] == 1 and not path.exists()
+
+
+def test_prune_by_kind_of_data(tmp_path):
+    cache = Cache(tmp_path)
+    assert cache.prune(30, ["nothing-here"]) == (0, 0)  # a kind that does not exist
+    with pytest.raises(UserError):
+        cache.prune(30, ["../elsewhere"])
+    state = cache.dir("state") / "schedule.json"
+    state.write_text("{}")
+    _age(state, 400)
+    # Result files: plain files, last used when last written or read.
+    results = cache.dir("results")
+    old_result, read_result = results / "old.json", results / "read.json"
+    for f in (old_result, read_result):
+        f.write_text("{}")
+        _age(f, 40)
+    os.utime(read_result, (time.time(), time.time() - 40 * DAY))  # read yesterday (atime)
+    # apt roots: in use while AptRepo opens them (state/status) or refreshes them (state/updated).
+    apt = cache.dir("apt")
+    for key, status_age in (("old", 40), ("open", 1)):
+        (apt / key / "state").mkdir(parents=True)
+        (apt / key / "state/status").touch()
+        (apt / key / "state/updated").touch()
+        for f in ("state/status", "state/updated", "state", ""):
+            _age(apt / key / f if f else apt / key, 40)
+        _age(apt / key / "state/status", status_age)
+        (apt / f"{key}.lock").touch()
+        _age(apt / f"{key}.lock", 40)
+    # Not compat entries (no manifest: the benchmark corpus), or another cache's (a link).
+    corpus = cache.dir("corpus") / "libxdp1"
+    corpus.mkdir()
+    _age(corpus, 40)
+    linked = _entry(cache, "elsewhere", "real", age_days=40)
+    (cache.dir("images") / "linked").symlink_to(linked)
+    os.utime(cache.dir("images") / "linked", (0, 0), follow_symlinks=False)
+    # Lock files: deleted when old and not held.
+    old_lock, held_lock = cache.dir("locks") / "gone-1.lock", cache.dir("locks") / "busy-2.lock"
+    for f in (old_lock, held_lock):
+        f.touch()
+        _age(f, 40)
+    from filelock import FileLock
+
+    with FileLock(str(held_lock)):
+        removed, _ = cache.prune(30, ["state", "results", "apt", "corpus", "images", "locks"])
+    assert removed == 2  # old.json and apt/old: lock files are not counted
+    assert state.exists() and read_result.exists() and not old_result.exists()
+    assert not (apt / "old").exists() and not (apt / "old.lock").exists()
+    assert (apt / "open").is_dir() and (apt / "open.lock").exists()
+    assert corpus.exists() and linked.exists() and (cache.root / "images" / "linked").is_symlink()
+    assert not old_lock.exists() and held_lock.exists()
+
+
+def test_cli_prune(tmp_path):
+    import subprocess
+    import sys
+
+    cache = Cache(tmp_path)
+    _entry(cache, "images", "a", size=3_000_000, age_days=1)
+
+    def compat(*args):
+        proc = subprocess.run([sys.executable, "-m", "compat", "--cache", str(tmp_path), "cache", *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert "Traceback" not in proc.stderr
+        return proc
+
+    info = compat("info")
+    assert info.returncode == 0 and "unused 30+ days" in info.stdout
+    proc = compat("prune", "--days", "0")
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [
+        f"freed 3 MB in {tmp_path}: 1 entry unused for more than 0 days"
+    ], proc.stdout
+    assert proc.stderr == "" and not (tmp_path / "images" / "a").exists()
+    for bad in ("-1", "soon"):
+        proc = compat("prune", "--days", bad)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert "is not a number of days" in proc.stderr
+
+
+def test_automatic_prune_runs_at_most_once_a_day(tmp_path, monkeypatch, capsys):
+    from compat.cli import _auto_prune
+
+    cache = Cache(tmp_path)
+    monkeypatch.delenv("COMPAT_CACHE_KEEP_DAYS", raising=False)
+    monkeypatch.delenv("COMPAT_DEBUG", raising=False)
+    first = _entry(cache, "initrd", "1", age_days=40)
+    _auto_prune(cache)
+    stamp = tmp_path / "state" / "last-prune"
+    assert not first.exists() and stamp.exists()
+    second = _entry(cache, "initrd", "2", age_days=40)
+    _auto_prune(cache)  # pruned today already: one stat, nothing more
+    assert second.exists()
+    _age(stamp, 1.1)
+    monkeypatch.setenv("COMPAT_CACHE_KEEP_DAYS", "50")
+    _auto_prune(cache)
+    assert second.exists()  # not unused for 50 days
+    for setting in ("0", "-3", "a month"):  # off, or a setting that is not a number: nothing goes
+        _age(stamp, 1.1)
+        monkeypatch.setenv("COMPAT_CACHE_KEEP_DAYS", setting)
+        _auto_prune(cache)
+        assert second.exists()
+    monkeypatch.setenv("COMPAT_CACHE_KEEP_DAYS", "30")
+    _auto_prune(cache)
+    assert not second.exists()
+    assert capsys.readouterr().err == ""
+
+    # Whatever goes wrong, the check it follows is not failed: one line under COMPAT_DEBUG.
+    def broken(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Cache, "prune", broken)
+    _age(stamp, 1.1)
+    _auto_prune(cache)
+    assert capsys.readouterr().err == ""
+    _age(stamp, 1.1)
+    monkeypatch.setenv("COMPAT_DEBUG", "1")
+    _auto_prune(cache)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "not pruned" in err[0] and "Read-only" in err[0]
