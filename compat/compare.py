@@ -154,6 +154,9 @@ class ProgramAxis:
     accepted_on: str | None = None  # the backport regression: accepted on this kernel …
     rejected_from: str | None = None  # … and rejected from this newer one
     boundaries: list[Boundary] = field(default_factory=list)
+    # Rejected on every kernel, all for this one reason (a key of REASONS): an object_error there
+    # is the object's (or its loader's) problem, not a difference between kernels.
+    rejected_for: str | None = None
 
     def rejected_on(self) -> list[str]:
         """Kernels (in axis order) that reject the program."""
@@ -172,6 +175,7 @@ class ProgramAxis:
             "accepted_on": self.accepted_on,
             "rejected_from": self.rejected_from,
             "boundaries": [b.to_json() for b in self.boundaries],
+            "rejected_for": self.rejected_for,
         }
 
 
@@ -280,6 +284,9 @@ def _axis(result: RunResult, kernels: list[KernelInfo]) -> list[ProgramAxis]:
         judged = [(k, r) for k, r in cells if r.verdict in (ACCEPTED, REJECTED)]
         floor = next((k.id for k, r in judged if r.verdict == ACCEPTED), None)
         pa = ProgramAxis(obj, prog, verdicts, floor)
+        reasons = {r.reason for _, r in judged}
+        if floor is None and len(reasons) == 1:
+            pa.rejected_for = reasons.pop()
         last_accepted = None
         for k, r in judged:
             if r.verdict == ACCEPTED:

@@ -177,3 +177,22 @@ def test_matrix_declares_its_axis(tmp_path):
     assert parse_matrix({"axis": "matrix", "kernels": kernels}, tmp_path / "m.yaml").axis == "matrix"
     with pytest.raises(UserError, match="axis must be one of version, matrix"):
         parse_matrix({"axis": "alphabet", "kernels": kernels}, tmp_path / "m.yaml")
+
+
+def test_a_program_rejected_everywhere_for_one_reason_says_so():
+    from compat.reports.common import axis_summary
+
+    run = current()
+    for r in run.results:
+        if r.program == "xdp_pass":
+            r.verdict, r.reason = "rejected", "object_error"
+        if r.program == "count_getpid":
+            r.verdict, r.reason = "rejected", "missing_kfunc"
+    comp = compare(run)
+    axes = {p.program: p for p in comp.programs}
+    by_kernel = {k.id: k for k in run.kernels}
+    # libbpf refusing the object everywhere is the object's problem, not a kernel difference
+    assert axes["xdp_pass"].rejected_for == "object_error"
+    assert "not a kernel" in axis_summary(axes["xdp_pass"], by_kernel, "!")
+    assert axis_summary(axes["count_getpid"], by_kernel, "!") == "rejected on every kernel (missing kfunc)"
+    assert axes["xdp_filter"].rejected_for is None  # accepted somewhere

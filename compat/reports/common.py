@@ -58,7 +58,9 @@ def axis_summary(p, by_kernel: dict[str, KernelInfo], regression_mark: str) -> s
     """One program along the kernel axis in words: its floor, where it is rejected, and the
     backport regression (accepted on an older kernel, rejected from a newer one)."""
     if p.floor is None:
-        return "rejected on every kernel"
+        if p.rejected_for == "object_error":
+            return "rejected on every kernel, all for an object error: the object or its loader's part, not a kernel"
+        return "rejected on every kernel" + (f" ({reason_words(p.rejected_for)})" if p.rejected_for else "")
     text = f"accepted from {kernel_name(by_kernel.get(p.floor), p.floor)}, rejected on {', '.join(p.rejected_on())}"
     if p.rejected_from:
         text += (
