@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno as errno_mod
+import itertools
 import re
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import kernelbtf
@@ -464,6 +466,7 @@ class Checker:
         own log buffer."""
         by_name = {p.name: p for p in self.progs}
         bufs: dict[str, ctypes.Array] = {}
+        pool = _log_buffers(FULL_LOG_SIZE if level == 1 else STATS_LOG_SIZE)
         for prog in obj.programs():
             state = by_name.get(prog.name)
             if state is None:
@@ -478,7 +481,7 @@ class Checker:
                 # libbpf itself decides which struct_ops programs load (those a struct_ops map uses).
                 prog.set_autoload(wanted)
             if wanted:
-                buf = ctypes.create_string_buffer(FULL_LOG_SIZE if level == 1 else STATS_LOG_SIZE)
+                buf = next(pool)
                 prog.set_log(level, buf)
                 bufs[prog.name] = buf
         # A struct_ops map cannot be created without all its programs: once one is rejected, the
@@ -778,6 +781,22 @@ class Checker:
             for record in result["programs"]:
                 record["libbpf_log"] = "\n".join([*notes, record["libbpf_log"]]).rstrip("\n")
         return result
+
+
+_LOG_POOL: dict[int, list[ctypes.Array]] = {}
+
+
+def _log_buffers(size: int) -> Iterator[ctypes.Array]:
+    """Emptied log buffers of a size, reused by every load of this agent: allocating and zeroing
+    64 KiB (4 MiB for full logs) per program and load is a measurable part of a small object's
+    check under emulation. Loads run one at a time and read their logs before the next one."""
+    pool = _LOG_POOL.setdefault(size, [])
+    for i in itertools.count():
+        if i == len(pool):
+            pool.append(ctypes.create_string_buffer(size))
+        buf = pool[i]
+        buf[0] = b"\0"  # a program libbpf does not load leaves its buffer as it was
+        yield buf
 
 
 def obj_prog_fd(obj: lb.Object, name: str) -> int:

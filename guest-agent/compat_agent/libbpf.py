@@ -11,6 +11,7 @@ Every call that could load something into a kernel is meant to run inside the gu
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import struct
 from collections.abc import Iterator
@@ -383,16 +384,20 @@ def _str(value: bytes | None) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 
 
+# Memoized: a ctypes call per lookup is dear under emulation, and the names never change.
+@functools.cache
 def prog_type_str(prog_type: int) -> str | None:
     """libbpf's name of a program type ("kprobe", "xdp"...), None if libbpf does not know it."""
     return _str(lib().libbpf_bpf_prog_type_str(prog_type))
 
 
+@functools.cache
 def map_type_str(map_type: int) -> str | None:
     """libbpf's name of a map type, None if unknown."""
     return _str(lib().libbpf_bpf_map_type_str(map_type))
 
 
+@functools.cache
 def attach_type_str(attach_type: int) -> str | None:
     """libbpf's name of an attach type, None if unknown."""
     return _str(lib().libbpf_bpf_attach_type_str(attach_type))
@@ -463,9 +468,9 @@ class Map:
         self.ptr = ptr
         self.name = _str(lib().bpf_map__name(ptr)) or "?"
 
-    @property
+    @functools.cached_property
     def map_type(self) -> int:
-        """enum bpf_map_type."""
+        """enum bpf_map_type (compat never changes it)."""
         return lib().bpf_map__type(self.ptr)
 
     @property

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import re
 
-_STATS = {
-    "insns_processed": re.compile(r"processed (\d+) insns"),
-    "states_total": re.compile(r"total_states (\d+)"),
-    "states_peak": re.compile(r"peak_states (\d+)"),
-    "verification_time_us": re.compile(r"verification time (\d+) usec"),
-}
-_TOO_LARGE = re.compile(r"BPF program is too large\. Processed (\d+) insn")
-_STACK = re.compile(r"stack depth (\d+(?:\+\d+)*)")
+# One pass over the log for every figure (a regex pass is dear under emulation).
+_STATS = re.compile(
+    r"processed (?P<insns_processed>\d+) insns|total_states (?P<states_total>\d+)|"
+    r"peak_states (?P<states_peak>\d+)|verification time (?P<verification_time_us>\d+) usec|"
+    r"stack depth (?P<stack_depth>\d+(?:\+\d+)*)|BPF program is too large\. Processed (?P<too_large>\d+) insn"
+)
 # Lines of a log that are statistics or framing, not the verifier's verdict.
 STATS_LINE = re.compile(
     r"^(processed \d+ insns|insns processed \d+|verification time|stack depth|max_states_per_insn|"
@@ -26,15 +24,16 @@ STATS_LINE = re.compile(
 
 def parse_stats(log: str) -> dict:
     """Verifier statistics from a log (missing ones are None); the last match of each wins."""
-    stats: dict = {}
-    for key, rx in _STATS.items():
-        found = rx.findall(log)
-        stats[key] = int(found[-1]) if found else None
-    if stats["insns_processed"] is None:
-        found = _TOO_LARGE.findall(log)
-        stats["insns_processed"] = int(found[-1]) if found else None
-    found = _STACK.findall(log)
-    stats["stack_depth"] = [int(x) for x in found[-1].split("+")] if found else None
+    found: dict[str, str] = {}
+    for m in _STATS.finditer(log):
+        found[m.lastgroup] = m.group(m.lastgroup)
+    stats: dict = {
+        key: int(found[key]) if key in found else None
+        for key in ("insns_processed", "states_total", "states_peak", "verification_time_us")
+    }
+    if stats["insns_processed"] is None and "too_large" in found:
+        stats["insns_processed"] = int(found["too_large"])
+    stats["stack_depth"] = [int(x) for x in found["stack_depth"].split("+")] if "stack_depth" in found else None
     return stats
 
 
