@@ -40,6 +40,7 @@ _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^'
 # they only show up as relocations against a section libbpf does not know as a map section.
 _LEGACY_MAP_RELO = re.compile(r"bad map relo against '[^']*' in section 'maps/[^']*'")
 _UNKNOWN_FUNC = re.compile(r"(?:invalid func|unknown func) (?:unknown#)?(\w+)#?(\d+)?")
+_NOT_SLEEPABLE = re.compile(r"^(\S+) is not sleepable$", re.M)
 _COMPLEXITY = re.compile(
     r"BPF program is too large|too many states|sequence of \d+ jumps is too complex|"
     r"processed \d{7,} insns|complexity limit"
@@ -137,6 +138,15 @@ def classify(
                 "functions (module BTF: Linux 5.11 and later, CONFIG_DEBUG_INFO_BTF_MODULES)",
             )
         return Classified("missing_attach_target", f"attach target {target} does not exist on this kernel")
+
+    m = _NOT_SLEEPABLE.search(str(program.get("log") or ""))
+    if m:  # a fact of the kernel's build (Debian's lack CONFIG_FUNCTION_ERROR_INJECTION), not of the program
+        return Classified(
+            "missing_attach_target",
+            f"attach target {m.group(1)} takes no sleepable programs on this kernel: a sleepable fentry/fexit/"
+            "fmod_ret needs a function on the kernel's sleepable list or one open to error injection "
+            "(CONFIG_FUNCTION_ERROR_INJECTION)",
+        )
 
     if code == errnos.E2BIG or _COMPLEXITY.search(text):
         processed = re.search(r"processed (\d+) insns", text)

@@ -236,3 +236,11 @@ def test_attach_target_in_a_module_without_module_btf():
     got = classify(program, {}, None, {})
     assert got.reason == "missing_attach_target"
     assert "in module ext4" in got.message and "5.11" in got.message
+
+
+def test_a_sleepable_program_on_a_target_the_kernel_keeps_non_sleepable():
+    # kernel selftests' fentry.s/__x64_sys_getpgid on Debian (no CONFIG_FUNCTION_ERROR_INJECTION)
+    log = "__x64_sys_getpgid is not sleepable\nprocessed 0 insns (limit 1000000) max_states_per_insn 0\n"
+    c = classify(rec(prog_type="tracing", log=log), {}, INV_510, NAMES)
+    assert c.reason == "missing_attach_target"
+    assert c.message.startswith("attach target __x64_sys_getpgid takes no sleepable programs on this kernel")
