@@ -33,7 +33,7 @@ from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramR
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
 from .shard import Shard, baseline_plan, plan
 from .sourcemap import locate
-from .vm import DEFAULT_MEMORY_MB, GuestError
+from .vm import DEFAULT_MEMORY_MB, GuestError, GuestTimeout
 
 PROBE_KIND = "probes"
 DEFAULT_OBJECT_TIMEOUT = 900.0  # big multi-program objects under software emulation are slow
@@ -298,7 +298,16 @@ class Checker:
                 why = guestmsg.describe_error(reply)
                 raise GuestError(f"{session.kernel.id}: the agent failed on {obj.name}: {why}")
             except GuestError as e:
-                if attempt == 2:
+                if isinstance(e, GuestTimeout):
+                    # Verifying is deterministic: a second try would take as long (a program the
+                    # verifier works on for minutes under emulation), and hold this kernel's queue.
+                    e = GuestTimeout(
+                        f"{session.kernel.id}: {obj.name} was not done within the object timeout "
+                        f"({self.options.object_timeout:g} s; --object-timeout): the verifier may be that slow on "
+                        "one of its programs on this kernel under emulation",
+                        e.console_tail,
+                    )
+                if attempt == 2 or isinstance(e, GuestTimeout):
                     kw.failures[obj.sha256] = e
                     session.reboot()
                     return {}

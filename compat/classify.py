@@ -40,6 +40,10 @@ _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^'
 # they only show up as relocations against a section libbpf does not know as a map section.
 _LEGACY_MAP_RELO = re.compile(r"bad map relo against '[^']*' in section 'maps/[^']*'")
 _UNKNOWN_FUNC = re.compile(r"(?:invalid func|unknown func) (?:unknown#)?(\w+)#?(\d+)?")
+# Helpers a kernel allows only to some programs of a type (iterators, sleepable ones): the probe
+# tries each type in one flavour (tracing as fentry, not sleepable), so its "absent" is no proof.
+# bpf_seq_printf, bpf_seq_write, bpf_copy_from_user, bpf_seq_printf_btf, bpf_copy_from_user_task.
+ATTACH_DEPENDENT_HELPERS = frozenset({126, 127, 148, 150, 191})
 _NOT_SLEEPABLE = re.compile(r"^(\S+) is not sleepable$", re.M)
 _COMPLEXITY = re.compile(
     r"BPF program is too large|too many states|sequence of \d+ jumps is too complex|"
@@ -96,7 +100,11 @@ def classify(
         return Classified("unsupported_prog_type", f"program type {prog_type} is not supported by this kernel")
 
     # Helpers first: the verifier's message for a missing helper can be misleading.
-    missing = [h for h in program.get("helpers") or [] if inv.helper_available(prog_type, h) is False]
+    missing = [
+        h
+        for h in program.get("helpers") or []
+        if h not in ATTACH_DEPENDENT_HELPERS and inv.helper_available(prog_type, h) is False
+    ]
     if missing:
         labels = f"helper{'s' if len(missing) > 1 else ''} " + ", ".join(helper_label(h, helper_names) for h in missing)
         anywhere = inv.all_helpers()
@@ -109,8 +117,11 @@ def classify(
     if kfunc:
         return kfunc
 
+    verified = bool(str(program.get("log") or "").strip())  # the verifier ran on the program itself
     for m in obj.get("maps") or []:
-        if m.get("ok") is False:
+        # A map that failed blames the programs that never reached the verifier (libbpf stops the
+        # object at the map) or that name it; others were verified without it and failed on their own.
+        if m.get("ok") is False and (not verified or f"'{m.get('name')}'" in text):
             mtype = m.get("type")
             if mtype and inv.map_types.get(mtype) is False:
                 what = f"map type {mtype} (map {m.get('name')}) is not supported by this kernel"

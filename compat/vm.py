@@ -46,6 +46,10 @@ class GuestError(InfraError):
         self.console_tail = console_tail
 
 
+class GuestTimeout(GuestError):
+    """The guest is alive but did not answer in time (a request's own timeout)."""
+
+
 def qemu_binary() -> str:
     path = shutil.which(os.environ.get("COMPAT_QEMU") or "qemu-system-x86_64")
     if not path:
@@ -261,7 +265,7 @@ class VM:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._check_alive(f"while waiting for {waiting_for}")
-                    raise GuestError(f"{self.name}: timed out waiting for {waiting_for}", self.console_tail())
+                    raise GuestTimeout(f"{self.name}: timed out waiting for {waiting_for}", self.console_tail())
                 try:
                     conn.settimeout(min(left, 0.5))
                     chunk = conn.recv(min(n - len(buf), 1 << 20))

@@ -244,3 +244,19 @@ def test_a_sleepable_program_on_a_target_the_kernel_keeps_non_sleepable():
     c = classify(rec(prog_type="tracing", log=log), {}, INV_510, NAMES)
     assert c.reason == "missing_attach_target"
     assert c.message.startswith("attach target __x64_sys_getpgid takes no sleepable programs on this kernel")
+
+
+def test_helpers_the_probe_cannot_see_do_not_hide_the_real_error():
+    # bpf_seq_printf: iterator programs only; the probe tries tracing programs as fentry
+    log = "R2 invalid mem access 'trusted_ptr_or_null_'\nprocessed 12 insns (limit 1000000)\n"
+    c = classify(rec(prog_type="tracing", helpers=[126], log=log), {}, INV_510, NAMES)
+    assert c.reason == "verifier_rejection" and "invalid mem access" in c.message
+
+
+def test_a_failed_map_is_not_blamed_on_programs_verified_without_it():
+    obj = {"maps": [{"name": "cgrp_ls_map", "type": "cgrp_storage", "ok": False, "errno": -22}]}
+    inv = Inventory(prog_types={"tracing": True}, map_types={"cgrp_storage": False})
+    verified = rec(prog_type="tracing", log="R1 invalid mem access 'scalar'\nprocessed 5 insns\n")
+    assert classify(verified, obj, inv, NAMES).reason == "verifier_rejection"
+    never = rec(prog_type="tracing", stage="prepare", libbpf_log="map 'cgrp_ls_map': failed to create: -22")
+    assert classify(never, obj, inv, NAMES).reason == "unsupported_map_type"

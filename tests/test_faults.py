@@ -116,7 +116,7 @@ def summary(stdout: str) -> str:
 EXPECTED = {
     # fault: (words in the cell's message, words in its log: the guest console's tail)
     "panic": ("guest kernel panicked", "Kernel panic - not syncing: sysrq triggered crash"),
-    "hang": ("timed out waiting for the reply to check", "compat-fault: hang"),
+    "hang": ("was not done within the object timeout (15 s", "compat-fault: hang"),  # and not tried again
     "garbage": ("the guest broke the protocol: bad frame magic", "compat-fault: garbage"),
     "exit": ("the guest stopped", "compat-init: agent exited with status 3"),
     "malformed": ("malformed reply (check_result): programs[0].program: expected a string", "compat-fault: malformed"),
