@@ -99,23 +99,15 @@ def default_dest() -> Path:
     return cache_root() / "selftests"
 
 
-def selftests(
-    dest: Path | None = None,
-    limit: int | None = None,
-    *,
-    jobs: int | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    clang: str | None = None,
-    refresh: bool = False,
-    warn=print,
-) -> list[Path]:
-    """The paths of the built selftests objects of the selection (all, or a sample of limit).
+def selftests(dest: Path | None = None, limit: int | None = None, **options) -> list[Path]:
+    """The paths of the built selftests objects of the selection (all, or a sample of limit);
+    options are build()'s (jobs, timeout, clang, refresh, warn).
 
     With a manifest that already covers the selection (built or failed), apt is not asked and
     nothing is compiled; refresh=True asks apt for the newest source package again.
     """
     dest = Path(dest) if dest else default_dest()
-    builds = build(dest, limit, jobs=jobs, timeout=timeout, clang=clang, refresh=refresh, warn=warn)
+    builds = build(dest, limit, **options)
     return [dest / b.object for b in builds if b.status == "ok" and b.object]
 
 
