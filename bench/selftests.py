@@ -206,23 +206,28 @@ def _source_tree(repo: AptRepo, pkg: PackageVersion, dest: Path, warn) -> Path:
     if (tree / ".complete").is_file():
         return tree
     warn(f"selftests: downloading {pkg.name}={pkg.version} ({pkg.size >> 20} MiB) and extracting the BPF parts")
-    shutil.rmtree(tree, ignore_errors=True)
-    tree.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="compat-selftests-") as tmp:
         deb = repo.download(pkg, Path(tmp))
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=tree.parent))
-        try:
-            _extract(deb, staging)
-            (staging / ".complete").write_text(pkg.version + "\n")
-            # Under the final name only once complete: an interrupted extraction is redone.
-            staging.rename(tree)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    for old in tree.parent.iterdir():
-        if old != tree and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)  # an older source version
-    return tree
+        return _build_once(tree, lambda staging: _extract(deb, staging))
+
+
+def _build_once(final: Path, fill) -> Path:
+    """final, filled by fill(staging) in a staging directory that takes final's name only once
+    complete (an interrupted build is redone); the other versions beside it are removed."""
+    shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        fill(staging)
+        (staging / ".complete").touch()
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for old in final.parent.iterdir():
+        if old != final and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)  # an older version
+    return final
 
 
 def _extract(deb: Path, out: Path) -> None:
@@ -277,11 +282,9 @@ def _include_dir(src: Path, include: Path, vmlinux: Path) -> Path:
     """
     if (include / ".complete").is_file():
         return include
-    shutil.rmtree(include, ignore_errors=True)
-    staging = include.with_name(f".tmp-{include.name}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "bpf").mkdir(parents=True)
-    try:
+
+    def fill(staging: Path) -> None:
+        (staging / "bpf").mkdir(parents=True)
         with open(staging / "vmlinux.h", "w") as f:
             subprocess.run(["bpftool", "btf", "dump", "file", str(vmlinux), "format", "c"], stdout=f, check=True)
         for header in (src / "tools/lib/bpf").glob("*.h"):
@@ -297,15 +300,8 @@ def _include_dir(src: Path, include: Path, vmlinux: Path) -> Path:
                 target = staging / "usr/include" / header.relative_to(uapi)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(_headers_install(header.read_text(errors="replace")))
-        (staging / ".complete").touch()
-        staging.rename(include)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for old in include.parent.iterdir():
-        if old != include and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
-    return include
+
+    return _build_once(include, fill)
 
 
 # The sed expressions of scripts/headers_install.sh, in the same order.

@@ -229,7 +229,6 @@ class Cache:
                 except BaseException:
                     _remove(tmp)
                     raise
-                mark_used(final)  # a build is a use (its mtime is normally the manifest's writing already)
         except Timeout:
             raise InfraError(f"timed out waiting for another compat process to build {kind}/{key[:12]}") from None
         except OSError as e:
@@ -324,7 +323,7 @@ class Cache:
     def unused(self, kind: str, older_than_days: float) -> int:
         """Bytes that prune(older_than_days, [kind]) would free now (locks aside); 0 for a name
         that is no kind (a temporary)."""
-        if not kind or "/" in kind or kind.startswith("."):
+        if not _is_kind_name(kind):
             return 0
         kind_dirs = self._prunable_kinds([kind])
         cutoff = time.time() - older_than_days * DAY
@@ -351,7 +350,7 @@ class Cache:
         else:
             names = list(kinds)
             for name in names:
-                if not name or "/" in name or name.startswith("."):
+                if not _is_kind_name(name):
                     raise UserError(f"'{name}' is not a kind of cache entries", "see 'compat cache info'")
         # Locks last: the entries' own passes may leave lock files that are old and free.
         names = sorted(dict.fromkeys(names), key=lambda name: name == "locks")
@@ -402,6 +401,11 @@ def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:
         return all(digest_of(path / rel) == digest for rel, digest in manifest.get("sha256", {}).items())
     except OSError:
         return False
+
+
+def _is_kind_name(name: str) -> bool:
+    """A directory right under the cache root that holds entries (not a temporary, not a path)."""
+    return bool(name) and "/" not in name and not name.startswith(".")
 
 
 def _is_lock_file(kind: str, path: Path) -> bool:

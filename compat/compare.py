@@ -284,9 +284,8 @@ def _axis(result: RunResult, kernels: list[KernelInfo]) -> list[ProgramAxis]:
         judged = [(k, r) for k, r in cells if r.verdict in (ACCEPTED, REJECTED)]
         floor = next((k.id for k, r in judged if r.verdict == ACCEPTED), None)
         pa = ProgramAxis(obj, prog, verdicts, floor)
-        reasons = {r.reason for _, r in judged}
-        if floor is None and len(reasons) == 1:
-            pa.rejected_for = reasons.pop()
+        if floor is None and len({r.reason for _, r in judged}) == 1:
+            pa.rejected_for = judged[0][1].reason
         last_accepted = None
         for k, r in judged:
             if r.verdict == ACCEPTED:
