@@ -23,6 +23,7 @@ from .cache import Cache, sha256_json
 from .classify import classify
 from .errors import CompatError
 from .fleet import Fleet, Outcome, Session
+from .guestmsg import TIMEOUT
 from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
 from .matrix import KernelSpec
@@ -37,6 +38,10 @@ from .vm import DEFAULT_MEMORY_MB, GuestError, GuestTimeout
 
 PROBE_KIND = "probes"
 DEFAULT_OBJECT_TIMEOUT = 900.0  # big multi-program objects under software emulation are slow
+# Per program (the agent stops the verifier): a pathological program gets no verdict, and the
+# rest of its object still does. Real programs near the 1M-instruction limit take a minute or
+# two under emulation.
+DEFAULT_PROGRAM_TIMEOUT = 300.0
 PROBE_TIMEOUT = 300.0
 
 
@@ -46,6 +51,7 @@ class CheckOptions:
     jobs: int | None = None
     refresh: bool = False
     object_timeout: float = DEFAULT_OBJECT_TIMEOUT
+    program_timeout: float | None = DEFAULT_PROGRAM_TIMEOUT  # seconds of verification per program
     memory_mb: int = DEFAULT_MEMORY_MB  # per guest
     deadline: float | None = None  # time.monotonic() when the whole run must end (--timeout)
     test_faults: bool = False  # compat's own tests only: the fault-injection guest image
@@ -107,15 +113,16 @@ def display_names(paths: list[str]) -> dict[str, str]:
             depth[p] += 1
 
 
-def check_request(name: str, data: bytes, attach: bool) -> dict:
+def check_request(name: str, data: bytes, attach: bool, program_timeout: float | None = None) -> dict:
     """The agent's check request for one object (sent with its bytes). It carries the agent's ELF
     analysis (externs, what each program calls), made here once instead of in every guest under
-    emulation; without it ({}: the analysis failed) the agent makes its own."""
+    emulation; without it ({}: the analysis failed) the agent makes its own. program_timeout:
+    seconds the verifier may spend on one program (None: no limit)."""
     try:
         elf = elf_to_json(analyze_elf(data))
     except (ValueError, struct.error, IndexError):
         elf = {}
-    return {"type": "check", "object": name, "attach": attach, "elf": elf}
+    return {"type": "check", "object": name, "attach": attach, "elf": elf, "program_timeout": program_timeout}
 
 
 class Checker:
@@ -247,7 +254,9 @@ class Checker:
         key = f"{obj.sha256}:{name}"
         found = self._requests.get(key)
         if found is None:
-            found = self._requests[key] = check_request(name, obj.data, self.options.attach)
+            found = self._requests[key] = check_request(
+                name, obj.data, self.options.attach, self.options.program_timeout
+            )
         return found
 
     def _modules(self, obj: BpfObject, kernel: Kernel) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
@@ -459,9 +468,12 @@ class Checker:
                 if took is None:
                     continue  # from the cache
                 seconds[obj.sha256] = seconds[obj.name] = took
-                if obj.sha256 not in kw.failures:
+                reply = kw.replies.get(obj.sha256) or {}
+                # A program stopped at the time limit has no verdict (and another limit may give one).
+                timed_out = any(p.get("verdict") == TIMEOUT for p in reply.get("programs") or [])
+                if obj.sha256 not in kw.failures and not timed_out:
                     results_cache.put(
-                        obj.sha256, obj.name, kernel_key, kw.replies.get(obj.sha256) or {}, kw.inventory, o.hello,
+                        obj.sha256, obj.name, kernel_key, reply, kw.inventory, o.hello,
                         self.fleet.accel,
                     )  # fmt: skip
             boot = o.boot_seconds if o.boot_seconds and o.boot_seconds < 4 * RESTORE_SECONDS else RESTORE_SECONDS
@@ -547,7 +559,10 @@ class Checker:
     def _program_result(base, name, section, gp, reply, kw: KernelWork, names) -> ProgramResult:
         verdict = gp.get("verdict") if gp.get("verdict") in (ACCEPTED, REJECTED) else REJECTED
         reason = message = None
-        if verdict == REJECTED:
+        if gp.get("verdict") == TIMEOUT:
+            verdict, reason = ERROR, "verifier_timeout"
+            message = f"{gp.get('message') or 'the verifier was stopped'}: no verdict (--program-timeout: the limit)"
+        elif verdict == REJECTED:
             c = classify(gp, reply, kw.inventory, names)
             reason, message = c.reason, c.message
         return ProgramResult(
@@ -556,7 +571,7 @@ class Checker:
             section=section or gp.get("section") or "",
             prog_type=gp.get("prog_type"),
             verdict=verdict,
-            stage=gp.get("stage") if verdict == REJECTED else None,
+            stage=gp.get("stage") if verdict != ACCEPTED else None,
             errno=gp.get("errno"),
             reason=reason,
             message=message,

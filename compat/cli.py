@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
     p.add_argument(
+        "--program-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds the verifier may spend on one program: one over it gets no verdict, the rest of its "
+        "object still does",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -345,7 +353,7 @@ def _load_baseline(path: Path):
 
 
 def cmd_check(args, cache: Cache) -> int:
-    from .check import DEFAULT_OBJECT_TIMEOUT, Checker, CheckOptions, load_objects
+    from .check import DEFAULT_OBJECT_TIMEOUT, DEFAULT_PROGRAM_TIMEOUT, Checker, CheckOptions, load_objects
     from .compare import compare
     from .gate import exit_status
     from .shard import Shard, restrict
@@ -353,6 +361,7 @@ def cmd_check(args, cache: Cache) -> int:
 
     _positive(args.jobs, "--jobs")
     _positive(args.object_timeout, "--object-timeout")
+    _positive(args.program_timeout, "--program-timeout")
     _positive(args.timeout, "--timeout")
     deadline = time.monotonic() + args.timeout if args.timeout else None
     if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
@@ -376,6 +385,7 @@ def cmd_check(args, cache: Cache) -> int:
     options = CheckOptions(
         attach=args.attach, jobs=args.jobs, refresh=args.refresh,
         object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
+        program_timeout=args.program_timeout or DEFAULT_PROGRAM_TIMEOUT,
         memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
         test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
         result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,

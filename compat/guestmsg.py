@@ -26,7 +26,8 @@ LOG_MAX = 32 << 20  # verifier logs (a frame's JSON is bounded at 32 MiB anyway)
 ITEMS_MAX = 1 << 16  # programs, maps, externs, helpers, ... in one reply
 KFUNCS_MAX = 1 << 18  # kfuncs a kernel's BTF declares
 INT_LIMIT = 1 << 63
-VERDICTS = ("accepted", "rejected")
+TIMEOUT = "timeout"  # the agent stopped the verifier at the program time limit: no verdict
+VERDICTS = ("accepted", "rejected", TIMEOUT)
 
 
 class MalformedReply(GuestError):

@@ -35,6 +35,7 @@ REASONS = {
     "complexity_limit": "complexity limit",
     "object_error": "object error (libbpf)",
     "infrastructure_error": "infrastructure error",
+    "verifier_timeout": "verifier time limit (no verdict)",
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .accel import qemu_version
 from .cache import Cache, sha256_file, sha256_json
-from .vm import KERNEL_CMDLINE, VM, VMConfig
+from .vm import KERNEL_CMDLINE, VM, VMConfig, cpu_model
 
 KIND = "snapshots"
 STATE = "state"
@@ -41,7 +41,6 @@ def snapshot_key(config: VMConfig, cache: Cache | None = None) -> str:
         st = p.stat()
         return _file_key(p, st.st_mtime_ns, st.st_size)
 
-    cpu = "host" if config.accel == "kvm" else "max"
     return sha256_json(
         {
             "format": FORMAT,
@@ -49,7 +48,7 @@ def snapshot_key(config: VMConfig, cache: Cache | None = None) -> str:
             "initrd": content(config.initrd),
             "qemu": qemu_version(),
             "accel": config.accel,
-            "cpu": cpu,
+            "cpu": cpu_model(config.accel),
             "memory": config.memory_mb,
             "cmdline": f"{KERNEL_CMDLINE} {config.extra_cmdline}",
         }

@@ -50,6 +50,12 @@ class GuestTimeout(GuestError):
     """The guest is alive but did not answer in time (a request's own timeout)."""
 
 
+def cpu_model(accel: str) -> str:
+    """QEMU's -cpu for an accelerator. Under TCG: every feature, but 4-level page tables (every
+    softmmu TLB miss walks the guest's page tables; see bench/speed.py)."""
+    return "host" if accel == "kvm" else "max,la57=off"
+
+
 def qemu_binary() -> str:
     path = shutil.which(os.environ.get("COMPAT_QEMU") or "qemu-system-x86_64")
     if not path:
@@ -93,7 +99,7 @@ class VM:
     # -- lifecycle --------------------------------------------------------------------------
     def command(self, sock_path: Path) -> list[str]:
         c = self.config
-        accel = ["-accel", "kvm", "-cpu", "host"] if c.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
+        accel = ["-accel", c.accel, "-cpu", cpu_model(c.accel)]
         cmdline = f"{KERNEL_CMDLINE} {c.extra_cmdline}".strip()
         return [
             qemu_binary(),

@@ -29,6 +29,7 @@ def compat(*args):
         (["--timeout", "0"], "--timeout must be positive"),
         (["--timeout", "-5"], "--timeout must be positive"),
         (["--object-timeout", "0"], "--object-timeout must be positive"),
+        (["--program-timeout", "-1"], "--program-timeout must be positive"),
     ],
 )
 def test_bad_bounds_are_usage_errors(tmp_path, args, words):

@@ -10,7 +10,7 @@ import sys
 
 import jsonschema
 import pytest
-from bpf_build import expected_mismatches
+from bpf_build import compile_command, expected_mismatches, find_clang
 
 from compat.results import SCHEMA_FILE, RunResult
 
@@ -76,3 +76,43 @@ def test_bad_inputs_are_reported_and_the_rest_still_checked(built_programs, tmp_
     assert "/bin/ls: an ELF file for EM_X86_64, not a BPF object" in errors[0]
     assert "empty file" in errors[1] and "no such file" in errors[2] and "is a directory" in errors[3]
     assert "count_getpid" in proc.stdout and "Traceback" not in proc.stderr
+
+
+SLOW_AND_QUICK = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+SEC("xdp") int quick_before(struct xdp_md *ctx) { return XDP_PASS; }
+
+SEC("xdp") int slow(struct xdp_md *ctx)
+{
+	__u64 hash = ctx->data_end - ctx->data;
+
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < (1 << 16); i++) {
+#pragma unroll
+		for (__u32 k = 0; k < 32; k++)
+			hash = (hash ^ (hash >> 7)) * 31 + k;
+		hash += i;
+	}
+	return hash & 1 ? XDP_PASS : XDP_DROP;
+}
+
+SEC("xdp") int quick_after(struct xdp_md *ctx) { return XDP_DROP; }
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_a_program_over_the_time_limit_gets_no_verdict_and_the_rest_of_its_object_do(tmp_path):
+    source, obj = tmp_path / "slow.bpf.c", tmp_path / "slow.o"
+    source.write_text(SLOW_AND_QUICK)
+    subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
+    # The slow program takes seconds of verification under emulation (1M insns), the limit 0.3 s.
+    proc = compat("check", str(obj), "--kernel", "6.12", "--no-cache", "--program-timeout", "0.3",
+                  "--format", "json", "--output", "-")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr  # a cell without a verdict
+    cells = {r["program"]: r for r in json.loads(proc.stdout)["results"]}
+    assert cells["slow"]["verdict"] == "error" and cells["slow"]["reason"] == "verifier_timeout", cells["slow"]
+    assert "program time limit (0.3 s)" in cells["slow"]["message"]
+    assert cells["quick_before"]["verdict"] == cells["quick_after"]["verdict"] == "accepted"

@@ -10,6 +10,8 @@ of their own at the end; without attach checks, never. (libbpf 1.6's bpf_object_
 not change this: a failed load still ends the object.) The verdict loads run the verifier at log
 level 4 (stats only: cheap, and it keeps E2BIG visible); a rejection that is not E2BIG gets
 one more load at level 1 with a bounded buffer for the full log (see DESIGN.md section 5).
+Every load bounds each program's verification by the request's program time limit
+(timelimit.py): a program over it gets no verdict ("timeout"), and the loads go on without it.
 
 What the object calls (helpers, kfuncs) is read from its ELF file directly, following calls
 into subprograms and callbacks: libbpf exposes a program's own instructions before load
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from . import kernelbtf
 from . import libbpf as lb
 from .elf import cstr, is_elf64le, section_body, section_headers, section_names
+from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
 STATS_LOG_SIZE = 64 << 10  # level 4: error lines and stats, a few hundred bytes
@@ -388,12 +391,21 @@ def _attach_type_name(prog_type_name: str, eat: int) -> str | None:
 class Checker:
     """One check request: open, load until every program has a verdict, attach, report."""
 
-    def __init__(self, data: bytes, name: str, attach: bool, kconfig: str | None = None, elf: dict | None = None):
+    def __init__(
+        self,
+        data: bytes,
+        name: str,
+        attach: bool,
+        kconfig: str | None = None,
+        elf: dict | None = None,
+        program_timeout: float | None = None,
+    ):
         self.data = data
         self.name = name
         self.want_attach = attach
         self.given_elf = elf  # the host's analyze_elf() of these bytes (elf_to_json), if it sent one
         self.kconfig = kconfig
+        self.program_timeout = program_timeout  # seconds of verification per program (None: no limit)
         self.progs: list[ProgState] = []
         self.maps: dict[str, dict] = {}
         self.failed_maps: set[str] = set()
@@ -524,12 +536,7 @@ class Checker:
                 return None
             again = self._verify_again()
             bufs = self._configure(obj, 4, names={p.name for p in pending} | again if again else None)
-            with lb.capture() as sink:
-                t0 = time.monotonic()
-                ret = obj.load()
-                elapsed = (time.monotonic() - t0) * 1000
-            self.timing["loads"].append({"ms": round(elapsed, 3), "programs": len(bufs), "level": 4, "ok": ret == 0})
-            lines = lb.lines(sink)
+            ret, lines, elapsed, stopped = self._load(obj, bufs, 4)
             logs = {n: b.value.decode("utf-8", "replace") for n, b in bufs.items()}
             stats = {n: parse_stats(log) for n, log in logs.items()}
             times = self._split_time(elapsed, {n: s for n, s in stats.items() if logs[n]} or stats)
@@ -568,7 +575,7 @@ class Checker:
             verified = sum((s.get("verification_time_us") or 0) for s in stats.values()) / 1000
             self.load_overhead_ms = max(elapsed - verified, 0.0)
             self._accepted_before_failure(obj_order, lines, logs, stats, times)
-            if not self._blame(-ret, lines, logs, stats, times):
+            if not self._blame(-ret, lines, logs, stats, times, stopped):
                 return None
         return None
 
@@ -637,23 +644,33 @@ class Checker:
     def _load_for_attach(self, obj: lb.Object, accepted: list[ProgState]) -> lb.Object | None:
         """Load the accepted programs that are not loaded yet, for their attach checks."""
         bufs = self._configure(obj, 4, names={p.name for p in accepted})  # alive while libbpf writes to them
-        with lb.capture() as sink:
-            t0 = time.monotonic()
-            ret = obj.load()
-            elapsed = (time.monotonic() - t0) * 1000
+        ret, lines, _, stopped = self._load(obj, bufs, 4)
         del bufs
-        self.timing["loads"].append({"ms": round(elapsed, 3), "programs": len(accepted), "level": 4, "ok": ret == 0})
         if ret == 0:
             for p in accepted:
                 p.loaded = obj_prog_fd(obj, p.name) >= 0
             return obj
         obj.close()
-        why = (_object_lines(lb.lines(sink)) or [lb.errno_text(-ret)])[-1]
+        why = self._over_limit() if stopped else (_object_lines(lines) or [lb.errno_text(-ret)])[-1]
         for p in accepted:
             p.attach = not_attempted(f"loading the accepted programs again for the attach check failed: {why}")
         return None
 
-    def _blame(self, err: int, lines: list[str], logs: dict, stats: dict, times: dict) -> bool:
+    def _load(self, obj: lb.Object, bufs: dict[str, ctypes.Array], level: int) -> tuple[int, list[str], float, bool]:
+        """bpf_object__load, each program's verification bounded by the program time limit:
+        0 or -errno, libbpf's messages, the wall time (ms), and whether a program was stopped."""
+        progs = [p for n in bufs if (p := obj.program(n)) is not None]
+        with lb.capture() as sink, program_time_limit(self.program_timeout, lambda: sum(p.fd >= 0 for p in progs)) as w:
+            t0 = time.monotonic()
+            ret = obj.load()
+            elapsed = (time.monotonic() - t0) * 1000
+        self.timing["loads"].append({"ms": round(elapsed, 3), "programs": len(bufs), "level": level, "ok": ret == 0})
+        return ret, lb.lines(sink), elapsed, ret != 0 and w is not None and w.fired
+
+    def _over_limit(self) -> str:
+        return f"the verifier did not finish within the program time limit ({self.program_timeout:g} s)"
+
+    def _blame(self, err: int, lines: list[str], logs: dict, stats: dict, times: dict, stopped: bool) -> bool:
         """Record who made a load fail; False when the failure is the whole object's."""
         by_name = {p.name: p for p in self.progs}
         failed = [m.group(1) for line in lines if (m := _FAILED_LOAD_RE.match(line))]
@@ -675,6 +692,9 @@ class Checker:
                 weak = [e for e in p.kfuncs if e in self.weak_kfuncs]
                 p.reject("load", err, explain(error_line(log), weak) or lb.errno_text(err), plines)
                 p.log, p.stats = log, stats.get(culprit, {})
+                if stopped and err == errno_mod.EAGAIN:  # no verdict: the verifier was stopped
+                    # (what the log and stats say is of libbpf's last retry, stopped at once)
+                    p.verdict, p.message, p.log, p.stats = "timeout", self._over_limit(), "", {}
                 p.load_ms = times.get(culprit, 0.0)
             return True
         maps = [m.group(1) for line in lines if (m := _MAP_FAILED_RE.match(line))]
@@ -714,14 +734,13 @@ class Checker:
                 continue
             try:
                 bufs = self._configure(obj, 1, only=p.name)
-                with lb.capture():
-                    t0 = time.monotonic()
-                    ret = obj.load()
-                    elapsed = (time.monotonic() - t0) * 1000
-                self.timing["loads"].append({"ms": round(elapsed, 3), "programs": 1, "level": 1, "ok": ret == 0})
+                ret, _, _, stopped = self._load(obj, bufs, 1)
                 log = bufs[p.name].value.decode("utf-8", "replace") if p.name in bufs else ""
             finally:
                 obj.close()
+            if stopped:
+                p.log += f"\n[compat: full verifier log not collected: {self._over_limit()} at log level 1]\n"
+                continue
             if not log.strip():
                 continue
             if ret == -errno_mod.ENOSPC or len(log) >= FULL_LOG_SIZE - 1:
@@ -820,7 +839,9 @@ def check(message: dict, payload: bytes) -> dict:
     btf = kernelbtf.install()  # once per guest (normally before the snapshot): libbpf's loads share it
     name = str(message.get("object") or "object.o")
     elf = message.get("elf") if isinstance(message.get("elf"), dict) else None
-    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf)
+    limit = message.get("program_timeout")
+    limit = float(limit) if isinstance(limit, (int, float)) and limit > 0 else None
+    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit)
     result = checker.run()
     return {
         "type": "check_result",
