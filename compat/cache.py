@@ -252,9 +252,10 @@ class Cache:
     def clean(self, kinds: Iterable[str] | None = None) -> int:
         """Remove whole kinds of entries (all when None); returns bytes freed."""
         freed = 0
-        targets = (
-            [self.root / k for k in kinds] if kinds else [p for p in self.root.iterdir()] if self.root.is_dir() else []
-        )
+        if kinds:
+            targets = [self.root / k for k in _kind_names(kinds)]
+        else:
+            targets = list(self.root.iterdir()) if self.root.is_dir() else []
         for target in targets:
             if target.name == "locks" or not target.exists():
                 continue
@@ -348,10 +349,7 @@ class Cache:
             found = self.root.iterdir() if self.root.is_dir() else []
             names = [p.name for p in found if not p.name.startswith(".")]  # .tmp-rm-*: a kind being cleaned
         else:
-            names = list(kinds)
-            for name in names:
-                if not _is_kind_name(name):
-                    raise UserError(f"'{name}' is not a kind of cache entries", "see 'compat cache info'")
+            names = _kind_names(kinds)
         # Locks last: the entries' own passes may leave lock files that are old and free.
         names = sorted(dict.fromkeys(names), key=lambda name: name == "locks")
         # A linked kind directory is another cache's (a benchmark's scratch cache shares apt/).
@@ -406,6 +404,15 @@ def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:
 def _is_kind_name(name: str) -> bool:
     """A directory right under the cache root that holds entries (not a temporary, not a path)."""
     return bool(name) and "/" not in name and not name.startswith(".")
+
+
+def _kind_names(names: Iterable[str]) -> list[str]:
+    """The names, each a kind (a UserError for anything else: a path must never reach a removal)."""
+    names = list(names)
+    for name in names:
+        if not _is_kind_name(name):
+            raise UserError(f"'{name}' is not a kind of cache entries", "see 'compat cache info'")
+    return names
 
 
 def _is_lock_file(kind: str, path: Path) -> bool:

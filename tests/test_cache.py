@@ -93,6 +93,12 @@ def test_clean_and_sweep(tmp_path):
     assert not stale.exists()
     assert cache.clean(["a"]) >= 100
     assert cache.lookup("a", "1") is None
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    for name in ("..", f"../{outside.name}", "a/1", ".tmp-x"):
+        with pytest.raises(UserError):  # a path never reaches a removal
+            cache.clean([name])
+    assert outside.is_dir() and tmp_path.is_dir()
 
 
 # -- pruning ---------------------------------------------------------------------------------
