@@ -8,10 +8,12 @@ apt's own signature and hash checks protect every package.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -33,6 +35,7 @@ DEBIAN_SECURITY_SUITES = ("bullseye-security", "bookworm-security", "trixie-secu
 # sid's Release file may be older than its Valid-Until on a frozen mirror.
 NO_VALID_UNTIL = ("sid", "unstable", "experimental")
 DEFAULT_MAX_AGE = 24 * 3600
+STOP_POLL_SECONDS = 0.5  # how soon a running apt notices that the run must stop
 # Answers of apt-cache queries, kept while the index they came from is unchanged: a run whose
 # kernels and image are all cached then asks apt nothing (48 apt-cache processes cost ~2-4 s).
 QUERY_MEMO = "state/compat-queries.json"
@@ -133,13 +136,20 @@ def debian_sources() -> list[AptSource]:
 class AptRepo:
     """A private apt root for a set of sources, with its own index, state and download cache."""
 
-    def __init__(self, cache: Cache, sources: list[AptSource], max_age: float | None = None):
+    def __init__(
+        self,
+        cache: Cache,
+        sources: list[AptSource],
+        max_age: float | None = None,
+        stop: Callable[[], str | None] | None = None,
+    ):
         for tool in ("apt-get", "apt-cache"):
             if not shutil.which(tool):
                 raise UserError(
                     f"{tool} is not installed", "compat fetches kernels with apt; run it on a Debian or Ubuntu host"
                 )
         self.sources = sources
+        self.stop = stop  # why apt must stop now (the run deadline passed), or None: polled while it runs
         key = sha256_json([s.lines() for s in sources])[:16]
         self.root = cache.dir("apt") / key
         self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
@@ -193,13 +203,30 @@ class AptRepo:
 
     def _run(self, args: list[str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-        proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+        # Its own process group, killed whole (apt's download methods too) when compat stops it:
+        # a big kernel package from a slow mirror must not outlive the run's deadline or Ctrl-C.
+        proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=STOP_POLL_SECONDS if self.stop else None)
+                    break
+                except subprocess.TimeoutExpired:
+                    reason = self.stop() if self.stop else None
+                    if reason:
+                        raise InfraError(f"{args[0]} {args[1]} stopped: {reason}") from None
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
         if check and proc.returncode != 0:
-            err = [
-                ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))
-            ] or proc.stderr.splitlines()
-            raise InfraError(f"{args[0]} {args[1]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
-        return proc
+            err_lines = [ln for ln in err.splitlines() if ln.startswith(("E:", "W:", "Err"))] or err.splitlines()
+            last = err_lines[-1] if err_lines else f"exit {proc.returncode}"
+            raise InfraError(f"{args[0]} {args[1]} failed: {last}")
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
     def update(self, force: bool = False) -> None:
         """Refresh the index when it is older than max_age (or forced); apt checks signatures."""

@@ -263,6 +263,10 @@ class Cache:
             _remove(target)
         return freed
 
+    def remove(self, kind: str, key: str) -> None:
+        """Remove one entry (named by compat itself, never by a user)."""
+        _remove(self.root / kind / key)
+
     def sweep_temporaries(self, older_than: float = 3600) -> None:
         """Remove temporary build directories left by killed processes."""
         now = time.time()

@@ -330,6 +330,10 @@ class Checker:
     def run_groups(self, groups: list[tuple[list[BpfObject], list[ObjectInfo]]]) -> list[RunResult]:
         """Check several groups of objects in one run (the same guests), one RunResult per group:
         `--baseline-object` checks the baseline objects next to the new ones, on the same kernels."""
+        with self._deadline():  # from the start: fetching kernels and building the image count too
+            return self._run_groups(groups)
+
+    def _run_groups(self, groups: list[tuple[list[BpfObject], list[ObjectInfo]]]) -> list[RunResult]:
         self.fleet.prepare()
         image = self.fleet.image
         assert image is not None
@@ -369,17 +373,16 @@ class Checker:
         if queues:
             spares = [threading.Thread(target=self._spare, args=(scheduler, state), daemon=True)
                       for _ in range(scheduler.spare_workers())]  # fmt: skip
-            with self._deadline():
+            for t in spares:
+                t.start()
+            try:
+                vm_outcomes = self.fleet.run(
+                    self._work(scheduler, state), only=set(queues), first=scheduler.start_order()
+                )
+            finally:
+                scheduler.stop()
                 for t in spares:
-                    t.start()
-                try:
-                    vm_outcomes = self.fleet.run(
-                        self._work(scheduler, state), only=set(queues), first=scheduler.start_order()
-                    )
-                finally:
-                    scheduler.stop()
-                    for t in spares:
-                        t.join()
+                    t.join()
         wall = round(time.monotonic() - t0, 2)
         by_id = {o.spec.id: o for o in vm_outcomes}
         outcomes: list[Outcome] = []

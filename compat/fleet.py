@@ -93,15 +93,15 @@ class Fleet:
         self.specs = specs
         self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.memory_mb = memory_mb
-        self.store = KernelStore(cache, refresh=refresh)
-        self.builder = ImageBuilder(cache, test_faults=test_faults)
+        self._cancelled = threading.Event()
+        self.cancel_reason = "interrupted"
+        self.store = KernelStore(cache, refresh=refresh, stop=self._stop_reason)
+        self.builder = ImageBuilder(cache, test_faults=test_faults, stop=self._stop_reason)
         self.image: Image | None = None
         self.accel: str | None = None
         self.resolved: dict[str, ResolvedKernel] = {}
         self._live: set[VM] = set()
         self._live_lock = threading.Lock()
-        self._cancelled = threading.Event()
-        self.cancel_reason = "interrupted"
         self.snapshots = Snapshots(cache, variant="test-faults" if test_faults else "") if snapshots_enabled() else None
 
     def prepare(self) -> None:
@@ -233,9 +233,13 @@ class Fleet:
             finally:
                 session.close()
 
+    def _stop_reason(self) -> str | None:
+        """Why downloads must stop now (see cancel), or None."""
+        return self.cancel_reason if self._cancelled.is_set() else None
+
     def cancel(self, reason: str = "interrupted") -> None:
         """Kill every running guest now (Ctrl-C, run deadline): workers see their VM die and stop,
-        and no new guest boots; unfinished work becomes an InfraError(reason)."""
+        no new guest boots and running downloads stop; unfinished work becomes an InfraError(reason)."""
         if not self._cancelled.is_set():
             self.cancel_reason = reason
         self._cancelled.set()

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,16 +87,17 @@ class ImageBuilder:
     image plus a marker file that arms the agent's fault hook. The marker is part of the cache
     key, so the product image (and its snapshots, keyed by the initrd) is never affected."""
 
-    def __init__(self, cache: Cache, test_faults: bool = False):
+    def __init__(self, cache: Cache, test_faults: bool = False, stop: Callable[[], str | None] | None = None):
         self.cache = cache
         self.recipe = load_recipe()
         self.test_faults = test_faults
+        self.stop = stop  # see AptRepo
         self._repo: AptRepo | None = None
 
     @property
     def repo(self) -> AptRepo:
         if self._repo is None:
-            self._repo = AptRepo(self.cache, debian_sources())
+            self._repo = AptRepo(self.cache, debian_sources(), stop=self.stop)
         return self._repo
 
     def _pick(self, name: str) -> PackageVersion:

@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,9 +82,10 @@ def image_package_re(flavour: str) -> re.Pattern[str]:
 class KernelStore:
     """Resolves matrix entries and keeps fetched kernels in the cache."""
 
-    def __init__(self, cache: Cache, refresh: bool = False):
+    def __init__(self, cache: Cache, refresh: bool = False, stop: Callable[[], str | None] | None = None):
         self.cache = cache
         self.refresh = refresh
+        self.stop = stop  # see AptRepo
         self._repos: dict[tuple, AptRepo] = {}
 
     # -- archives ---------------------------------------------------------------------------
@@ -103,7 +105,7 @@ class KernelStore:
             sources = debian_sources()
         key = (*tuple(s.lines()[0] for s in sources), len(sources))
         if key not in self._repos:
-            repo = AptRepo(self.cache, sources)
+            repo = AptRepo(self.cache, sources, stop=self.stop)
             repo.update(force=self.refresh)
             self._repos[key] = repo
         return self._repos[key]

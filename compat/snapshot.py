@@ -96,4 +96,4 @@ class Snapshots:
                 and entry.meta.get("variant", "") == self.variant
                 and entry.meta.get("memory", memory) == memory
             ):
-                self.cache.clean([f"{KIND}/{path.name}"])
+                self.cache.remove(KIND, path.name)

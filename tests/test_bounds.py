@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from compat.apt import AptRepo, AptSource
 from compat.cache import Cache
 from compat.errors import InfraError
 from compat.fleet import Fleet
@@ -48,6 +50,15 @@ def test_a_cancelled_fleet_boots_no_guest(tmp_path):
     with pytest.raises(InfraError, match=r"^run deadline exceeded$"):
         fleet._start(vm)
     assert vm.proc is None and not vm.workdir.exists() and not fleet._live
+
+
+def test_a_cancelled_fleet_stops_its_downloads(tmp_path):
+    fleet = Fleet(Cache(tmp_path), [])
+    repo = AptRepo(Cache(tmp_path), [AptSource("http://mirror.invalid/debian", ("trixie",))], stop=fleet._stop_reason)
+    assert repo._run(["true"]).returncode == 0
+    threading.Timer(0.2, fleet.cancel, ("run deadline exceeded",)).start()
+    with pytest.raises(InfraError, match=r"^sleep 600 stopped: run deadline exceeded$"):
+        repo._run(["sleep", "600"])  # a download from a slow mirror: killed, not waited for
 
 
 def test_snapshots_of_other_variants_and_memory_sizes_are_not_pruned(tmp_path):
