@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
-import re
-import struct
 import sys
 import tarfile
 import tempfile
@@ -38,14 +35,13 @@ from pathlib import Path
 # Runnable from a checkout without installing compat: the package sits one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compat_agent.elf import SECTION_HEADER
 from debian.debfile import DebFile
 from debian.debian_support import Version
-from elftools.elf.elffile import ELFFile
 
 from compat.apt import AptRepo, PackageVersion, debian_sources
 from compat.cache import Cache, sha256_file, write_atomic
-from compat.objfile import BadObject, inspect_bytes
+from compat.embedded import ELF64_HEADER, ELF_MAGIC, carve, is_bpf_elf, source_stem
+from compat.objfile import MAX_OBJECT_BYTES, BadObject, inspect_bytes
 from compat.paths import cache_root
 
 # Packages known (from trixie's Contents-amd64 and from what their sources build) to carry BPF
@@ -65,14 +61,8 @@ PACKAGES = (
 # package trixie lacks.
 SUITES = (("trixie", "trixie-security", "trixie-updates"), ("sid", "unstable"))
 
-EM_BPF = 247
-ELF_MAGIC = b"\x7fELF"
-ELF64_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr, little-endian
-MAX_OBJECT = 64 << 20  # compat's own limit for one object (compat/objfile.py)
 MANIFEST = "corpus.json"
 MANIFEST_SCHEMA = "compat-corpus/v2"
-# A C file name among the carved object's BTF/DWARF strings tells which skeleton it is.
-SOURCE_NAME = re.compile(rb"([A-Za-z0-9_][A-Za-z0-9_.-]*)\.c\x00")
 
 
 @dataclass
@@ -186,11 +176,11 @@ def _fetch(repo: AptRepo, pkg: PackageVersion, dest: Path, warn) -> list[CorpusO
         for member, data in _members(deb):
             if not data.startswith(ELF_MAGIC):
                 continue
-            if _is_bpf(data, 0):
+            if is_bpf_elf(data):
                 # A BPF object shipped as a file: kept whole, under its own name.
                 blobs = [(data, Path(member).name, None)]
             else:
-                blobs = [(blob, _carved_name(pkg.name, blob, off), off) for off, blob in _carve(data)]
+                blobs = [(blob, _carved_name(pkg.name, blob, off), off) for off, blob in carve(data, MAX_OBJECT_BYTES)]
             for blob, filename, offset in blobs:
                 digest = hashlib.sha256(blob).hexdigest()
                 if digest in seen:  # the same skeleton linked into two binaries
@@ -234,69 +224,9 @@ def _members(deb: Path):
                 yield info.name, f.read()
 
 
-def _header(data: bytes, off: int) -> tuple | None:
-    """The Elf64_Ehdr at off if it is a 64-bit little-endian one, else None."""
-    if off + ELF64_HEADER.size > len(data):
-        return None
-    hdr = ELF64_HEADER.unpack_from(data, off)
-    ident = hdr[0]
-    if ident[:4] != ELF_MAGIC or ident[4] != 2 or ident[5] != 1:  # ELFCLASS64, ELFDATA2LSB
-        return None
-    return hdr
-
-
-def _is_bpf(data: bytes, off: int) -> bool:
-    hdr = _header(data, off)
-    return hdr is not None and hdr[2] == EM_BPF
-
-
-def _object_size(data: bytes, off: int) -> int | None:
-    """The size of the BPF ELF object at off, from its header; None if it does not hold together.
-
-    An ELF object has no size field: it ends with its section header table (where clang and
-    bpftool's linker put it) or with the last section's contents, whichever is further.
-    """
-    hdr = _header(data, off)
-    if hdr is None or hdr[2] != EM_BPF:
-        return None
-    shoff, shentsize, shnum = hdr[6], hdr[11], hdr[12]
-    if shentsize != SECTION_HEADER.size or not 0 < shnum < 1 << 16:
-        return None
-    end = shoff + shnum * shentsize
-    if end > min(len(data) - off, MAX_OBJECT):
-        return None
-    for i in range(shnum):
-        sh = SECTION_HEADER.unpack_from(data, off + shoff + i * shentsize)
-        sh_type, sh_offset, sh_size = sh[1], sh[4], sh[5]
-        if sh_type != 8:  # SHT_NOBITS occupies no bytes in the file
-            end = max(end, sh_offset + sh_size)
-    return end if end <= min(len(data) - off, MAX_OBJECT) else None
-
-
-def _carve(data: bytes):
-    """(offset, bytes) of every BPF ELF object embedded in a host binary that pyelftools parses."""
-    start = 1  # offset 0 is the host binary's own header
-    while (off := data.find(ELF_MAGIC, start)) >= 0:
-        start = off + 1
-        size = _object_size(data, off)
-        if size is None:
-            continue
-        blob = data[off : off + size]
-        try:
-            elf = ELFFile(io.BytesIO(blob))
-            for section in elf.iter_sections():  # forces every section header to parse
-                section.name  # noqa: B018
-        except Exception:
-            continue  # a stray magic number, not an object
-        yield off, blob
-        start = off + size
-
-
 def _carved_name(package: str, blob: bytes, offset: int) -> str:
     """`<package>-<source name>.o` from the object's own BTF/DWARF file names, else the offset."""
-    stems = sorted({m.group(1).decode().removesuffix(".bpf") for m in SOURCE_NAME.finditer(blob)})
-    label = stems[0] if len(stems) == 1 else f"{offset:#x}"
-    return f"{package}-{label}.o"
+    return f"{package}-{source_stem(blob) or f'{offset:#x}'}.o"
 
 
 def _unique(directory: Path, filename: str) -> str:

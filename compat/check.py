@@ -28,7 +28,7 @@ from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
 from .matrix import KernelSpec
 from .modsyms import ModuleIndex, wanted_functions
-from .objfile import BadObject, BpfObject, read_object
+from .objfile import BadObject, BpfObject, read_objects
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
@@ -78,7 +78,7 @@ def locate_sources(obj: BpfObject, results: list[ProgramResult]) -> None:
 
 def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], list[str]]:
     """Validate every input; bad ones become one-line errors, the rest are checked. A file given
-    twice is checked once."""
+    twice is checked once; a binary stands for the BPF objects embedded in it."""
     objects, infos, errors = [], [], []
     given: dict[str, str] = {}  # absolute path -> the first spelling of that file
     for p in paths:
@@ -86,13 +86,16 @@ def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], l
     for absolute, name in display_names(list(given)).items():
         path = given[absolute]
         try:
-            obj = replace(read_object(path), name=name)
+            found = read_objects(path)
         except BadObject as e:
             errors.append(str(e))
             infos.append(ObjectInfo(object=name, path=str(path), error=str(e)))
             continue
-        objects.append(obj)
-        infos.append(ObjectInfo(obj.name, str(obj.path), obj.sha256, obj.size, [p.name for p in obj.programs]))
+        for obj in found:
+            # An object embedded in a binary is named binary:source.o: the binary's name as shown.
+            obj = replace(obj, name=name + obj.name[len(obj.path.name) :])
+            objects.append(obj)
+            infos.append(ObjectInfo(obj.name, str(obj.path), obj.sha256, obj.size, [p.name for p in obj.programs]))
     return objects, infos, errors
 
 

@@ -2,7 +2,8 @@
 
 The object is untrusted input. The host only reads it with pyelftools to reject what is not a
 BPF object (with one clear line), to name its programs, and to hash it; loading happens in
-the guests. Every parser exception becomes a BadObject, never a traceback.
+the guests. Every parser exception becomes a BadObject, never a traceback. A binary that
+embeds BPF objects (a libbpf skeleton, Go's bpf2go; see embedded.py) stands for those objects.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from .embedded import carve, source_stem
 from .errors import UserError
 
 EM_BPF = 247
 MAX_OBJECT_BYTES = 64 << 20  # far above real objects (tens of MB at most); bounds guest memory too
+MAX_BINARY_BYTES = 1 << 30  # a binary searched for embedded objects (Go binaries: 100+ MB)
 MAX_PROGRAMS = 4096
 
 
@@ -64,8 +67,9 @@ class BpfObject:
         return len(self.data)
 
 
-def read_object(path: Path, max_bytes: int = MAX_OBJECT_BYTES) -> BpfObject:
-    """Read and validate a BPF object file; raise BadObject with a one-line reason otherwise."""
+def read_objects(path: Path, max_bytes: int = MAX_OBJECT_BYTES) -> list[BpfObject]:
+    """The BPF object a file is, or the BPF objects embedded in it (named `file:source.o`, after
+    the C source each was built from); raise BadObject with a one-line reason when there is none."""
     path = Path(path)
     label = str(path)
     try:
@@ -80,14 +84,58 @@ def read_object(path: Path, max_bytes: int = MAX_OBJECT_BYTES) -> BpfObject:
         raise BadObject(f"{label}: not a regular file")
     if st.st_size == 0:
         raise BadObject(f"{label}: empty file")
-    if st.st_size > max_bytes:
-        raise BadObject(f"{label}: {st.st_size} bytes is more than the {max_bytes >> 20} MiB limit for one object")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            head = f.read(64)
+            # Another machine's ELF file (a binary, a library): the objects it embeds are checked.
+            binary = head[:4] == b"\x7fELF" and len(head) >= 20 and _machine(head) != EM_BPF
+            limit, what = (MAX_BINARY_BYTES, "a binary") if binary else (max_bytes, "one object")
+            if st.st_size > limit:
+                raise BadObject(f"{label}: {st.st_size} bytes is more than the {limit >> 20} MiB limit for {what}")
+            data = head + f.read()
     except OSError as e:
         raise BadObject(f"{label}: cannot read ({e.strerror})") from None
+    if binary:
+        return _embedded(path, data, max_bytes)
     programs = inspect_bytes(data, label)
-    return BpfObject(path, path.name, data, hashlib.sha256(data).hexdigest(), programs)
+    return [BpfObject(path, path.name, data, hashlib.sha256(data).hexdigest(), programs)]
+
+
+def _machine(head: bytes) -> int:
+    """e_machine of an ELF header, in the file's byte order."""
+    return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+
+
+def _embedded(path: Path, data: bytes, max_bytes: int) -> list[BpfObject]:
+    found: dict[str, BpfObject] = {}
+    refused: list[str] = []
+    for offset, blob in carve(data, max_bytes):
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest in found:
+            continue  # the same object linked in twice
+        stem = source_stem(blob) or f"{offset:#x}"
+        name, n = f"{path.name}:{stem}.o", 1
+        while any(o.name == name for o in found.values()):
+            n += 1
+            name = f"{path.name}:{stem}-{n}.o"
+        try:
+            programs = inspect_bytes(blob, name)
+        except BadObject as e:
+            refused.append(str(e))
+            continue
+        found[digest] = BpfObject(path, name, blob, digest, programs)
+    if found:
+        return list(found.values())
+    if refused:
+        raise BadObject(f"{path}: embeds no BPF object compat can check ({refused[0]})")
+    try:
+        machine = ELFFile(io.BytesIO(data))["e_machine"]
+    except Exception:
+        machine = "another machine"
+    raise BadObject(
+        f"{path}: an ELF file for {machine}, not a BPF object, and no BPF object is embedded in it "
+        "(build with clang -target bpf)"
+    )
 
 
 def inspect_bytes(data: bytes, label: str) -> tuple[ObjectProgram, ...]:

@@ -126,6 +126,18 @@ def build_programs(out_dir: Path | str, programs_dir: Path = PROGRAMS_DIR, jobs:
     return {name: obj for name, obj, _ in results}
 
 
+def embedding_binary(path: Path, objects: list[Path]) -> Path:
+    """A host (x86-64) ELF file holding the objects as byte arrays, as a libbpf skeleton does."""
+    arrays = [
+        f"const unsigned char object{i}[] = {{{', '.join(str(b) for b in o.read_bytes())}}};"
+        for i, o in enumerate(objects)
+    ]
+    src = path.with_suffix(".c")
+    src.write_text("\n".join(arrays) + "\n")
+    subprocess.run([find_clang(), "-c", "-O0", str(src), "-o", str(path)], check=True, timeout=300)
+    return path
+
+
 if __name__ == "__main__":
     # python tests/bpf_build.py OUT_DIR: build the test programs for a manual `compat check`.
     import sys

@@ -10,7 +10,7 @@ import sys
 
 import jsonschema
 import pytest
-from bpf_build import compile_command, expected_mismatches, find_clang
+from bpf_build import compile_command, embedding_binary, expected_mismatches, find_clang
 
 from compat.results import SCHEMA_FILE, RunResult
 
@@ -116,3 +116,13 @@ def test_a_program_over_the_time_limit_gets_no_verdict_and_the_rest_of_its_objec
     assert cells["slow"]["verdict"] == "error" and cells["slow"]["reason"] == "verifier_timeout", cells["slow"]
     assert "program time limit (0.3 s)" in cells["slow"]["message"]
     assert cells["quick_before"]["verdict"] == cells["quick_after"]["verdict"] == "accepted"
+
+
+def test_a_binary_is_checked_for_the_objects_it_embeds(built_programs, tmp_path):
+    # A tool built with a libbpf skeleton (or Go's bpf2go) carries its objects inside.
+    tool = embedding_binary(tmp_path / "tool", [built_programs["counter"], built_programs["xdp_no_bounds_check"]])
+    proc = compat("check", str(tool), "--kernel", "6.12", "--format", "json", "--output", "-")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [o["object"] for o in doc["objects"]] == ["tool:counter.o", "tool:xdp_no_bounds_check.o"]
+    assert {r["object"]: r["verdict"] for r in doc["results"]}["tool:counter.o"] == "accepted"

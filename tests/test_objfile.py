@@ -3,15 +3,16 @@
 from pathlib import Path
 
 import pytest
+from bpf_build import embedding_binary
 
 from compat.check import display_names, load_objects
-from compat.objfile import BadObject, read_object
+from compat.objfile import BadObject, read_objects
 
 
 def test_real_objects_list_their_programs(built_programs):
-    obj = read_object(built_programs["mixed_verdicts"])
+    [obj] = read_objects(built_programs["mixed_verdicts"])
     assert len(obj.programs) == 2 and len(obj.sha256) == 64 and obj.size > 0
-    counter = read_object(built_programs["counter"])
+    [counter] = read_objects(built_programs["counter"])
     assert [p.name for p in counter.programs] == ["count_getpid"]
 
 
@@ -30,7 +31,7 @@ def test_real_objects_list_their_programs(built_programs):
 def test_bad_objects(tmp_path, built_programs, make, words):
     path = make(tmp_path, built_programs)
     with pytest.raises(BadObject) as e:
-        read_object(path)
+        read_objects(path)
     msg = str(e.value)
     assert words in msg and str(path) in msg and "\n" not in msg
 
@@ -42,12 +43,12 @@ def test_object_without_programs(tmp_path):
     src.write_text("int data = 1;\n")
     subprocess.run(["clang", "-target", "bpf", "-O2", "-c", str(src), "-o", str(tmp_path / "nothing.o")], check=True)
     with pytest.raises(BadObject, match="no BPF programs"):
-        read_object(tmp_path / "nothing.o")
+        read_objects(tmp_path / "nothing.o")
 
 
 def test_size_limit(tmp_path, built_programs):
     with pytest.raises(BadObject, match="limit"):
-        read_object(built_programs["counter"], max_bytes=100)
+        read_objects(built_programs["counter"], max_bytes=100)
 
 
 def _write(path, data):
@@ -67,3 +68,22 @@ def test_objects_of_the_same_file_name_keep_apart(tmp_path, built_programs):
     assert [o.name for o in objects] == ["a/k.o", "b/k.o", "counter.o"]
     assert [i.object for i in infos] == ["a/k.o", "b/k.o", "counter.o"]
     assert display_names(["/x/k.o", "/y/x/k.o"]) == {"/x/k.o": "/x/k.o", "/y/x/k.o": "y/x/k.o"}
+
+
+def test_a_binary_stands_for_the_objects_it_embeds(tmp_path, built_programs):
+    counter, mixed = built_programs["counter"], built_programs["mixed_verdicts"]
+    tool = embedding_binary(tmp_path / "tool", [counter, mixed, counter])  # one linked in twice
+    found = read_objects(tool)
+    assert [o.name for o in found] == ["tool:counter.o", "tool:mixed_verdicts.o"]
+    assert found[0].data == counter.read_bytes() and found[1].data == mixed.read_bytes()
+    assert all(o.path == tool for o in found) and [p.name for p in found[0].programs] == ["count_getpid"]
+    objects, _, errors = load_objects([str(tool), str(counter)])
+    assert not errors and [o.name for o in objects] == ["tool:counter.o", "tool:mixed_verdicts.o", "counter.o"]
+
+
+def test_a_binary_without_embedded_objects_is_one_line(tmp_path):
+    tool = embedding_binary(tmp_path / "tool", [])
+    with pytest.raises(
+        BadObject, match=r": an ELF file for EM_X86_64, not a BPF object, and no BPF object is embedded"
+    ):
+        read_objects(tool)

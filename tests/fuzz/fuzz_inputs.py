@@ -8,7 +8,7 @@ frames and the guest's replies. Deterministic (seeded), no extra dependencies.
 Targets and what must hold:
 - objects: the programs/ objects (built with clang), mutated (bit flips, interesting integers in
   the ELF, section and symbol headers and inside .BTF/.BTF.ext, truncation, splices, ...), written
-  to a file and read with compat.objfile.read_object exactly as `compat check` reads its inputs.
+  to a file and read with compat.objfile.read_objects exactly as `compat check` reads its inputs.
   Every input is accepted or refused with a BadObject whose message is one line naming the file;
   each accepted one also goes through compat.sourcemap.locate (which parses line info).
 - frames: encoded guest messages, mutated, decoded with compat_agent.protocol.read_frame with the
@@ -50,7 +50,7 @@ from compat.check import Checker, CheckOptions, KernelWork  # noqa: E402
 from compat.fleet import Outcome  # noqa: E402
 from compat.inventory import Inventory  # noqa: E402
 from compat.matrix import KernelSpec  # noqa: E402
-from compat.objfile import BadObject, BpfObject, read_object  # noqa: E402
+from compat.objfile import BadObject, BpfObject, read_objects  # noqa: E402
 from compat.sourcemap import locate  # noqa: E402
 from compat.vm import REPLY_MAX_PAYLOAD  # noqa: E402
 
@@ -207,13 +207,13 @@ def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float
         nonlocal bad_reports
         path.write_bytes(data)
         try:
-            obj = read_object(path)
+            objects = read_objects(path)
         except BadObject as e:
             text = str(e)
             if not text.isprintable() or not text.startswith(str(path)) or len(text) > len(str(path)) + MAX_MESSAGE:
                 raise AssertionError(f"not a one-line report: {text[: MAX_MESSAGE * 2]!r}") from None
             return "refused"
-        for p in obj.programs:
+        for obj, p in ((o, p) for o in objects for p in o.programs):
             for reason, message in (("missing_helper", "helper bpf_loop (181) is not available"),
                                     ("missing_kfunc", "kfuncs bpf_iter_num_new are not available"),
                                     ("verifier_rejection", "x")):  # fmt: skip
