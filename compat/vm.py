@@ -1,9 +1,9 @@
 """One QEMU guest: boot a kernel with the guest image, talk to its agent, always clean up.
 
-The host listens on a unix socket; QEMU connects its virtio-serial port to it at start-up,
-so the channel exists before the guest boots. The console (ttyS0) is logged to a file: it
-is the evidence when a guest panics. Every wait has a deadline, and the QEMU process is
-killed on every exit path (errors, timeouts, Ctrl-C).
+The host listens on unix sockets; QEMU connects its virtio-serial port and its console (ttyS0)
+to them at start-up, so both exist before the guest boots. The console is logged to a file that
+keeps only its newest bytes (ConsoleLog): it is the evidence when a guest panics. Every wait has
+a deadline, and the QEMU process is killed on every exit path (errors, timeouts, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ KERNEL_CMDLINE = (
 )
 DEFAULT_MEMORY_MB = 512
 DEFAULT_BOOT_TIMEOUT = 90.0  # software emulation with every core busy is slow
-CONSOLE_TAIL_BYTES = 256 << 10  # read at most this much of a console log
+CONSOLE_TAIL_BYTES = 256 << 10  # keep and read at most about this much of a console log
+CONSOLE_READ_BYTES = 64 << 10
+CONSOLE_DRAIN_TIMEOUT = 5.0  # QEMU is dead: its last output is in the socket, read at once
 REPLY_MAX_PAYLOAD = 1 << 20  # guest replies are JSON; no reply needs a big binary payload
 
 
@@ -79,6 +81,71 @@ class VMConfig:
 SNAPSHOT_TIMEOUT = 60.0
 
 
+class ConsoleLog:
+    """A guest's console, copied from a socket to a file that keeps only the newest bytes: a guest
+    that floods its console (a warning storm) until its timeout must not fill the host's disk.
+
+    A daemon thread copies until EOF (QEMU exited). When the file has `limit` bytes it becomes
+    `path.old` and a new file starts: the two always hold the last `limit` bytes the guest wrote,
+    and never more than 2 * (limit + CONSOLE_READ_BYTES). The file stays readable from outside
+    (compat's fault tests watch it)."""
+
+    def __init__(self, path: Path, limit: int = CONSOLE_TAIL_BYTES):
+        self.path = path
+        self.old = path.with_name(path.name + ".old")
+        self.limit = limit
+        self._lock = threading.Lock()  # one writer, readers in other threads, close()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, conn: socket.socket) -> None:
+        """Copy what arrives on conn (which this now owns) in a daemon thread."""
+        # The thread holds this object, never the VM: a VM nobody closes is not kept alive by it.
+        self._thread = threading.Thread(target=self._copy, args=(conn,), name=f"console-{self.path.parent.name}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _copy(self, conn: socket.socket) -> None:
+        f, size = None, 0
+        try:
+            while chunk := conn.recv(CONSOLE_READ_BYTES):
+                with self._lock:
+                    if self._closed:  # the workdir is being removed: create nothing in it
+                        return
+                    if f is None or size >= self.limit:
+                        if f is not None:
+                            f.close()
+                            os.replace(self.path, self.old)
+                        # Unbuffered: readers see every chunk at once, for one syscall per chunk.
+                        f, size = open(self.path, "wb", buffering=0), 0  # noqa: SIM115 - kept open across chunks
+                    size += f.write(chunk)
+        except OSError:
+            pass  # the log is evidence, not a result: a failed write only shortens it
+        finally:
+            conn.close()
+            if f is not None:
+                f.close()
+
+    def wait(self, timeout: float) -> None:
+        """Wait (at most timeout seconds) until the copy reached EOF: call once QEMU is dead."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def tail(self) -> bytes:
+        """The last `limit` bytes the guest wrote (fewer if it wrote less)."""
+        data = b""
+        with self._lock:
+            for p in (self.old, self.path):
+                with contextlib.suppress(FileNotFoundError):
+                    data += p.read_bytes()
+        return data[-self.limit :]
+
+    def close(self) -> None:
+        """Write nothing more (before the files are removed); the thread ends at EOF."""
+        with self._lock:
+            self._closed = True
+
+
 class VM:
     """A running guest. Use as a context manager: it is killed on exit whatever happens."""
 
@@ -87,6 +154,7 @@ class VM:
         self.name = name
         self.workdir = Path(tempfile.mkdtemp(prefix=f"compat-{name[:20]}-"))
         self.console_path = self.workdir / "console.log"
+        self.console = ConsoleLog(self.console_path)
         self.qmp_path = self.workdir / "qmp.sock"
         self.proc: subprocess.Popen | None = None
         self.conn: socket.socket | None = None
@@ -97,7 +165,7 @@ class VM:
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------
-    def command(self, sock_path: Path) -> list[str]:
+    def command(self, sock_path: Path, console_sock: Path) -> list[str]:
         c = self.config
         accel = ["-accel", c.accel, "-cpu", cpu_model(c.accel)]
         cmdline = f"{KERNEL_CMDLINE} {c.extra_cmdline}".strip()
@@ -107,7 +175,7 @@ class VM:
             "-m", f"{c.memory_mb}M", "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(c.vmlinuz), "-initrd", str(c.initrd), "-append", cmdline,
-            "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
+            "-chardev", f"socket,id=con,path={console_sock}", "-serial", "chardev:con",
             "-device", "virtio-serial-pci",
             "-chardev", f"socket,id=ch0,path={sock_path}",
             "-device", f"virtserialport,chardev=ch0,name={PORT_NAME}",
@@ -117,13 +185,16 @@ class VM:
 
     def start(self) -> dict:
         """Boot the guest and wait for the agent's hello; returns it."""
-        sock_path = self.workdir / "ch.sock"
+        sock_path, console_sock = self.workdir / "ch.sock", self.workdir / "con.sock"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        console_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(str(sock_path))
             listener.listen(1)
+            console_listener.bind(str(console_sock))
+            console_listener.listen(1)
             t0 = time.monotonic()
-            command = self.command(sock_path)
+            command = self.command(sock_path, console_sock)
             if shutil.which("setpriv"):
                 # QEMU must not outlive compat, even when compat is killed outright: the kernel
                 # kills it when the thread that started it dies.
@@ -135,17 +206,10 @@ class VM:
                 stderr=open(self.workdir / "qemu.err", "wb"),  # noqa: SIM115 - owned by the child
                 start_new_session=True,  # Ctrl-C reaches compat, which then kills QEMU itself
             )
-            listener.settimeout(0.2)
             deadline = t0 + self.config.boot_timeout
-            while self.conn is None:
-                try:
-                    self.conn, _ = listener.accept()
-                except TimeoutError:
-                    self._check_alive("before connecting its channel")
-                    if time.monotonic() > deadline:
-                        raise GuestError(
-                            f"{self.name}: QEMU did not connect its channel", self.console_tail()
-                        ) from None
+            # QEMU connects both while it starts, before the guest runs: no output is lost.
+            self.console.start(self._accept(console_listener, deadline, "console"))
+            self.conn = self._accept(listener, deadline, "channel")
             if self.config.restore:
                 # The saved guest already said hello (to the host that saved it): resume it and
                 # check that its agent answers on the new connection.
@@ -167,6 +231,18 @@ class VM:
             return self.hello or hello
         finally:
             listener.close()
+            console_listener.close()
+
+    def _accept(self, listener: socket.socket, deadline: float, what: str) -> socket.socket:
+        """QEMU's connection to one of the sockets the host listens on."""
+        listener.settimeout(0.2)
+        while True:
+            try:
+                return listener.accept()[0]
+            except TimeoutError:
+                self._check_alive(f"before connecting its {what}")
+                if time.monotonic() > deadline:
+                    raise GuestError(f"{self.name}: QEMU did not connect its {what}", self.console_tail()) from None
 
     def _qmp(self, deadline: float, action, waiting=None):
         """Run action(qmp) on QEMU's monitor, after waiting(qmp) turns false (both may be None)."""
@@ -232,10 +308,11 @@ class VM:
         return f"{self.name}: the guest stopped (QEMU status {self.proc.returncode}) {when}"
 
     def console_tail(self, lines: int = 40) -> str:
+        """The last lines of the guest's console (of its last CONSOLE_TAIL_BYTES); "" once closed."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.console.wait(CONSOLE_DRAIN_TIMEOUT)  # so a panic's last words are in the file
         try:
-            with open(self.console_path, "rb") as f:
-                f.seek(max(f.seek(0, os.SEEK_END) - CONSOLE_TAIL_BYTES, 0))  # a guest may flood its console
-                text = f.read().decode(errors="replace")
+            text = self.console.tail().decode(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
@@ -252,6 +329,7 @@ class VM:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
+        self.console.close()  # after this its thread creates no file: rmtree removes everything
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> VM:
