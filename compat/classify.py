@@ -50,6 +50,33 @@ _COMPLEXITY = re.compile(
     r"processed \d{7,} insns|complexity limit"
 )
 _NO_BTF = re.compile(r"vmlinux BTF is not found|failed to find valid kernel BTF|kernel BTF is missing|BTF is required")
+# A kernel before 5.13 refuses any kfunc call instruction (src_reg BPF_PSEUDO_KFUNC_CALL) with this.
+_NO_KFUNC_CALLS = re.compile(r"BPF_CALL uses reserved fields")
+_KFUNC_NOT_ALLOWED = re.compile(r"calling kernel function (\w+) is not allowed")
+# The program reads an argument the kernel's function (or struct_ops callback) does not have.
+_NO_ARGUMENT = re.compile(r"func '(\w+)' doesn't have (\d+)-th argument")
+_UNSUPPORTED_MEMBER = re.compile(r"attach to unsupported member (\w+) of struct (\w+)")
+_NO_SLEEPABLE_TYPE = re.compile(r"Only (.+) programs can be sleepable")
+# libbpf resolved a kfunc extern by name, but the kernel declares it with another prototype.
+_INCOMPATIBLE_KFUNC = re.compile(r"extern \(func ksym\) '(\w+)': func_proto \[\d+\] incompatible with (\S+) \[")
+
+# struct_ops: what the guest agent says of a program it could not verify because of its map, and
+# what libbpf says when it cannot match a struct_ops map to the kernel's struct.
+_SO_SIBLING = re.compile(r"its struct_ops map '([\w.]+)' cannot be created without program '(\w+)'")
+_SO_FAILED = re.compile(r"its struct_ops map '([\w.]+)' could not be created")
+_SO_UNUSED = re.compile(r"a struct_ops program no struct_ops map uses|program isn't referenced anywhere")
+_SO_NO_TYPE = re.compile(r"struct_ops init_kern: struct (\w+) is not found in kernel BTF")
+_SO_NO_MEMBER = re.compile(r"struct_ops init_kern ([\w.]+): Cannot find member (\w+) in kernel BTF")
+_SO_MISMATCH = re.compile(
+    r"struct_ops init_kern ([\w.]+): (?:Unmatched member type|Error in size of member|kernel member|bitfield) (\w+)"
+)
+# struct_ops types users meet on kernels that lack them, and what those need.
+STRUCT_OPS_TYPES = {
+    "tcp_congestion_ops": "TCP congestion control in BPF needs Linux 5.6 or later",
+    "hid_bpf_ops": "HID-BPF needs Linux 6.11 or later, built with CONFIG_HID_BPF",
+    "sched_ext_ops": "sched_ext needs Linux 6.12 or later, built with CONFIG_SCHED_CLASS_EXT",
+    "Qdisc_ops": "BPF qdiscs need Linux 6.16 or later, built with CONFIG_NET_SCH_BPF",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,7 @@ def classify(
     obj: dict,
     inventory: Inventory | None,
     helper_names: dict[int, str],
+    _sibling: bool = False,
 ) -> Classified:
     """Classify one rejected program (a guest program record) on one kernel."""
     prog_type = program.get("prog_type")
@@ -117,6 +145,10 @@ def classify(
     if kfunc:
         return kfunc
 
+    struct_ops = _struct_ops_problem(program, obj, inv, text, helper_names, _sibling)
+    if struct_ops:
+        return struct_ops
+
     verified = bool(str(program.get("log") or "").strip())  # the verifier ran on the program itself
     for m in obj.get("maps") or []:
         # A map that failed blames the programs that never reached the verifier (libbpf stops the
@@ -150,6 +182,22 @@ def classify(
             )
         return Classified("missing_attach_target", f"attach target {target} does not exist on this kernel")
 
+    m = _NO_ARGUMENT.search(text)
+    if m:  # the kernel's prototype of the function (or struct_ops callback) has fewer arguments
+        func, n = m.group(1), int(m.group(2))
+        what = f"{func} takes fewer than {n} arguments on this kernel, and the program reads argument {n}"
+        return Classified("missing_attach_target", f"{what} (it was written for another kernel's prototype)")
+
+    m = _UNSUPPORTED_MEMBER.search(text)
+    if m:  # the struct_ops type refuses this callback (its check_member), at least for such a program
+        what = f"this kernel does not let BPF implement {m.group(1)} of struct {m.group(2)}"
+        return Classified("missing_attach_target", f"{what} (not at all, or not with this program, e.g. sleepable)")
+
+    m = _NO_SLEEPABLE_TYPE.search(str(program.get("log") or ""))
+    if m:
+        what = f"this kernel takes no sleepable {prog_type} programs (only {m.group(1)} programs can be sleepable)"
+        return Classified("missing_attach_target", what)
+
     m = _NOT_SLEEPABLE.search(str(program.get("log") or ""))
     if m:  # a fact of the kernel's build (Debian's lack CONFIG_FUNCTION_ERROR_INJECTION), not of the program
         return Classified(
@@ -180,6 +228,10 @@ def _kfunc_problem(program: dict, obj: dict, inv: Inventory, text: str, prog_typ
     missing = [e["name"] for e in externs if e["name"] in unresolved or _absent(e["name"], inv)]
     missing += [k for k in unresolved if k not in missing]
     mine = set(program.get("kfuncs") or [])
+    m = _INCOMPATIBLE_KFUNC.search(text)
+    if m and program.get("stage") == "prepare":  # a strong extern: libbpf fails the whole object
+        what = f"kfunc {m.group(1)} has another prototype on this kernel ({m.group(2)}) than the object declares"
+        return Classified("missing_kfunc", f"{what} (libbpf fails the whole object)")
     if missing and program.get("stage") == "prepare":
         # A strong kfunc extern that libbpf could not resolve fails the whole object.
         own = [k for k in missing if k in mine]
@@ -194,6 +246,12 @@ def _kfunc_problem(program: dict, obj: dict, inv: Inventory, text: str, prog_typ
         weak = [e["name"] for e in externs if e.get("weak") and (not mine or e["name"] in mine)]
         absent = [k for k in weak if _absent(k, inv)] or weak
         return Classified("missing_kfunc", _unguarded(absent))
+    if mine and _NO_KFUNC_CALLS.search(str(program.get("log") or "")):
+        what = f"this kernel cannot call kfuncs (Linux 5.13 and later can): the program calls {', '.join(sorted(mine))}"
+        return Classified("missing_kfunc", what)
+    m = _KFUNC_NOT_ALLOWED.search(text)
+    if m and m.group(1) in mine:  # for the program types the probe does not load (struct_ops, ext)
+        return Classified("missing_kfunc", f"kfunc {m.group(1)} is not allowed in {prog_type} programs on this kernel")
     for name in sorted(mine):
         # A kfunc the kernel lacks is "not allowed" in every program type: that is not the reason.
         if name in unresolved or _absent(name, inv):
@@ -201,6 +259,76 @@ def _kfunc_problem(program: dict, obj: dict, inv: Inventory, text: str, prog_typ
         if inv.kfunc_allowed.get(name, {}).get(prog_type or "") is False:
             return Classified("missing_kfunc", f"kfunc {name} is not allowed in {prog_type} programs on this kernel")
     return None
+
+
+def _struct_ops_problem(
+    program: dict, obj: dict, inv: Inventory, text: str, helper_names: dict[int, str], sibling: bool
+) -> Classified | None:
+    """A struct_ops program the agent could not verify because of its map, or a struct_ops map libbpf
+    could not match to the kernel's struct: the real cause, in words."""
+    if _SO_UNUSED.search(text):  # the object's own doing, on any kernel
+        what = "no struct_ops map of the object uses this struct_ops program (libbpf loads one only for its maps)"
+        if "isn't referenced anywhere" in text:  # SEC("struct_ops/<name>") asks for it to be loaded all the same
+            what += ", and its section asks libbpf to load it: that fails the whole object unless the loader turns "
+            what += "it off (bpf_program__set_autoload)"
+        return Classified("object_error", what)
+    m = _SO_SIBLING.search(text)
+    if m and not sibling:  # the map needs every program it names: the rejected one is the cause
+        name, culprit = m.groups()
+        programs = [p for p in obj.get("programs") or [] if isinstance(p, dict)]
+        record = next((p for p in programs if p.get("program") == culprit and p.get("verdict") == "rejected"), None)
+        if record is not None:
+            c = classify(record, obj, inv, helper_names, _sibling=True)
+            what = f"not verified: struct_ops map {name} cannot be created without {culprit}, which this kernel rejects"
+            return Classified(c.reason, f"{what}: {c.message}")
+    m = _SO_NO_TYPE.search(text)
+    if m:
+        tname = m.group(1).removeprefix("bpf_struct_ops_")
+        return Classified(
+            "missing_attach_target", f"struct_ops type {tname} does not exist on this kernel{_needs(tname)}"
+        )
+    m = _SO_NO_MEMBER.search(text)
+    if m:
+        name, member = m.groups()
+        what = (
+            f"struct_ops map {name} sets {member}, which this kernel's struct {_struct_ops(obj, name)['type']} "
+            "does not have (libbpf leaves out a member the kernel lacks only when the object leaves it NULL or zero)"
+        )
+        return Classified("missing_attach_target", what)
+    m = _SO_MISMATCH.search(text)
+    if m:
+        name, member = m.groups()
+        line = next(line for line in text.splitlines() if m.group(0) in line).strip()[:300]
+        what = f"member {member} of struct {_struct_ops(obj, name)['type']} differs on this kernel ({line})"
+        return Classified("missing_attach_target", what)
+    m = _SO_FAILED.search(text)
+    link = m and _struct_ops(obj, m.group(1))["link"] and inv.features.get("struct_ops_link") is False
+    if link and inv.map_types.get("struct_ops") is not False:  # else the map type is the reason (classify)
+        what = (
+            f'struct_ops map {m.group(1)} is declared SEC(".struct_ops.link"), which creates it with BPF_F_LINK '
+            'to attach it as a BPF link: that needs Linux 6.4 or later (SEC(".struct_ops") works on older kernels)'
+        )
+        return Classified("unsupported_map_type", what)
+    return None
+
+
+def _struct_ops(obj: dict, name: str) -> dict:
+    """What the guest says of a struct_ops map of the object: its kernel struct and whether it has BPF_F_LINK."""
+    for m in obj.get("maps") or []:
+        so = m.get("struct_ops") if isinstance(m, dict) and m.get("name") == name else None
+        if isinstance(so, dict):
+            tname = so.get("type")
+            return {"type": tname[:200] if isinstance(tname, str) else "?", "link": so.get("link") is True}
+    return {"type": "?", "link": False}
+
+
+def _needs(tname: str) -> str:
+    """What a struct_ops type the kernel lacks needs, when it is a known one."""
+    if tname in STRUCT_OPS_TYPES:
+        return f" ({STRUCT_OPS_TYPES[tname]})"
+    if tname.startswith("bpf_testmod"):
+        return " (bpf_testmod, the kernel's BPF selftests module, defines it: no distribution kernel ships it)"
+    return " (not in the BTF of the kernel or of a loaded module)"
 
 
 def _unguarded(names: list[str]) -> str:

@@ -199,6 +199,7 @@ _MAP = record(
         "ok": boolean(optional=True),
         "errno": integer(optional=True),
         "note": string(optional=True),
+        "struct_ops": record({"type": string(), "link": boolean()}, required=("type", "link"), optional=True),
     },
     required=("name",),
 )
@@ -238,6 +239,7 @@ _PROBE_RESULT = record(
         "kfuncs_source": string(optional=True),
         "kfunc_allowed": mapping(_BOOL_MAP, KFUNCS_MAX),
         "timings": mapping(number(optional=True), 64, optional=True),
+        "features": mapping(boolean(), 64, optional=True),
     },
     required=("type", "prog_types", "map_types", "helpers", "helper_names", "kfuncs_btf", "kfunc_allowed"),
 )

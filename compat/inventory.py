@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Named kernel features the probe reports besides types, helpers and kfuncs.
+FEATURES = ("struct_ops_link",)  # struct_ops maps with BPF_F_LINK (SEC(".struct_ops.link")), Linux 6.4
+
 
 @dataclass
 class Inventory:
@@ -20,6 +23,7 @@ class Inventory:
     kfuncs: set[str] = field(default_factory=set)  # kfuncs in vmlinux and module BTF
     kfuncs_checked: set[str] = field(default_factory=set)  # kfuncs asked for by name: absent means missing
     kfunc_allowed: dict[str, dict[str, bool]] = field(default_factory=dict)  # kfunc -> prog type -> ok
+    features: dict[str, bool] = field(default_factory=dict)  # FEATURES name -> supported (absent: not probed)
 
     @classmethod
     def from_probe(cls, probe: dict) -> Inventory:
@@ -31,6 +35,7 @@ class Inventory:
         helpers = probe.get("helpers") if isinstance(probe.get("helpers"), dict) else {}
         names = probe.get("helper_names") if isinstance(probe.get("helper_names"), dict) else {}
         allowed = probe.get("kfunc_allowed") if isinstance(probe.get("kfunc_allowed"), dict) else {}
+        features = probe.get("features") if isinstance(probe.get("features"), dict) else {}
         return cls(
             prog_types=bool_map(probe.get("prog_types")),
             map_types=bool_map(probe.get("map_types")),
@@ -38,6 +43,7 @@ class Inventory:
             helper_names={int(k): str(v) for k, v in names.items() if str(k).isdigit()},
             kfuncs={str(k) for k in probe.get("kfuncs_btf") or [] if isinstance(k, str)},
             kfunc_allowed={str(k): bool_map(v) for k, v in allowed.items()},
+            features={k: features[k] for k in FEATURES if isinstance(features.get(k), bool)},
         )
 
     def to_json(self) -> dict:
@@ -48,6 +54,7 @@ class Inventory:
             "helper_names": {str(k): v for k, v in sorted(self.helper_names.items())},
             "kfuncs_btf": sorted(self.kfuncs),
             "kfunc_allowed": self.kfunc_allowed,
+            "features": self.features,
         }
 
     def helper_available(self, prog_type: str | None, helper: int) -> bool | None:

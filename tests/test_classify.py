@@ -260,3 +260,136 @@ def test_a_failed_map_is_not_blamed_on_programs_verified_without_it():
     assert classify(verified, obj, inv, NAMES).reason == "verifier_rejection"
     never = rec(prog_type="tracing", stage="prepare", libbpf_log="map 'cgrp_ls_map': failed to create: -22")
     assert classify(never, obj, inv, NAMES).reason == "unsupported_map_type"
+
+
+# struct_ops: real texts of the kernel selftests' objects and programs/struct_ops.bpf.c on Debian's kernels.
+INV_61 = Inventory(prog_types={"struct_ops": True}, map_types={"struct_ops": True},
+                   features={"struct_ops_link": False})  # fmt: skip
+INV_612 = Inventory(prog_types={"struct_ops": True}, map_types={"struct_ops": True},
+                    features={"struct_ops_link": True})  # fmt: skip
+
+
+def so_map(name, tname="tcp_congestion_ops", link=False, ok=False, errno=-22):
+    return {"name": name, "type": "struct_ops", "ok": ok, "errno": errno, "struct_ops": {"type": tname, "link": link}}
+
+
+def so_rec(**kw):
+    return rec(**{"prog_type": "struct_ops", "stage": "prepare", "errno": None, **kw})
+
+
+def test_struct_ops_type_the_kernel_lacks():
+    line = "struct_ops init_kern: struct sched_ext_ops is not found in kernel BTF"
+    obj = {"maps": [so_map("simple_ops", "sched_ext_ops", errno=-2)]}
+    r = so_rec(message=f"not verified: its struct_ops map 'simple_ops' could not be created ({line})")
+    c = classify(r, obj, INV_61, NAMES)
+    assert (c.reason, c.message) == (
+        "missing_attach_target",
+        "struct_ops type sched_ext_ops does not exist on this kernel "
+        "(sched_ext needs Linux 6.12 or later, built with CONFIG_SCHED_CLASS_EXT)",
+    )
+    # Newer libbpf looks for the value type first; a whole-object failure (no ELF analysis) says the same.
+    newer = "struct_ops init_kern: struct bpf_struct_ops_hid_bpf_ops is not found in kernel BTF"
+    c = classify(so_rec(errno=2, message=newer, libbpf_log=newer), {}, INV_61, NAMES)
+    assert c.reason == "missing_attach_target" and c.message.startswith("struct_ops type hid_bpf_ops does not exist")
+    assert "CONFIG_HID_BPF" in c.message
+    odd = "struct_ops init_kern: struct compat_no_such_ops is not found in kernel BTF"
+    c = classify(so_rec(message=odd), {}, INV_61, NAMES)
+    assert c.message.endswith("(not in the BTF of the kernel or of a loaded module)")
+
+
+def test_struct_ops_member_the_kernel_lacks():
+    line = "struct_ops init_kern dummy_1: Cannot find member test_sleepable in kernel BTF"
+    obj = {"maps": [so_map("dummy_1", "bpf_dummy_ops", errno=-95)]}
+    c = classify(so_rec(message=f"not verified: its struct_ops map 'dummy_1' could not be created ({line})"), obj,
+                 INV_61, NAMES)  # fmt: skip
+    assert c.reason == "missing_attach_target"
+    assert c.message.startswith(
+        "struct_ops map dummy_1 sets test_sleepable, which this kernel's struct bpf_dummy_ops does not have"
+    )
+    mismatch = "struct_ops init_kern ops: Error in size of member name: 32 != 16(kernel)"
+    c = classify(so_rec(message=mismatch), {"maps": [so_map("ops")]}, INV_61, NAMES)
+    assert c.reason == "missing_attach_target"
+    assert c.message == f"member name of struct tcp_congestion_ops differs on this kernel ({mismatch})"
+
+
+def test_struct_ops_link_map_before_6_4():
+    message = ("not verified: its struct_ops map 'ca_update_1' could not be created "
+               "(map 'ca_update_1': failed to create: Invalid argument(-22))")  # fmt: skip
+    obj = {"maps": [so_map("ca_update_1", link=True)]}
+    c = classify(so_rec(message=message), obj, INV_61, NAMES)
+    assert c.reason == "unsupported_map_type"
+    assert 'declared SEC(".struct_ops.link")' in c.message and "Linux 6.4" in c.message
+    # Where links are supported, the failure is something else: said as a map that failed.
+    assert classify(so_rec(message=message), obj, INV_612, NAMES).reason == "object_error"
+    # A kernel without struct_ops maps at all: the map type is the reason.
+    old = Inventory(map_types={"struct_ops": False}, features={"struct_ops_link": False})
+    c = classify(so_rec(message=message), obj, old, NAMES)
+    assert (c.reason, c.message) == (
+        "unsupported_map_type",
+        "map type struct_ops (map ca_update_1) is not supported by this kernel",
+    )
+
+
+def test_struct_ops_program_not_verified_carries_its_siblings_reason():
+    log = "BPF_CALL uses reserved fields\nprocessed 0 insns (limit 1000000) max_states_per_insn 0\n"
+    culprit = rec(program="cc_cong_avoid", prog_type="struct_ops", log=log, kfuncs=["tcp_reno_cong_avoid"])
+    sibling = so_rec(program="cc_ssthresh", message="not verified: its struct_ops map 'compat_cc' cannot be created "
+                     "without program 'cc_cong_avoid', which was rejected")  # fmt: skip
+    obj = {"programs": [culprit, sibling], "maps": [so_map("compat_cc", ok=None, errno=None)],
+           "externs": [{"name": "tcp_reno_cong_avoid", "kind": "kfunc", "weak": False}]}  # fmt: skip
+    inv = Inventory(prog_types={"struct_ops": True}, map_types={"struct_ops": True}, kfuncs={"tcp_reno_cong_avoid"},
+                    kfuncs_checked={"tcp_reno_cong_avoid"})  # fmt: skip
+    own = classify(culprit, obj, inv, NAMES)
+    assert (own.reason, own.message) == (
+        "missing_kfunc",
+        "this kernel cannot call kfuncs (Linux 5.13 and later can): the program calls tcp_reno_cong_avoid",
+    )
+    c = classify(sibling, obj, inv, NAMES)
+    assert c.reason == "missing_kfunc"
+    assert c.message == (
+        f"not verified: struct_ops map compat_cc cannot be created without cc_cong_avoid, which this kernel "
+        f"rejects: {own.message}"
+    )
+
+
+def test_struct_ops_callbacks_the_kernel_declares_otherwise():
+    # bpf_cc_cubic on 6.1: cong_control gained arguments in 6.10
+    log = ("5: (79) r4 = *(u64 *)(r1 +24)\nfunc 'cong_control' doesn't have 4-th argument\n"
+           "invalid bpf_context access off=24 size=8\nprocessed 6 insns (limit 1000000)\n")  # fmt: skip
+    c = classify(rec(prog_type="struct_ops", errno=13, log=log), {}, INV_61, NAMES)
+    assert (c.reason, c.message) == (
+        "missing_attach_target",
+        "cong_control takes fewer than 4 arguments on this kernel, and the program reads argument 4 "
+        "(it was written for another kernel's prototype)",
+    )
+    log = "attach to unsupported member get_info of struct tcp_congestion_ops\nprocessed 0 insns (limit 1000000)\n"
+    c = classify(rec(prog_type="struct_ops", errno=524, log=log), {}, INV_61, NAMES)
+    assert c.reason == "missing_attach_target"
+    assert c.message.startswith("this kernel does not let BPF implement get_info of struct tcp_congestion_ops")
+    log = "Only fentry/fexit/fmod_ret, lsm, and kprobe/uprobe programs can be sleepable\nprocessed 0 insns\n"
+    c = classify(rec(prog_type="struct_ops", log=log), {}, INV_61, NAMES)
+    assert c.reason == "missing_attach_target" and "no sleepable struct_ops programs" in c.message
+    # tcp_ca_kfunc on 6.1: bbr_main is a kfunc there too, with the older prototype
+    line = "extern (func ksym) 'bbr_main': func_proto [517] incompatible with tcp_bbr [100769]"
+    c = classify(so_rec(errno=22, message=line, libbpf_log=line), {}, INV_61, NAMES)
+    assert (c.reason, c.message) == (
+        "missing_kfunc",
+        "kfunc bbr_main has another prototype on this kernel (tcp_bbr) than the object declares "
+        "(libbpf fails the whole object)",
+    )
+
+
+def test_struct_ops_program_no_map_uses():
+    c = classify(so_rec(message="libbpf did not load this program (a struct_ops program no struct_ops map uses)"),
+                 {}, INV_61, NAMES)  # fmt: skip
+    assert c.reason == "object_error" and "no struct_ops map of the object uses this struct_ops program" in c.message
+    line = """SEC("struct_ops") program isn't referenced anywhere, did you forget to use it?"""
+    c = classify(so_rec(errno=22, message=line), {}, INV_61, NAMES)
+    assert c.reason == "object_error" and "fails the whole object unless the loader turns it off" in c.message
+
+
+def test_inventory_features_from_probe():
+    inv = Inventory.from_probe({"features": {"struct_ops_link": False, "junk": True}})
+    assert inv.features == {"struct_ops_link": False} and inv.to_json()["features"] == {"struct_ops_link": False}
+    assert Inventory.from_probe({"features": {"struct_ops_link": "yes"}}).features == {}
+    assert Inventory.from_probe({"features": ["struct_ops_link"]}).features == {}

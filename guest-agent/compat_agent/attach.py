@@ -336,7 +336,8 @@ def attach_struct_ops(obj: lb.Object) -> dict:
     """Register every struct_ops map of the object (then unregister): one record for its programs."""
     names = []
     for m in obj.maps():
-        if lb.map_type_str(m.map_type) != "struct_ops" or m.fd < 0:
+        # Not created (left out by the check, or SEC("?.struct_ops")): libbpf gave it a placeholder fd.
+        if lb.map_type_str(m.map_type) != "struct_ops" or m.fd < 0 or not m.autocreate:
             continue
         try:
             _link_then_detach("bpf_map__attach_struct_ops", m.ptr)

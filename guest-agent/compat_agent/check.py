@@ -87,6 +87,11 @@ STB_WEAK = 2
 BPF_CALL = 0x85
 BPF_LD_IMM64 = 0x18
 BTF_KIND_FUNC, BTF_KIND_VAR, BTF_KIND_DATASEC = 12, 14, 15
+BTF_KIND_STRUCT = 4
+_BTF_MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type tag
+STT_SECTION = 3
+# The sections libbpf makes struct_ops maps of ("?": not created unless the loader asks).
+STRUCT_OPS_SECTIONS = (".struct_ops", ".struct_ops.link", "?.struct_ops", "?.struct_ops.link")
 BTF_LINKAGE_EXTERN = 2
 # Bytes that follow a BTF type's 12-byte header, by kind, as a function of vlen.
 _BTF_EXTRA = {
@@ -119,35 +124,70 @@ class ElfInfo:
 
     externs: list[dict] = field(default_factory=list)
     calls: dict[tuple[str, str], tuple[list[int], list[str]]] = field(default_factory=dict)
+    # struct_ops map -> {"type": kernel struct, "link": BPF_F_LINK (.struct_ops.link), "programs": [...]}
+    struct_ops: dict[str, dict] = field(default_factory=dict)
+
+
+def _btf_types(btf: bytes) -> tuple[bytes, bytes, list[tuple[int, int, int, int, int]]]:
+    """The type and string sections of an object's .BTF and, per type id from 1, (kind, name_off,
+    vlen, size or type, offset of the bytes after its 12-byte header in the type section)."""
+    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
+    types = btf[hdr_len + type_off : hdr_len + type_off + type_len]
+    strs = btf[hdr_len + str_off : hdr_len + str_off + str_len]
+    table = []
+    pos = 0
+    while pos + 12 <= len(types):
+        name_off, info, size = struct.unpack_from("<III", types, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        table.append((kind, name_off, vlen, size, pos + 12))
+        pos += 12 + _BTF_EXTRA.get(kind, lambda v: 0)(vlen)
+    return types, strs, table
 
 
 def btf_externs(btf: bytes) -> dict[str, str]:
     """{name: "kfunc"|"ksym"|"kconfig"} for the extern declarations in an object's .BTF."""
-    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
-    types = btf[hdr_len + type_off : hdr_len + type_off + type_len]
-    strs = btf[hdr_len + str_off : hdr_len + str_off + str_len]
-    pos, type_id = 0, 1
+    types, strs, table = _btf_types(btf)
     funcs: dict[int, str] = {}
     variables: dict[int, str] = {}
     section_of: dict[int, str] = {}
-    while pos + 12 <= len(types):
-        name_off, info, _ = struct.unpack_from("<III", types, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        extra = _BTF_EXTRA.get(kind, lambda v: 0)(vlen)
+    for type_id, (kind, name_off, vlen, _, extra) in enumerate(table, 1):
         if kind == BTF_KIND_FUNC and vlen == BTF_LINKAGE_EXTERN:
             funcs[type_id] = cstr(strs, name_off)
-        elif kind == BTF_KIND_VAR and struct.unpack_from("<I", types, pos + 12)[0] == BTF_LINKAGE_EXTERN:
+        elif kind == BTF_KIND_VAR and struct.unpack_from("<I", types, extra)[0] == BTF_LINKAGE_EXTERN:
             variables[type_id] = cstr(strs, name_off)
         elif kind == BTF_KIND_DATASEC:
             sec = cstr(strs, name_off)
             for i in range(vlen):
-                (member,) = struct.unpack_from("<I", types, pos + 12 + 12 * i)
+                (member,) = struct.unpack_from("<I", types, extra + 12 * i)
                 section_of[member] = sec
-        pos += 12 + extra
-        type_id += 1
     out = dict.fromkeys(funcs.values(), "kfunc")
     for tid, name in variables.items():
         out[name] = "kconfig" if section_of.get(tid) == ".kconfig" else "ksym"
+    return out
+
+
+def btf_struct_ops(btf: bytes) -> dict[str, list[tuple[str, str, int, int]]]:
+    """{struct_ops section: [(map name, kernel type name, offset, size)]} from an object's .BTF:
+    libbpf makes a map of each variable of those sections, of the kernel struct its type names
+    (a "___flavor" suffix left out, as libbpf does)."""
+    types, strs, table = _btf_types(btf)
+    out: dict[str, list[tuple[str, str, int, int]]] = {}
+    for kind, name_off, vlen, _, extra in table:
+        sec = cstr(strs, name_off)
+        if kind != BTF_KIND_DATASEC or sec not in STRUCT_OPS_SECTIONS:
+            continue
+        for i in range(vlen):
+            var, offset, size = struct.unpack_from("<III", types, extra + 12 * i)
+            if not 0 < var <= len(table) or table[var - 1][0] != BTF_KIND_VAR:
+                continue
+            type_id = table[var - 1][3]
+            for _ in range(16):  # through typedefs and qualifiers to the struct
+                if not 0 < type_id <= len(table) or table[type_id - 1][0] not in _BTF_MODIFIERS:
+                    break
+                type_id = table[type_id - 1][3]
+            if 0 < type_id <= len(table) and table[type_id - 1][0] == BTF_KIND_STRUCT:
+                tname = cstr(strs, table[type_id - 1][1]).split("___")[0]
+                out.setdefault(sec, []).append((cstr(strs, table[var - 1][1]), tname, offset, size))
     return out
 
 
@@ -178,9 +218,11 @@ def analyze_elf(data: bytes) -> ElfInfo:
                 target[r_offset] = r_info >> 32
 
     btf_kinds: dict[str, str] = {}
+    struct_ops_vars: dict[str, list[tuple[str, str, int, int]]] = {}
     if ".BTF" in names:
         with contextlib.suppress(struct.error, ValueError):
             btf_kinds = btf_externs(body(names.index(".BTF")))
+            struct_ops_vars = btf_struct_ops(body(names.index(".BTF")))
     info = ElfInfo()
     seen = set()
     for sym in syms:
@@ -242,13 +284,38 @@ def analyze_elf(data: bytes) -> ElfInfo:
             continue
         if secs[sec][2] & SHF_EXECINSTR:
             info.calls[(names[sec], sym.name)] = walk(sec, sym.value, sym.value + (sym.size or secs[sec][5]))
+
+    # struct_ops maps: their function pointers are relocations against the programs they name.
+    for sec_name, variables in struct_ops_vars.items():
+        if sec_name not in names:
+            continue
+        sec = names.index(sec_name)
+        slots = sorted(relocs.get(sec, {}).items())
+        placed = {sym.name: (sym.value, sym.size) for sym in syms if sym.shndx == sec and sym.kind != STT_SECTION}
+        for name, tname, offset, size in variables:
+            offset, size = placed.get(name, (offset, size))  # clang leaves DATASEC offsets 0: libbpf reads them here
+            progs = []
+            for r_offset, sym_index in slots:
+                sym = syms[sym_index] if sym_index < len(syms) else None
+                if sym is None or not offset <= r_offset < offset + size:
+                    continue
+                if sym.kind == STT_SECTION and 0 < sym.shndx < len(secs):  # a static function: section + addend
+                    (addend,) = struct.unpack_from("<q", body(sec), r_offset)
+                    sym = next((f for f in funcs.get(sym.shndx, []) if f.value == addend), None)
+                if sym is not None and sym.kind == STT_FUNC and sym.name not in progs:
+                    progs.append(sym.name)
+            info.struct_ops[name] = {"type": tname, "link": sec_name.endswith(".link"), "programs": progs}
     return info
 
 
 def elf_to_json(info: ElfInfo) -> dict:
     """analyze_elf()'s result as JSON: the host analyses each object once (natively, not once per
     guest under emulation) and sends it with the check request."""
-    return {"externs": info.externs, "calls": [[s, n, h, k] for (s, n), (h, k) in info.calls.items()]}
+    return {
+        "externs": info.externs,
+        "calls": [[s, n, h, k] for (s, n), (h, k) in info.calls.items()],
+        "struct_ops": info.struct_ops,
+    }
 
 
 def elf_from_json(doc: dict) -> ElfInfo | None:
@@ -256,9 +323,13 @@ def elf_from_json(doc: dict) -> ElfInfo | None:
     try:
         externs = [dict(e) for e in doc["externs"]]
         calls = {(str(s), str(n)): ([int(x) for x in h], [str(x) for x in k]) for s, n, h, k in doc["calls"]}
-    except (KeyError, TypeError, ValueError):
+        struct_ops = {
+            str(m): {"type": str(v["type"]), "link": bool(v["link"]), "programs": [str(p) for p in v["programs"]]}
+            for m, v in (doc.get("struct_ops") or {}).items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    return ElfInfo(externs=externs, calls=calls)
+    return ElfInfo(externs=externs, calls=calls, struct_ops=struct_ops)
 
 
 def helpers_from_insns(insns: bytes) -> list[int]:
@@ -275,10 +346,13 @@ def helpers_from_insns(insns: bytes) -> list[int]:
 _FAILED_LOAD_RE = re.compile(r"^prog '([^']+)': failed to load: (-?\w+)")
 _PROG_LINE_RE = re.compile(r"^prog '([^']+)': ")
 _MAP_FAILED_RE = re.compile(r"^map '([^']+)': failed to (create|initialize|set initial|freeze|mmap)")
+# libbpf fails a struct_ops map it cannot match to the kernel's struct naming the map, or the type.
+_STRUCT_OPS_MAP_RE = re.compile(r"^struct_ops init_kern ([\w.]+)[: ]")
+_STRUCT_OPS_TYPE_RE = re.compile(r"^struct_ops init_kern: struct (\w+)")
 # A program failure in which no verifier ran: libbpf gave up preparing it.
 _PREPARE_RE = re.compile(
     r"failed to prepare load attributes|failed to find kernel BTF type ID|failed to find BPF program|"
-    r"missing BPF prog type|"
+    r"missing BPF prog type|program isn't referenced anywhere|"
     r"failed to relocate|failed to perform|failed to bind map|failed to initialize"
 )
 
@@ -414,6 +488,7 @@ class Checker:
         self.first: lb.Object | None = None  # the object opened for the inventory, loaded first
         self.map_notes: dict[str, str] = {}  # map -> how open() sized it
         self.no_inner_map: dict[str, str] = {}  # map of maps -> why it cannot be created
+        self.struct_ops: dict[str, dict] = {}  # struct_ops map -> its type, link flag, programs (ElfInfo)
         self.full_log_budget = FULL_LOG_BUDGET
         self.timing: dict = {"loads": []}  # where the request's time went (ms), for benchmarks
         self.load_overhead_ms = 0.0  # what the last failed load spent besides verifying programs
@@ -470,6 +545,11 @@ class Checker:
                 "ok": None,
                 "errno": None,
             }
+            so = self.struct_ops.get(m.name)
+            if so is not None and not m.autocreate:  # SEC("?.struct_ops"): created only when its loader asks
+                del self.struct_ops[m.name]
+            elif so is not None:  # what the host needs to say why it failed: the kernel struct, and BPF_F_LINK
+                self.maps[m.name]["struct_ops"] = {"type": so["type"], "link": so["link"]}
 
     def _configure(
         self, obj: lb.Object, level: int, only: str | None = None, names: set[str] | None = None
@@ -496,17 +576,62 @@ class Checker:
                 buf = next(pool)
                 prog.set_log(level, buf)
                 bufs[prog.name] = buf
-        # A struct_ops map cannot be created without all its programs: once one is rejected, the
-        # maps stay out and libbpf no longer loads their other programs (reported as such).
-        # (Not when reloading one rejected program for its log: it needs its map.)
-        drop_struct_ops = bool(self._struct_ops_rejected()) and not only
+        # libbpf loads every program of a struct_ops map it creates: once one is rejected, the maps
+        # that use it stay out and libbpf no longer loads their other programs (reported as such).
+        # (Not when reloading one rejected program for its log: it needs its own maps, all of them
+        # when it is unknown which.)
+        dropped = self._struct_ops_dropped()
+        if only:
+            dropped = {n for n in dropped if only not in self.struct_ops[n]["programs"]} if self.struct_ops else set()
         for m in obj.maps():
-            if m.name in self.failed_maps or (drop_struct_ops and lb.map_type_str(m.map_type) == "struct_ops"):
+            if m.name in self.failed_maps or m.name in dropped:
                 m.set_autocreate(False)
         return bufs
 
     def _struct_ops_rejected(self) -> list[str]:
         return [p.name for p in self.progs if p.prog_type == lb.PROG_TYPE["struct_ops"] and p.verdict == "rejected"]
+
+    def _struct_ops_dropped(self) -> set[str]:
+        """The struct_ops maps that use a rejected program (all of them when the ELF was not read)."""
+        rejected = set(self._struct_ops_rejected())
+        if not rejected:
+            return set()
+        if not self.struct_ops:
+            return {name for name, m in self.maps.items() if m["type"] == "struct_ops"}
+        return {name for name, so in self.struct_ops.items() if rejected & set(so["programs"])}
+
+    def _struct_ops_not_loaded(self, p: ProgState, rejected: list[str]) -> str:
+        """Why libbpf left a struct_ops program out of a load that succeeded: its maps' fate (a
+        rejected program of the map, or the map's failure)."""
+        maps = [name for name, so in self.struct_ops.items() if p.name in so["programs"]]
+        for name in maps:
+            culprit = next((r for r in rejected if r in self.struct_ops[name]["programs"]), None)
+            if culprit:
+                return (
+                    f"not verified: its struct_ops map '{name}' cannot be created without program '{culprit}', "
+                    "which was rejected"
+                )
+        for name in maps:
+            if name in self.failed_maps:
+                return f"not verified: its struct_ops map '{name}' could not be created"  # run() adds why
+        if rejected and not self.struct_ops:  # the ELF was not read: which map is unknown
+            names = ", ".join(f"'{n}'" for n in rejected)
+            return f"not verified: its struct_ops map cannot be created because {names} was rejected"
+        return "libbpf did not load this program (a struct_ops program no struct_ops map uses)"
+
+    def _struct_ops_failed(self, lines: list[str]) -> dict[str, str]:
+        """The struct_ops maps libbpf could not match to the kernel's struct (a type or member the
+        kernel lacks), by libbpf's line about it; the load failed before any map or program."""
+        for line in reversed(lines):
+            named = _STRUCT_OPS_MAP_RE.match(line)
+            typed = _STRUCT_OPS_TYPE_RE.match(line)
+            if named and named.group(1) in self.struct_ops:
+                return {named.group(1): line}
+            if typed:
+                tname = typed.group(1).removeprefix("bpf_struct_ops_")
+                maps = [name for name, so in self.struct_ops.items() if so["type"] == tname]
+                return {name: line for name in maps if name not in self.failed_maps}
+        return {}
 
     def _split_time(self, total_ms: float, stats: dict[str, dict]) -> dict[str, float]:
         """Share one bpf_object__load's wall time out: each program's own verification time plus
@@ -541,7 +666,7 @@ class Checker:
             stats = {n: parse_stats(log) for n, log in logs.items()}
             times = self._split_time(elapsed, {n: s for n, s in stats.items() if logs[n]} or stats)
             if ret == 0:
-                struct_ops_rejected = self._struct_ops_rejected()
+                struct_ops_rejected = self._struct_ops_rejected()  # before this load's own verdicts
                 for p in self.progs:
                     if p.name in again:
                         p.loaded = obj_prog_fd(obj, p.name) >= 0
@@ -553,13 +678,7 @@ class Checker:
                     else:
                         reason = "libbpf did not load this program"
                         if p.prog_type == lb.PROG_TYPE["struct_ops"]:
-                            reason = (
-                                "not verified: its struct_ops map cannot be created because "
-                                + ", ".join(f"'{n}'" for n in struct_ops_rejected)
-                                + " was rejected"
-                                if struct_ops_rejected
-                                else reason + " (a struct_ops program no struct_ops map uses)"
-                            )
+                            reason = self._struct_ops_not_loaded(p, struct_ops_rejected)
                         p.reject("prepare", None, reason, p.libbpf_log)
                 for m in obj.maps():
                     # Created if asked to be (libbpf gives every map a placeholder fd at open).
@@ -706,6 +825,13 @@ class Checker:
                 line for line in reversed(lines) if line.startswith(f"map '{name}'")
             )
             return True
+        struct_ops = self._struct_ops_failed(lines)
+        if struct_ops:  # the rest of the object loads without those maps
+            for name, line in struct_ops.items():
+                self.failed_maps.add(name)
+                self.maps[name].update(ok=False, errno=err)
+                self.map_messages[name] = line
+            return True
         # The whole object failed before any program was loaded (externs, BTF, struct_ops...).
         obj_lines = _object_lines(lines)
         interesting = [line for line in obj_lines if not line.startswith("failed to load object")]
@@ -771,6 +897,7 @@ class Checker:
         t = self._lap("elf_ms", t)
         externs = elf.externs if elf else []
         self.weak_kfuncs = {e["name"] for e in externs if e["kind"] == "kfunc" and e["weak"]}
+        self.struct_ops = elf.struct_ops if elf else {}
         result: dict = {"libbpf": lb.version(), "externs": externs, "maps": [], "programs": [], "timing": self.timing}
         try:
             self.first = self.open()

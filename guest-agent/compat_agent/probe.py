@@ -12,6 +12,10 @@ Older kernels record kfunc sets only in the kernel image (.BTF_ids), which the g
 read: there kfuncs_btf lists only those requested names that exist as BTF functions (a
 probe load decides whether they really are kfuncs). kfuncs_source says which it was.
 kfunc_allowed is a probe load per program type for each requested kfunc.
+
+struct_ops maps are probed by hand (see struct_ops_map): libbpf 1.5's probe passes a field that
+kernels before 6.9 refuse, and calls the map type unsupported there. "features" holds what the
+classifier needs beyond types, helpers and kfuncs (struct_ops_link: BPF_F_LINK struct_ops maps).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ TRACING_TARGETS = ("bpf_fentry_test1", "bpf_modify_return_test", "vfs_read")
 LSM_TARGETS = ("bpf_lsm_file_open", "bpf_lsm_bpf")
 # Program types whose probe needs a target the probe cannot make.
 UNPROBED = {"struct_ops", "ext", "unspec"}
+BPF_F_LINK = 1 << 13  # a struct_ops map attached as a bpf_link: SEC(".struct_ops.link")
+ENOTSUPP = 524  # the kernel-internal errno bpf() returns for an unknown struct_ops value type
 
 # After the call: r0 = r9, a read of a register never written (the verifier always rejects it;
 # uninitialised stack would not do: root may read it on newer kernels), then exit.
@@ -53,6 +59,35 @@ def call(helper: int) -> bytes:
 def kfunc_call(btf_id: int, fd_index: int = 0) -> bytes:
     """A BPF_CALL of a kfunc (src_reg BPF_PSEUDO_KFUNC_CALL; off indexes fd_array for module BTF)."""
     return lb.insn(0x85, src=2, off=fd_index, imm=btf_id)
+
+
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts, up to map_flags (libbpf accepts a shorter sz)."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+    )
+
+
+def struct_ops_map(map_type: int, flags: int = 0) -> bool:
+    """Whether the kernel creates struct_ops maps (with these map flags).
+
+    A real one needs the BTF id of a struct_ops value type; id 1 never is one, so a kernel that
+    takes the map type and the flags gets as far as looking it up and says ENOTSUPP, while one
+    that refuses either says EINVAL (as libbpf's and bpftool's probes reason).
+    """
+    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), btf_vmlinux_value_type_id=1, map_flags=flags)
+    with lb.capture():
+        fd = lb.lib().bpf_map_create(map_type, None, 4, 4, 1, ctypes.addressof(opts))
+    if fd >= 0:
+        os.close(fd)
+    return fd == -ENOTSUPP
 
 
 @dataclass
@@ -220,11 +255,16 @@ def probe(message: dict) -> dict:
             break
         prog_types[name] = lb.probe_prog_type(i)
     map_types: dict[str, bool] = {}
+    features: dict[str, bool] = {}
     for i in range(1, 256):
         name = lb.map_type_str(i)
         if name is None:
             break
-        map_types[name] = lb.probe_map_type(i)
+        if name == "struct_ops":
+            map_types[name] = struct_ops_map(i)
+            features["struct_ops_link"] = struct_ops_map(i, BPF_F_LINK)
+        else:
+            map_types[name] = lb.probe_map_type(i)
     t = lap("types_ms", t0)
 
     vmlinux = kernelbtf.vmlinux()
@@ -270,6 +310,7 @@ def probe(message: dict) -> dict:
         "duration_ms": round((time.monotonic() - t0) * 1000, 3),
         "prog_types": prog_types,
         "map_types": map_types,
+        "features": features,
         "helpers": helpers,
         "helper_names": {str(k): v for k, v in sorted(names.items())},
         "kfuncs_btf": kfuncs_btf,
