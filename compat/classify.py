@@ -33,6 +33,8 @@ _ATTACH_TARGET = re.compile(
     r"failed to find kernel BTF type ID of '(\w+)'|Failed to find BTF for ['\"]?(\w+)|attach_btf_id.*?(\w+)"
 )
 _MAP_CREATE = re.compile(r"map '([\w.]+)': failed to create")
+# An freplace program (or one attached to a BPF program) whose loader did not name its target.
+_NO_TARGET_PROGRAM = re.compile(r"attach program FD is not set")
 # libbpf 1.5 poisons the references to a map it did not create and says so in the verifier log.
 _MAP_REFERENCED = re.compile(r"BPF map '([\w.]+)' is referenced but wasn't created")
 _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^']*)'")
@@ -169,6 +171,13 @@ def classify(
 
     if _NO_BTF.search(text):
         return Classified("missing_btf", "the kernel has no BTF (CONFIG_DEBUG_INFO_BTF) that this object needs")
+
+    if _NO_TARGET_PROGRAM.search(text):
+        what = (
+            f"program {program.get('program')} replaces or traces a function of another BPF program, which its "
+            "loader loads first and names (bpf_program__set_attach_target): it cannot be verified on its own"
+        )
+        return Classified("object_error", what)
 
     m = _ATTACH_TARGET.search(text)
     if m and stage in ("prepare", "load"):

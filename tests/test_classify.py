@@ -393,3 +393,10 @@ def test_inventory_features_from_probe():
     assert inv.features == {"struct_ops_link": False} and inv.to_json()["features"] == {"struct_ops_link": False}
     assert Inventory.from_probe({"features": {"struct_ops_link": "yes"}}).features == {}
     assert Inventory.from_probe({"features": ["struct_ops_link"]}).features == {}
+
+
+def test_an_freplace_program_needs_its_target_program_from_its_loader():
+    log = ("prog 'f': attach program FD is not set\nprog 'f': failed to prepare load attributes: -22\n"
+           "prog 'f': failed to load: -22")  # fmt: skip
+    c = classify(rec(program="f", prog_type="ext", stage="prepare", libbpf_log=log), {}, INV_510, NAMES)
+    assert c.reason == "object_error" and "bpf_program__set_attach_target" in c.message
