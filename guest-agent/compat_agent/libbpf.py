@@ -121,6 +121,20 @@ class ObjectOpenOpts(ctypes.Structure):
     )
 
 
+class MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts, up to map_flags (libbpf accepts a shorter sz)."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+    )
+
+
 class ProgLoadOpts(ctypes.Structure):
     """struct bpf_prog_load_opts, up to log_buf (stable since libbpf 1.0)."""
 

@@ -61,20 +61,6 @@ def kfunc_call(btf_id: int, fd_index: int = 0) -> bytes:
     return lb.insn(0x85, src=2, off=fd_index, imm=btf_id)
 
 
-class MapCreateOpts(ctypes.Structure):
-    """struct bpf_map_create_opts, up to map_flags (libbpf accepts a shorter sz)."""
-
-    _fields_ = (
-        ("sz", ctypes.c_size_t),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-    )
-
-
 def struct_ops_map(map_type: int, flags: int = 0) -> bool:
     """Whether the kernel creates struct_ops maps (with these map flags).
 
@@ -82,7 +68,7 @@ def struct_ops_map(map_type: int, flags: int = 0) -> bool:
     takes the map type and the flags gets as far as looking it up and says ENOTSUPP, while one
     that refuses either says EINVAL (as libbpf's and bpftool's probes reason).
     """
-    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), btf_vmlinux_value_type_id=1, map_flags=flags)
+    opts = lb.MapCreateOpts(sz=ctypes.sizeof(lb.MapCreateOpts), btf_vmlinux_value_type_id=1, map_flags=flags)
     with lb.capture():
         fd = lb.lib().bpf_map_create(map_type, None, 4, 4, 1, ctypes.addressof(opts))
     if fd >= 0:

@@ -58,7 +58,10 @@ class _Watcher:
                 with self._cond:
                     if self._cond.wait_for(lambda g=generation: self._generation != g, timeout=poll):
                         break  # the load returned (or another one began)
-                done = progress()
+                try:
+                    done = progress()
+                except Exception:  # never let the watcher die: later loads would have no limit
+                    done = seen
                 now = time.monotonic()
                 if done != seen:
                     seen, since = done, now  # the next program began (at the latest now)
