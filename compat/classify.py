@@ -54,6 +54,10 @@ _COMPLEXITY = re.compile(
 _NO_BTF = re.compile(r"vmlinux BTF is not found|failed to find valid kernel BTF|kernel BTF is missing|BTF is required")
 # A kernel before 5.13 refuses any kfunc call instruction (src_reg BPF_PSEUDO_KFUNC_CALL) with this.
 _NO_KFUNC_CALLS = re.compile(r"BPF_CALL uses reserved fields")
+# An instruction the kernel's verifier does not know: newer instruction sets (clang -mcpu=v3, v4).
+_UNKNOWN_INSN = re.compile(
+    r"\b(BPF_(?!CALL)\w+) uses reserved fields|unknown opcode [0-9a-f]+|BPF_ATOMIC uses invalid atomic opcode"
+)
 _KFUNC_NOT_ALLOWED = re.compile(r"calling kernel function (\w+) is not allowed")
 # The program reads an argument the kernel's function (or struct_ops callback) does not have.
 _NO_ARGUMENT = re.compile(r"func '(\w+)' doesn't have (\d+)-th argument")
@@ -150,6 +154,19 @@ def classify(
     struct_ops = _struct_ops_problem(program, obj, inv, text, helper_names, _sibling)
     if struct_ops:
         return struct_ops
+
+    m = _UNKNOWN_INSN.search(str(program.get("log") or ""))
+    if m:
+        atomic = m.group(1) in ("BPF_STX", "BPF_XADD") or "ATOMIC" in m.group(0)
+        needs = (
+            "atomic operations other than a plain add (fetch-and-add/and/or/xor, xchg, cmpxchg: clang -mcpu=v3) "
+            "need Linux 5.12"
+            if atomic
+            else "sign-extending loads and moves, byte swaps, signed division and long jumps (clang -mcpu=v4) need "
+            "Linux 6.6"
+        )
+        what = f"this kernel does not know an instruction of the program ({m.group(0)}): {needs}"
+        return Classified("unsupported_instruction", f"{what}; build with a lower -mcpu for older kernels")
 
     verified = bool(str(program.get("log") or "").strip())  # the verifier ran on the program itself
     for m in obj.get("maps") or []:

@@ -36,6 +36,7 @@ REASONS = {
     "object_error": "object error (libbpf)",
     "infrastructure_error": "infrastructure error",
     "verifier_timeout": "verifier time limit (no verdict)",
+    "unsupported_instruction": "unsupported instruction (BPF instruction set)",
 }
 
 

@@ -126,3 +126,26 @@ def test_a_binary_is_checked_for_the_objects_it_embeds(built_programs, tmp_path)
     doc = json.loads(proc.stdout)
     assert [o["object"] for o in doc["objects"]] == ["tool:counter.o", "tool:xdp_no_bounds_check.o"]
     assert {r["object"]: r["verdict"] for r in doc["results"]}["tool:counter.o"] == "accepted"
+
+
+FETCH_ADD = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+__u64 counter;
+
+SEC("xdp") int fetch_add(struct xdp_md *ctx) { return __sync_fetch_and_add(&counter, 1) & 1 ? XDP_PASS : XDP_DROP; }
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_an_instruction_the_kernel_does_not_know_is_named(tmp_path):
+    # clang -mcpu=v3 turns an atomic add whose old value is used into BPF_ATOMIC|BPF_FETCH: Linux 5.12.
+    source, obj = tmp_path / "atomics.bpf.c", tmp_path / "atomics.o"
+    source.write_text(FETCH_ADD)
+    subprocess.run([*compile_command(find_clang(), source, obj), "-mcpu=v3"], check=True, timeout=300)
+    proc = compat("check", str(obj), "--kernel", "5.10", "--kernel", "6.1", "--format", "json", "--output", "-")
+    cells = {r["kernel"]: r for r in json.loads(proc.stdout)["results"]}
+    assert cells["6.1"]["verdict"] == "accepted", cells["6.1"]
+    assert cells["5.10"]["reason"] == "unsupported_instruction" and "Linux 5.12" in cells["5.10"]["message"]

@@ -400,3 +400,15 @@ def test_an_freplace_program_needs_its_target_program_from_its_loader():
            "prog 'f': failed to load: -22")  # fmt: skip
     c = classify(rec(program="f", prog_type="ext", stage="prepare", libbpf_log=log), {}, INV_510, NAMES)
     assert c.reason == "object_error" and "bpf_program__set_attach_target" in c.message
+
+
+def test_instructions_of_a_newer_instruction_set_are_named_with_the_kernel_they_need():
+    atomic = classify(rec(prog_type="xdp", log="0: (db) r1 = atomic64_fetch_add(...)\nBPF_STX uses reserved fields\n"),
+                      {}, INV_510, NAMES)  # fmt: skip
+    assert atomic.reason == "unsupported_instruction"
+    assert "Linux 5.12" in atomic.message and "-mcpu=v3" in atomic.message
+    memsx = classify(rec(prog_type="xdp", log="BPF_LDX uses reserved fields\nprocessed 3 insns"), {}, INV_510, NAMES)
+    assert memsx.reason == "unsupported_instruction" and "Linux 6.6" in memsx.message and "-mcpu=v4" in memsx.message
+    # A kfunc call on a kernel without kfunc calls stays a kfunc problem.
+    call = classify(rec(prog_type="xdp", kfuncs=["bpf_x"], log="BPF_CALL uses reserved fields"), {}, INV_510, NAMES)
+    assert call.reason == "missing_kfunc"
