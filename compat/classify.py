@@ -35,6 +35,10 @@ _ATTACH_TARGET = re.compile(
 _MAP_CREATE = re.compile(r"map '([\w.]+)': failed to create")
 # An freplace program (or one attached to a BPF program) whose loader did not name its target.
 _NO_TARGET_PROGRAM = re.compile(r"attach program FD is not set")
+# A tracing/freplace section without a target name: the loader names one at run time.
+_NO_TARGET_NAMED = re.compile(r"no BTF-based attach target is specified")
+# A typeless or variable __ksym extern (a kernel symbol's address) that the kernel lacks.
+_KSYM_UNRESOLVED = re.compile(r"extern '(\w+)' \(strong\): not resolved")
 # libbpf 1.5 poisons the references to a map it did not create and says so in the verifier log.
 _MAP_REFERENCED = re.compile(r"BPF map '([\w.]+)' is referenced but wasn't created")
 _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^']*)'")
@@ -195,6 +199,19 @@ def classify(
             "loader loads first and names (bpf_program__set_attach_target): it cannot be verified on its own"
         )
         return Classified("object_error", what)
+    if _NO_TARGET_NAMED.search(text):
+        what = (
+            f"the section of program {program.get('program')} names no attach target: its loader names one at run "
+            "time (bpf_program__set_attach_target), so it cannot be verified on its own"
+        )
+        return Classified("object_error", what)
+
+    m = _KSYM_UNRESOLVED.search(text)
+    if m and stage == "prepare" and any(e.get("name") == m.group(1) for e in obj.get("externs") or []):
+        name = m.group(1)
+        module = " (bpf_testmod, the kernel's BPF selftests module, defines it)" if "testmod" in name else ""
+        what = f"kernel symbol {name} (a __ksym extern of the object) does not exist on this kernel{module}"
+        return Classified("missing_attach_target", f"{what}: libbpf fails the whole object")
 
     m = _ATTACH_TARGET.search(text)
     if m and stage in ("prepare", "load"):

@@ -412,3 +412,17 @@ def test_instructions_of_a_newer_instruction_set_are_named_with_the_kernel_they_
     # A kfunc call on a kernel without kfunc calls stays a kfunc problem.
     call = classify(rec(prog_type="xdp", kfuncs=["bpf_x"], log="BPF_CALL uses reserved fields"), {}, INV_510, NAMES)
     assert call.reason == "missing_kfunc"
+
+
+def test_a_section_without_a_target_and_a_missing_kernel_symbol_are_named():
+    log = "prog 'f': no BTF-based attach target is specified, use bpf_program__set_attach_target()"
+    c = classify(rec(program="f", prog_type="tracing", stage="prepare", libbpf_log=log), {}, INV_510, NAMES)
+    assert c.reason == "object_error" and "names no attach target" in c.message
+    obj = {"externs": [{"name": "bpf_fentry_test1", "kind": "ksym", "weak": False}]}
+    log = "extern 'bpf_fentry_test1' (strong): not resolved\nfailed to load object 'x.o'"
+    c = classify(rec(stage="prepare", libbpf_log=log), obj, INV_510, NAMES)
+    assert (c.reason, c.message) == (
+        "missing_attach_target",
+        "kernel symbol bpf_fentry_test1 (a __ksym extern of the object) does not exist on this kernel: libbpf fails "
+        "the whole object",
+    )
