@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -88,43 +89,67 @@ class ConsoleLog:
     A daemon thread copies until EOF (QEMU exited). When the file has `limit` bytes it becomes
     `path.old` and a new file starts: the two always hold the last `limit` bytes the guest wrote,
     and never more than 2 * (limit + CONSOLE_READ_BYTES). The file stays readable from outside
-    (compat's fault tests watch it)."""
+    (compat's fault tests watch it). Reads and writes happen under one lock, and tail() first
+    copies what the socket already holds: the console line a guest wrote just before it broke
+    its channel is in the tail, whether or not the thread has woken up yet."""
 
     def __init__(self, path: Path, limit: int = CONSOLE_TAIL_BYTES):
         self.path = path
         self.old = path.with_name(path.name + ".old")
         self.limit = limit
-        self._lock = threading.Lock()  # one writer, readers in other threads, close()
+        self._lock = threading.Lock()  # the thread's copies, tail() and close()
         self._closed = False
+        self._conn: socket.socket | None = None  # None once at EOF (closed)
+        self._file = None
+        self._size = 0
         self._thread: threading.Thread | None = None
 
     def start(self, conn: socket.socket) -> None:
         """Copy what arrives on conn (which this now owns) in a daemon thread."""
+        conn.setblocking(False)
+        self._conn = conn
         # The thread holds this object, never the VM: a VM nobody closes is not kept alive by it.
-        self._thread = threading.Thread(target=self._copy, args=(conn,), name=f"console-{self.path.parent.name}")
+        self._thread = threading.Thread(target=self._run, name=f"console-{self.path.parent.name}")
         self._thread.daemon = True
         self._thread.start()
 
-    def _copy(self, conn: socket.socket) -> None:
-        f, size = None, 0
-        try:
-            while chunk := conn.recv(CONSOLE_READ_BYTES):
-                with self._lock:
-                    if self._closed:  # the workdir is being removed: create nothing in it
-                        return
-                    if f is None or size >= self.limit:
-                        if f is not None:
-                            f.close()
-                            os.replace(self.path, self.old)
-                        # Unbuffered: readers see every chunk at once, for one syscall per chunk.
-                        f, size = open(self.path, "wb", buffering=0), 0  # noqa: SIM115 - kept open across chunks
-                    size += f.write(chunk)
-        except OSError:
-            pass  # the log is evidence, not a result: a failed write only shortens it
-        finally:
-            conn.close()
-            if f is not None:
-                f.close()
+    def _run(self) -> None:
+        while True:
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                select.select([conn], [], [])
+            except (OSError, ValueError):  # closed by tail()'s copy at EOF
+                return
+            with self._lock:
+                self._copy_available()
+
+    def _copy_available(self) -> None:
+        """Copy everything the socket holds now (under the lock); at EOF, close it and the file."""
+        while self._conn is not None:
+            try:
+                chunk = self._conn.recv(CONSOLE_READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk or self._closed:  # EOF, or the workdir is being removed: create nothing in it
+                self._conn.close()
+                self._conn = None
+                if self._file is not None:
+                    self._file.close()
+                return
+            try:
+                if self._file is None or self._size >= self.limit:
+                    if self._file is not None:
+                        self._file.close()
+                        os.replace(self.path, self.old)
+                    # Unbuffered: readers outside see every chunk at once.
+                    self._file, self._size = open(self.path, "wb", buffering=0), 0  # noqa: SIM115 - kept open
+                self._size += self._file.write(chunk)
+            except OSError:
+                pass  # the log is evidence, not a result: a failed write only shortens it
 
     def wait(self, timeout: float) -> None:
         """Wait (at most timeout seconds) until the copy reached EOF: call once QEMU is dead."""
@@ -135,6 +160,7 @@ class ConsoleLog:
         """The last `limit` bytes the guest wrote (fewer if it wrote less)."""
         data = b""
         with self._lock:
+            self._copy_available()
             for p in (self.old, self.path):
                 with contextlib.suppress(FileNotFoundError):
                     data += p.read_bytes()

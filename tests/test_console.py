@@ -41,6 +41,19 @@ def test_a_short_console_is_kept_whole(tmp_path):
     assert (tmp_path / "console.log").read_bytes() == log.tail()  # readable from outside too
 
 
+def test_the_tail_holds_what_the_guest_wrote_last_before_the_copy_thread_woke(tmp_path):
+    # A guest that writes to its console and then breaks its channel: the host reads the tail at
+    # once, possibly before the copy thread ran. (No thread here: as if it had not woken yet.)
+    log = ConsoleLog(tmp_path / "console.log")
+    host, qemu = socket.socketpair()
+    host.setblocking(False)
+    log._conn = host
+    qemu.sendall(b"compat-fault: garbage\n")
+    assert log.tail() == b"compat-fault: garbage\n"
+    qemu.close()
+    assert log.tail() == b"compat-fault: garbage\n" and log._conn is None  # EOF: closed
+
+
 def test_a_closed_log_creates_no_file(tmp_path):
     """After close() (the VM's files are being removed) nothing is written: rmtree leaves nothing."""
     log = ConsoleLog(tmp_path / "console.log")
