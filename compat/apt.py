@@ -213,8 +213,8 @@ class AptRepo:
                 try:
                     out, err = proc.communicate(timeout=STOP_POLL_SECONDS if self.stop else None)
                     break
-                except subprocess.TimeoutExpired:
-                    reason = self.stop() if self.stop else None
+                except subprocess.TimeoutExpired:  # only with a stop() to poll
+                    reason = self.stop()
                     if reason:
                         raise InfraError(f"{args[0]} {args[1]} stopped: {reason}") from None
         finally:

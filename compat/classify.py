@@ -81,6 +81,7 @@ _SO_MISMATCH = re.compile(
     r"struct_ops init_kern ([\w.]+): (?:Unmatched member type|Error in size of member|kernel member|bitfield) (\w+)"
 )
 # struct_ops types users meet on kernels that lack them, and what those need.
+TESTMOD = "bpf_testmod, the kernel's BPF selftests module, defines it: no distribution kernel ships it"
 STRUCT_OPS_TYPES = {
     "tcp_congestion_ops": "TCP congestion control in BPF needs Linux 5.6 or later",
     "hid_bpf_ops": "HID-BPF needs Linux 6.11 or later, built with CONFIG_HID_BPF",
@@ -209,7 +210,7 @@ def classify(
     m = _KSYM_UNRESOLVED.search(text)
     if m and stage == "prepare" and any(e.get("name") == m.group(1) for e in obj.get("externs") or []):
         name = m.group(1)
-        module = " (bpf_testmod, the kernel's BPF selftests module, defines it)" if "testmod" in name else ""
+        module = f" ({TESTMOD})" if "testmod" in name else ""
         what = f"kernel symbol {name} (a __ksym extern of the object) does not exist on this kernel{module}"
         return Classified("missing_attach_target", f"{what}: libbpf fails the whole object")
 
@@ -370,7 +371,7 @@ def _needs(tname: str) -> str:
     if tname in STRUCT_OPS_TYPES:
         return f" ({STRUCT_OPS_TYPES[tname]})"
     if tname.startswith("bpf_testmod"):
-        return " (bpf_testmod, the kernel's BPF selftests module, defines it: no distribution kernel ships it)"
+        return f" ({TESTMOD})"
     return " (not in the BTF of the kernel or of a loaded module)"
 
 

@@ -37,7 +37,6 @@ DEFAULT_MEMORY_MB = 512
 DEFAULT_BOOT_TIMEOUT = 90.0  # software emulation with every core busy is slow
 CONSOLE_TAIL_BYTES = 256 << 10  # keep and read at most about this much of a console log
 CONSOLE_READ_BYTES = 64 << 10
-CONSOLE_DRAIN_TIMEOUT = 5.0  # QEMU is dead: its last output is in the socket, read at once
 REPLY_MAX_PAYLOAD = 1 << 20  # guest replies are JSON; no reply needs a big binary payload
 
 
@@ -150,11 +149,6 @@ class ConsoleLog:
                 self._size += self._file.write(chunk)
             except OSError:
                 pass  # the log is evidence, not a result: a failed write only shortens it
-
-    def wait(self, timeout: float) -> None:
-        """Wait (at most timeout seconds) until the copy reached EOF: call once QEMU is dead."""
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def tail(self) -> bytes:
         """The last `limit` bytes the guest wrote (fewer if it wrote less)."""
@@ -335,8 +329,6 @@ class VM:
 
     def console_tail(self, lines: int = 40) -> str:
         """The last lines of the guest's console (of its last CONSOLE_TAIL_BYTES); "" once closed."""
-        if self.proc is not None and self.proc.poll() is not None:
-            self.console.wait(CONSOLE_DRAIN_TIMEOUT)  # so a panic's last words are in the file
         try:
             text = self.console.tail().decode(errors="replace")
         except OSError:

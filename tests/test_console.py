@@ -19,7 +19,7 @@ def feed(log: ConsoleLog, data: bytes) -> None:
     log.start(host)
     qemu.sendall(data)
     qemu.close()  # EOF, as when QEMU exits
-    log.wait(WAIT)
+    log._thread.join(WAIT)
     assert not log._thread.is_alive(), "the copy did not end at EOF"
 
 

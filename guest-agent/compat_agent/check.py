@@ -778,8 +778,11 @@ class Checker:
     def _load(self, obj: lb.Object, bufs: dict[str, ctypes.Array], level: int) -> tuple[int, list[str], float, bool]:
         """bpf_object__load, each program's verification bounded by the program time limit:
         0 or -errno, libbpf's messages, the wall time (ms), and whether a program was stopped."""
-        progs = [p for n in bufs if (p := obj.program(n)) is not None]
-        with lb.capture() as sink, program_time_limit(self.program_timeout, lambda: sum(p.fd >= 0 for p in progs)) as w:
+
+        def loaded() -> int:  # polled by the time limit's watcher only (bufs: programs of obj)
+            return sum(obj.program(n).fd >= 0 for n in bufs)
+
+        with lb.capture() as sink, program_time_limit(self.program_timeout, loaded) as w:
             t0 = time.monotonic()
             ret = obj.load()
             elapsed = (time.monotonic() - t0) * 1000
