@@ -193,7 +193,8 @@ NATIVE = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from compat_agent import libbpf as lb
-from compat_agent.check import analyze_elf, check, elf_to_json
+from compat_agent.check import check
+from compat_agent.objelf import analyze_elf, elf_to_json
 runs = int(sys.argv[2])
 out = {"libbpf": lb.version(), "objects": {}}
 for path in sys.argv[3:]:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from compat_agent.check import analyze_elf, elf_to_json
+from compat_agent.objelf import analyze_elf, elf_to_json
+from compat_agent.progtype import CONTEXT, OPTION
 
 from . import guestmsg
 from .cache import Cache, sha256_json
@@ -57,6 +58,7 @@ class CheckOptions:
     test_faults: bool = False  # compat's own tests only: the fault-injection guest image
     result_cache: bool = True  # reuse the guest's verdicts on unchanged objects (--no-cache: off)
     shard: Shard | None = None  # check only this part of the kernel × object matrix (--shard I/N)
+    program_types: tuple[tuple[str, str], ...] = ()  # (glob, libbpf section): --program-type
 
 
 @dataclass
@@ -116,16 +118,26 @@ def display_names(paths: list[str]) -> dict[str, str]:
             depth[p] += 1
 
 
-def check_request(name: str, data: bytes, attach: bool, program_timeout: float | None = None) -> dict:
+def check_request(
+    name: str,
+    data: bytes,
+    attach: bool,
+    program_timeout: float | None = None,
+    program_types: tuple[tuple[str, str], ...] = (),
+) -> dict:
     """The agent's check request for one object (sent with its bytes). It carries the agent's ELF
     analysis (externs, what each program calls), made here once instead of in every guest under
     emulation; without it ({}: the analysis failed) the agent makes its own. program_timeout:
-    seconds the verifier may spend on one program (None: no limit)."""
+    seconds the verifier may spend on one program (None: no limit); program_types: (glob,
+    libbpf section) pairs, --program-type."""
     try:
         elf = elf_to_json(analyze_elf(data))
     except (ValueError, struct.error, IndexError):
         elf = {}
-    return {"type": "check", "object": name, "attach": attach, "elf": elf, "program_timeout": program_timeout}
+    return {
+        "type": "check", "object": name, "attach": attach, "elf": elf, "program_timeout": program_timeout,
+        "program_types": [list(rule) for rule in program_types],
+    }  # fmt: skip
 
 
 class Checker:
@@ -257,9 +269,8 @@ class Checker:
         key = f"{obj.sha256}:{name}"
         found = self._requests.get(key)
         if found is None:
-            found = self._requests[key] = check_request(
-                name, obj.data, self.options.attach, self.options.program_timeout
-            )
+            o = self.options
+            found = self._requests[key] = check_request(name, obj.data, o.attach, o.program_timeout, o.program_types)
         return found
 
     def _modules(self, obj: BpfObject, kernel: Kernel) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
@@ -354,7 +365,9 @@ class Checker:
                 merged = {o.sha256: o for o in todo.get(kid, []) + objs}
                 todo[kid] = list(merged.values())
         results_cache = ResultCache(
-            self.cache, image.key, {"attach": self.options.attach, "memory_mb": self.options.memory_mb},
+            self.cache, image.key,
+            {"attach": self.options.attach, "memory_mb": self.options.memory_mb,
+             "program_types": [list(rule) for rule in self.options.program_types]},
             enabled=self.options.result_cache,
         )  # fmt: skip
         served, hits = self._from_cache(results_cache, todo, state)
@@ -403,6 +416,8 @@ class Checker:
             options["result_cache"] = {"hits": results_cache.hits, "misses": results_cache.misses}
         if self.options.shard:
             options["shard"] = self.options.shard.to_json()
+        if self.options.program_types:
+            options["program_types"] = [f"{glob}={section}" for glob, section in self.options.program_types]
         runs = []
         for (objects, infos), group_plan in zip(groups, plans, strict=True):
             results: list[ProgramResult] = []
@@ -571,6 +586,9 @@ class Checker:
         elif verdict == REJECTED:
             c = classify(gp, reply, kw.inventory, names)
             reason, message = c.reason, c.message
+        type_from = gp.get("prog_type_from") if gp.get("prog_type_from") in (CONTEXT, OPTION) else None
+        if type_from == CONTEXT and message:  # the guess may be why: the loader's type may allow it
+            message += f" (as {gp.get('prog_type')}, a type guessed from its context: --program-type sets another)"
         return ProgramResult(
             **base,
             program=name,
@@ -589,4 +607,5 @@ class Checker:
             attach=gp.get("attach") or {},
             helpers=[h for h in gp.get("helpers") or [] if isinstance(h, int)],
             load_ms=gp.get("load_ms"),
+            prog_type_from=type_from,
         )

@@ -128,11 +128,17 @@ def classify(
         return Classified("object_error", f"libbpf cannot parse this object: {_first(program, obj)}")
 
     # Before the prog type probes: "unspec" is no kernel's type, the object just does not say.
+    if (program.get("message") or "").startswith("--program-type names"):  # the agent's: an unknown section
+        return Classified("object_error", program["message"])
     untyped = _NO_PROG_TYPE.search(text)
     if untyped or prog_type == "unspec":
         section = untyped.group(1) if untyped else program.get("section")
         where = f"section '{section}'" if section else "its section name"
-        what = f"libbpf cannot tell the program type from {where}: its loader must set it (bpf_program__set_type)"
+        what = (
+            f"libbpf cannot tell the program type from {where} and its context argument does not tell it either: "
+            f"its loader sets it (bpf_program__set_type); --program-type '{section or program.get('program')}=TYPE' "
+            "checks it as one (tc, xdp, lwt_xmit, ...)"
+        )
         return Classified("object_error", what)
 
     if prog_type and inv.prog_types.get(prog_type) is False:
@@ -197,7 +203,9 @@ def classify(
     if _NO_TARGET_PROGRAM.search(text):
         what = (
             f"program {program.get('program')} replaces or traces a function of another BPF program, which its "
-            "loader loads first and names (bpf_program__set_attach_target): it cannot be verified on its own"
+            "loader loads first and names (bpf_program__set_attach_target): it cannot be verified on its own "
+            "(an freplace program whose context argument names its type is checked as that type; "
+            f"--program-type '{program.get('program')}=TYPE' names one)"
         )
         return Classified("object_error", what)
     if _NO_TARGET_NAMED.search(text):

@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
     p.add_argument(
+        "--program-type",
+        action="append",
+        dest="program_types",
+        metavar="GLOB=SECTION",
+        help="load the programs whose name or section matches GLOB as the type of a libbpf section name "
+        "(tc, xdp, lwt_xmit, cgroup/connect4, ...): for sections that name no type, whose loader sets it "
+        "(repeatable; the first match wins)",
+    )
+    p.add_argument(
         "--program-timeout",
         type=float,
         default=None,
@@ -309,6 +318,14 @@ def _positive(value: float | int | None, what: str) -> None:
         raise UserError(f"{what} must be positive")
 
 
+def _program_type(rule: str) -> tuple[str, str]:
+    """One --program-type GLOB=SECTION."""
+    glob, _, section = rule.partition("=")
+    if not glob.strip() or not section.strip() or any(c.isspace() for c in section):
+        raise UserError(f"--program-type {rule!r}: give GLOB=SECTION, e.g. 'encap_*=lwt_xmit'")
+    return glob.strip(), section.strip()
+
+
 def _formats(args) -> tuple[list[str], list[str]]:
     """--format and --output, checked before anything runs."""
     from .reports import RENDERERS
@@ -363,6 +380,7 @@ def cmd_check(args, cache: Cache) -> int:
     _positive(args.object_timeout, "--object-timeout")
     _positive(args.program_timeout, "--program-timeout")
     _positive(args.timeout, "--timeout")
+    program_types = tuple(_program_type(rule) for rule in args.program_types or [])
     deadline = time.monotonic() + args.timeout if args.timeout else None
     if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
         raise UserError(f"--memory {args.memory}: give between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB")
@@ -389,6 +407,7 @@ def cmd_check(args, cache: Cache) -> int:
         memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
         test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
         result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
+        program_types=program_types,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
     if sys.stderr.isatty():

@@ -175,6 +175,7 @@ _PROGRAM = record(
         "program": string(),
         "section": string(optional=True),
         "prog_type": string(optional=True),
+        "prog_type_from": string(choices=("section", "context", "option"), optional=True),
         "attach_type": string(optional=True),
         "attach_target": string(optional=True),
         "verdict": string(choices=VERDICTS),

@@ -95,6 +95,8 @@ class ProgramResult:
     helpers: list[int] = field(default_factory=list)
     load_ms: float | None = None
     source: dict | None = None  # where the rejection is in the C source (sourcemap.SourceLocation.to_json())
+    # where prog_type came from when not from the section: "context" (guessed), "option" (--program-type)
+    prog_type_from: str | None = None
 
 
 @dataclass

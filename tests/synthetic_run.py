@@ -212,7 +212,10 @@ def current() -> RunResult:
             if k != "sid":
                 r.log, r.log_level = LOG_FILTER_170, 1
             results.append(r)
-        results.append(_ok("filter.o", SHA_FILTER, "xdp_pass", "xdp", "xdp", k, insns=4, states=1))
+        # A section that names no type: loaded as the type its context suggests (progtype.py).
+        guessed = _ok("filter.o", SHA_FILTER, "xdp_pass", "fast_path", "xdp", k, insns=4, states=1)
+        guessed.prog_type_from = "context"
+        results.append(guessed)
     objects = [
         ObjectInfo("counter.o", "build/counter.o", SHA_COUNTER, 4096, ["count_getpid", "count_new"]),
         ObjectInfo("filter.o", "build/filter.o", SHA_FILTER, 2048, ["xdp_filter", "xdp_pass"]),

@@ -12,7 +12,8 @@ import zlib
 
 import pytest
 from compat_agent import libbpf as lb
-from compat_agent.check import analyze_elf, attach_target, explain, helpers_from_insns
+from compat_agent.check import attach_target, explain
+from compat_agent.objelf import analyze_elf, helpers_from_insns
 from compat_agent.probe import decl_tagged
 from compat_agent.verifierlog import error_line, parse_stats
 

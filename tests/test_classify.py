@@ -160,8 +160,9 @@ def test_unknown_section_name_needs_the_loader_to_set_the_type():
     log = "prog 'lb': missing BPF prog type, check ELF section name 'loadbalancer'"
     want = (
         "object_error",
-        "libbpf cannot tell the program type from section 'loadbalancer': its loader must set it "
-        "(bpf_program__set_type)",
+        "libbpf cannot tell the program type from section 'loadbalancer' and its context argument does not tell "
+        "it either: its loader sets it (bpf_program__set_type); --program-type 'loadbalancer=TYPE' checks it as "
+        "one (tc, xdp, lwt_xmit, ...)",
     )
     for stage in ("prepare", "load"):  # older results say "load"
         r = rec(prog_type="unspec", stage=stage, errno=22, message=log.split(": ", 1)[1], libbpf_log=log)
@@ -169,6 +170,10 @@ def test_unknown_section_name_needs_the_loader_to_set_the_type():
         assert (c.reason, c.message) == want
     c = classify(rec(prog_type="unspec", section="loadbalancer"), {}, INV_510, NAMES)
     assert (c.reason, c.message) == want
+    # --program-type named a section libbpf does not know: the agent's words, not the generic ones.
+    words = "--program-type names section 'tcx_nope', which libbpf 1.5 does not know (a section name such as tc)"
+    c = classify(rec(prog_type="unspec", stage="prepare", message=words), {}, INV_510, NAMES)
+    assert (c.reason, c.message) == ("object_error", words)
 
 
 def test_unresolved_weak_kfunc_at_load_is_missing_not_disallowed():

@@ -74,7 +74,7 @@ def test_what_compat_cannot_do_is_said_plainly(run):
     _, results = run
     messages = {
         "libsystemd-shared-restrict-fs.o": "inner map its loader must supply at run time",
-        "lb.bpf": "its loader must set it (bpf_program__set_type)",
+        "lb.bpf": "its loader sets it (bpf_program__set_type)",
         "opensnitch.o": "legacy 'maps/...' sections",
     }
     for obj, words in messages.items():

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from bpf_build import PROGRAMS_DIR, compile_command, find_clang
-from compat_agent.check import analyze_elf, elf_from_json, elf_to_json
+from compat_agent.objelf import analyze_elf, elf_from_json, elf_to_json
 
 
 @pytest.fixture(scope="module")

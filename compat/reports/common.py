@@ -110,6 +110,17 @@ def problems(result: RunResult, comparison: Comparison, facts) -> list[Problem]:
     return out
 
 
+def retyped(result: RunResult) -> list[str]:
+    """One line per program loaded as a type its section does not give: guessed from its context
+    argument or set by --program-type (its verdicts hold for that type)."""
+    seen: dict[tuple[str, str], str] = {}
+    for r in result.results:
+        if r.prog_type_from in ("context", "option") and (r.object, r.program) not in seen:
+            how = "set by --program-type" if r.prog_type_from == "option" else "guessed from its context and helpers"
+            seen[(r.object, r.program)] = f"{r.object}:{r.program} (section '{r.section}'): {r.prog_type}, {how}"
+    return list(seen.values())
+
+
 def clip(lines: list[str], limit: int) -> list[str]:
     if len(lines) <= limit:
         return lines

@@ -142,6 +142,11 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int) -> str:
         lines = [f"- {_code(f'{r.object}:{r.program} on {r.kernel}')}: {r.message}" for r in errors]
         out += _details(f"{NO_VERDICT} No verdict ({len(errors)})", lines)
 
+    retyped = common.retyped(result)
+    if retyped:
+        lines = [f"- {_code(line)}" for line in retyped]
+        out += _details(f"Program types their sections do not give ({len(retyped)})", lines)
+
     stats = _stats(comparison)
     if stats:
         out += _details("Verifier statistics against the baseline", stats)

@@ -66,6 +66,10 @@ def render(result: RunResult, comparison: Comparison) -> str:
             details.append(f"  {r.object}:{r.program} on {r.kernel}: loads, but attach failed: {why}")
     if details:
         out.append("\nWhy:\n" + "\n".join(details))
+    retyped = common.retyped(result)
+    if retyped:
+        out.append("\nProgram types their sections do not give (--program-type GLOB=SECTION sets them):")
+        out.extend(f"  {line}" for line in retyped)
 
     out.extend(_regressions(result, comparison, f))
     out.extend(_axis(result, comparison))

@@ -181,6 +181,7 @@ def inject(fault: str, fd: int, message: dict, send) -> None:
 LAZY_IMPORTS = (
     "compat_agent.libbpf",
     "compat_agent.check",
+    "compat_agent.objelf",
     "compat_agent.attach",
     "compat_agent.probe",
     "traceback",

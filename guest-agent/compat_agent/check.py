@@ -13,15 +13,13 @@ one more load at level 1 with a bounded buffer for the full log (see DESIGN.md s
 Every load bounds each program's verification by the request's program time limit
 (timelimit.py): a program over it gets no verdict ("timeout"), and the loads go on without it.
 
-What the object calls (helpers, kfuncs) is read from its ELF file directly, following calls
-into subprograms and callbacks: libbpf exposes a program's own instructions before load
-but not the subprograms it will append. The host sends that analysis with the request (it is
-the same code, run once per object instead of once per guest under emulation).
+What the object calls (helpers, kfuncs) is read from its ELF file directly (objelf.py); the
+host sends that analysis with the request (the same code, run once per object instead of
+once per guest under emulation).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno as errno_mod
 import itertools
@@ -33,7 +31,8 @@ from dataclasses import dataclass, field
 
 from . import kernelbtf
 from . import libbpf as lb
-from .elf import cstr, is_elf64le, section_body, section_headers, section_names
+from .objelf import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
+from .progtype import OPTION, SECTION, choose, parse_rules
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
@@ -79,269 +78,6 @@ def explain(message: str | None, weak_kfuncs: list[str]) -> str | None:
     return message
 
 
-# -- ELF: externs, and what each program calls ----------------------------------------------------
-SHT_SYMTAB, SHT_REL = 2, 9
-SHF_EXECINSTR = 0x4
-STT_FUNC = 2
-STB_WEAK = 2
-BPF_CALL = 0x85
-BPF_LD_IMM64 = 0x18
-BTF_KIND_FUNC, BTF_KIND_VAR, BTF_KIND_DATASEC = 12, 14, 15
-BTF_KIND_STRUCT = 4
-_BTF_MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type tag
-STT_SECTION = 3
-# The sections libbpf makes struct_ops maps of ("?": not created unless the loader asks).
-STRUCT_OPS_SECTIONS = (".struct_ops", ".struct_ops.link", "?.struct_ops", "?.struct_ops.link")
-BTF_LINKAGE_EXTERN = 2
-# Bytes that follow a BTF type's 12-byte header, by kind, as a function of vlen.
-_BTF_EXTRA = {
-    1: lambda v: 4,  # INT
-    3: lambda v: 12,  # ARRAY
-    4: lambda v: 12 * v,  # STRUCT
-    5: lambda v: 12 * v,  # UNION
-    6: lambda v: 8 * v,  # ENUM
-    13: lambda v: 8 * v,  # FUNC_PROTO
-    14: lambda v: 4,  # VAR
-    15: lambda v: 12 * v,  # DATASEC
-    17: lambda v: 4,  # DECL_TAG
-    19: lambda v: 12 * v,  # ENUM64
-}
-
-
-@dataclass
-class _Sym:
-    name: str
-    value: int
-    size: int
-    kind: int
-    bind: int
-    shndx: int
-
-
-@dataclass
-class ElfInfo:
-    """What the object file says about itself, independent of any kernel."""
-
-    externs: list[dict] = field(default_factory=list)
-    calls: dict[tuple[str, str], tuple[list[int], list[str]]] = field(default_factory=dict)
-    # struct_ops map -> {"type": kernel struct, "link": BPF_F_LINK (.struct_ops.link), "programs": [...]}
-    struct_ops: dict[str, dict] = field(default_factory=dict)
-
-
-def _btf_types(btf: bytes) -> tuple[bytes, bytes, list[tuple[int, int, int, int, int]]]:
-    """The type and string sections of an object's .BTF and, per type id from 1, (kind, name_off,
-    vlen, size or type, offset of the bytes after its 12-byte header in the type section)."""
-    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", btf, 0)
-    types = btf[hdr_len + type_off : hdr_len + type_off + type_len]
-    strs = btf[hdr_len + str_off : hdr_len + str_off + str_len]
-    table = []
-    pos = 0
-    while pos + 12 <= len(types):
-        name_off, info, size = struct.unpack_from("<III", types, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        table.append((kind, name_off, vlen, size, pos + 12))
-        pos += 12 + _BTF_EXTRA.get(kind, lambda v: 0)(vlen)
-    return types, strs, table
-
-
-def btf_externs(btf: bytes) -> dict[str, str]:
-    """{name: "kfunc"|"ksym"|"kconfig"} for the extern declarations in an object's .BTF."""
-    types, strs, table = _btf_types(btf)
-    funcs: dict[int, str] = {}
-    variables: dict[int, str] = {}
-    section_of: dict[int, str] = {}
-    for type_id, (kind, name_off, vlen, _, extra) in enumerate(table, 1):
-        if kind == BTF_KIND_FUNC and vlen == BTF_LINKAGE_EXTERN:
-            funcs[type_id] = cstr(strs, name_off)
-        elif kind == BTF_KIND_VAR and struct.unpack_from("<I", types, extra)[0] == BTF_LINKAGE_EXTERN:
-            variables[type_id] = cstr(strs, name_off)
-        elif kind == BTF_KIND_DATASEC:
-            sec = cstr(strs, name_off)
-            for i in range(vlen):
-                (member,) = struct.unpack_from("<I", types, extra + 12 * i)
-                section_of[member] = sec
-    out = dict.fromkeys(funcs.values(), "kfunc")
-    for tid, name in variables.items():
-        out[name] = "kconfig" if section_of.get(tid) == ".kconfig" else "ksym"
-    return out
-
-
-def btf_struct_ops(btf: bytes) -> dict[str, list[tuple[str, str, int, int]]]:
-    """{struct_ops section: [(map name, kernel type name, offset, size)]} from an object's .BTF:
-    libbpf makes a map of each variable of those sections, of the kernel struct its type names
-    (a "___flavor" suffix left out, as libbpf does)."""
-    types, strs, table = _btf_types(btf)
-    out: dict[str, list[tuple[str, str, int, int]]] = {}
-    for kind, name_off, vlen, _, extra in table:
-        sec = cstr(strs, name_off)
-        if kind != BTF_KIND_DATASEC or sec not in STRUCT_OPS_SECTIONS:
-            continue
-        for i in range(vlen):
-            var, offset, size = struct.unpack_from("<III", types, extra + 12 * i)
-            if not 0 < var <= len(table) or table[var - 1][0] != BTF_KIND_VAR:
-                continue
-            type_id = table[var - 1][3]
-            for _ in range(16):  # through typedefs and qualifiers to the struct
-                if not 0 < type_id <= len(table) or table[type_id - 1][0] not in _BTF_MODIFIERS:
-                    break
-                type_id = table[type_id - 1][3]
-            if 0 < type_id <= len(table) and table[type_id - 1][0] == BTF_KIND_STRUCT:
-                tname = cstr(strs, table[type_id - 1][1]).split("___")[0]
-                out.setdefault(sec, []).append((cstr(strs, table[var - 1][1]), tname, offset, size))
-    return out
-
-
-def analyze_elf(data: bytes) -> ElfInfo:
-    """Externs and, per (section, program), the helper ids and kfuncs reachable from it."""
-    if not is_elf64le(data):
-        raise ValueError("not a 64-bit little-endian ELF file")
-    secs = section_headers(data)
-    names = section_names(data, secs)
-
-    def body(i: int) -> bytes:
-        return section_body(data, secs[i])
-
-    syms: list[_Sym] = []
-    relocs: dict[int, dict[int, int]] = {}
-    for i, s in enumerate(secs):
-        if s[1] == SHT_SYMTAB:
-            strtab = body(s[6])
-            raw = body(i)
-            for off in range(0, len(raw) - 23, 24):
-                st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", raw, off)
-                syms.append(_Sym(cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
-        elif s[1] == SHT_REL:
-            raw = body(i)
-            target = relocs.setdefault(s[7], {})
-            for off in range(0, len(raw) - 15, 16):
-                r_offset, r_info = struct.unpack_from("<QQ", raw, off)
-                target[r_offset] = r_info >> 32
-
-    btf_kinds: dict[str, str] = {}
-    struct_ops_vars: dict[str, list[tuple[str, str, int, int]]] = {}
-    if ".BTF" in names:
-        with contextlib.suppress(struct.error, ValueError):
-            btf_kinds = btf_externs(body(names.index(".BTF")))
-            struct_ops_vars = btf_struct_ops(body(names.index(".BTF")))
-    info = ElfInfo()
-    seen = set()
-    for sym in syms:
-        if sym.shndx == 0 and sym.name and sym.name not in seen:
-            seen.add(sym.name)
-            kind = btf_kinds.get(sym.name) or ("kconfig" if sym.name.startswith(("CONFIG_", "LINUX_")) else "ksym")
-            info.externs.append({"name": sym.name, "kind": kind, "weak": sym.bind == STB_WEAK})
-
-    funcs: dict[int, list[_Sym]] = {}
-    for sym in syms:
-        if sym.kind == STT_FUNC and 0 < sym.shndx < len(secs):
-            funcs.setdefault(sym.shndx, []).append(sym)
-
-    def func_at(sec: int, off: int) -> tuple[int, int] | None:
-        for f in funcs.get(sec, []):
-            if f.value <= off < f.value + max(f.size, 8):
-                return f.value, f.value + f.size
-        if 0 <= off < secs[sec][5]:  # no symbol: walk to the next function or the section end
-            later = [f.value for f in funcs.get(sec, []) if f.value > off]
-            return off, min(later) if later else secs[sec][5]
-        return None
-
-    def walk(sec: int, start: int, end: int) -> tuple[list[int], list[str]]:
-        helpers: set[int] = set()
-        kfuncs: set[str] = set()
-        todo, done = [(sec, start, end)], set()
-        while todo:
-            sec, start, end = todo.pop()
-            if (sec, start) in done:
-                continue
-            done.add((sec, start))
-            code, rel = body(sec), relocs.get(sec, {})
-            pos = start
-            while pos + 8 <= min(end, len(code)):
-                op, regs, _off, imm = struct.unpack_from("<BBhi", code, pos)
-                sym = syms[rel[pos]] if pos in rel and rel[pos] < len(syms) else None
-                target: tuple[int, int] | None = None
-                if op == BPF_CALL:
-                    if sym is not None and sym.shndx == 0:
-                        kfuncs.add(sym.name)  # a call to an extern: a kfunc
-                    elif sym is not None and 0 < sym.shndx < len(secs):
-                        target = (sym.shndx, sym.value + (imm + 1) * 8)  # a subprogram in another section
-                    elif regs >> 4 == 1:
-                        target = (sec, pos + (imm + 1) * 8)  # a subprogram in this section
-                    elif regs >> 4 == 0:
-                        helpers.add(imm)
-                elif op == BPF_LD_IMM64 and sym is not None and 0 < sym.shndx < len(secs):
-                    target = (sym.shndx, sym.value + imm)  # a callback's address (bpf_loop & co), if code
-                if target is not None and secs[target[0]][2] & SHF_EXECINSTR:
-                    span = func_at(*target)
-                    if span:
-                        todo.append((target[0], *span))
-                pos += 16 if op == BPF_LD_IMM64 else 8
-        return sorted(helpers), sorted(kfuncs)
-
-    for sym in syms:
-        sec = sym.shndx
-        if sym.kind != STT_FUNC or not (0 < sec < len(secs)) or names[sec] == ".text":
-            continue
-        if secs[sec][2] & SHF_EXECINSTR:
-            info.calls[(names[sec], sym.name)] = walk(sec, sym.value, sym.value + (sym.size or secs[sec][5]))
-
-    # struct_ops maps: their function pointers are relocations against the programs they name.
-    for sec_name, variables in struct_ops_vars.items():
-        if sec_name not in names:
-            continue
-        sec = names.index(sec_name)
-        slots = sorted(relocs.get(sec, {}).items())
-        placed = {sym.name: (sym.value, sym.size) for sym in syms if sym.shndx == sec and sym.kind != STT_SECTION}
-        for name, tname, offset, size in variables:
-            offset, size = placed.get(name, (offset, size))  # clang leaves DATASEC offsets 0: libbpf reads them here
-            progs = []
-            for r_offset, sym_index in slots:
-                sym = syms[sym_index] if sym_index < len(syms) else None
-                if sym is None or not offset <= r_offset < offset + size:
-                    continue
-                if sym.kind == STT_SECTION and 0 < sym.shndx < len(secs):  # a static function: section + addend
-                    (addend,) = struct.unpack_from("<q", body(sec), r_offset)
-                    sym = next((f for f in funcs.get(sym.shndx, []) if f.value == addend), None)
-                if sym is not None and sym.kind == STT_FUNC and sym.name not in progs:
-                    progs.append(sym.name)
-            info.struct_ops[name] = {"type": tname, "link": sec_name.endswith(".link"), "programs": progs}
-    return info
-
-
-def elf_to_json(info: ElfInfo) -> dict:
-    """analyze_elf()'s result as JSON: the host analyses each object once (natively, not once per
-    guest under emulation) and sends it with the check request."""
-    return {
-        "externs": info.externs,
-        "calls": [[s, n, h, k] for (s, n), (h, k) in info.calls.items()],
-        "struct_ops": info.struct_ops,
-    }
-
-
-def elf_from_json(doc: dict) -> ElfInfo | None:
-    """The host's analysis back, or None when it is not what elf_to_json() makes."""
-    try:
-        externs = [dict(e) for e in doc["externs"]]
-        calls = {(str(s), str(n)): ([int(x) for x in h], [str(x) for x in k]) for s, n, h, k in doc["calls"]}
-        struct_ops = {
-            str(m): {"type": str(v["type"]), "link": bool(v["link"]), "programs": [str(p) for p in v["programs"]]}
-            for m, v in (doc.get("struct_ops") or {}).items()
-        }
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return ElfInfo(externs=externs, calls=calls, struct_ops=struct_ops)
-
-
-def helpers_from_insns(insns: bytes) -> list[int]:
-    """Helper ids called by raw instructions (BPF_JMP|BPF_CALL with src_reg 0)."""
-    out = set()
-    for pos in range(0, len(insns) - 7, 8):
-        op, regs, _off, imm = struct.unpack_from("<BBhi", insns, pos)
-        if op == BPF_CALL and regs >> 4 == 0:
-            out.add(imm)
-    return sorted(out)
-
-
 # -- libbpf messages ---------------------------------------------------------------------------
 _FAILED_LOAD_RE = re.compile(r"^prog '([^']+)': failed to load: (-?\w+)")
 _PROG_LINE_RE = re.compile(r"^prog '([^']+)': ")
@@ -382,6 +118,8 @@ class ProgState:
     helpers: list[int]
     kfuncs: list[str]
     initial_autoload: bool
+    type_from: str = SECTION  # progtype: where the type it is loaded as came from
+    type_note: str | None = None  # why it is loaded as another type than its section says
     verdict: str | None = None
     stage: str | None = None
     errno: int | None = None
@@ -414,13 +152,14 @@ class ProgState:
             "program": self.name,
             "section": self.section,
             "prog_type": self.type_name,
+            "prog_type_from": self.type_from,
             "attach_type": self.attach_type,
             "attach_target": self.attach_target,
             "verdict": self.verdict,
             "stage": self.stage,
             "errno": self.errno,
             "message": self.message,
-            "libbpf_log": "\n".join(self.libbpf_log),
+            "libbpf_log": "\n".join(([f"[compat: {self.type_note}]"] if self.type_note else []) + self.libbpf_log),
             "log": self.log,
             "log_level": self.log_level,
             "stats": stats,
@@ -473,6 +212,7 @@ class Checker:
         kconfig: str | None = None,
         elf: dict | None = None,
         program_timeout: float | None = None,
+        program_types: list[tuple[str, str]] | None = None,
     ):
         self.data = data
         self.name = name
@@ -480,6 +220,8 @@ class Checker:
         self.given_elf = elf  # the host's analyze_elf() of these bytes (elf_to_json), if it sent one
         self.kconfig = kconfig
         self.program_timeout = program_timeout  # seconds of verification per program (None: no limit)
+        self.type_rules = program_types or []  # (glob, libbpf section): --program-type
+        self.retyped: dict[str, tuple[int, int]] = {}  # program -> (type, attach type) it is loaded as
         self.progs: list[ProgState] = []
         self.maps: dict[str, dict] = {}
         self.failed_maps: set[str] = set()
@@ -513,31 +255,46 @@ class Checker:
                     f"map '{m.name}' has max_entries 0 in the object (its loader sizes it at run time): "
                     f"checked with max_entries {size}"
                 )
+        for prog in obj.programs() if self.retyped else []:
+            if prog.name in self.retyped:
+                prog.set_type(*self.retyped[prog.name])
         return obj
 
     def inventory(self, obj: lb.Object, elf: ElfInfo | None) -> None:
-        """Programs and maps of the object, with what each program calls."""
+        """Programs and maps of the object, with what each program calls and the type it is
+        loaded as (its section's, or one --program-type or its context gives it: progtype.py)."""
         for prog in obj.programs():
             type_name = lb.prog_type_str(prog.prog_type) or str(prog.prog_type)
             if elf and (prog.section, prog.name) in elf.calls:
                 helpers, kfuncs = elf.calls[(prog.section, prog.name)]
             else:
                 helpers, kfuncs = helpers_from_insns(prog.insns()), []
-            self.progs.append(
-                ProgState(
-                    name=prog.name,
-                    section=prog.section,
-                    prog_type=prog.prog_type,
-                    type_name=type_name,
-                    eat=prog.expected_attach_type,
-                    attach_type=_attach_type_name(type_name, prog.expected_attach_type),
-                    attach_target=attach_target(prog.section),
-                    insn_cnt=prog.insn_cnt,
-                    helpers=helpers,
-                    kfuncs=kfuncs,
-                    initial_autoload=prog.autoload,
-                )
+            context = elf.contexts.get(prog.name) if elf else None
+            choice = choose(prog.name, prog.section, type_name, context, self.type_rules, helpers)
+            retyped = lb.prog_type_by_name(choice.section) if choice else None
+            if retyped:
+                prog.set_type(*retyped)
+                self.retyped[prog.name] = retyped
+                type_name = lb.prog_type_str(retyped[0]) or str(retyped[0])
+            state = ProgState(
+                name=prog.name,
+                section=prog.section,
+                prog_type=prog.prog_type,
+                type_name=type_name,
+                eat=prog.expected_attach_type,
+                attach_type=_attach_type_name(type_name, prog.expected_attach_type),
+                attach_target=None if retyped else attach_target(prog.section),
+                insn_cnt=prog.insn_cnt,
+                helpers=helpers,
+                kfuncs=kfuncs,
+                initial_autoload=prog.autoload,
             )
+            if choice and retyped:
+                state.type_from, state.type_note = choice.source, choice.note(prog.section, type_name)
+            elif choice and choice.source == OPTION:  # a section libbpf does not know: no type to load it as
+                why = f"--program-type names section '{choice.section}', which libbpf {lb.version()} does not know"
+                state.reject("prepare", None, why + " (a section name such as tc, xdp or lwt_xmit)", [])
+            self.progs.append(state)
         for m in obj.maps():
             self.maps[m.name] = {
                 "name": m.name,
@@ -971,7 +728,8 @@ def check(message: dict, payload: bytes) -> dict:
     elf = message.get("elf") if isinstance(message.get("elf"), dict) else None
     limit = message.get("program_timeout")
     limit = float(limit) if isinstance(limit, (int, float)) and limit > 0 else None
-    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit)
+    rules = parse_rules(message.get("program_types"))
+    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules)
     result = checker.run()
     return {
         "type": "check_result",

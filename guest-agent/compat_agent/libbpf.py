@@ -227,6 +227,7 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "libbpf_bpf_prog_type_str": (_S, (_I,)),
     "libbpf_bpf_map_type_str": (_S, (_I,)),
     "libbpf_bpf_attach_type_str": (_S, (_I,)),
+    "libbpf_prog_type_by_name": (_I, (_S, ctypes.POINTER(_I), ctypes.POINTER(_I))),
     "libbpf_probe_bpf_prog_type": (_I, (_I, _P)),
     "libbpf_probe_bpf_map_type": (_I, (_I, _P)),
     "libbpf_probe_bpf_helper": (_I, (_I, _I, _P)),
@@ -241,6 +242,8 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_program__expected_attach_type": (_I, (_P,)),
     "bpf_program__autoload": (_B, (_P,)),
     "bpf_program__set_autoload": (_I, (_P, _B)),
+    "bpf_program__set_type": (_I, (_P, _I)),
+    "bpf_program__set_expected_attach_type": (_I, (_P, _I)),
     "bpf_program__set_log_level": (_I, (_P, _U32)),
     "bpf_program__set_log_buf": (_I, (_P, _P, _SZ)),
     "bpf_program__insns": (_P, (_P,)),
@@ -417,6 +420,16 @@ def attach_type_str(attach_type: int) -> str | None:
     return _str(lib().libbpf_bpf_attach_type_str(attach_type))
 
 
+@functools.cache
+def prog_type_by_name(section: str) -> tuple[int, int] | None:
+    """The program type and expected attach type libbpf gives a section name ("tc", "xdp",
+    "cgroup/connect4"...), None if libbpf knows no such section."""
+    prog_type, attach_type = ctypes.c_int(), ctypes.c_int()
+    if lib().libbpf_prog_type_by_name(section.encode(), ctypes.byref(prog_type), ctypes.byref(attach_type)) != 0:
+        return None
+    return prog_type.value, attach_type.value
+
+
 # -- objects, programs, maps ---------------------------------------------------------------------
 class Program:
     """A bpf_program of an open Object (valid while the object is open)."""
@@ -446,6 +459,14 @@ class Program:
     def set_autoload(self, on: bool) -> None:
         """Have bpf_object__load load this program or skip it."""
         _check_int(lib().bpf_program__set_autoload(self.ptr, on), "bpf_program__set_autoload")
+
+    def set_type(self, prog_type: int, attach_type: int) -> None:
+        """Load the program as this type (libbpf then forgets what its section said)."""
+        lb = lib()
+        _check_int(lb.bpf_program__set_type(self.ptr, prog_type), "bpf_program__set_type")
+        _check_int(
+            lb.bpf_program__set_expected_attach_type(self.ptr, attach_type), "bpf_program__set_expected_attach_type"
+        )
 
     def set_log(self, level: int, buf: ctypes.Array | None) -> None:
         """Verifier log level and buffer for this program's load (buffer kept alive by the caller)."""
