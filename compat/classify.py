@@ -45,6 +45,9 @@ _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^'
 # libbpf 1.0 dropped struct bpf_map_def maps; in 'maps/<name>' sections (gobpf, iproute2)
 # they only show up as relocations against a section libbpf does not know as a map section.
 _LEGACY_MAP_RELO = re.compile(r"bad map relo against '[^']*' in section 'maps/[^']*'")
+# Externs that neither the kernel (__ksym) nor its config (__kconfig) resolve: another BPF
+# object defines them, and bpftool gen object (libbpf's static linker) joins the two.
+_LINKED_EXTERN = re.compile(r"unrecognized extern section '([^']+)'|failed to find BTF for extern '([^']+)'")
 _UNKNOWN_FUNC = re.compile(r"(?:invalid func|unknown func) (?:unknown#)?(\w+)#?(\d+)?")
 # Helpers a kernel allows only to some programs of a type (iterators, sleepable ones): the probe
 # tries each type in one flavour (tracing as fentry, not sleepable), so its "absent" is no proof.
@@ -125,6 +128,14 @@ def classify(
                 f"do not support: {legacy.group(0)}"
             )
             return Classified("object_error", f"libbpf cannot parse this object: {what}")
+        linked = _LINKED_EXTERN.search(text)
+        if linked:
+            what = f"extern maps (section '{linked.group(1)}')" if linked.group(1) else f"extern '{linked.group(2)}'"
+            return Classified(
+                "object_error",
+                f"libbpf cannot load this object alone: it declares {what}, defined in another BPF object; link "
+                "them first (bpftool gen object linked.o a.bpf.o b.bpf.o) and check the linked object",
+            )
         return Classified("object_error", f"libbpf cannot parse this object: {_first(program, obj)}")
 
     # Before the prog type probes: "unspec" is no kernel's type, the object just does not say.

@@ -219,6 +219,19 @@ def test_legacy_map_sections():
     assert s.message == f"libbpf cannot parse this object: {msg}"
 
 
+def test_an_object_to_link_with_others_says_so():
+    for message, what in (
+        ("unrecognized extern section '.maps'", "extern maps (section '.maps')"),
+        ("failed to find BTF for extern 'set_output_val2' [354] section: -2", "extern 'set_output_val2'"),
+    ):
+        c = classify(rec(stage="open", errno=22, message=message), {}, INV_510, NAMES)
+        assert (c.reason, c.message) == (
+            "object_error",
+            f"libbpf cannot load this object alone: it declares {what}, defined in another BPF object; link them "
+            "first (bpftool gen object linked.o a.bpf.o b.bpf.o) and check the linked object",
+        )
+
+
 def test_missing_helper_still_wins_over_a_different_verifier_error():
     # 5.10, LSM: the helper is missing there; the verifier's first complaint is about the attach target.
     inv = Inventory(prog_types={"lsm": True}, helpers={"lsm": [1, 2]}, helper_names=NAMES)
