@@ -515,7 +515,8 @@ def cmd_probe(args, cache: Cache) -> int:
             if d.empty():
                 print("  no change")
             for what, (added, removed) in (("program types", d.prog_types), ("map types", d.map_types),
-                                           ("helpers", d.helpers), ("kfuncs", d.kfuncs)):  # fmt: skip
+                                           ("helpers", d.helpers), ("kfuncs", d.kfuncs),
+                                           ("features", d.features)):  # fmt: skip
                 if added:
                     print(f"  + {what}: {', '.join(added)}")
                 if removed:

@@ -90,9 +90,10 @@ class InventoryDiff:
     map_types: tuple[list[str], list[str]]
     helpers: tuple[list[str], list[str]]
     kfuncs: tuple[list[str], list[str]]
+    features: tuple[list[str], list[str]] = ([], [])
 
     def empty(self) -> bool:
-        return not any(a or r for a, r in (self.prog_types, self.map_types, self.helpers, self.kfuncs))
+        return not any(a or r for a, r in (self.prog_types, self.map_types, self.helpers, self.kfuncs, self.features))
 
 
 def diff(old: Inventory, new: Inventory, names: dict[int, str]) -> InventoryDiff:
@@ -109,4 +110,5 @@ def diff(old: Inventory, new: Inventory, names: dict[int, str]) -> InventoryDiff
         map_types=d(on(old.map_types), on(new.map_types)),
         helpers=d(*({helper_label(h, names) for h in inv.all_helpers()} for inv in (old, new))),
         kfuncs=d(old.kfuncs, new.kfuncs),
+        features=d(on(old.features), on(new.features)),
     )

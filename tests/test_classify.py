@@ -101,9 +101,11 @@ def test_inventory_from_probe_and_diff():
         "helper_names": {"181": "bpf_loop"},
         "kfuncs_btf": ["bpf_iter_num_new"],
         "kfunc_allowed": {},
+        "features": {"struct_ops_link": True},
     }
     new = Inventory.from_probe(probe)
     d = diff(INV_510, new, {**NAMES, **new.helper_names})
+    assert d.features == (["struct_ops_link"], [])
     assert "syscall" in d.prog_types[0] and "arena" in d.map_types[0]
     assert "bpf_loop (181)" in d.helpers[0] and "bpf_get_current_pid_tgid (14)" in d.helpers[1]
     assert d.kfuncs == (["bpf_iter_num_new"], ["bpf_obj_new_impl"])
