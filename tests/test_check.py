@@ -128,6 +128,39 @@ def test_a_binary_is_checked_for_the_objects_it_embeds(built_programs, tmp_path)
     assert {r["object"]: r["verdict"] for r in doc["results"]}["tool:counter.o"] == "accepted"
 
 
+PINNED = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_%s);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shared SEC(".maps");
+
+SEC("xdp") int lookup(struct xdp_md *ctx) { __u32 k = 0; return bpf_map_lookup_elem(&shared, &k) ? XDP_PASS : 1; }
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_a_map_pinned_by_an_earlier_check_does_not_stand_in_for_the_next_one_s(tmp_path):
+    # Both objects pin a map named "shared", of different types, and are checked in one guest: the
+    # second must not find the first's map in bpffs (libbpf would refuse to reuse it: EINVAL).
+    objects = []
+    for kind in ("HASH", "ARRAY"):
+        source, obj = tmp_path / f"pin_{kind.lower()}.bpf.c", tmp_path / f"pin_{kind.lower()}.o"
+        source.write_text(PINNED % kind)
+        subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
+        objects.append(str(obj))
+    proc = compat("check", *objects, "--kernel", "6.1", "--jobs", "1", "--no-cache", "--format", "json",
+                  "--output", "-")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert [r["verdict"] for r in json.loads(proc.stdout)["results"]] == ["accepted", "accepted"]
+
+
 FETCH_ADD = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

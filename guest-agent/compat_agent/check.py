@@ -238,9 +238,13 @@ class Checker:
 
     def open(self) -> lb.Object:
         """A freshly opened bpf_object of the checked bytes (a load can be attempted once), with
-        the maps its loader sizes at run time sized."""
+        the maps its loader sizes at run time sized, pinned maps unpinned (as veristat does: a
+        check's verdicts must not depend on what an earlier check left in bpffs) and programs
+        retyped (progtype.py)."""
         obj = lb.Object(self.data, self.name, self.kconfig)
         for m in obj.maps():
+            if m.pinned:  # a map pinned by an earlier check in this guest must not stand in for this one's
+                m.unpin()
             kind = lb.map_type_str(m.map_type) or ""
             if kind in ("array_of_maps", "hash_of_maps") and not m.has_inner_map:
                 self.no_inner_map[m.name] = (

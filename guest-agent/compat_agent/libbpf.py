@@ -263,6 +263,8 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_map__max_entries": (_U32, (_P,)),
     "bpf_map__inner_map": (_P, (_P,)),
     "bpf_map__set_max_entries": (_I, (_P, _U32)),
+    "bpf_map__pin_path": (_S, (_P,)),
+    "bpf_map__set_pin_path": (_I, (_P, _S)),
     "bpf_map__attach_struct_ops": (_P, (_P,)),
     "bpf_link__destroy": (_I, (_P,)),
     "bpf_tc_hook_create": (_I, (ctypes.POINTER(TcHook),)),
@@ -535,6 +537,15 @@ class Map:
     def set_max_entries(self, n: int) -> None:
         """Size the map before load (what loaders do for maps sized at run time)."""
         _check_int(lib().bpf_map__set_max_entries(self.ptr, n), "bpf_map__set_max_entries")
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the load would pin the map in bpffs (or reuse a map pinned there)."""
+        return bool(lib().bpf_map__pin_path(self.ptr))
+
+    def unpin(self) -> None:
+        """Have the load create the map afresh, neither pinned nor reusing a pinned one."""
+        _check_int(lib().bpf_map__set_pin_path(self.ptr, None), "bpf_map__set_pin_path")
 
 
 class Object:
