@@ -19,11 +19,12 @@ from pathlib import Path
 from compat_agent.objelf import analyze_elf, elf_to_json
 from compat_agent.progtype import CONTEXT, OPTION
 
-from . import guestmsg
+from . import globalvars, guestmsg
 from .cache import Cache, sha256_json
 from .classify import classify
 from .errors import CompatError
 from .fleet import Fleet, Outcome, Session
+from .globalvars import Assignment
 from .guestmsg import TIMEOUT
 from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
@@ -59,6 +60,7 @@ class CheckOptions:
     result_cache: bool = True  # reuse the guest's verdicts on unchanged objects (--no-cache: off)
     shard: Shard | None = None  # check only this part of the kernel × object matrix (--shard I/N)
     program_types: tuple[tuple[str, str], ...] = ()  # (glob, libbpf section): --program-type
+    global_values: tuple[Assignment, ...] = ()  # --set-global
 
 
 @dataclass
@@ -124,19 +126,21 @@ def check_request(
     attach: bool,
     program_timeout: float | None = None,
     program_types: tuple[tuple[str, str], ...] = (),
+    global_values: tuple[Assignment, ...] = (),
 ) -> dict:
     """The agent's check request for one object (sent with its bytes). It carries the agent's ELF
     analysis (externs, what each program calls), made here once instead of in every guest under
     emulation; without it ({}: the analysis failed) the agent makes its own. program_timeout:
     seconds the verifier may spend on one program (None: no limit); program_types: (glob,
-    libbpf section) pairs, --program-type."""
+    libbpf section) pairs, --program-type; global_values: --set-global."""
     try:
-        elf = elf_to_json(analyze_elf(data))
+        info = analyze_elf(data)
     except (ValueError, struct.error, IndexError):
-        elf = {}
+        info = None
     return {
-        "type": "check", "object": name, "attach": attach, "elf": elf, "program_timeout": program_timeout,
-        "program_types": [list(rule) for rule in program_types],
+        "type": "check", "object": name, "attach": attach, "elf": elf_to_json(info) if info else {},
+        "program_timeout": program_timeout, "program_types": [list(rule) for rule in program_types],
+        "globals": globalvars.resolve(list(global_values), info.variables if info else {}, name),
     }  # fmt: skip
 
 
@@ -270,7 +274,9 @@ class Checker:
         found = self._requests.get(key)
         if found is None:
             o = self.options
-            found = self._requests[key] = check_request(name, obj.data, o.attach, o.program_timeout, o.program_types)
+            found = self._requests[key] = check_request(
+                name, obj.data, o.attach, o.program_timeout, o.program_types, o.global_values
+            )
         return found
 
     def _modules(self, obj: BpfObject, kernel: Kernel) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
@@ -367,7 +373,8 @@ class Checker:
         results_cache = ResultCache(
             self.cache, image.key,
             {"attach": self.options.attach, "memory_mb": self.options.memory_mb,
-             "program_types": [list(rule) for rule in self.options.program_types]},
+             "program_types": [list(rule) for rule in self.options.program_types],
+             "globals": [a.to_json() for a in self.options.global_values]},
             enabled=self.options.result_cache,
         )  # fmt: skip
         served, hits = self._from_cache(results_cache, todo, state)
@@ -418,6 +425,8 @@ class Checker:
             options["shard"] = self.options.shard.to_json()
         if self.options.program_types:
             options["program_types"] = [f"{glob}={section}" for glob, section in self.options.program_types]
+        if self.options.global_values:
+            options["set_global"] = [a.to_json() for a in self.options.global_values]
         runs = []
         for (objects, infos), group_plan in zip(groups, plans, strict=True):
             results: list[ProgramResult] = []

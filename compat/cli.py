@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import __version__
+from . import __version__, globalvars
 from .cache import NEVER_PRUNED, Cache, replace_text
 from .errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError, UserError
 from .gate import FAIL_ON
@@ -111,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier build of the objects, checked in the same run (programs matched by name)",
     )  # fmt: skip
     p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
+    p.add_argument(
+        "--set-global",
+        action="append",
+        dest="global_values",
+        metavar="NAME=VALUE",
+        help="set a global variable (a loader's const volatile configuration in .rodata, or .data/.bss) in "
+        "every object that defines it before loading, as the loader does (repeatable)",
+    )
     p.add_argument(
         "--program-type",
         action="append",
@@ -318,6 +327,22 @@ def _positive(value: float | int | None, what: str) -> None:
         raise UserError(f"{what} must be positive")
 
 
+def _check_globals(values: tuple, objects: list) -> None:
+    """--set-global against the objects, before anything boots: a name no object defines, or a
+    value too big for a variable, is a one-line error."""
+    from compat_agent.objelf import analyze_elf
+
+    variables = []
+    for obj in objects:
+        try:
+            found = analyze_elf(obj.data).variables
+        except (ValueError, struct.error, IndexError):
+            found = {}
+        globalvars.resolve(list(values), found, obj.name)
+        variables.append(found)
+    globalvars.check_defined(list(values), variables)
+
+
 def _program_type(rule: str) -> tuple[str, str]:
     """One --program-type GLOB=SECTION."""
     glob, _, section = rule.partition("=")
@@ -381,6 +406,7 @@ def cmd_check(args, cache: Cache) -> int:
     _positive(args.program_timeout, "--program-timeout")
     _positive(args.timeout, "--timeout")
     program_types = tuple(_program_type(rule) for rule in args.program_types or [])
+    global_values = tuple(globalvars.parse(text) for text in args.global_values or [])
     deadline = time.monotonic() + args.timeout if args.timeout else None
     if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
         raise UserError(f"--memory {args.memory}: give between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB")
@@ -400,6 +426,8 @@ def cmd_check(args, cache: Cache) -> int:
         print(f"compat: error: {line}", file=sys.stderr)
     if not objects:
         return EXIT_USAGE
+    if global_values:
+        _check_globals(global_values, objects + base_objects)
     options = CheckOptions(
         attach=args.attach, jobs=args.jobs, refresh=args.refresh,
         object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
@@ -407,7 +435,7 @@ def cmd_check(args, cache: Cache) -> int:
         memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
         test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
         result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
-        program_types=program_types,
+        program_types=program_types, global_values=global_values,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
     if sys.stderr.isatty():

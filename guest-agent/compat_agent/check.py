@@ -213,6 +213,7 @@ class Checker:
         elf: dict | None = None,
         program_timeout: float | None = None,
         program_types: list[tuple[str, str]] | None = None,
+        global_values: list[dict] | None = None,
     ):
         self.data = data
         self.name = name
@@ -222,6 +223,8 @@ class Checker:
         self.program_timeout = program_timeout  # seconds of verification per program (None: no limit)
         self.type_rules = program_types or []  # (glob, libbpf section): --program-type
         self.retyped: dict[str, tuple[int, int]] = {}  # program -> (type, attach type) it is loaded as
+        self.global_values = global_values or []  # --set-global: {name, section, offset, bytes, value}
+        self.global_notes: dict[str, str] = {}  # variable -> what was set, or why it could not be
         self.progs: list[ProgState] = []
         self.maps: dict[str, dict] = {}
         self.failed_maps: set[str] = set()
@@ -262,6 +265,14 @@ class Checker:
         for prog in obj.programs() if self.retyped else []:
             if prog.name in self.retyped:
                 prog.set_type(*self.retyped[prog.name])
+        for g in self.global_values:
+            m = obj.map_named(g["section"])
+            done = m is not None and m.write_initial(g["offset"], bytes.fromhex(g["bytes"]))
+            self.global_notes[g["name"]] = (
+                f"global variable '{g['name']}' ({g['section']}) set to {g['value']} (--set-global)"
+                if done
+                else f"global variable '{g['name']}' could not be set: libbpf has no initial value for {g['section']}"
+            )
         return obj
 
     def inventory(self, obj: lb.Object, elf: ElfInfo | None) -> None:
@@ -686,8 +697,9 @@ class Checker:
                 self.maps[name]["note"] = note
         result["maps"] = list(self.maps.values())
         result["programs"] = [p.record() for p in self.progs]
-        if self.map_notes:  # every verdict of the object rests on those sizes: each says so
-            notes = [f"[compat: {note}]" for note in self.map_notes.values()]
+        notes = [*self.map_notes.values(), *self.global_notes.values()]
+        if notes:  # every verdict of the object rests on those sizes and values: each says so
+            notes = [f"[compat: {note}]" for note in notes]
             for record in result["programs"]:
                 record["libbpf_log"] = "\n".join([*notes, record["libbpf_log"]]).rstrip("\n")
         return result
@@ -724,6 +736,17 @@ def _describe_prepare(lines: list[str], message: str) -> str:
     return message
 
 
+def _global_value(g: object) -> bool:
+    """Whether a request's --set-global write is well formed."""
+    if not isinstance(g, dict) or not all(isinstance(g.get(k), str) for k in ("name", "section", "bytes")):
+        return False
+    try:
+        bytes.fromhex(g["bytes"])
+    except ValueError:
+        return False
+    return isinstance(g.get("offset"), int) and isinstance(g.get("value"), int)
+
+
 def check(message: dict, payload: bytes) -> dict:
     """Answer a check request: per-program verdicts for the object in payload."""
     t0 = time.monotonic()
@@ -733,7 +756,10 @@ def check(message: dict, payload: bytes) -> dict:
     limit = message.get("program_timeout")
     limit = float(limit) if isinstance(limit, (int, float)) and limit > 0 else None
     rules = parse_rules(message.get("program_types"))
-    checker = Checker(payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules)
+    values = [g for g in message.get("globals") or [] if _global_value(g)]
+    checker = Checker(
+        payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values
+    )
     result = checker.run()
     return {
         "type": "check_result",

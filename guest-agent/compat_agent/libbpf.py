@@ -264,6 +264,8 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_map__inner_map": (_P, (_P,)),
     "bpf_map__set_max_entries": (_I, (_P, _U32)),
     "bpf_map__pin_path": (_S, (_P,)),
+    "bpf_map__initial_value": (_P, (_P, ctypes.POINTER(_SZ))),
+    "bpf_object__find_map_by_name": (_P, (_P, _S)),
     "bpf_map__set_pin_path": (_I, (_P, _S)),
     "bpf_map__attach_struct_ops": (_P, (_P,)),
     "bpf_link__destroy": (_I, (_P,)),
@@ -547,6 +549,16 @@ class Map:
         """Have the load create the map afresh, neither pinned nor reusing a pinned one."""
         _check_int(lib().bpf_map__set_pin_path(self.ptr, None), "bpf_map__set_pin_path")
 
+    def write_initial(self, offset: int, data: bytes) -> bool:
+        """Overwrite bytes of an internal map's initial value (.rodata, .data, .bss) before load,
+        as a skeleton's loader does; False when the map has none or the bytes fall outside it."""
+        size = ctypes.c_size_t()
+        ptr = lib().bpf_map__initial_value(self.ptr, ctypes.byref(size))
+        if not ptr or offset < 0 or offset + len(data) > size.value:
+            return False
+        ctypes.memmove(ptr + offset, data, len(data))
+        return True
+
 
 class Object:
     """An open bpf_object; close() it (or use as a context manager)."""
@@ -583,6 +595,11 @@ class Object:
         if self._maps is None:
             self._maps = self._walk(lib().bpf_object__next_map, Map)
         return self._maps
+
+    def map_named(self, name: str) -> Map | None:
+        """The map of that name (an internal map also by its section name: ".rodata")."""
+        ptr = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
+        return Map(self, ptr) if ptr else None
 
     def _walk(self, next_fn, cls):
         out, prev = [], None

@@ -17,7 +17,10 @@ from .elf import cstr, is_elf64le, section_body, section_headers, section_names
 
 SHT_SYMTAB, SHT_REL = 2, 9
 SHF_EXECINSTR = 0x4
-STT_FUNC = 2
+STT_OBJECT, STT_FUNC = 1, 2
+# The sections of an object's global variables: libbpf makes an array map of each, whose initial
+# value its loader may change before load (a skeleton's rodata/data/bss).
+DATA_SECTIONS = (".rodata", ".data", ".bss")
 STB_WEAK = 2
 BPF_CALL = 0x85
 BPF_LD_IMM64 = 0x18
@@ -64,6 +67,8 @@ class ElfInfo:
     struct_ops: dict[str, dict] = field(default_factory=dict)
     # program -> the names of the type its one argument points to (a typedef's, then its struct's)
     contexts: dict[str, list[str]] = field(default_factory=dict)
+    # global variable -> (section, offset, size) (host only: not sent to the guest)
+    variables: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
 
 def _btf_types(btf: bytes) -> tuple[bytes, bytes, list[tuple[int, int, int, int, int]]]:
@@ -208,6 +213,11 @@ def analyze_elf(data: bytes) -> ElfInfo:
             seen.add(sym.name)
             kind = btf_kinds.get(sym.name) or ("kconfig" if sym.name.startswith(("CONFIG_", "LINUX_")) else "ksym")
             info.externs.append({"name": sym.name, "kind": kind, "weak": sym.bind == STB_WEAK})
+
+    for sym in syms:
+        sec = names[sym.shndx] if 0 < sym.shndx < len(secs) else ""
+        if sym.kind == STT_OBJECT and sym.name and sym.size and sec.split(".")[1:2] in (["rodata"], ["data"], ["bss"]):
+            info.variables.setdefault(sym.name, (sec, sym.value, sym.size))
 
     funcs: dict[int, list[_Sym]] = {}
     for sym in syms:

@@ -1,0 +1,103 @@
+"""--set-global: values parsed, encoded and placed in the objects that define the variable, and
+the verdict a loader's configuration changes on a real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from bpf_build import compile_command, find_clang
+from compat_agent.objelf import analyze_elf
+
+from compat.errors import UserError
+from compat.globalvars import Assignment, check_defined, encode, parse, resolve
+
+
+def test_values_are_integers_or_booleans():
+    assert parse("cfg_debug=1") == Assignment("cfg_debug", 1)
+    assert parse(" mask = 0xff ") == Assignment("mask", 255)
+    assert parse("delta=-3").value == -3
+    assert parse("enabled=true").value == 1 and parse("enabled=False").value == 0
+    for bad in ("x", "=1", "x=", "x=1.5", "x=one"):
+        with pytest.raises(UserError):
+            parse(bad)
+
+
+def test_values_are_little_endian_and_must_fit():
+    assert encode(1, 4) == b"\x01\x00\x00\x00"
+    assert encode(-1, 2) == b"\xff\xff"
+    assert encode(255, 1) == b"\xff" and encode(-128, 1) == b"\x80"
+    assert encode(256, 1) is None and encode(-129, 1) is None
+
+
+def test_each_object_gets_the_writes_of_the_variables_it_defines():
+    variables = {"unsafe_mode": (".rodata", 4, 4), "small": (".rodata", 0, 1)}
+    writes = resolve([Assignment("unsafe_mode", 1), Assignment("other", 2)], variables, "cfg.o")
+    assert writes == [{"name": "unsafe_mode", "section": ".rodata", "offset": 4, "bytes": "01000000", "value": 1}]
+    with pytest.raises(UserError, match="'small' has 1 byte"):
+        resolve([Assignment("small", 300)], variables, "cfg.o")
+    check_defined([Assignment("small", 1)], [{}, variables])
+    with pytest.raises(UserError, match="no object defines a global variable 'typo'"):
+        check_defined([Assignment("typo", 1)], [variables])
+
+
+CONFIGURED = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+const volatile int unsafe_mode = 0;  /* set by the loader (a skeleton's rodata) */
+int hits;
+
+SEC("xdp") int read_first(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	hits++;
+	if (unsafe_mode)
+		return *(volatile __u32 *)data ? XDP_PASS : XDP_DROP;  /* no bounds check */
+	if (data + 4 > data_end)
+		return XDP_PASS;
+	return *(__u32 *)data ? XDP_PASS : XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory):
+    source = tmp_path_factory.mktemp("globals") / "configured.bpf.c"
+    source.write_text(CONFIGURED)
+    obj = source.with_name("configured.o")
+    subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
+    return obj
+
+
+def test_an_object_s_globals_come_from_its_symbol_table(configured):
+    found = analyze_elf(configured.read_bytes()).variables
+    assert found["unsafe_mode"][0] == ".rodata" and found["unsafe_mode"][2] == 4
+    assert found["hits"][0] == ".bss" and found["hits"][2] == 4
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_the_loader_s_configuration_decides_the_verdict(configured):
+    def check(*extra):
+        proc = subprocess.run([sys.executable, "-m", "compat", "check", str(configured), "--kernel", "6.1", *extra,
+                               "--format", "json", "--output", "-"], capture_output=True, text=True, timeout=3000,
+                              env={**os.environ})  # fmt: skip
+        return proc, json.loads(proc.stdout) if proc.stdout else {}
+
+    _, default = check()
+    assert default["results"][0]["verdict"] == "accepted"  # the unchecked read is dead code
+    _, unsafe = check("--set-global", "unsafe_mode=1")
+    r = unsafe["results"][0]
+    assert (r["verdict"], r["reason"]) == ("rejected", "verifier_rejection"), r
+    assert "[compat: global variable 'unsafe_mode' (.rodata) set to 1 (--set-global)]" in r["libbpf_log"]
+    assert unsafe["options"]["set_global"] == ["unsafe_mode=1"]
+    proc, _ = check("--set-global", "unsafe_mod=1")
+    assert proc.returncode == 2 and "no object defines a global variable 'unsafe_mod'" in proc.stderr
