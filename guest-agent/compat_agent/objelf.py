@@ -1,7 +1,8 @@
 """What a BPF object file says about itself, independent of any kernel: its externs (kfuncs,
 ksyms, kconfig), the helpers and kfuncs each program reaches (through subprograms and
 callbacks: libbpf exposes a program's own instructions before load, not the subprograms it
-will append), the programs each struct_ops map uses, and each program's context type.
+will append), the programs each struct_ops map uses, each program's context type, and where
+each global variable lives (for --set-global).
 
 Read by hand from the ELF file and its .BTF: the host runs it once per object (natively) and
 sends the result with the check request; the agent runs it only when the host did not.
@@ -216,7 +217,7 @@ def analyze_elf(data: bytes) -> ElfInfo:
 
     for sym in syms:
         sec = names[sym.shndx] if 0 < sym.shndx < len(secs) else ""
-        if sym.kind == STT_OBJECT and sym.name and sym.size and sec.split(".")[1:2] in (["rodata"], ["data"], ["bss"]):
+        if sym.kind == STT_OBJECT and sym.name and sym.size and sec.startswith(DATA_SECTIONS):
             info.variables.setdefault(sym.name, (sec, sym.value, sym.size))
 
     funcs: dict[int, list[_Sym]] = {}
