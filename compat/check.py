@@ -30,7 +30,7 @@ from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
 from .matrix import KernelSpec
 from .modsyms import ModuleIndex, wanted_functions
-from .objfile import BadObject, BpfObject, read_objects
+from .objfile import BadObject, BpfObject, objects_in, read_objects
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
@@ -82,11 +82,23 @@ def locate_sources(obj: BpfObject, results: list[ProgramResult]) -> None:
 
 def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], list[str]]:
     """Validate every input; bad ones become one-line errors, the rest are checked. A file given
-    twice is checked once; a binary stands for the BPF objects embedded in it."""
+    twice is checked once; a binary stands for the BPF objects embedded in it, a directory for
+    the BPF object files under it."""
     objects, infos, errors = [], [], []
     given: dict[str, str] = {}  # absolute path -> the first spelling of that file
     for p in paths:
-        given.setdefault(os.path.abspath(p), p)
+        if not os.path.isdir(p):
+            given.setdefault(os.path.abspath(p), p)
+            continue
+        try:
+            inside = objects_in(Path(p)) or []
+            if not inside:
+                errors.append(f"{p}: no BPF object file under this directory")
+        except BadObject as e:
+            inside = []
+            errors.append(str(e))
+        for found in inside:
+            given.setdefault(os.path.abspath(found), str(found))
     for absolute, name in display_names(list(given)).items():
         path = given[absolute]
         try:

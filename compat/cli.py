@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (images, initrd, snapshots, …)")
 
     p = sub.add_parser("check", help="load every program of the objects on every kernel")
-    p.add_argument("objects", nargs="+", metavar="OBJ", help="BPF object files (clang -target bpf)")
+    p.add_argument(
+        "objects", nargs="+", metavar="OBJ",
+        help="BPF object files (clang -target bpf), directories of them, or binaries that embed them",
+    )  # fmt: skip
     _kernel_options(p)
     p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
     p.add_argument("--no-attach", dest="attach", action="store_false", help="load only; do not try to attach")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import stat
 from dataclasses import dataclass, field
@@ -99,6 +100,34 @@ def read_objects(path: Path, max_bytes: int = MAX_OBJECT_BYTES) -> list[BpfObjec
         return _embedded(path, data, max_bytes)
     programs = inspect_bytes(data, label)
     return [BpfObject(path, path.name, data, hashlib.sha256(data).hexdigest(), programs)]
+
+
+MAX_DIRECTORY_FILES = 100_000  # files looked at under one directory argument
+
+
+def objects_in(directory: Path) -> list[Path]:
+    """The BPF object files under a directory (recursively, sorted; symbolic links not followed):
+    the files whose ELF header says EM_BPF. Other files are skipped, binaries too (name a binary
+    itself to have its embedded objects checked)."""
+    found: list[Path] = []
+    looked = 0
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            looked += 1
+            if looked > MAX_DIRECTORY_FILES:
+                raise BadObject(f"{directory}: more than {MAX_DIRECTORY_FILES} files under it; name a smaller one")
+            path = Path(root, name)
+            try:
+                if not path.is_file() or path.is_symlink():
+                    continue
+                with path.open("rb") as f:
+                    head = f.read(20)
+            except OSError:
+                continue
+            if head[:4] == b"\x7fELF" and len(head) == 20 and _machine(head) == EM_BPF:
+                found.append(path)
+    return found
 
 
 def _machine(head: bytes) -> int:

@@ -87,3 +87,17 @@ def test_a_binary_without_embedded_objects_is_one_line(tmp_path):
         BadObject, match=r": an ELF file for EM_X86_64, not a BPF object, and no BPF object is embedded"
     ):
         read_objects(tool)
+
+
+def test_a_directory_stands_for_the_bpf_object_files_under_it(tmp_path, built_programs):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "counter.o").write_bytes(built_programs["counter"].read_bytes())
+    (tmp_path / "mixed.bpf.o").write_bytes(built_programs["mixed_verdicts"].read_bytes())
+    (tmp_path / "README").write_text("not an object")
+    embedding_binary(tmp_path / "tool", [built_programs["counter"]])  # binaries are named, not searched
+    (tmp_path / "link.o").symlink_to(tmp_path / "mixed.bpf.o")  # not followed: no object twice
+    objects, _, errors = load_objects([str(tmp_path)])
+    assert not errors and [o.name for o in objects] == ["mixed.bpf.o", "counter.o"]
+    (tmp_path / "empty").mkdir()
+    _, _, errors = load_objects([str(tmp_path / "empty"), str(built_programs["counter"])])
+    assert errors == [f"{tmp_path / 'empty'}: no BPF object file under this directory"]
