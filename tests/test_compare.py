@@ -188,6 +188,8 @@ def test_a_program_rejected_everywhere_for_one_reason_says_so():
             r.verdict, r.reason = "rejected", "object_error"
         if r.program == "count_getpid":
             r.verdict, r.reason = "rejected", "missing_kfunc"
+        if r.program == "count_new":
+            r.verdict, r.reason = "rejected", "missing_attach_target"
     comp = compare(run)
     axes = {p.program: p for p in comp.programs}
     by_kernel = {k.id: k for k in run.kernels}
@@ -195,4 +197,6 @@ def test_a_program_rejected_everywhere_for_one_reason_says_so():
     assert axes["xdp_pass"].rejected_for == "object_error"
     assert "not a kernel" in axis_summary(axes["xdp_pass"], by_kernel, "!")
     assert axis_summary(axes["count_getpid"], by_kernel, "!") == "rejected on every kernel (missing kfunc)"
+    # a target no kernel has: newer than all of them, or a BPF program's function (fexit on a subprogram)
+    assert "one of another BPF program" in axis_summary(axes["count_new"], by_kernel, "!")
     assert axes["xdp_filter"].rejected_for is None  # accepted somewhere

@@ -60,6 +60,11 @@ def axis_summary(p, by_kernel: dict[str, KernelInfo], regression_mark: str) -> s
     if p.floor is None:
         if p.rejected_for == "object_error":
             return "rejected on every kernel, all for an object error: the object or its loader's part, not a kernel"
+        if p.rejected_for == "missing_attach_target":
+            return (
+                "rejected on every kernel, none of which has its attach target: a function newer than every "
+                "kernel, or one of another BPF program (its loader names the program: bpf_program__set_attach_target)"
+            )
         return "rejected on every kernel" + (f" ({reason_words(p.rejected_for)})" if p.rejected_for else "")
     text = f"accepted from {kernel_name(by_kernel.get(p.floor), p.floor)}, rejected on {', '.join(p.rejected_on())}"
     if p.rejected_from:
