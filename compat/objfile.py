@@ -178,6 +178,10 @@ def inspect_bytes(data: bytes, label: str) -> tuple[ObjectProgram, ...]:
             raise BadObject(f"{label}: an ELF file for {machine}, not a BPF object (build with clang -target bpf)")
         if elf["e_type"] != "ET_REL":
             raise BadObject(f"{label}: a BPF ELF of type {elf['e_type']}, not a relocatable object")
+        if not elf.little_endian or elf.elfclass != 64:
+            # The guests are x86-64: libbpf loads only objects of the host's byte order.
+            order = "big-endian (clang -target bpfeb)" if not elf.little_endian else f"{elf.elfclass}-bit"
+            raise BadObject(f"{label}: a {order} BPF object; the kernels are x86-64: build with clang -target bpf")
         programs = _programs(elf, data, label)
     except BadObject:
         raise

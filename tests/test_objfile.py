@@ -1,5 +1,6 @@
 """Host-side validation of untrusted object files: one line per problem, never a traceback."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,13 @@ def test_a_directory_stands_for_the_bpf_object_files_under_it(tmp_path, built_pr
     (tmp_path / "empty").mkdir()
     _, _, errors = load_objects([str(tmp_path / "empty"), str(built_programs["counter"])])
     assert errors == [f"{tmp_path / 'empty'}: no BPF object file under this directory"]
+
+
+def test_a_big_endian_object_is_one_line(tmp_path):
+    from bpf_build import PROGRAMS_DIR, compile_command, find_clang
+
+    obj = tmp_path / "counter_eb.o"
+    subprocess.run([*compile_command(find_clang(), PROGRAMS_DIR / "counter.bpf.c", obj), "-target", "bpfeb"],
+                   check=True, timeout=300)  # fmt: skip
+    with pytest.raises(BadObject, match=r"a big-endian \(clang -target bpfeb\) BPF object; the kernels are x86-64"):
+        read_objects(obj)
