@@ -30,7 +30,7 @@ from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
 from .matrix import KernelSpec
 from .modsyms import ModuleIndex, wanted_functions
-from .objfile import BadObject, BpfObject, objects_in, read_objects
+from .objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
@@ -83,15 +83,16 @@ def locate_sources(obj: BpfObject, results: list[ProgramResult]) -> None:
 def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], list[str]]:
     """Validate every input; bad ones become one-line errors, the rest are checked. A file given
     twice is checked once; a binary stands for the BPF objects embedded in it, a directory for
-    the BPF object files under it."""
+    the BPF object files under it (those without programs left out)."""
     objects, infos, errors = [], [], []
     given: dict[str, str] = {}  # absolute path -> the first spelling of that file
+    from_directory: set[str] = set()
     for p in paths:
         if not os.path.isdir(p):
             given.setdefault(os.path.abspath(p), p)
             continue
         try:
-            inside = objects_in(Path(p)) or []
+            inside = objects_in(Path(p))
             if not inside:
                 errors.append(f"{p}: no BPF object file under this directory")
         except BadObject as e:
@@ -99,11 +100,14 @@ def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], l
             errors.append(str(e))
         for found in inside:
             given.setdefault(os.path.abspath(found), str(found))
+            from_directory.add(os.path.abspath(found))
     for absolute, name in display_names(list(given)).items():
         path = given[absolute]
         try:
             found = read_objects(path)
         except BadObject as e:
+            if isinstance(e, NoPrograms) and absolute in from_directory:
+                continue  # a library to link, or BTF only, among a directory's objects
             errors.append(str(e))
             infos.append(ObjectInfo(object=name, path=str(path), error=str(e)))
             continue

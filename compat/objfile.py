@@ -36,6 +36,11 @@ class BadObject(UserError):
         super().__init__(one_line(message, 0), hint)
 
 
+class NoPrograms(BadObject):
+    """A valid BPF object without programs (BTF or maps only, a library to link): skipped when
+    a directory brought it in, an error when named."""
+
+
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -189,7 +194,7 @@ def inspect_bytes(data: bytes, label: str) -> tuple[ObjectProgram, ...]:
         # pyelftools (and construct below it) raise many kinds of exceptions on malformed input.
         raise BadObject(f"{label}: malformed or truncated ELF ({e.__class__.__name__}: {one_line(str(e))})") from None
     if not programs:
-        raise BadObject(f"{label}: no BPF programs in this object")
+        raise NoPrograms(f"{label}: no BPF programs in this object")
     return programs
 
 
