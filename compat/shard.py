@@ -190,6 +190,12 @@ def merge(results: list[tuple[str, RunResult]], strict: bool = True) -> Merged:
     for name in ("kernel_axis",):
         if name in first.options:
             options[name] = first.options[name]
+    for name, flag in (("program_types", "--program-type"), ("set_global", "--set-global")):
+        given = {tuple(run.options.get(name) or ()) for _, run in results}
+        if len(given) > 1:  # verdicts under different program types or variable values
+            warnings.append(f"the result files were checked with different {flag} options")
+        elif given != {()}:
+            options[name] = list(next(iter(given)))
     shards = [run.options.get("shard") for _, run in results if isinstance(run.options.get("shard"), dict)]
     if shards:
         options["shards"] = shards[0].get("count")

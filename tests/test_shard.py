@@ -150,6 +150,12 @@ def test_merge_warns_about_different_images_and_builds():
     warnings = merge([("a", a), ("b", b), ("x", extra)]).warnings
     assert any("different guest images" in w for w in warnings)
     assert any("different builds" in w for w in warnings)
+    # The options that change verdicts travel with the merge, or are warned about when they differ.
+    a.options["set_global"] = b.options["set_global"] = extra.options["set_global"] = ["debug=1"]
+    a.options["program_types"] = ["encap_*=lwt_xmit"]
+    merged = merge([("a", a), ("b", b), ("x", extra)])
+    assert merged.result.options["set_global"] == ["debug=1"] and "program_types" not in merged.result.options
+    assert any("different --program-type options" in w for w in merged.warnings)
 
 
 def test_restrict_keeps_the_baseline_cells_of_the_shard():
