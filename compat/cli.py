@@ -456,6 +456,11 @@ def cmd_check(args, cache: Cache) -> int:
         baseline.options["kernel_axis"] = matrix.axis
         comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
     elif baseline is not None:
+        from .results import differing_options
+
+        for flag in differing_options([result, baseline]):
+            print(f"compat: warning: {args.baseline} was checked with other {flag} options than this run: "
+                  "a verdict that differs may be the options' doing", file=sys.stderr)  # fmt: skip
         if options.shard:
             baseline = restrict(baseline, result)  # the other shards' cells are not "removed"
         comparison = compare(result, baseline, "file", str(args.baseline))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from .compare import _pair_objects
 from .errors import UserError
 from .objfile import BpfObject
-from .results import KernelInfo, ObjectInfo, ProgramResult, RunResult
+from .results import VERDICT_OPTIONS, KernelInfo, ObjectInfo, ProgramResult, RunResult, differing_options
 
 
 @dataclass(frozen=True)
@@ -190,12 +190,11 @@ def merge(results: list[tuple[str, RunResult]], strict: bool = True) -> Merged:
     for name in ("kernel_axis",):
         if name in first.options:
             options[name] = first.options[name]
-    for name, flag in (("program_types", "--program-type"), ("set_global", "--set-global")):
-        given = {tuple(run.options.get(name) or ()) for _, run in results}
-        if len(given) > 1:  # verdicts under different program types or variable values
-            warnings.append(f"the result files were checked with different {flag} options")
-        elif given != {()}:
-            options[name] = list(next(iter(given)))
+    differ = differing_options([run for _, run in results])
+    warnings += [f"the result files were checked with different {flag} options" for flag in differ]
+    for name, flag in VERDICT_OPTIONS:
+        if flag not in differ and first.options.get(name):
+            options[name] = list(first.options[name])
     shards = [run.options.get("shard") for _, run in results if isinstance(run.options.get("shard"), dict)]
     if shards:
         options["shards"] = shards[0].get("count")

@@ -17,7 +17,7 @@ from synthetic_run import baseline, current
 
 from compat.compare import compare
 from compat.errors import UserError
-from compat.results import RunResult
+from compat.results import RunResult, differing_options
 from compat.shard import Shard, baseline_plan, merge, plan, restrict
 
 KERNELS = ["5.10", "6.1", "6.12", "sid"]
@@ -156,6 +156,7 @@ def test_merge_warns_about_different_images_and_builds():
     merged = merge([("a", a), ("b", b), ("x", extra)])
     assert merged.result.options["set_global"] == ["debug=1"] and "program_types" not in merged.result.options
     assert any("different --program-type options" in w for w in merged.warnings)
+    assert differing_options([a, b]) == ["--program-type"] and differing_options([b, extra]) == []
 
 
 def test_restrict_keeps_the_baseline_cells_of_the_shard():
