@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import kernelbtf
+from . import kernelbtf, legacy
 from . import libbpf as lb
 from .objelf import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
 from .progtype import OPTION, SECTION, choose, parse_rules
@@ -234,6 +234,7 @@ class Checker:
         self.map_notes: dict[str, str] = {}  # map -> how open() sized it
         self.no_inner_map: dict[str, str] = {}  # map of maps -> why it cannot be created
         self.struct_ops: dict[str, dict] = {}  # struct_ops map -> its type, link flag, programs (ElfInfo)
+        self.contexts: dict[str, list[str]] = {}  # program -> its context type's names (ElfInfo)
         self.full_log_budget = FULL_LOG_BUDGET
         self.timing: dict = {"loads": []}  # where the request's time went (ms), for benchmarks
         self.load_overhead_ms = 0.0  # what the last failed load spent besides verifying programs
@@ -673,11 +674,18 @@ class Checker:
         externs = elf.externs if elf else []
         self.weak_kfuncs = {e["name"] for e in externs if e["kind"] == "kfunc" and e["weak"]}
         self.struct_ops = elf.struct_ops if elf else {}
+        self.contexts = elf.contexts if elf else {}
         result: dict = {"libbpf": lb.version(), "externs": externs, "maps": [], "programs": [], "timing": self.timing}
         try:
             self.first = self.open()
         except lb.LibbpfError as e:
             result["open"] = {"ok": False, "errno": e.errno, "message": e.message, "libbpf_log": "\n".join(e.messages)}
+            if legacy.is_legacy(result["open"]["libbpf_log"]):  # libbpf 1.x refuses it; older loaders did not
+                try:
+                    result.update(legacy.check(self, e.messages))
+                    result["open"].update(ok=True, errno=None, message=None)
+                except legacy.Unsupported as why:
+                    result["open"]["message"] = f"{e.message} (compat's legacy-map loader cannot load it either: {why})"
             return result
         result["open"] = {"ok": True, "errno": None, "message": None, "libbpf_log": "\n".join(self.first.open_log)}
         self.inventory(self.first, elf)

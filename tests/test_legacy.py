@@ -1,0 +1,117 @@
+"""Objects with legacy map definitions (struct bpf_map_def in 'maps' sections), which libbpf 1.x
+refuses to open: compat's own legacy-map loader (guest-agent/compat_agent/legacy.py) parses them
+on the host here, and gives their programs the kernel's verdicts in a real guest."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+from bpf_build import compile_command, find_clang
+from compat_agent import legacy
+
+LEGACY = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct bpf_map_def {
+	unsigned int type, key_size, value_size, max_entries, map_flags;
+};
+
+struct bpf_map_def SEC("maps") counts = {
+	.type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 8, .max_entries = 4,
+};
+struct bpf_map_def SEC("maps/events") events = {
+	.type = BPF_MAP_TYPE_PERF_EVENT_ARRAY, .key_size = 4, .value_size = 4,  /* sized by the loader */
+};
+
+static __attribute__((noinline)) int bump(__u32 key)
+{
+	__u64 *v = bpf_map_lookup_elem(&counts, &key);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return 0;
+}
+
+SEC("xdp") int count_packets(struct xdp_md *ctx)
+{
+	bump(0);
+	return XDP_PASS;
+}
+
+SEC("xdp") int read_unchecked(struct xdp_md *ctx)
+{
+	return *(volatile __u32 *)(long)ctx->data ? XDP_PASS : XDP_DROP;
+}
+
+SEC("kprobe/do_nanosleep") int send_event(struct pt_regs *ctx)
+{
+	__u32 v = 1;
+
+	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &v, sizeof(v));
+	return 0;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def legacy_object(tmp_path_factory):
+    source = tmp_path_factory.mktemp("legacy") / "legacy_maps.bpf.c"
+    source.write_text(LEGACY)
+    obj = source.with_name("legacy_maps.o")
+    subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
+    return obj
+
+
+def test_maps_programs_subprograms_and_map_references_are_read(legacy_object):
+    maps, programs, license, _ = legacy.parse(legacy_object.read_bytes())
+    assert [(m.name, m.map_type, m.key_size, m.value_size, m.max_entries) for m in maps] == [
+        ("counts", 2, 4, 8, 4),
+        ("events", 4, 4, 4, 0),  # a perf event array its loader sizes: one entry per CPU when created
+    ]
+    by_name = {p.name: p for p in programs}
+    assert [(p.name, p.section) for p in programs] == [
+        ("count_packets", "xdp"), ("read_unchecked", "xdp"), ("send_event", "kprobe/do_nanosleep"),
+    ]  # fmt: skip
+    assert license == "GPL" and by_name["send_event"].maps == ["events"]
+    # count_packets calls bump() in .text: appended, the call pointed at it, its map reference kept.
+    count = by_name["count_packets"]
+    assert count.maps == ["counts"] and len(count.insns) > 16
+    calls = [at for at in range(0, len(count.insns), 8) if count.insns[at] == 0x85 and count.insns[at + 1] >> 4 == 1]
+    assert len(calls) == 1
+    imm = struct.unpack_from("<i", count.insns, calls[0] + 4)[0]
+    target = calls[0] // 8 + imm + 1
+    assert 0 < target * 8 < len(count.insns) and target * 8 >= len(count.insns) - 0x58  # into the .text copy
+    patched = count.patched({"counts": 7})
+    at = count.refs[0][0]
+    assert patched[at + 1] >> 4 == 1 and struct.unpack_from("<i", patched, at + 4)[0] == 7  # BPF_PSEUDO_MAP_FD
+
+
+def test_what_a_legacy_loader_cannot_do_is_said(built_programs):
+    with pytest.raises(legacy.Unsupported, match="CO-RE"):
+        legacy.parse(built_programs["core_task_state"].read_bytes())
+    assert legacy.is_legacy("libbpf: elf: legacy map definitions in 'maps' section are not supported by libbpf v1.0+")
+    assert legacy.is_legacy("bad map relo against 'tcpsock' in section 'maps/tcpsock'")
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_a_legacy_object_gets_the_kernel_s_verdicts(legacy_object):
+    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(legacy_object), "--kernel", "6.1", "--no-cache",
+                           "--format", "json", "--output", "-"], capture_output=True, text=True, timeout=3000,
+                          env={**os.environ})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cells = {r["program"]: r for r in json.loads(proc.stdout)["results"]}
+    assert cells["count_packets"]["verdict"] == cells["send_event"]["verdict"] == "accepted"
+    assert cells["count_packets"]["stats"]["insns_processed"]
+    rejected = cells["read_unchecked"]
+    assert (rejected["verdict"], rejected["reason"]) == ("rejected", "verifier_rejection"), rejected
+    assert "outside of the packet" in rejected["message"] and rejected["log_level"] == 1
+    assert "legacy 'maps' sections (struct bpf_map_def)" in cells["send_event"]["libbpf_log"]
