@@ -72,6 +72,15 @@ def compile_command(clang: str, source: Path, output: Path) -> list[str]:
     ]
 
 
+def build_source(text: str, directory: Path, name: str) -> Path:
+    """Compile BPF C source text (a test's own program) to directory/name.o."""
+    source = Path(directory) / f"{name}.bpf.c"
+    source.write_text(text)
+    obj = source.with_name(f"{name}.o")
+    subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
+    return obj
+
+
 def expected_mismatches(results) -> list[str]:
     """Cells of programs/expected.yaml that results (ProgramResult objects) do not match, in words."""
     import yaml

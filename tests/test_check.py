@@ -10,7 +10,7 @@ import sys
 
 import jsonschema
 import pytest
-from bpf_build import compile_command, embedding_binary, expected_mismatches, find_clang
+from bpf_build import build_source, compile_command, embedding_binary, expected_mismatches, find_clang
 
 from compat.results import SCHEMA_FILE, RunResult
 
@@ -151,12 +151,7 @@ char LICENSE[] SEC("license") = "GPL";
 def test_a_map_pinned_by_an_earlier_check_does_not_stand_in_for_the_next_one_s(tmp_path):
     # Both objects pin a map named "shared", of different types, and are checked in one guest: the
     # second must not find the first's map in bpffs (libbpf would refuse to reuse it: EINVAL).
-    objects = []
-    for kind in ("HASH", "ARRAY"):
-        source, obj = tmp_path / f"pin_{kind.lower()}.bpf.c", tmp_path / f"pin_{kind.lower()}.o"
-        source.write_text(PINNED % kind)
-        subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
-        objects.append(str(obj))
+    objects = [str(build_source(PINNED % kind, tmp_path, f"pin_{kind.lower()}")) for kind in ("HASH", "ARRAY")]
     proc = compat("check", *objects, "--kernel", "6.1", "--jobs", "1", "--no-cache", "--format", "json",
                   "--output", "-")  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from bpf_build import compile_command, find_clang
+from bpf_build import build_source
 from compat_agent.objelf import analyze_elf
 
 from compat.errors import UserError
@@ -70,11 +70,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 @pytest.fixture(scope="module")
 def configured(tmp_path_factory):
-    source = tmp_path_factory.mktemp("globals") / "configured.bpf.c"
-    source.write_text(CONFIGURED)
-    obj = source.with_name("configured.o")
-    subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
-    return obj
+    return build_source(CONFIGURED, tmp_path_factory.mktemp("globals"), "configured")
 
 
 def test_an_object_s_globals_come_from_its_symbol_table(configured):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from bpf_build import compile_command, find_clang
+from bpf_build import build_source
 from compat_agent import legacy
 
 LEGACY = r"""
@@ -63,11 +63,7 @@ char _license[] SEC("license") = "GPL";
 
 @pytest.fixture(scope="module")
 def legacy_object(tmp_path_factory):
-    source = tmp_path_factory.mktemp("legacy") / "legacy_maps.bpf.c"
-    source.write_text(LEGACY)
-    obj = source.with_name("legacy_maps.o")
-    subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
-    return obj
+    return build_source(LEGACY, tmp_path_factory.mktemp("legacy"), "legacy_maps")
 
 
 def test_maps_programs_subprograms_and_map_references_are_read(legacy_object):
