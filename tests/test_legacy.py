@@ -4,8 +4,10 @@ on the host here, and gives their programs the kernel's verdicts in a real guest
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -95,6 +97,21 @@ def test_what_a_legacy_loader_cannot_do_is_said(built_programs):
         legacy.parse(built_programs["core_task_state"].read_bytes())
     assert legacy.is_legacy("libbpf: elf: legacy map definitions in 'maps' section are not supported by libbpf v1.0+")
     assert legacy.is_legacy("bad map relo against 'tcpsock' in section 'maps/tcpsock'")
+
+
+def test_damaged_objects_are_unsupported_never_a_crash(legacy_object):
+    # The agent parses untrusted bytes: anything wrong is Unsupported (an object error), not an exception.
+    data = legacy_object.read_bytes()
+    rng = random.Random(7)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.randrange(1, 30)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        with contextlib.suppress(legacy.Unsupported):
+            legacy.parse(bytes(damaged))
+    for end in range(0, len(data), 61):
+        with contextlib.suppress(legacy.Unsupported):
+            legacy.parse(data[:end])
 
 
 @pytest.mark.vm

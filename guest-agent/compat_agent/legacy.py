@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 
 from . import libbpf as lb
 from .elf import cstr, is_elf64le, section_body, section_headers, section_names
-from .objelf import BPF_CALL, BPF_LD_IMM64, SHF_EXECINSTR, SHT_REL, SHT_SYMTAB, STT_FUNC, STT_SECTION
+from .objelf import (
+    BPF_CALL,
+    BPF_LD_IMM64,
+    SHF_EXECINSTR,
+    STB_WEAK,
+    STT_FUNC,
+    STT_SECTION,
+    helpers_from_insns,
+    symbols_and_relocations,
+)
 from .progtype import choose
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
@@ -39,6 +48,7 @@ from .verifierlog import error_line, parse_stats
 LEGACY_OPEN = re.compile(r"legacy map definitions in '[^']*' section|bad map relo against '[^']*' in section 'maps")
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_CALL = 1, 1
 BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+STB_GLOBAL = 1
 STATS_LOG_SIZE, FULL_LOG_SIZE = 64 << 10, 4 << 20
 NOTE = (
     "the object defines its maps in legacy 'maps' sections (struct bpf_map_def), which libbpf 1.0 and later "
@@ -90,7 +100,15 @@ def is_legacy(open_log: str) -> bool:
 
 def parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]:
     """The maps, the programs (linked and relocated, map fds still to be patched in), the
-    license and the kernel version an object declares; Unsupported when it needs more."""
+    license and the kernel version an object declares; Unsupported when it needs more, or when
+    its ELF is malformed (it is untrusted input)."""
+    try:
+        return _parse(data)
+    except (struct.error, IndexError, ValueError, OverflowError) as e:
+        raise Unsupported(f"its ELF file is malformed ({e.__class__.__name__})") from None
+
+
+def _parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]:
     if not is_elf64le(data):
         raise Unsupported("not a 64-bit little-endian ELF file")
     secs = section_headers(data)
@@ -100,69 +118,54 @@ def parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]:
         hdr_len = struct.unpack_from("<I", ext, 4)[0] if len(ext) >= 8 else 0
         if hdr_len >= 32 and len(ext) >= 32 and struct.unpack_from("<I", ext, 28)[0]:
             raise Unsupported("it also has CO-RE relocations, which need libbpf 1.x")
-    syms: list[tuple[str, int, int, int, int, int]] = []  # name, value, size, type, bind, shndx
-    for s in secs:
-        if s[1] == SHT_SYMTAB:
-            strtab, raw = section_body(data, secs[s[6]]), section_body(data, s)
-            for off in range(0, len(raw) - 23, 24):
-                st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", raw, off)
-                syms.append((cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
     if ".maps" in names:
         raise Unsupported("it defines maps both the legacy way and in a BTF '.maps' section")
+    syms, relocs = symbols_and_relocations(data, secs)
+
+    def code(shndx: int) -> bytes:
+        return section_body(data, secs[shndx])
 
     maps: dict[tuple[int, int], LegacyMap] = {}  # (section, offset) -> map
     for shndx, name in enumerate(names):
         if name != "maps" and not name.startswith("maps/"):
             continue
-        body = section_body(data, secs[shndx])
-        defs = sorted((s for s in syms if s[5] == shndx and s[0] and s[3] != STT_SECTION), key=lambda s: s[1])
+        body = code(shndx)
+        defs = sorted((s for s in syms if s.shndx == shndx and s.name and s.kind != STT_SECTION), key=lambda s: s.value)
         each = len(body) // len(defs) if defs else 0
-        for sym_name, value, size, *_ in defs:
-            size = size or each
-            if size < 16 or value + size > len(body):
-                raise Unsupported(f"map '{sym_name}' has a definition of {size} bytes")
-            fields = struct.unpack_from("<IIII", body, value) + (
-                struct.unpack_from("<I", body, value + 16) if size >= 20 else (0,)
+        for sym in defs:
+            size = sym.size or each
+            if size < 16 or sym.value + size > len(body):
+                raise Unsupported(f"map '{sym.name}' has a definition of {size} bytes")
+            fields = struct.unpack_from("<IIII", body, sym.value) + (
+                struct.unpack_from("<I", body, sym.value + 16) if size >= 20 else (0,)
             )
-            maps[(shndx, value)] = LegacyMap(sym_name, *fields)
-
-    def code(shndx: int) -> bytes:
-        return section_body(data, secs[shndx])
-
-    relocs: dict[int, list[tuple[int, int]]] = {}  # section -> [(offset, symbol index)]
-    for s in secs:
-        if s[1] == SHT_REL:
-            raw = section_body(data, s)
-            relocs.setdefault(s[7], []).extend(
-                (r_offset, r_info >> 32) for r_offset, r_info in struct.iter_unpack("<QQ", raw[: len(raw) // 16 * 16])
-            )
+            maps[(shndx, sym.value)] = LegacyMap(sym.name, *fields)
     text = names.index(".text") if ".text" in names else -1
 
     def patch(insns: bytearray, shndx: int, base: int, start: int, end: int, prog: LegacyProgram, calls: list) -> None:
-        for offset, sym_index in relocs.get(shndx, []):
+        for offset, sym_index in relocs.get(shndx, {}).items():
             if not start <= offset < end or sym_index >= len(syms):
                 continue
-            sym = syms[sym_index]
-            at = base + offset - start
-            op = insns[at]
-            if op == BPF_LD_IMM64 and (sym[5], sym[1]) in maps:
-                prog.refs.append((at, maps[(sym[5], sym[1])].name))
-            elif op == BPF_CALL and sym[5] == text and text >= 0:
-                calls.append((at, sym[1] if sym[3] != STT_SECTION else 0))
+            sym, at = syms[sym_index], base + offset - start
+            if insns[at] == BPF_LD_IMM64 and (sym.shndx, sym.value) in maps:
+                prog.refs.append((at, maps[(sym.shndx, sym.value)].name))
+            elif insns[at] == BPF_CALL and sym.shndx == text >= 0:
+                calls.append((at, sym.value if sym.kind != STT_SECTION else 0))
             else:
-                what = names[sym[5]] if 0 < sym[5] < len(names) else "an undefined symbol"
-                raise Unsupported(f"program '{prog.name}' refers to {sym[0] or what} in {what}, beyond legacy maps")
+                where = names[sym.shndx] if 0 < sym.shndx < len(names) else "an undefined symbol"
+                raise Unsupported(f"program '{prog.name}' refers to {sym.name or where} in {where}, beyond legacy maps")
 
     programs: list[LegacyProgram] = []
-    for name, value, size, kind, bind, shndx in syms:
-        if kind != STT_FUNC or bind not in (1, 2) or not 0 < shndx < len(secs) or shndx == text:
+    for sym in syms:
+        shndx = sym.shndx
+        if sym.kind != STT_FUNC or sym.bind not in (STB_GLOBAL, STB_WEAK) or not 0 < shndx < len(secs):
             continue
-        if not secs[shndx][2] & SHF_EXECINSTR:
+        if shndx == text or not secs[shndx][2] & SHF_EXECINSTR:
             continue
-        end = value + (size or len(code(shndx)) - value)
-        prog = LegacyProgram(name, names[shndx], bytearray(code(shndx)[value:end]))
+        end = sym.value + (sym.size or len(code(shndx)) - sym.value)
+        prog = LegacyProgram(sym.name, names[shndx], bytearray(code(shndx)[sym.value : end]))
         calls: list[tuple[int, int]] = []
-        patch(prog.insns, shndx, 0, value, end, prog, calls)
+        patch(prog.insns, shndx, 0, sym.value, end, prog, calls)
         if calls:  # the subprograms in .text, appended once, as libbpf links them
             base = len(prog.insns)
             prog.insns += code(text)
@@ -216,7 +219,6 @@ def check(checker, open_log: list[str]) -> dict:
     """The check_result fields for a legacy object (checker: the check.Checker of the request,
     for its options and records); raises Unsupported when the object needs more."""
     from .check import ProgState, explain, not_attempted
-    from .objelf import helpers_from_insns
 
     maps, programs, license, kern_version = parse(checker.data)
     for m in maps:

@@ -49,7 +49,9 @@ _BTF_EXTRA = {
 
 
 @dataclass
-class _Sym:
+class Sym:
+    """One ELF symbol."""
+
     name: str
     value: int
     size: int
@@ -173,6 +175,25 @@ def btf_contexts(btf: bytes) -> dict[str, list[str]]:
     return out
 
 
+def symbols_and_relocations(data: bytes, secs: list[tuple]) -> tuple[list[Sym], dict[int, dict[int, int]]]:
+    """The symbol table, and per section the relocations against it ({offset: symbol index})."""
+    syms: list[Sym] = []
+    relocs: dict[int, dict[int, int]] = {}
+    for s in secs:
+        if s[1] == SHT_SYMTAB:
+            strtab, raw = section_body(data, secs[s[6]]), section_body(data, s)
+            for off in range(0, len(raw) - 23, 24):
+                st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", raw, off)
+                syms.append(Sym(cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
+        elif s[1] == SHT_REL:
+            raw = section_body(data, s)
+            target = relocs.setdefault(s[7], {})
+            for off in range(0, len(raw) - 15, 16):
+                r_offset, r_info = struct.unpack_from("<QQ", raw, off)
+                target[r_offset] = r_info >> 32
+    return syms, relocs
+
+
 def analyze_elf(data: bytes) -> ElfInfo:
     """Externs and, per (section, program), the helper ids and kfuncs reachable from it."""
     if not is_elf64le(data):
@@ -183,21 +204,7 @@ def analyze_elf(data: bytes) -> ElfInfo:
     def body(i: int) -> bytes:
         return section_body(data, secs[i])
 
-    syms: list[_Sym] = []
-    relocs: dict[int, dict[int, int]] = {}
-    for i, s in enumerate(secs):
-        if s[1] == SHT_SYMTAB:
-            strtab = body(s[6])
-            raw = body(i)
-            for off in range(0, len(raw) - 23, 24):
-                st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", raw, off)
-                syms.append(_Sym(cstr(strtab, st_name), st_value, st_size, st_info & 0xF, st_info >> 4, st_shndx))
-        elif s[1] == SHT_REL:
-            raw = body(i)
-            target = relocs.setdefault(s[7], {})
-            for off in range(0, len(raw) - 15, 16):
-                r_offset, r_info = struct.unpack_from("<QQ", raw, off)
-                target[r_offset] = r_info >> 32
+    syms, relocs = symbols_and_relocations(data, secs)
 
     btf_kinds: dict[str, str] = {}
     struct_ops_vars: dict[str, list[tuple[str, str, int, int]]] = {}
@@ -220,7 +227,7 @@ def analyze_elf(data: bytes) -> ElfInfo:
         if sym.kind == STT_OBJECT and sym.name and sym.size and sec.startswith(DATA_SECTIONS):
             info.variables.setdefault(sym.name, (sec, sym.value, sym.size))
 
-    funcs: dict[int, list[_Sym]] = {}
+    funcs: dict[int, list[Sym]] = {}
     for sym in syms:
         if sym.kind == STT_FUNC and 0 < sym.shndx < len(secs):
             funcs.setdefault(sym.shndx, []).append(sym)
