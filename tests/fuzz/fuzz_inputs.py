@@ -10,7 +10,8 @@ Targets and what must hold:
   the ELF, section and symbol headers and inside .BTF/.BTF.ext, truncation, splices, ...), written
   to a file and read with compat.objfile.read_objects exactly as `compat check` reads its inputs.
   Every input is accepted or refused with a BadObject whose message is one line naming the file;
-  each accepted one also goes through compat.sourcemap.locate (which parses line info).
+  each accepted one also goes through compat.sourcemap.locate (which parses line info) and
+  compat.check.check_request (the ELF analysis the guest gets: externs, calls, contexts, globals).
 - frames: encoded guest messages, mutated, decoded with compat_agent.protocol.read_frame with the
   host's bounds: a message or a ProtocolError, nothing else; decoded messages then go through the
   reply validation (compat.guestmsg).
@@ -46,8 +47,9 @@ sys.path.insert(0, str(HERE.parent.parent / "guest-agent"))
 from compat_agent.protocol import MAGIC, ChannelClosed, ProtocolError, encode, read_frame  # noqa: E402
 
 from compat import guestmsg  # noqa: E402
-from compat.check import Checker, CheckOptions, KernelWork  # noqa: E402
+from compat.check import Checker, CheckOptions, KernelWork, check_request  # noqa: E402
 from compat.fleet import Outcome  # noqa: E402
+from compat.globalvars import Assignment  # noqa: E402
 from compat.inventory import Inventory  # noqa: E402
 from compat.matrix import KernelSpec  # noqa: E402
 from compat.objfile import BadObject, BpfObject, read_objects  # noqa: E402
@@ -197,6 +199,9 @@ LOGS = [
 ]
 
 
+GLOBALS = (Assignment("counter", 1), Assignment("step", -1))  # set wherever a mutated object has them
+
+
 def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float, workdir: Path) -> Stats:
     stats = Stats("objects")
     layouts = [elf_layout(s) for s in seeds]
@@ -222,6 +227,8 @@ def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float
                     json.dumps(loc.to_json(), allow_nan=False)
                     if loc.path and loc.path.startswith("/etc"):
                         raise AssertionError(f"read {loc.path}, a file the object does not name")
+        for obj in objects:  # the host's ELF analysis for the guest (externs, calls, contexts, variables)
+            json.dumps(check_request(obj.name, obj.data, True, global_values=GLOBALS), allow_nan=False)
         return "accepted"
 
     t0 = time.monotonic()
