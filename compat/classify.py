@@ -45,6 +45,8 @@ _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^'
 # libbpf 1.0 dropped struct bpf_map_def maps; in 'maps/<name>' sections (gobpf, iproute2)
 # they only show up as relocations against a section libbpf does not know as a map section.
 _LEGACY_MAP_RELO = re.compile(r"bad map relo against '[^']*' in section 'maps/[^']*'")
+# The agent's own legacy-map loader (legacy.py) could not load the object either, and says why.
+_LEGACY_UNSUPPORTED = re.compile(r"compat's legacy-map loader cannot load it either: [^)\n]*")
 # Externs that neither the kernel (__ksym) nor its config (__kconfig) resolve: another BPF
 # object defines them, and bpftool gen object (libbpf's static linker) joins the two.
 _LINKED_EXTERN = re.compile(r"unrecognized extern section '([^']+)'|failed to find BTF for extern '([^']+)'")
@@ -127,6 +129,8 @@ def classify(
                 "it defines maps in legacy 'maps/...' sections (struct bpf_map_def), which libbpf 1.0 and later "
                 f"do not support: {legacy.group(0)}"
             )
+            unsupported = _LEGACY_UNSUPPORTED.search(text)
+            what += f" ({unsupported.group(0)})" if unsupported else ""
             return Classified("object_error", f"libbpf cannot parse this object: {what}")
         linked = _LINKED_EXTERN.search(text)
         if linked:
