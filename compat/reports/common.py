@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from compat_agent.progtype import CONTEXT, OPTION
+
 from ..compare import Comparison, kernel_name, kernel_version
 from ..results import REASONS, KernelInfo, ProgramResult, RunResult
 from ..sourcemap import SourceLocation
@@ -120,8 +122,8 @@ def retyped(result: RunResult) -> list[str]:
     argument or set by --program-type (its verdicts hold for that type)."""
     seen: dict[tuple[str, str], str] = {}
     for r in result.results:
-        if r.prog_type_from in ("context", "option") and (r.object, r.program) not in seen:
-            how = "set by --program-type" if r.prog_type_from == "option" else "guessed from its context and helpers"
+        if r.prog_type_from in (CONTEXT, OPTION) and (r.object, r.program) not in seen:
+            how = "set by --program-type" if r.prog_type_from == OPTION else "guessed from its context and helpers"
             seen[(r.object, r.program)] = f"{r.object}:{r.program} (section '{r.section}'): {r.prog_type}, {how}"
     return list(seen.values())
 

@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
-import itertools
 import re
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import kernelbtf, legacy
 from . import libbpf as lb
+from .logbuf import FULL_LOG_SIZE, STATS_LOG_SIZE, log_buffers
 from .objelf import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
 from .progtype import OPTION, SECTION, choose, parse_rules
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
-STATS_LOG_SIZE = 64 << 10  # level 4: error lines and stats, a few hundred bytes
-FULL_LOG_SIZE = 4 << 20  # level 1: bounded (two 64 MiB ctypes buffers OOM a 512 MiB guest)
 FULL_LOG_BUDGET = 16 << 20  # all full logs of one reply (a frame's JSON is bounded at 32 MiB)
 FULL_LOG_MAX_INSNS = 250_000  # above this, a level-1 reload costs more than its log is worth
 E2BIG = errno_mod.E2BIG
@@ -285,8 +282,7 @@ class Checker:
                 helpers, kfuncs = elf.calls[(prog.section, prog.name)]
             else:
                 helpers, kfuncs = helpers_from_insns(prog.insns()), []
-            context = elf.contexts.get(prog.name) if elf else None
-            choice = choose(prog.name, prog.section, type_name, context, self.type_rules, helpers)
+            choice = choose(prog.name, prog.section, type_name, self.contexts.get(prog.name), self.type_rules, helpers)
             retyped = lb.prog_type_by_name(choice.section) if choice else None
             if retyped:
                 prog.set_type(*retyped)
@@ -331,7 +327,7 @@ class Checker:
         own log buffer."""
         by_name = {p.name: p for p in self.progs}
         bufs: dict[str, ctypes.Array] = {}
-        pool = _log_buffers(FULL_LOG_SIZE if level == 1 else STATS_LOG_SIZE)
+        pool = log_buffers(FULL_LOG_SIZE if level == 1 else STATS_LOG_SIZE)
         for prog in obj.programs():
             state = by_name.get(prog.name)
             if state is None:
@@ -711,22 +707,6 @@ class Checker:
             for record in result["programs"]:
                 record["libbpf_log"] = "\n".join([*notes, record["libbpf_log"]]).rstrip("\n")
         return result
-
-
-_LOG_POOL: dict[int, list[ctypes.Array]] = {}
-
-
-def _log_buffers(size: int) -> Iterator[ctypes.Array]:
-    """Emptied log buffers of a size, reused by every load of this agent: allocating and zeroing
-    64 KiB (4 MiB for full logs) per program and load is a measurable part of a small object's
-    check under emulation. Loads run one at a time and read their logs before the next one."""
-    pool = _LOG_POOL.setdefault(size, [])
-    for i in itertools.count():
-        if i == len(pool):
-            pool.append(ctypes.create_string_buffer(size))
-        buf = pool[i]
-        buf[0] = b"\0"  # a program libbpf does not load leaves its buffer as it was
-        yield buf
 
 
 def obj_prog_fd(obj: lb.Object, name: str) -> int:

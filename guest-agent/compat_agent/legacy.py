@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from . import libbpf as lb
 from .elf import cstr, is_elf64le, section_body, section_headers, section_names
+from .logbuf import log_buffer
 from .objelf import (
     BPF_CALL,
     BPF_LD_IMM64,
@@ -49,7 +50,6 @@ LEGACY_OPEN = re.compile(r"legacy map definitions in '[^']*' section|bad map rel
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_CALL = 1, 1
 BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
 STB_GLOBAL = 1
-STATS_LOG_SIZE, FULL_LOG_SIZE = 64 << 10, 4 << 20
 NOTE = (
     "the object defines its maps in legacy 'maps' sections (struct bpf_map_def), which libbpf 1.0 and later "
     "refuse: compat created its maps and loaded each program itself, as libbpf 0.x, iproute2 or gobpf do"
@@ -201,12 +201,11 @@ def create(m: LegacyMap) -> None:
 def load(name: str, insns: bytes, prog_type: int, attach_type: int, license: str, kern_version: int,
          level: int, limit: float | None) -> tuple[int, str, bool]:  # fmt: skip
     """bpf_prog_load of one program: (fd or -errno, verifier log, stopped by the time limit)."""
-    size = FULL_LOG_SIZE if level == 1 else STATS_LOG_SIZE
-    log = ctypes.create_string_buffer(size)
+    log = log_buffer(level)
     code = ctypes.create_string_buffer(insns, len(insns))
     opts = lb.ProgLoadOpts(
         sz=ctypes.sizeof(lb.ProgLoadOpts), expected_attach_type=attach_type, kern_version=kern_version,
-        log_level=level, log_size=size, log_buf=ctypes.cast(log, ctypes.c_char_p),
+        log_level=level, log_size=len(log), log_buf=ctypes.cast(log, ctypes.c_char_p),
     )  # fmt: skip
     with lb.capture(), program_time_limit(limit, lambda: 0) as watcher:
         fd = lb.lib().bpf_prog_load(
@@ -218,7 +217,7 @@ def load(name: str, insns: bytes, prog_type: int, attach_type: int, license: str
 def check(checker, open_log: list[str]) -> dict:
     """The check_result fields for a legacy object (checker: the check.Checker of the request,
     for its options and records); raises Unsupported when the object needs more."""
-    from .check import ProgState, explain, not_attempted
+    from .check import ProgState, not_attempted  # (check.py imports this module)
 
     maps, programs, license, kern_version = parse(checker.data)
     for m in maps:
@@ -230,11 +229,11 @@ def check(checker, open_log: list[str]) -> dict:
         for prog in programs:
             helpers = helpers_from_insns(bytes(prog.insns))
             own = lb.prog_type_by_name(prog.section)
-            type_name = (lb.prog_type_str(own[0]) or "") if own else "unspec"
-            choice = choose(prog.name, prog.section, type_name, checker.contexts.get(prog.name), checker.type_rules,
+            own_name = (lb.prog_type_str(own[0]) or "") if own else "unspec"
+            choice = choose(prog.name, prog.section, own_name, checker.contexts.get(prog.name), checker.type_rules,
                             helpers)  # fmt: skip
             section = choice.section if choice else prog.section
-            typed = lb.prog_type_by_name(section) or (0, 0)
+            typed = (lb.prog_type_by_name(section) if choice else own) or (0, 0)
             type_name = lb.prog_type_str(typed[0]) or str(typed[0])
             state = ProgState(
                 name=prog.name, section=prog.section, prog_type=typed[0], type_name=type_name, eat=typed[1],
@@ -251,7 +250,7 @@ def check(checker, open_log: list[str]) -> dict:
             elif failed:
                 state.reject("prepare", None, f"{failed[0].error}, so the program cannot load", state.libbpf_log)
             else:
-                _load_one(prog, state, typed, license, kern_version, checker, fds, explain)
+                _load_one(prog, state, typed, license, kern_version, checker, fds)
             state.attach = not_attempted("loaded by compat's legacy-map loader: attach checks need libbpf")
             records.append(state.record())
     finally:
@@ -268,8 +267,10 @@ def check(checker, open_log: list[str]) -> dict:
 
 
 def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, kern_version: int, checker,
-              fds: dict[str, int], explain) -> None:  # fmt: skip
+              fds: dict[str, int]) -> None:  # fmt: skip
     """Verify one program: stats only first, then the full log of a rejection (as check.py does)."""
+    from .check import explain
+
     insns = prog.patched(fds)
     t0 = time.monotonic()
     fd, log, stopped = load(prog.name, insns, *typed, license, kern_version, 4, checker.program_timeout)

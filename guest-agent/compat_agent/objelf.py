@@ -90,6 +90,15 @@ def _btf_types(btf: bytes) -> tuple[bytes, bytes, list[tuple[int, int, int, int,
     return types, strs, table
 
 
+def _through(table: list[tuple[int, int, int, int, int]], type_id: int, kinds: set[int]) -> int:
+    """The type a type id comes to past the kinds given (typedefs, qualifiers), at most 16 deep."""
+    for _ in range(16):
+        if not 0 < type_id <= len(table) or table[type_id - 1][0] not in kinds:
+            break
+        type_id = table[type_id - 1][3]
+    return type_id
+
+
 def btf_externs(btf: bytes) -> dict[str, str]:
     """{name: "kfunc"|"ksym"|"kconfig"} for the extern declarations in an object's .BTF."""
     types, strs, table = _btf_types(btf)
@@ -126,11 +135,7 @@ def btf_struct_ops(btf: bytes) -> dict[str, list[tuple[str, str, int, int]]]:
             var, offset, size = struct.unpack_from("<III", types, extra + 12 * i)
             if not 0 < var <= len(table) or table[var - 1][0] != BTF_KIND_VAR:
                 continue
-            type_id = table[var - 1][3]
-            for _ in range(16):  # through typedefs and qualifiers to the struct
-                if not 0 < type_id <= len(table) or table[type_id - 1][0] not in _BTF_MODIFIERS:
-                    break
-                type_id = table[type_id - 1][3]
+            type_id = _through(table, table[var - 1][3], _BTF_MODIFIERS)  # typedefs, qualifiers: the struct
             if 0 < type_id <= len(table) and table[type_id - 1][0] == BTF_KIND_STRUCT:
                 tname = cstr(strs, table[type_id - 1][1]).split("___")[0]
                 out.setdefault(sec, []).append((cstr(strs, table[var - 1][1]), tname, offset, size))
@@ -144,13 +149,6 @@ def btf_contexts(btf: bytes) -> dict[str, list[str]]:
     that names no program type leaves only this to tell it (as veristat guesses it)."""
     types, strs, table = _btf_types(btf)
 
-    def skip(type_id: int, kinds: set[int]) -> int:
-        for _ in range(16):
-            if not 0 < type_id <= len(table) or table[type_id - 1][0] not in kinds:
-                break
-            type_id = table[type_id - 1][3]
-        return type_id
-
     out: dict[str, list[str]] = {}
     for kind, name_off, linkage, proto_id, _ in table:
         if kind != BTF_KIND_FUNC or linkage == BTF_LINKAGE_EXTERN or not 0 < proto_id <= len(table):
@@ -158,18 +156,18 @@ def btf_contexts(btf: bytes) -> dict[str, list[str]]:
         proto_kind, _, nargs, _, extra = table[proto_id - 1]
         if proto_kind != BTF_KIND_FUNC_PROTO or nargs != 1:
             continue
-        ptr = skip(struct.unpack_from("<II", types, extra)[1], _BTF_QUALIFIERS)
+        ptr = _through(table, struct.unpack_from("<II", types, extra)[1], _BTF_QUALIFIERS)
         if not 0 < ptr <= len(table) or table[ptr - 1][0] != BTF_KIND_PTR:
             continue
         names: list[str] = []
-        target = skip(table[ptr - 1][3], _BTF_QUALIFIERS)
+        target = _through(table, table[ptr - 1][3], _BTF_QUALIFIERS)
         while 0 < target <= len(table) and len(names) < 8:
             target_kind, target_name, _, next_id, _ = table[target - 1]
             if cstr(strs, target_name):
                 names.append(cstr(strs, target_name))
             if target_kind != BTF_KIND_TYPEDEF:
                 break
-            target = skip(next_id, _BTF_QUALIFIERS)
+            target = _through(table, next_id, _BTF_QUALIFIERS)
         if names:
             out[cstr(strs, name_off)] = names
     return out
