@@ -56,6 +56,10 @@ PACKAGES = (
     "libsystemd-shared",  # embedded skeletons: restrict-fs, restrict-ifaces, socket-bind, ...
     "systemd-container",  # embedded skeleton: userns-restrict (systemd-nsresourced)
     "bpftool",  # skeletons pid_iter, profiler when built with them (Debian's are not: no objects)
+    "libbpf-tools",  # bcc's libbpf tools: one skeleton per tool (biolatency, execsnoop, tcpconnect, ...)
+    "pwru",  # Go (cilium/ebpf): the kprobe-per-function packet tracer's objects embedded by bpf2go
+    "bpftop",  # Rust (libbpf-rs): skeleton
+    "bpfilter",  # packet filter: skeletons of its generated programs' helpers
 )
 # trixie's point releases and security updates are trixie too; sid is the fallback for a
 # package trixie lacks.

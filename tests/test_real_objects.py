@@ -4,9 +4,11 @@ What real loaders do at run time, and what the guest must do for them: systemd s
 (max_entries 0 in the object), xdp-tools' flowtable program calls a kfunc of the nf_flow_table
 module (loaded first, with its dependencies and libcrc32c's crc32c soft dependency), opensnitch's
 loader reads legacy map sections libbpf 1.x refuses (compat's legacy-map loader does what it
-does); and what compat cannot do must be said plainly (an inner map the loader supplies, a
+does), libbpf-tools' loaders choose the stack depth of their stack trace maps (value_size 0
+in the object); and what compat cannot do must be said plainly (an inner map the loader supplies, a
 section name libbpf does not know). The flowtable program is a real regression: 6.12 accepts
-it, 7.2's verifier refuses it.
+it, 7.2's verifier refuses it; so is biostacks' fentry on blk_account_io_done, a function 7.2
+no longer has.
 """
 
 import json
@@ -29,6 +31,8 @@ WANTED = (
     "xdp-tools-xdp_flowtable.o",
     "lb.bpf",
     "opensnitch.o",
+    "libbpf-tools-profile.o",
+    "libbpf-tools-biostacks.o",
 )
 
 
@@ -58,6 +62,25 @@ def test_maps_sized_at_run_time_are_sized_and_said(run):
         assert r["verdict"] == "accepted", r["message"]
         assert "map 'sd_bind_allow' has max_entries 0 in the object" in r["libbpf_log"]
     assert all(r["verdict"] == "accepted" for r in cells(results, "systemd-container-userns-restrict.o"))
+
+
+def test_stack_trace_maps_get_the_default_stack_depth(run):
+    _, results = run
+    found = cells(results, "libbpf-tools-profile.o")
+    assert found
+    for r in found:
+        assert r["verdict"] == "accepted", r["message"]
+        assert "map 'stackmap' has max_entries 0" in r["libbpf_log"]
+        assert "checked with value_size 1016 (127 frames" in r["libbpf_log"]
+
+
+def test_a_kernel_function_gone_in_a_newer_kernel(run):
+    _, results = run
+    done = ("libbpf-tools-biostacks.o", "blk_account_io_done")
+    assert results[(*done, "6.12")]["verdict"] == "accepted"
+    new = results[(*done, "sid")]
+    assert new["verdict"] == "rejected" and new["reason"] == "missing_attach_target", new["message"]
+    assert "blk_account_io_done does not exist on this kernel" in new["message"]
 
 
 def test_a_module_kfunc_loads_and_a_newer_kernel_rejects_it(run):

@@ -53,6 +53,10 @@ RUNTIME_SIZE = {
     "task_storage": 0,
     "cgrp_storage": 0,
 }
+# A stack trace map without value_size in the object gets its stack depth from its loader
+# (libbpf-tools, bcc: --perf-max-stack-depth); checked with the kernel's default depth, 127
+# frames (sysctl kernel.perf_event_max_stack) of 8 bytes.
+STACK_TRACE_VALUE_SIZE = 127 * 8
 
 
 _POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
@@ -253,13 +257,21 @@ class Checker:
                     "one at run time (bpf_map__set_inner_map_fd), so compat cannot create it"
                 )
                 continue
+            sized = []
             size = RUNTIME_SIZE.get(kind, 1)
             if size and m.max_entries == 0:
                 m.set_max_entries(size)
-                self.map_notes[m.name] = (
-                    f"map '{m.name}' has max_entries 0 in the object (its loader sizes it at run time): "
-                    f"checked with max_entries {size}"
+                sized.append(
+                    f"max_entries 0 in the object (its loader sizes it at run time): checked with max_entries {size}"
                 )
+            if kind == "stack_trace" and m.value_size == 0:
+                m.set_value_size(STACK_TRACE_VALUE_SIZE)
+                sized.append(
+                    "value_size 0 in the object (its loader sets the stack depth at run time): checked with "
+                    f"value_size {STACK_TRACE_VALUE_SIZE} (127 frames, the kernel's default perf_event_max_stack)"
+                )
+            if sized:
+                self.map_notes[m.name] = f"map '{m.name}' has " + "; and ".join(sized)
         for prog in obj.programs() if self.retyped else []:
             if prog.name in self.retyped:
                 prog.set_type(*self.retyped[prog.name])

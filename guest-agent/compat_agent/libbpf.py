@@ -263,6 +263,8 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_map__max_entries": (_U32, (_P,)),
     "bpf_map__inner_map": (_P, (_P,)),
     "bpf_map__set_max_entries": (_I, (_P, _U32)),
+    "bpf_map__value_size": (_U32, (_P,)),
+    "bpf_map__set_value_size": (_I, (_P, _U32)),
     "bpf_map__pin_path": (_S, (_P,)),
     "bpf_map__initial_value": (_P, (_P, ctypes.POINTER(_SZ))),
     "bpf_object__find_map_by_name": (_P, (_P, _S)),
@@ -539,6 +541,15 @@ class Map:
     def set_max_entries(self, n: int) -> None:
         """Size the map before load (what loaders do for maps sized at run time)."""
         _check_int(lib().bpf_map__set_max_entries(self.ptr, n), "bpf_map__set_max_entries")
+
+    @property
+    def value_size(self) -> int:
+        """The map's value_size as the object (or a set_value_size) has it."""
+        return lib().bpf_map__value_size(self.ptr)
+
+    def set_value_size(self, n: int) -> None:
+        """Size the map's values before load (what loaders do for stack depths chosen at run time)."""
+        _check_int(lib().bpf_map__set_value_size(self.ptr, n), "bpf_map__set_value_size")
 
     @property
     def pinned(self) -> bool:
