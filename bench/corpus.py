@@ -60,6 +60,8 @@ PACKAGES = (
     "pwru",  # Go (cilium/ebpf): the kprobe-per-function packet tracer's objects embedded by bpf2go
     "bpftop",  # Rust (libbpf-rs): skeleton
     "bpfilter",  # packet filter: skeletons of its generated programs' helpers
+    "libknot15",  # Knot DNS's XDP program, embedded
+    "pcp",  # Performance Co-Pilot's bpf PMDA modules, if built
 )
 # trixie's point releases and security updates are trixie too; sid is the fallback for a
 # package trixie lacks.

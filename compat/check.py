@@ -29,7 +29,7 @@ from .guestmsg import TIMEOUT
 from .inventory import Inventory, merged_helper_names
 from .kernels import Kernel, version_key
 from .matrix import KernelSpec
-from .modsyms import ModuleIndex, wanted_functions
+from .modsyms import ModuleIndex, retargeted_section, wanted_functions
 from .objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
@@ -61,6 +61,7 @@ class CheckOptions:
     shard: Shard | None = None  # check only this part of the kernel × object matrix (--shard I/N)
     program_types: tuple[tuple[str, str], ...] = ()  # (glob, libbpf section): --program-type
     global_values: tuple[Assignment, ...] = ()  # --set-global
+    attach_targets: tuple[tuple[str, str], ...] = ()  # (glob, target): --attach-target
 
 
 @dataclass
@@ -143,12 +144,14 @@ def check_request(
     program_timeout: float | None = None,
     program_types: tuple[tuple[str, str], ...] = (),
     global_values: tuple[Assignment, ...] = (),
+    attach_targets: tuple[tuple[str, str], ...] = (),
 ) -> dict:
     """The agent's check request for one object (sent with its bytes). It carries the agent's ELF
     analysis (externs, what each program calls), made here once instead of in every guest under
     emulation; without it ({}: the analysis failed) the agent makes its own. program_timeout:
     seconds the verifier may spend on one program (None: no limit); program_types: (glob,
-    libbpf section) pairs, --program-type; global_values: --set-global."""
+    libbpf section) pairs, --program-type; global_values: --set-global; attach_targets: (glob,
+    target) pairs, --attach-target."""
     try:
         info = analyze_elf(data)
     except (ValueError, struct.error, IndexError):
@@ -157,6 +160,7 @@ def check_request(
         "type": "check", "object": name, "attach": attach, "elf": elf_to_json(info) if info else {},
         "program_timeout": program_timeout, "program_types": [list(rule) for rule in program_types],
         "globals": globalvars.resolve(list(global_values), info.variables if info else {}, name),
+        "attach_targets": [list(rule) for rule in attach_targets],
     }  # fmt: skip
 
 
@@ -291,7 +295,7 @@ class Checker:
         if found is None:
             o = self.options
             found = self._requests[key] = check_request(
-                name, obj.data, o.attach, o.program_timeout, o.program_types, o.global_values
+                name, obj.data, o.attach, o.program_timeout, o.program_types, o.global_values, o.attach_targets
             )
         return found
 
@@ -302,7 +306,8 @@ class Checker:
         with self._lock:
             index = self._indexes.setdefault(kernel.key, ModuleIndex(self.cache, kernel))
         request = self._request(obj)
-        sections = [p.section for p in obj.programs]
+        targets = self.options.attach_targets
+        sections = [retargeted_section(p.name, p.section, targets) for p in obj.programs]
         return index.modules_for(wanted_functions(sections, (request.get("elf") or {}).get("externs") or []))
 
     def _load_modules(self, session: Session, obj: BpfObject) -> list[str]:
@@ -390,7 +395,8 @@ class Checker:
             self.cache, image.key,
             {"attach": self.options.attach, "memory_mb": self.options.memory_mb,
              "program_types": [list(rule) for rule in self.options.program_types],
-             "globals": [a.to_json() for a in self.options.global_values]},
+             "globals": [a.to_json() for a in self.options.global_values],
+             "attach_targets": [list(rule) for rule in self.options.attach_targets]},
             enabled=self.options.result_cache,
         )  # fmt: skip
         served, hits = self._from_cache(results_cache, todo, state)
@@ -443,6 +449,8 @@ class Checker:
             options["program_types"] = [f"{glob}={section}" for glob, section in self.options.program_types]
         if self.options.global_values:
             options["set_global"] = [a.to_json() for a in self.options.global_values]
+        if self.options.attach_targets:
+            options["attach_targets"] = [f"{glob}={target}" for glob, target in self.options.attach_targets]
         runs = []
         for (objects, infos), group_plan in zip(groups, plans, strict=True):
             results: list[ProgramResult] = []

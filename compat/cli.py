@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; the first match wins)",
     )
     p.add_argument(
+        "--attach-target",
+        action="append",
+        dest="attach_targets",
+        metavar="GLOB=TARGET",
+        help="attach the programs whose name or section matches GLOB to TARGET (a kernel function, "
+        "tracepoint or LSM hook) instead of what their section names, as a loader does that points a "
+        "placeholder such as fentry/dummy_file_read at the function of the moment with "
+        "bpf_program__set_attach_target (repeatable; the first match wins)",
+    )
+    p.add_argument(
         "--program-timeout",
         type=float,
         default=None,
@@ -346,12 +356,12 @@ def _check_globals(values: tuple, objects: list) -> None:
     globalvars.check_defined(list(values), variables)
 
 
-def _program_type(rule: str) -> tuple[str, str]:
-    """One --program-type GLOB=SECTION."""
-    glob, _, section = rule.partition("=")
-    if not glob.strip() or not section.strip() or any(c.isspace() for c in section):
-        raise UserError(f"--program-type {rule!r}: give GLOB=SECTION, e.g. 'encap_*=lwt_xmit'")
-    return glob.strip(), section.strip()
+def _rule(option: str, rule: str, metavar: str, example: str) -> tuple[str, str]:
+    """One GLOB=VALUE of a rule option (--program-type, --attach-target)."""
+    glob, _, value = rule.partition("=")
+    if not glob.strip() or not value.strip() or any(c.isspace() for c in value.strip()):
+        raise UserError(f"{option} {rule!r}: give {metavar}, e.g. '{example}'")
+    return glob.strip(), value.strip()
 
 
 def _formats(args) -> tuple[list[str], list[str]]:
@@ -408,7 +418,12 @@ def cmd_check(args, cache: Cache) -> int:
     _positive(args.object_timeout, "--object-timeout")
     _positive(args.program_timeout, "--program-timeout")
     _positive(args.timeout, "--timeout")
-    program_types = tuple(_program_type(rule) for rule in args.program_types or [])
+    program_types = tuple(
+        _rule("--program-type", rule, "GLOB=SECTION", "encap_*=lwt_xmit") for rule in args.program_types or []
+    )
+    attach_targets = tuple(
+        _rule("--attach-target", rule, "GLOB=TARGET", "file_read_*=vfs_read") for rule in args.attach_targets or []
+    )
     global_values = tuple(globalvars.parse(text) for text in args.global_values or [])
     deadline = time.monotonic() + args.timeout if args.timeout else None
     if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
@@ -438,7 +453,7 @@ def cmd_check(args, cache: Cache) -> int:
         memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
         test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
         result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
-        program_types=program_types, global_values=global_values,
+        program_types=program_types, global_values=global_values, attach_targets=attach_targets,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
     if sys.stderr.isatty():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from compat_agent.check import attach_target
 from compat_agent.elf import cstr, section_body, section_headers, section_names
+from compat_agent.progtype import first_match
 
 from .cache import Cache
 from .errors import InfraError
@@ -57,6 +58,13 @@ def scan(elf: bytes) -> tuple[set[str], set[str]]:
         return funcs, aliases
     except (struct.error, IndexError):
         return set(), set()
+
+
+def retargeted_section(program: str, section: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """The section a program would have with the attach target --attach-target gives it (the
+    first rule whose glob matches its name or section), for finding the module that defines it."""
+    target = first_match(program, section, list(rules))
+    return f"{section.split('/', 1)[0]}/{target}" if target else section
 
 
 def wanted_functions(sections: list[str], externs: list[dict]) -> set[str]:

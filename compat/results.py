@@ -178,7 +178,11 @@ class RunResult:
 
 
 # Options recorded in a result's options that change verdicts (option key, command-line flag).
-VERDICT_OPTIONS = (("program_types", "--program-type"), ("set_global", "--set-global"))
+VERDICT_OPTIONS = (
+    ("program_types", "--program-type"),
+    ("set_global", "--set-global"),
+    ("attach_targets", "--attach-target"),
+)
 
 
 def differing_options(runs: list[RunResult]) -> list[str]:

@@ -65,7 +65,8 @@ def axis_summary(p, by_kernel: dict[str, KernelInfo], regression_mark: str) -> s
         if p.rejected_for == "missing_attach_target":
             return (
                 "rejected on every kernel, none of which has its attach target: a function newer than every "
-                "kernel, or one of another BPF program (its loader names the program: bpf_program__set_attach_target)"
+                "kernel, one of another BPF program (its loader names the program: bpf_program__set_attach_target), "
+                "or a placeholder its loader replaces at run time (--attach-target GLOB=FUNCTION names the real one)"
             )
         return "rejected on every kernel" + (f" ({reason_words(p.rejected_for)})" if p.rejected_for else "")
     text = f"accepted from {kernel_name(by_kernel.get(p.floor), p.floor)}, rejected on {', '.join(p.rejected_on())}"

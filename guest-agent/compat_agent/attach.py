@@ -18,6 +18,7 @@ import socket
 
 from . import libbpf as lb
 from . import modules
+from .progtype import ATTACH_TIME_TYPES, OPTION
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 IFNAME = "compat0"
@@ -239,12 +240,31 @@ def _auto(prog: lb.Program, state) -> dict:
         if not path or not os.path.exists(path):
             return not_attempted("uprobe/usdt target binary is not in the guest" if path else "no uprobe target")
     try:
-        _link_then_detach("bpf_program__attach", prog.ptr)
+        if state.target_from == OPTION and state.type_name in ATTACH_TIME_TYPES:
+            _attach_to(prog, state)  # --attach-target: the section's target is a placeholder
+        else:
+            _link_then_detach("bpf_program__attach", prog.ptr)
     except lb.LibbpfError as e:
         if e.errno == EOPNOTSUPP and not any("failed" in m for m in e.messages):
             return not_attempted(f"section '{state.section}' does not say where to attach")
         return failed(e.errno, e.message)
     return ok(f"attached to {target}" if target else "attached")
+
+
+def _attach_to(prog: lb.Program, state) -> None:
+    """Attach a kprobe or tracepoint to the target --attach-target names (libbpf's own attach
+    reads the target from the section)."""
+    target, prefix = state.attach_target, state.section.split("/")[0]
+    if state.type_name == "tracepoint":
+        category, _, name = target.partition("/")
+        _link_then_detach("bpf_program__attach_tracepoint", prog.ptr, category.encode(), name.encode())
+    elif state.type_name != "kprobe":
+        _link_then_detach("bpf_program__attach_raw_tracepoint", prog.ptr, target.encode())
+    elif ".multi" in prefix:
+        _link_then_detach("bpf_program__attach_kprobe_multi_opts", prog.ptr, target.encode(), None)
+    else:
+        retprobe = prefix.startswith(("kretprobe", "kretsyscall"))
+        _link_then_detach("bpf_program__attach_kprobe", prog.ptr, retprobe, target.encode())
 
 
 SECURITYFS = "/sys/kernel/security"

@@ -31,7 +31,7 @@ from . import kernelbtf, legacy
 from . import libbpf as lb
 from .logbuf import FULL_LOG_SIZE, STATS_LOG_SIZE, log_buffers
 from .objelf import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
-from .progtype import OPTION, SECTION, choose, parse_rules
+from .progtype import ATTACH_TIME_TYPES, BTF_TARGET_TYPES, OPTION, SECTION, choose, first_match, parse_rules
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
@@ -121,6 +121,8 @@ class ProgState:
     initial_autoload: bool
     type_from: str = SECTION  # progtype: where the type it is loaded as came from
     type_note: str | None = None  # why it is loaded as another type than its section says
+    target_from: str = SECTION  # OPTION: attach_target is --attach-target's, not the section's
+    target_note: str | None = None  # what --attach-target did to it
     verdict: str | None = None
     stage: str | None = None
     errno: int | None = None
@@ -160,7 +162,9 @@ class ProgState:
             "stage": self.stage,
             "errno": self.errno,
             "message": self.message,
-            "libbpf_log": "\n".join(([f"[compat: {self.type_note}]"] if self.type_note else []) + self.libbpf_log),
+            "libbpf_log": "\n".join(
+                [f"[compat: {note}]" for note in (self.type_note, self.target_note) if note] + self.libbpf_log
+            ),
             "log": self.log,
             "log_level": self.log_level,
             "stats": stats,
@@ -215,6 +219,7 @@ class Checker:
         program_timeout: float | None = None,
         program_types: list[tuple[str, str]] | None = None,
         global_values: list[dict] | None = None,
+        attach_targets: list[tuple[str, str]] | None = None,
     ):
         self.data = data
         self.name = name
@@ -224,6 +229,8 @@ class Checker:
         self.program_timeout = program_timeout  # seconds of verification per program (None: no limit)
         self.type_rules = program_types or []  # (glob, libbpf section): --program-type
         self.retyped: dict[str, tuple[int, int]] = {}  # program -> (type, attach type) it is loaded as
+        self.target_rules = attach_targets or []  # (glob, target): --attach-target
+        self.retargeted: dict[str, str] = {}  # program -> the BTF attach target libbpf loads it with
         self.global_values = global_values or []  # --set-global: {name, section, offset, bytes, value}
         self.global_notes: dict[str, str] = {}  # variable -> what was set, or why it could not be
         self.progs: list[ProgState] = []
@@ -272,9 +279,11 @@ class Checker:
                 )
             if sized:
                 self.map_notes[m.name] = f"map '{m.name}' has " + "; and ".join(sized)
-        for prog in obj.programs() if self.retyped else []:
+        for prog in obj.programs() if self.retyped or self.retargeted else []:
             if prog.name in self.retyped:
                 prog.set_type(*self.retyped[prog.name])
+            if prog.name in self.retargeted:
+                prog.set_attach_target(self.retargeted[prog.name])
         for g in self.global_values:
             m = obj.map_named(g["section"])
             done = m is not None and m.write_initial(g["offset"], bytes.fromhex(g["bytes"]))
@@ -318,6 +327,9 @@ class Checker:
             elif choice and choice.source == OPTION:  # a section libbpf does not know: no type to load it as
                 why = f"--program-type names section '{choice.section}', which libbpf {lb.version()} does not know"
                 state.reject("prepare", None, why + " (a section name such as tc, xdp or lwt_xmit)", [])
+            target = first_match(prog.name, prog.section, self.target_rules)
+            if target and state.verdict is None:
+                self._retarget(prog, state, target)
             self.progs.append(state)
         for m in obj.maps():
             self.maps[m.name] = {
@@ -413,6 +425,27 @@ class Checker:
                 maps = [name for name, so in self.struct_ops.items() if so["type"] == tname]
                 return {name: line for name in maps if name not in self.failed_maps}
         return {}
+
+    def _retarget(self, prog: lb.Program, state: ProgState, target: str) -> None:
+        """--attach-target: the program attaches to target instead of what its section names, as
+        its loader has it (a placeholder such as SEC("fentry/dummy_file_read") that the loader
+        points at the function of the moment). BTF-based programs (fentry, fexit, tp_btf, lsm,
+        iter...) are loaded against it; kprobes and tracepoints are attached to it."""
+        own = attach_target(state.section) or "none"
+        if state.type_name in BTF_TARGET_TYPES:
+            err = prog.set_attach_target(target)
+            if err:  # libbpf says nothing here: say what it would say at load, for the classifier
+                line = f"bpf_program__set_attach_target: failed to find kernel BTF type ID of '{target}': {err}"
+                state.reject("prepare", -err, None, [f"[compat: {line}]"])
+                return
+            self.retargeted[prog.name] = target
+            state.target_note = f"loaded with attach target {target} (--attach-target; its section names {own})"
+        elif state.type_name in ATTACH_TIME_TYPES:
+            state.target_note = f"attach target {target} (--attach-target; its section names {own})"
+        else:
+            state.target_note = f"--attach-target {target} ignored: {state.type_name} programs have no attach target"
+            return
+        state.attach_target, state.target_from = target, OPTION
 
     def _split_time(self, total_ms: float, stats: dict[str, dict]) -> dict[str, float]:
         """Share one bpf_object__load's wall time out: each program's own verification time plus
@@ -757,8 +790,9 @@ def check(message: dict, payload: bytes) -> dict:
     limit = float(limit) if isinstance(limit, (int, float)) and limit > 0 else None
     rules = parse_rules(message.get("program_types"))
     values = [g for g in message.get("globals") or [] if _global_value(g)]
+    targets = parse_rules(message.get("attach_targets"))
     checker = Checker(
-        payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values
+        payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values, targets
     )
     result = checker.run()
     return {

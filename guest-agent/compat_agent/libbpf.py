@@ -244,6 +244,7 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_program__set_autoload": (_I, (_P, _B)),
     "bpf_program__set_type": (_I, (_P, _I)),
     "bpf_program__set_expected_attach_type": (_I, (_P, _I)),
+    "bpf_program__set_attach_target": (_I, (_P, _I, _S)),
     "bpf_program__set_log_level": (_I, (_P, _U32)),
     "bpf_program__set_log_buf": (_I, (_P, _P, _SZ)),
     "bpf_program__insns": (_P, (_P,)),
@@ -251,6 +252,10 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_program__fd": (_I, (_P,)),
     "bpf_program__attach": (_P, (_P,)),
     "bpf_program__attach_cgroup": (_P, (_P, _I)),
+    "bpf_program__attach_kprobe": (_P, (_P, _B, _S)),
+    "bpf_program__attach_kprobe_multi_opts": (_P, (_P, _S, _P)),
+    "bpf_program__attach_raw_tracepoint": (_P, (_P, _S)),
+    "bpf_program__attach_tracepoint": (_P, (_P, _S, _S)),
     "bpf_program__attach_xdp": (_P, (_P, _I)),
     "bpf_program__attach_netns": (_P, (_P, _I)),
     "bpf_program__attach_tcx": (_P, (_P, _I, _P)),
@@ -473,6 +478,12 @@ class Program:
         _check_int(
             lb.bpf_program__set_expected_attach_type(self.ptr, attach_type), "bpf_program__set_expected_attach_type"
         )
+
+    def set_attach_target(self, function: str) -> int:
+        """Attach to this kernel function (or tracepoint, LSM hook...) instead of the one the
+        section names, as a loader's bpf_program__set_attach_target does; libbpf looks it up in
+        the kernel's BTF at once: 0, or -errno when the kernel has no such target."""
+        return lib().bpf_program__set_attach_target(self.ptr, 0, function.encode())
 
     def set_log(self, level: int, buf: ctypes.Array | None) -> None:
         """Verifier log level and buffer for this program's load (buffer kept alive by the caller)."""

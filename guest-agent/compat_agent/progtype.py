@@ -68,6 +68,11 @@ SK_BUFF_HELPERS = {
     76: "lwt_seg6local",  # bpf_lwt_seg6_action
 }
 
+# --attach-target: the program types whose attach target libbpf resolves in the kernel's BTF when
+# it loads them (bpf_program__set_attach_target), and those that name it only when they attach.
+BTF_TARGET_TYPES = ("tracing", "lsm")
+ATTACH_TIME_TYPES = ("kprobe", "raw_tracepoint", "raw_tracepoint_writable", "tracepoint")
+
 # The program types whose section cannot tell the type to load as.
 UNTYPED = ("unspec", "ext")
 
@@ -92,7 +97,8 @@ class TypeChoice:
 
 
 def parse_rules(value: object) -> list[tuple[str, str]]:
-    """The request's program_types ([[glob, section], ...]) as pairs; anything else: none."""
+    """A request's rules ([[glob, value], ...]: program_types, attach_targets) as pairs; anything
+    else: none."""
     if not isinstance(value, list):
         return []
     return [
@@ -100,6 +106,11 @@ def parse_rules(value: object) -> list[tuple[str, str]]:
         for r in value
         if isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(x, str) and x for x in r)
     ]
+
+
+def first_match(name: str, section: str, rules: list[tuple[str, str]]) -> str | None:
+    """The value of the first rule whose glob matches a program's name or section, if any."""
+    return next((value for glob, value in rules if fnmatchcase(name, glob) or fnmatchcase(section, glob)), None)
 
 
 def choose(
@@ -113,9 +124,9 @@ def choose(
     """The type to load a program as (None: as its section says): the first rule whose glob
     matches its name or section, else a guess from its context (and, for __sk_buff, the helpers
     it calls) when its section gives none."""
-    for glob, wanted in rules:
-        if fnmatchcase(name, glob) or fnmatchcase(section, glob):
-            return TypeChoice(wanted, OPTION)
+    wanted = first_match(name, section, rules)
+    if wanted:
+        return TypeChoice(wanted, OPTION)
     if type_name in UNTYPED:
         for ctx in context or []:
             if ctx in CONTEXT_SECTIONS:

@@ -1,0 +1,75 @@
+"""--attach-target: programs whose section names a placeholder target (SEC("fentry/dummy_fn"),
+which their loader points at the function of the moment) are loaded and attached against the
+target the option names, on a real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from bpf_build import build_source
+from compat_agent.progtype import first_match
+
+from compat.modsyms import retargeted_section
+
+PLACEHOLDERS = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+SEC("fentry/dummy_fn") int fe(unsigned long long *ctx) { return 0; }
+SEC("kprobe/dummy_fn") int kp(void *ctx) { return 0; }
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_the_first_rule_matching_a_name_or_section_gives_the_target():
+    rules = [("fe", "nosuch_fn"), ("*/dummy_fn", "vfs_read")]
+    assert first_match("fe", "fentry/dummy_fn", rules) == "nosuch_fn"
+    assert first_match("kp", "kprobe/dummy_fn", rules) == "vfs_read"
+    assert first_match("other", "xdp", rules) is None
+    # The host loads the module that defines the target the program will have.
+    assert retargeted_section("kp", "kprobe/dummy_fn", tuple(rules)) == "kprobe/vfs_read"
+    assert retargeted_section("x", "tp/syscalls/sys_enter_read", ()) == "tp/syscalls/sys_enter_read"
+
+
+@pytest.fixture(scope="module")
+def placeholders(tmp_path_factory):
+    return build_source(PLACEHOLDERS, tmp_path_factory.mktemp("targets"), "placeholders")
+
+
+def check(obj, *extra):
+    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(obj), "--kernel", "6.1", "--no-cache", *extra,
+                           "--format", "json", "--output", "-"], capture_output=True, text=True, timeout=3000,
+                          env={**os.environ})  # fmt: skip
+    doc = json.loads(proc.stdout) if proc.stdout else {}
+    return proc, {r["program"]: r for r in doc.get("results", [])}, doc
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_a_placeholder_target_is_replaced_as_the_loader_does(placeholders):
+    _, plain, _ = check(placeholders)
+    assert (plain["fe"]["verdict"], plain["fe"]["reason"]) == ("rejected", "missing_attach_target")
+    assert "dummy_fn does not exist" in plain["fe"]["message"]
+    assert plain["kp"]["verdict"] == "accepted" and plain["kp"]["attach"]["status"] == "failed"
+
+    _, real, doc = check(placeholders, "--attach-target", "*/dummy_fn=vfs_read")
+    assert doc["options"]["attach_targets"] == ["*/dummy_fn=vfs_read"]
+    for name in ("fe", "kp"):
+        r = real[name]
+        assert r["verdict"] == "accepted", r["message"]
+        assert r["attach"] == {"status": "ok", "errno": None, "reason": "attached to vfs_read"}
+        assert "(--attach-target; its section names dummy_fn)" in r["libbpf_log"]
+
+    _, missing, _ = check(placeholders, "--attach-target", "fe=nosuch_fn", "--attach-target", "*=vfs_read")
+    r = missing["fe"]  # the first rule that matches wins
+    assert (r["verdict"], r["reason"]) == ("rejected", "missing_attach_target")
+    assert "attach target nosuch_fn does not exist on this kernel" in r["message"]
+    assert missing["kp"]["attach"]["status"] == "ok"
+
+    proc, _, _ = check(placeholders, "--attach-target", "fe")
+    assert proc.returncode == 2 and "--attach-target 'fe': give GLOB=TARGET" in proc.stderr
