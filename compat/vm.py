@@ -325,6 +325,9 @@ class VM:
             return f"{self.name}: guest kernel panicked {when}: {panic.strip()}"
         if err:
             return f"{self.name}: QEMU exited with status {self.proc.returncode} {when}: {err[-1]}"
+        said = [ln.strip() for ln in tail.splitlines() if ln.startswith(("compat-agent:", "compat-init: insmod"))]
+        if said:  # the guest's own words on why it stopped
+            return f"{self.name}: the guest stopped {when}: {said[-1]}"
         return f"{self.name}: the guest stopped (QEMU status {self.proc.returncode}) {when}"
 
     def console_tail(self, lines: int = 40) -> str:

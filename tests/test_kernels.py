@@ -1,5 +1,10 @@
 """Kernel resolution and fetching against the real Debian archive (network marker)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from compat.errors import UserError
@@ -89,3 +94,21 @@ def test_every_default_kernel_boots_uncompressed_through_pvh(real_cache, default
         image = store.boot_image(kernel)
         assert image.name == "vmlinux" and has_pvh_entry(image.read_bytes()), spec.id
     assert extract_vmlinux(b"not a kernel") is None
+
+
+@pytest.mark.vm
+def test_a_local_kernel_without_its_channel_drivers_says_so(real_cache, default_specs, tmp_path, built_programs):
+    """5.10's virtio drivers are modules: its image alone cannot talk to the host, and the cell
+    says why and what to give, instead of 'the guest stopped'."""
+    k = KernelStore(real_cache).fetch(default_specs[0])
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(f"schema: compat-matrix/v1\nkernels:\n  - id: bare\n    source: local\n    image: {k.vmlinuz}\n")
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(built_programs["counter"]), "--matrix",
+                           str(matrix), "--no-cache", "--format", "json", "--output", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ})  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    cell = json.loads(out.read_text())["results"][0]
+    assert cell["reason"] == "infrastructure_error"
+    assert "this kernel has no virtio-serial driver (virtio_console, virtio_pci)" in cell["message"]
+    assert "modules: a lib/modules/RELEASE directory" in cell["message"]

@@ -22,7 +22,8 @@ FAULTS = ("panic", "hang", "garbage", "exit", "malformed")
 
 def find_port(timeout: float = 20.0) -> str:
     """The /dev node of the virtio-serial port named PORT_NAME (no udev in the guest)."""
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     base = "/sys/class/virtio-ports"
     while True:
         try:
@@ -34,6 +35,11 @@ def find_port(timeout: float = 20.0) -> str:
             pass
         if time.monotonic() > deadline:
             raise SystemExit(f"compat-agent: no virtio port named {PORT_NAME}")
+        if not os.path.isdir(base) and time.monotonic() > start + 2:  # drivers probe before /init runs
+            raise SystemExit(
+                "compat-agent: this kernel has no virtio-serial driver (virtio_console, virtio_pci): build them "
+                "in, or give the kernel's modules in the matrix (modules: a lib/modules/RELEASE directory)"
+            )
         time.sleep(0.02)
 
 
