@@ -59,6 +59,12 @@ SEC("kprobe/do_nanosleep") int send_event(struct pt_regs *ctx)
 	return 0;
 }
 
+SEC("kretprobe/compat_no_such_function") int gone(struct pt_regs *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_getpid") int on_getpid(void *ctx) { return bump(1); }
+
+SEC("socket") int keep_all(struct __sk_buff *skb) { return skb->len; }
+
 char _license[] SEC("license") = "GPL";
 """
 
@@ -77,6 +83,8 @@ def test_maps_programs_subprograms_and_map_references_are_read(legacy_object):
     by_name = {p.name: p for p in programs}
     assert [(p.name, p.section) for p in programs] == [
         ("count_packets", "xdp"), ("read_unchecked", "xdp"), ("send_event", "kprobe/do_nanosleep"),
+        ("gone", "kretprobe/compat_no_such_function"), ("on_getpid", "tracepoint/syscalls/sys_enter_getpid"),
+        ("keep_all", "socket"),
     ]  # fmt: skip
     assert license == "GPL" and by_name["send_event"].maps == ["events"]
     # count_packets calls bump() in .text: appended, the call pointed at it, its map reference kept.
@@ -128,3 +136,13 @@ def test_a_legacy_object_gets_the_kernel_s_verdicts(legacy_object):
     assert (rejected["verdict"], rejected["reason"]) == ("rejected", "verifier_rejection"), rejected
     assert "outside of the packet" in rejected["message"] and rejected["log_level"] == 1
     assert "legacy 'maps' sections (struct bpf_map_def)" in cells["send_event"]["libbpf_log"]
+    # Attached by fd, as loaders of that era did (perf events, a link, SO_ATTACH_BPF).
+    attach = {name: (c["attach"]["status"], c["attach"]["reason"]) for name, c in cells.items()}
+    assert attach["count_packets"] == ("ok", "attached to dummy interface compat0 (generic XDP)")
+    assert attach["send_event"] == ("ok", "attached to do_nanosleep")
+    assert attach["on_getpid"] == ("ok", "attached to syscalls/sys_enter_getpid")
+    assert attach["keep_all"] == ("ok", "attached to a UDP socket with SO_ATTACH_BPF")
+    assert attach["gone"] == (
+        "failed",
+        "failed to create kretprobe 'compat_no_such_function' perf event: No such file or directory",
+    )

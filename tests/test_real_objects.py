@@ -101,6 +101,7 @@ def test_legacy_map_sections_are_loaded_as_their_loader_does(run):
     for r in found:
         assert r["verdict"] == "accepted", r["message"]
         assert "legacy 'maps' sections (struct bpf_map_def)" in r["libbpf_log"]
+        assert r["attach"]["status"] == "ok", r["attach"]  # a kprobe perf event on the program's fd
 
 
 def test_what_compat_cannot_do_is_said_plainly(run):

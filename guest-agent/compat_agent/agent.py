@@ -189,6 +189,7 @@ LAZY_IMPORTS = (
     "compat_agent.check",
     "compat_agent.objelf",
     "compat_agent.attach",
+    "compat_agent.perfevent",
     "compat_agent.probe",
     "traceback",
     "compat_agent.modules",

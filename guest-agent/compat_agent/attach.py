@@ -17,7 +17,7 @@ import os
 import socket
 
 from . import libbpf as lb
-from . import modules
+from . import modules, perfevent
 from .progtype import ATTACH_TIME_TYPES, OPTION
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -27,6 +27,7 @@ SO_ATTACH_BPF, SO_DETACH_BPF = 50, 27
 NFPROTO_IPV4, NF_INET_LOCAL_IN = 2, 1
 SK_SKB_STREAM_VERDICT = 5
 
+UPROBE_SECTIONS = ("uprobe", "uretprobe", "uprobe.s", "uretprobe.s", "usdt", "uprobe.multi", "uretprobe.multi")
 # Program types libbpf attaches from the section name alone.
 AUTO_ATTACH = {"kprobe", "tracepoint", "raw_tracepoint", "raw_tracepoint_writable", "tracing", "lsm"}
 CGROUP_TYPES = {
@@ -235,7 +236,7 @@ def _attach_socket(prog: lb.Program) -> dict:
 
 def _auto(prog: lb.Program, state) -> dict:
     target = state.attach_target
-    if state.section.split("/")[0] in ("uprobe", "uretprobe", "uprobe.s", "uretprobe.s", "usdt", "uprobe.multi"):
+    if state.section.split("/")[0] in UPROBE_SECTIONS:
         path = (target or "").split(":")[0]
         if not path or not os.path.exists(path):
             return not_attempted("uprobe/usdt target binary is not in the guest" if path else "no uprobe target")
@@ -350,6 +351,72 @@ def attach_all(obj: lb.Object, states: list) -> None:
                 state.attach = record
     finally:
         targets.close()
+
+
+class FdProgram:
+    """A loaded program known only by its fd (compat's legacy-map loader): what the attach
+    functions above read of an lb.Program when they need no libbpf bpf_program."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+
+def attach_fd(fd: int, state, targets: Targets) -> dict:
+    """Attach a program loaded without libbpf's bpf_program (by fd, as loaders of its era did:
+    perf events for kprobes and tracepoints, bpf_prog_attach for cgroups, a link for XDP) and
+    detach it again; the attach record."""
+    kind, target = state.type_name, state.attach_target
+    prog = FdProgram(fd)
+    try:
+        if state.section.split("/")[0] in UPROBE_SECTIONS:
+            return not_attempted("a uprobe attaches to a function of a binary its loader names; not attached")
+        if kind == "kprobe" and target:
+            retprobe = state.section.startswith("kretprobe/")
+            function = target.split("+")[0]
+            where = f"{'kretprobe' if retprobe else 'kprobe'} '{function}'"
+            try:
+                perfevent.attach_and_detach(perfevent.kprobe_event(function, retprobe), fd)
+            except OSError as e:
+                return failed(e.errno or 0, f"failed to create {where} perf event: {e.strerror}")
+            return ok(f"attached to {function}")
+        if kind == "tracepoint" and target and "/" in target:
+            category, name = target.split("/", 1)
+            try:
+                perfevent.attach_and_detach(perfevent.tracepoint_event(category, name), fd)
+            except OSError as e:
+                return failed(e.errno or 0, f"tracepoint {target}: {e.strerror}")
+            return ok(f"attached to {target}")
+        if kind in ("raw_tracepoint", "raw_tracepoint_writable") and target:
+            link = lb.lib().bpf_raw_tracepoint_open(target.encode(), fd)
+            if link < 0:
+                return failed(-link, f"raw tracepoint {target}: {lb.errno_text(-link)}")
+            os.close(link)
+            return ok(f"attached to {target}")
+        if kind in CGROUP_TYPES:
+            cgroup = targets.cgroup()
+            ret = lb.lib().bpf_prog_attach(fd, cgroup, state.eat, 0)
+            if ret < 0:
+                return failed(-ret, f"attach to a child cgroup: {lb.errno_text(-ret)}")
+            lb.lib().bpf_prog_detach2(fd, cgroup, state.eat)
+            return ok("attached to a child cgroup")
+        if kind == "xdp":
+            ifindex = targets.interface()
+            link = lb.lib().bpf_link_create(fd, ifindex, lb.ATTACH_TYPE["xdp"], None)
+            if link < 0:
+                return failed(-link, f"XDP link on {targets.describe()}: {lb.errno_text(-link)}")
+            os.close(link)
+            return ok(f"attached to {targets.describe()} (generic XDP)")
+        if kind == "sched_cls":
+            return _attach_tc(prog, state, targets)
+        if kind in ("sk_skb", "sk_msg"):
+            return _attach_sockmap(prog, state)
+        if kind == "socket_filter":
+            return _attach_socket(prog)
+    except Unavailable as e:
+        return not_attempted(str(e))
+    if kind in NOT_ATTACHED:
+        return not_attempted(NOT_ATTACHED[kind])
+    return not_attempted(f"the agent does not attach {kind} programs loaded without libbpf")
 
 
 def attach_struct_ops(obj: lb.Object) -> dict:

@@ -217,7 +217,8 @@ def load(name: str, insns: bytes, prog_type: int, attach_type: int, license: str
 def check(checker, open_log: list[str]) -> dict:
     """The check_result fields for a legacy object (checker: the check.Checker of the request,
     for its options and records); raises Unsupported when the object needs more."""
-    from .check import ProgState, not_attempted  # (check.py imports this module)
+    from .attach import Targets, attach_fd
+    from .check import ProgState, attach_target, not_attempted  # (check.py imports this module)
 
     maps, programs, license, kern_version = parse(checker.data)
     for m in maps:
@@ -225,6 +226,7 @@ def check(checker, open_log: list[str]) -> dict:
     by_name = {m.name: m for m in maps}
     fds = {m.name: m.fd for m in maps}
     records = []
+    targets = Targets()
     try:
         for prog in programs:
             helpers = helpers_from_insns(bytes(prog.insns))
@@ -237,7 +239,8 @@ def check(checker, open_log: list[str]) -> dict:
             type_name = lb.prog_type_str(typed[0]) or str(typed[0])
             state = ProgState(
                 name=prog.name, section=prog.section, prog_type=typed[0], type_name=type_name, eat=typed[1],
-                attach_type=None, attach_target=None, insn_cnt=len(prog.insns) // 8, helpers=helpers, kfuncs=[],
+                attach_type=None, attach_target=None if choice else attach_target(prog.section),
+                insn_cnt=len(prog.insns) // 8, helpers=helpers, kfuncs=[],
                 initial_autoload=True,
             )  # fmt: skip
             if choice:
@@ -250,10 +253,19 @@ def check(checker, open_log: list[str]) -> dict:
             elif failed:
                 state.reject("prepare", None, f"{failed[0].error}, so the program cannot load", state.libbpf_log)
             else:
-                _load_one(prog, state, typed, license, kern_version, checker, fds)
-            state.attach = not_attempted("loaded by compat's legacy-map loader: attach checks need libbpf")
+                fd = _load_one(prog, state, typed, license, kern_version, checker, fds)
+                if fd >= 0:
+                    try:
+                        state.attach = attach_fd(fd, state, targets) if checker.want_attach else None
+                    except Exception as e:  # an attach check must never cost the verdicts
+                        state.attach = {"status": "failed", "errno": 0, "reason": f"agent error while attaching: {e}"}
+                    finally:
+                        os.close(fd)
+            if state.verdict == "accepted" and state.attach is None:
+                state.attach = not_attempted("attach not requested")
             records.append(state.record())
     finally:
+        targets.close()
         for m in maps:
             if m.fd >= 0:
                 os.close(m.fd)
@@ -267,8 +279,9 @@ def check(checker, open_log: list[str]) -> dict:
 
 
 def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, kern_version: int, checker,
-              fds: dict[str, int]) -> None:  # fmt: skip
-    """Verify one program: stats only first, then the full log of a rejection (as check.py does)."""
+              fds: dict[str, int]) -> int:  # fmt: skip
+    """Verify one program: stats only first, then the full log of a rejection (as check.py does);
+    the fd of an accepted program (the caller attaches and closes it), else -1."""
     from .check import explain
 
     insns = prog.patched(fds)
@@ -278,13 +291,12 @@ def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, 
     checker.timing["loads"].append({"ms": round(elapsed, 3), "programs": 1, "level": 4, "ok": fd >= 0})
     state.stats, state.log, state.load_ms = parse_stats(log), log, elapsed
     if fd >= 0:
-        os.close(fd)
         state.verdict = "accepted"
-        return
+        return fd
     err = -fd
     if stopped and err == errno_mod.EAGAIN:  # no verdict: the verifier was stopped
         state.verdict, state.message, state.log, state.stats = "timeout", checker._over_limit(), "", {}
-        return
+        return -1
     state.reject("load", err, explain(error_line(log), []) or lb.errno_text(err), state.libbpf_log)
     if err != errno_mod.E2BIG:
         again, full, stopped = load(prog.name, insns, *typed, license, kern_version, 1, checker.program_timeout)
@@ -293,3 +305,4 @@ def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, 
         if full.strip() and not stopped:
             state.log, state.log_level = full, 1
             state.message = explain(error_line(full), []) or state.message
+    return -1

@@ -57,6 +57,7 @@ ATTACH_TYPE = {
     "netfilter": 45,
     "tcx_ingress": 46,
     "tcx_egress": 47,
+    "xdp": 37,
 }
 BPF_F_SLEEPABLE = 1 << 4
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
@@ -284,6 +285,7 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_prog_attach": (_I, (_I, _I, _I, _U32)),
     "bpf_link_create": (_I, (_I, _I, _I, _P)),
     "bpf_prog_detach2": (_I, (_I, _I, _I)),
+    "bpf_raw_tracepoint_open": (_I, (_S, _I)),
     "bpf_map_create": (_I, (_I, _S, _U32, _U32, _U32, _P)),
     "bpf_btf_get_next_id": (_I, (_U32, ctypes.POINTER(_U32))),
     "bpf_btf_get_fd_by_id": (_I, (_U32,)),

@@ -1,0 +1,101 @@
+"""kprobes and tracepoints as perf events, for programs that exist only as an fd.
+
+libbpf attaches a bpf_program of its own; a program loaded by compat's legacy-map loader has only
+its fd. Loaders of that era attached such programs the same way done here: perf_event_open of a
+kprobe (the kprobe PMU, Linux 4.17+) or of a tracepoint (its id in tracefs), then the program set
+on the event with PERF_EVENT_IOC_SET_BPF. Closing the event detaches the program.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+SYS_PERF_EVENT_OPEN = 298  # x86-64
+PERF_TYPE_TRACEPOINT = 2
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+class PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr, as far as kprobes and tracepoints need it (the kernel takes the
+    size given, zero-filled to what it knows)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("wakeup_events", ctypes.c_uint32),
+        ("bp_type", ctypes.c_uint32),
+        ("config1", ctypes.c_uint64),  # kprobe: the function's name
+        ("config2", ctypes.c_uint64),  # kprobe: the offset in it
+    ]
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _open(attr: PerfEventAttr) -> int:
+    """perf_event_open(attr, all tasks, CPU 0): the event's fd; OSError on failure."""
+    attr.size = ctypes.sizeof(PerfEventAttr)
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(
+        ctypes.c_long(SYS_PERF_EVENT_OPEN), ctypes.byref(attr), ctypes.c_int(-1), ctypes.c_int(0),
+        ctypes.c_int(-1), ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC),
+    )  # fmt: skip
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def kprobe_event(function: str, retprobe: bool) -> int:
+    """A kprobe (or kretprobe) perf event on a kernel function; OSError when the kernel has no
+    such function (ENOENT) or no kprobe PMU."""
+    try:
+        pmu = int(_read(f"{KPROBE_PMU}/type"))
+        bit = int(_read(f"{KPROBE_PMU}/format/retprobe").split(":")[1]) if retprobe else 0
+    except (OSError, ValueError, IndexError):
+        raise OSError(95, "this kernel has no kprobe PMU (perf_event_open of kprobes: Linux 4.17)") from None
+    name = ctypes.create_string_buffer(function.encode())
+    attr = PerfEventAttr(type=pmu, config=(1 << bit) if retprobe else 0, config1=ctypes.addressof(name))
+    return _open(attr)
+
+
+def tracepoint_event(category: str, name: str) -> int:
+    """A perf event on a tracepoint; OSError (ENOENT) when the kernel has no such tracepoint."""
+    for root in TRACEFS:
+        try:
+            tp_id = int(_read(f"{root}/events/{category}/{name}/id"))
+            break
+        except (OSError, ValueError):
+            continue
+    else:
+        raise OSError(2, f"no tracepoint {category}/{name} in tracefs")
+    return _open(PerfEventAttr(type=PERF_TYPE_TRACEPOINT, config=tp_id))
+
+
+def attach_and_detach(event_fd: int, prog_fd: int) -> None:
+    """Run prog_fd on the perf event, then detach it (closing the event); OSError on failure."""
+    libc = _libc()
+    try:
+        for request, arg in ((PERF_EVENT_IOC_SET_BPF, prog_fd), (PERF_EVENT_IOC_ENABLE, 0)):
+            if libc.ioctl(event_fd, ctypes.c_ulong(request), ctypes.c_int(arg)) < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+    finally:
+        os.close(event_fd)
