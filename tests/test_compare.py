@@ -200,3 +200,16 @@ def test_a_program_rejected_everywhere_for_one_reason_says_so():
     # a target no kernel has: newer than all of them, or a BPF program's function (fexit on a subprogram)
     assert "one of another BPF program" in axis_summary(axes["count_new"], by_kernel, "!")
     assert axes["xdp_filter"].rejected_for is None  # accepted somewhere
+
+
+def test_an_object_s_programs_with_one_summary_share_a_line():
+    from compat.reports.common import axis_groups, axis_label
+
+    run = current()
+    for r in run.results:
+        if r.program in ("count_getpid", "count_new"):  # counter.o's two programs: placeholders, say
+            r.verdict, r.reason = "rejected", "missing_attach_target"
+    groups = axis_groups(compare(run), {k.id: k for k in run.kernels}, "!")
+    labels = [axis_label(programs) for programs, _ in groups]
+    assert "counter.o:{count_getpid, count_new}" in labels
+    assert "filter.o:xdp_filter" in labels  # another object, another summary: a line of its own

@@ -56,6 +56,34 @@ def display_path(file: str) -> str:
     return file
 
 
+def axis_groups(comparison, by_kernel: dict[str, KernelInfo], regression_mark: str) -> list[tuple[list, str]]:
+    """The kernel axis's programs worth reporting with their summaries, the programs of one
+    object that share a summary and have no log divergence to show in one group (an object's
+    dozen placeholder fentry programs read as one line): [(programs, summary)]."""
+    groups: list[tuple[list, str]] = []
+    for p in comparison.programs:
+        if not p.worth_reporting():
+            continue
+        text = axis_summary(p, by_kernel, regression_mark)
+        last = groups[-1][0][-1] if groups else None
+        if last is not None and last.object == p.object and groups[-1][1] == text and _plain(last) and _plain(p):
+            groups[-1][0].append(p)
+        else:
+            groups.append(([p], text))
+    return groups
+
+
+def _plain(p) -> bool:
+    """No verifier log divergence to show under the program's axis line."""
+    return not any(b.log_diff is not None and b.log_diff.divergence is not None for b in p.boundaries)
+
+
+def axis_label(programs: list) -> str:
+    """object:program, or object:{a, b, c} for a group."""
+    names = [p.program for p in programs]
+    return f"{programs[0].object}:" + (names[0] if len(names) == 1 else "{" + ", ".join(names) + "}")
+
+
 def axis_summary(p, by_kernel: dict[str, KernelInfo], regression_mark: str) -> str:
     """One program along the kernel axis in words: its floor, where it is rejected, and the
     backport regression (accepted on an older kernel, rejected from a newer one)."""

@@ -188,11 +188,10 @@ def _diff(d: LogDiff | None, limit: int) -> list[str]:
 
 
 def _axis(comparison: Comparison, by_kernel: dict) -> list[str]:
-    lines = []
-    for p in comparison.programs:
-        if p.worth_reporting():
-            lines.append(f"- {_code(f'{p.object}:{p.program}')}: {common.axis_summary(p, by_kernel, REGRESSION)}")
-    return lines
+    return [
+        f"- {_code(common.axis_label(programs))}: {text}"
+        for programs, text in common.axis_groups(comparison, by_kernel, REGRESSION)
+    ]
 
 
 def _stats(comparison: Comparison) -> list[str]:

@@ -113,11 +113,9 @@ def _regressions(result: RunResult, comparison: Comparison, f) -> list[str]:
 def _axis(result: RunResult, comparison: Comparison) -> list[str]:
     by_kernel = {k.id: k for k in result.kernels}
     lines = []
-    for p in comparison.programs:
-        if not p.worth_reporting():
-            continue
-        lines.append(f"  {p.object}:{p.program}: {common.axis_summary(p, by_kernel, REGRESSION_MARK)}")
-        for b in p.boundaries:
+    for programs, text in common.axis_groups(comparison, by_kernel, REGRESSION_MARK):
+        lines.append(f"  {common.axis_label(programs)}: {text}")
+        for b in programs[0].boundaries:
             if b.log_diff is not None and b.log_diff.divergence is not None:
                 lines.append(f"      {b.older} → {b.newer}: {b.log_diff.divergence.describe()}")
     if not lines:
