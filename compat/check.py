@@ -7,6 +7,7 @@ objects (validated on the host) ─► fleet (one warm guest per kernel) ─► 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import struct
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from compat_agent.objelf import analyze_elf, elf_to_json
+from compat_agent.objelf import ElfInfo, analyze_elf, elf_to_json
 from compat_agent.progtype import CONTEXT, OPTION
 
 from . import globalvars, guestmsg
@@ -137,6 +138,17 @@ def display_names(paths: list[str]) -> dict[str, str]:
             depth[p] += 1
 
 
+@functools.lru_cache(maxsize=1024)
+def elf_analysis(data: bytes) -> ElfInfo | None:
+    """The agent's ELF analysis of an object's bytes (None: the object defeats it), made once per
+    run: --set-global's check before anything boots and the check request share it (a run's
+    objects are in memory anyway; the bound is for long-lived callers such as the fuzzer)."""
+    try:
+        return analyze_elf(data)
+    except (ValueError, struct.error, IndexError):
+        return None
+
+
 def check_request(
     name: str,
     data: bytes,
@@ -152,10 +164,7 @@ def check_request(
     seconds the verifier may spend on one program (None: no limit); program_types: (glob,
     libbpf section) pairs, --program-type; global_values: --set-global; attach_targets: (glob,
     target) pairs, --attach-target."""
-    try:
-        info = analyze_elf(data)
-    except (ValueError, struct.error, IndexError):
-        info = None
+    info = elf_analysis(data)
     return {
         "type": "check", "object": name, "attach": attach, "elf": elf_to_json(info) if info else {},
         "program_timeout": program_timeout, "program_types": [list(rule) for rule in program_types],

@@ -7,7 +7,6 @@ import itertools
 import math
 import os
 import signal
-import struct
 import sys
 import threading
 import time
@@ -343,14 +342,12 @@ def _positive(value: float | int | None, what: str) -> None:
 def _check_globals(values: tuple, objects: list) -> None:
     """--set-global against the objects, before anything boots: a name no object defines, or a
     value too big for a variable, is a one-line error."""
-    from compat_agent.objelf import analyze_elf
+    from .check import elf_analysis
 
     variables = []
     for obj in objects:
-        try:
-            found = analyze_elf(obj.data).variables
-        except (ValueError, struct.error, IndexError):
-            found = {}
+        info = elf_analysis(obj.data)
+        found = info.variables if info else {}
         globalvars.resolve(list(values), found, obj.name)
         variables.append(found)
     globalvars.check_defined(list(values), variables)
