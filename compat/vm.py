@@ -317,7 +317,9 @@ class VM:
         assert self.proc is not None
         tail = self.console_tail(lines=1000)  # the panic line comes before its long register dump
         try:
-            err = (self.workdir / "qemu.err").read_text(errors="replace").strip().splitlines()
+            with open(self.workdir / "qemu.err", "rb") as f:  # its last lines: QEMU's last words
+                f.seek(max(f.seek(0, os.SEEK_END) - CONSOLE_READ_BYTES, 0))
+                err = f.read().decode(errors="replace").strip().splitlines()
         except OSError:  # the workdir is gone: the VM was closed from another thread
             err = []
         if "Kernel panic" in tail:
