@@ -65,6 +65,8 @@ SEC("tracepoint/syscalls/sys_enter_getpid") int on_getpid(void *ctx) { return bu
 
 SEC("socket") int keep_all(struct __sk_buff *skb) { return skb->len; }
 
+SEC("perf_event") int sample(void *ctx) { return bump(2); }
+
 char _license[] SEC("license") = "GPL";
 """
 
@@ -84,7 +86,7 @@ def test_maps_programs_subprograms_and_map_references_are_read(legacy_object):
     assert [(p.name, p.section) for p in programs] == [
         ("count_packets", "xdp"), ("read_unchecked", "xdp"), ("send_event", "kprobe/do_nanosleep"),
         ("gone", "kretprobe/compat_no_such_function"), ("on_getpid", "tracepoint/syscalls/sys_enter_getpid"),
-        ("keep_all", "socket"),
+        ("keep_all", "socket"), ("sample", "perf_event"),
     ]  # fmt: skip
     assert license == "GPL" and by_name["send_event"].maps == ["events"]
     # count_packets calls bump() in .text: appended, the call pointed at it, its map reference kept.
@@ -142,6 +144,7 @@ def test_a_legacy_object_gets_the_kernel_s_verdicts(legacy_object):
     assert attach["send_event"] == ("ok", "attached to do_nanosleep")
     assert attach["on_getpid"] == ("ok", "attached to syscalls/sys_enter_getpid")
     assert attach["keep_all"] == ("ok", "attached to a UDP socket with SO_ATTACH_BPF")
+    assert attach["sample"] == ("ok", "attached to a software cpu-clock sampling event")
     assert attach["gone"] == (
         "failed",
         "failed to create kretprobe 'compat_no_such_function' perf event: No such file or directory",

@@ -72,6 +72,7 @@ def test_stack_trace_maps_get_the_default_stack_depth(run):
         assert r["verdict"] == "accepted", r["message"]
         assert "map 'stackmap' has max_entries 0" in r["libbpf_log"]
         assert "checked with value_size 1016 (127 frames" in r["libbpf_log"]
+        assert r["attach"]["reason"] == "attached to a software cpu-clock sampling event", r["attach"]
 
 
 def test_a_kernel_function_gone_in_a_newer_kernel(run):

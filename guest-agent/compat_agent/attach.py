@@ -41,7 +41,6 @@ CGROUP_TYPES = {
 }
 # Program types the agent does not attach, and why.
 NOT_ATTACHED = {
-    "perf_event": "perf_event programs attach to a perf event the check does not open",
     "sched_act": "tc action programs run from a tc filter's action; not attached",
     "lwt_in": "lightweight tunnel programs attach to a route; not attached",
     "lwt_out": "lightweight tunnel programs attach to a route; not attached",
@@ -323,11 +322,35 @@ def attach_one(prog: lb.Program, state, targets: Targets) -> dict:
             return _attach_sockmap(prog, state)
         if kind == "socket_filter":
             return _attach_socket(prog)
+        if kind == "perf_event":
+            return _attach_sampling(prog)
     except Unavailable as e:
         return not_attempted(str(e))
     except lb.LibbpfError as e:
         return failed(e.errno, e.message)
     return not_attempted(f"the agent does not attach {kind} programs")
+
+
+SAMPLING = "attached to a software cpu-clock sampling event"
+
+
+def _sampling_event() -> int:
+    try:
+        return perfevent.sampling_event()
+    except OSError as e:
+        raise Unavailable(f"no software perf event in the guest (perf_event_open: {e.strerror})") from None
+
+
+def _attach_sampling(prog: lb.Program) -> dict:
+    """A perf_event program on a software sampling event, as a profiler attaches it."""
+    event = _sampling_event()
+    try:
+        link = lb.attach_call("bpf_program__attach_perf_event", prog.ptr, event)
+    except lb.LibbpfError:
+        os.close(event)  # else the link owns it: destroying the link closes it
+        raise
+    link.destroy()
+    return ok(SAMPLING)
 
 
 def attach_all(obj: lb.Object, states: list) -> None:
@@ -363,8 +386,8 @@ class FdProgram:
 
 def attach_fd(fd: int, state, targets: Targets) -> dict:
     """Attach a program loaded without libbpf's bpf_program (by fd, as loaders of its era did:
-    perf events for kprobes and tracepoints, bpf_prog_attach for cgroups, a link for XDP) and
-    detach it again; the attach record."""
+    perf events for kprobes, tracepoints and samplers, bpf_prog_attach for cgroups, a link for
+    XDP) and detach it again; the attach record."""
     kind, target = state.type_name, state.attach_target
     prog = FdProgram(fd)
     try:
@@ -412,8 +435,13 @@ def attach_fd(fd: int, state, targets: Targets) -> dict:
             return _attach_sockmap(prog, state)
         if kind == "socket_filter":
             return _attach_socket(prog)
+        if kind == "perf_event":
+            perfevent.attach_and_detach(_sampling_event(), fd)
+            return ok(SAMPLING)
     except Unavailable as e:
         return not_attempted(str(e))
+    except OSError as e:
+        return failed(e.errno or 0, f"perf event: {e.strerror}")
     if kind in NOT_ATTACHED:
         return not_attempted(NOT_ATTACHED[kind])
     return not_attempted(f"the agent does not attach {kind} programs loaded without libbpf")

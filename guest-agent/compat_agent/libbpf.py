@@ -254,6 +254,7 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_program__attach": (_P, (_P,)),
     "bpf_program__attach_cgroup": (_P, (_P, _I)),
     "bpf_program__attach_kprobe": (_P, (_P, _B, _S)),
+    "bpf_program__attach_perf_event": (_P, (_P, _I)),
     "bpf_program__attach_kprobe_multi_opts": (_P, (_P, _S, _P)),
     "bpf_program__attach_raw_tracepoint": (_P, (_P, _S)),
     "bpf_program__attach_tracepoint": (_P, (_P, _S, _S)),

@@ -1,9 +1,12 @@
-"""kprobes and tracepoints as perf events, for programs that exist only as an fd.
+"""Perf events to attach programs to: kprobes and tracepoints for programs that exist only as
+an fd, and a sampling event for perf_event programs.
 
 libbpf attaches a bpf_program of its own; a program loaded by compat's legacy-map loader has only
 its fd. Loaders of that era attached such programs the same way done here: perf_event_open of a
 kprobe (the kprobe PMU, Linux 4.17+) or of a tracepoint (its id in tracefs), then the program set
-on the event with PERF_EVENT_IOC_SET_BPF. Closing the event detaches the program.
+on the event with PERF_EVENT_IOC_SET_BPF. Closing the event detaches the program. A perf_event
+program (a profiler's sampler) attaches to a sampling event its loader opens: here a software
+cpu-clock event on CPU 0 (the guest has no hardware PMU under emulation).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import ctypes
 import os
 
 SYS_PERF_EVENT_OPEN = 298  # x86-64
-PERF_TYPE_TRACEPOINT = 2
+PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 1, 2
+PERF_COUNT_SW_CPU_CLOCK = 0
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_SET_BPF = 0x40042408
@@ -87,6 +91,11 @@ def tracepoint_event(category: str, name: str) -> int:
     else:
         raise OSError(2, f"no tracepoint {category}/{name} in tracefs")
     return _open(PerfEventAttr(type=PERF_TYPE_TRACEPOINT, config=tp_id))
+
+
+def sampling_event() -> int:
+    """A software cpu-clock sampling event on CPU 0 (every 10 ms), as profilers open one per CPU."""
+    return _open(PerfEventAttr(type=PERF_TYPE_SOFTWARE, config=PERF_COUNT_SW_CPU_CLOCK, sample_period=10_000_000))
 
 
 def attach_and_detach(event_fd: int, prog_fd: int) -> None:
