@@ -8,6 +8,7 @@ rejections, and `compat report` reproduces the same output from the saved JSON.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -274,3 +275,22 @@ def test_report_with_a_baseline_file(tmp_path):
     assert compat("report", str(now), "--fail-on", "never", cwd=tmp_path).returncode == 3  # sid: no verdict
     assert compat("report", str(old), "--fail-on", "never", cwd=tmp_path).returncode == 0
     assert compat("report", str(old), "--fail-on", "rejection", cwd=tmp_path).returncode == 1
+
+
+def test_github_annotations_stay_within_what_github_shows():
+    from compat.reports.github import ANNOTATIONS_PER_KIND
+
+    run = current()
+    template = next(r for r in run.results if r.program == "count_getpid" and r.kernel == "5.10")
+    for i in range(25):  # 25 more rejected programs: warnings without a baseline
+        extra = copy.deepcopy(template)
+        extra.program, extra.kernel = f"extra_{i:02}", "6.1.170"
+        run.results.append(extra)
+    lines = render("github", run, compare(run)).splitlines()
+    warnings = [ln for ln in lines if ln.startswith("::warning")]
+    assert len(warnings) == ANNOTATIONS_PER_KIND
+    assert "more warning(s) not annotated (GitHub shows 10 per step)" in warnings[-1]
+    plain = [ln for ln in lines if ln.startswith("compat warning: ")]
+    total = sum(r.verdict == "rejected" and r.kernel != "6.1.176" for r in run.results)  # 6.1.176: required
+    assert len(warnings) - 1 + len(plain) == total  # every finding is in the log, annotated or not
+    assert plain[-1].startswith("compat warning: src/counter.bpf.c:31: compat: extra_24 rejected on ")

@@ -3,7 +3,9 @@
 `::error file=…,line=…,title=…::…` for each cell that fails the gate (a regression, or a
 rejection on a required kernel with no baseline cell), one per program per kernel;
 `::warning` for every other rejection; `::error` without a file for cells without a verdict;
-a closing `::notice` with the summary line.
+a closing `::notice` with the summary line. GitHub shows only the first 10 error and 10 warning
+annotations of a step: past 9 of a kind, one annotation says how many more there are, and the
+rest are printed as plain log lines, so that no finding is silently dropped.
 """
 
 from __future__ import annotations
@@ -27,10 +29,37 @@ def command(kind: str, message: str, **props: object) -> str:
     return f"::{kind}{' ' + given if given else ''}::{escape_data(message)}"
 
 
+ANNOTATIONS_PER_KIND = 10  # what GitHub shows per step for each of error, warning, notice
+
+
+def _within_budget(annotations: list[tuple[str, str, dict]]) -> list[str]:
+    """Workflow commands for (kind, message, props) in order, each kind held to what GitHub
+    shows: the annotations past the budget become one summary annotation and plain log lines."""
+    totals = {kind: sum(k == kind for k, _, _ in annotations) for kind in ("error", "warning")}
+    out: list[str] = []
+    rest: dict[str, list[tuple[str, dict]]] = {"error": [], "warning": []}
+    for kind, message, props in annotations:
+        shown = sum(line.startswith(f"::{kind}") for line in out)
+        if totals[kind] <= ANNOTATIONS_PER_KIND or shown < ANNOTATIONS_PER_KIND - 1:
+            out.append(command(kind, message, **props))
+        else:
+            rest[kind].append((message, props))
+    for kind, left in rest.items():
+        if not left:
+            continue
+        out.append(command(kind, f"{len(left)} more {kind}(s) not annotated (GitHub shows {ANNOTATIONS_PER_KIND} "
+                                 "per step): they follow in this log, and the markdown report has them all",
+                           title=f"compat: {len(left)} more"))  # fmt: skip
+        for message, props in left:
+            where = f"{props['file']}:{props['line']}: " if "file" in props else ""
+            out.append(f"compat {kind}: {where}{props['title']}: {message.replace(chr(10), ' | ')}")
+    return out
+
+
 def render(result: RunResult, comparison: Comparison) -> str:
     f = facts(result, comparison)
     by_kernel = {k.id: k for k in result.kernels}
-    lines = []
+    annotations: list[tuple[str, str, dict]] = []
     for p in common.problems(result, comparison, f):
         r = p.result
         loc = common.location(r)
@@ -55,10 +84,11 @@ def render(result: RunResult, comparison: Comparison) -> str:
         props = {"title": title}
         if loc is not None:
             props = {"file": common.display_path(loc.file), "line": loc.line, "col": loc.column, "title": title}
-        lines.append(command("error" if p.fails_gate else "warning", message, **props))
+        annotations.append(("error" if p.fails_gate else "warning", message, props))
     for r in result.results:
         if r.verdict == ERROR:
-            lines.append(command("error", f"{r.object}:{r.program} on {r.kernel}: no verdict: {r.message}",
-                                 title=f"compat: no verdict on {r.kernel}"))  # fmt: skip
+            annotations.append(("error", f"{r.object}:{r.program} on {r.kernel}: no verdict: {r.message}",
+                                {"title": f"compat: no verdict on {r.kernel}"}))  # fmt: skip
+    lines = _within_budget(annotations)
     lines.append(command("notice", gate_summary(result, comparison), title="compat"))
     return "\n".join(lines) + "\n"
