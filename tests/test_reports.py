@@ -294,3 +294,23 @@ def test_github_annotations_stay_within_what_github_shows():
     total = sum(r.verdict == "rejected" and r.kernel != "6.1.176" for r in run.results)  # 6.1.176: required
     assert len(warnings) - 1 + len(plain) == total  # every finding is in the log, annotated or not
     assert plain[-1].startswith("compat warning: src/counter.bpf.c:31: compat: extra_24 rejected on ")
+
+
+def test_markdown_of_a_large_object_set_keeps_its_regressions():
+    from compat.reports.markdown import MAX_CHARS
+
+    now, old = current(), baseline()
+    for run in (now, old):
+        template = next(r for r in run.results if r.program == "count_new" or r.program == "count_getpid")
+        for i in range(1500):  # a large object set: programs every kernel accepts
+            for kernel in ("5.10", "6.1.170", "6.1.176", "sid"):
+                extra = copy.deepcopy(template)
+                extra.object, extra.program, extra.kernel = "big.o", f"prog_{i:04}", kernel
+                extra.verdict, extra.reason, extra.message = "accepted", None, ""
+                run.results.append(extra)
+    md = render("markdown", now, compare(now, old, "file", "old.json"))
+    assert len(md) <= MAX_CHARS
+    assert "more program(s), accepted on every kernel" in md and "`big.o` `prog_0001`" not in md
+    assert "more, in the JSON result file" in md  # the statistics table is held to its largest changes
+    assert "### Regressions" in md and "count_getpid</code> on 5.10" in md
+    assert "```diff" in md  # the regression's log diff is kept

@@ -1,7 +1,9 @@
 """Markdown for a pull-request comment or $GITHUB_STEP_SUMMARY: the programs × kernels matrix
 (✅ ❌ 🔺), the kernel axis, then one collapsible section per regression with the reason, the
 source line and the verifier-log diff. Kept under GitHub's 65,536-character comment limit by
-shortening the log diffs."""
+shortening the log diffs, then leaving out of the matrix the programs every kernel accepts, then
+all but those with a regression or no verdict (a large object set's regressions must not be cut
+off by its other rows), and last by cutting at a line."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from . import common
 ACCEPT, REJECT, REGRESSION, NO_VERDICT, FIXED, GONE = "✅", "❌", "🔺", "⚠️", "✅🆕", "➖"
 MAX_CHARS = 60_000
 DIFF_LIMITS = (80, 25, 0)
+STATS_ROWS = 30  # statistics rows when the report must be shortened
 
 
 def _cell(r: ProgramResult | None, transition: str | None) -> str:
@@ -43,14 +46,20 @@ def _fenced(lines: list[str], lang: str = "") -> list[str]:
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
-    for limit in DIFF_LIMITS:
-        text = _render(result, comparison, limit)
+    # Regressions' log diffs matter more than the rows of programs every kernel accepts.
+    attempts = [(compact, limit) for limit in DIFF_LIMITS for compact in (0, 1)] + [(2, x) for x in DIFF_LIMITS]
+    for compact, limit in attempts:
+        text = _render(result, comparison, limit, compact)
         if len(text) <= MAX_CHARS:
             return text
-    return text[: MAX_CHARS - 80] + "\n\n… (report shortened: see the JSON result file for everything)\n"
+    cut = text.rfind("\n", 0, MAX_CHARS - 80)
+    return text[:cut] + "\n\n… (report shortened: see the JSON result file for everything)\n"
 
 
-def _render(result: RunResult, comparison: Comparison, diff_limit: int) -> str:
+def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact: int = 0) -> str:
+    """The report; compact 1 leaves the programs every kernel accepts out of the matrix, 2 all
+    but those with a regression (against the baseline or along the kernel axis) or no verdict,
+    and the kernel axis's lines but those of regressions."""
     f = facts(result, comparison)
     kernels = common.kernels(result, comparison)
     by_kernel = {k.id: k for k in result.kernels}
@@ -69,18 +78,28 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int) -> str:
     header = ["program", *(f"{k.id}<br><sub>{common.kernel_version(k)}</sub>" for k in kernels)]
     out.append("| " + " | ".join(header) + " |")
     out.append("|---|" + "|".join(":-:" for _ in kernels) + "|")
+    backported = {(p.object, p.program) for p in comparison.programs if p.rejected_from}
+    left_out = 0
     for obj, prog in common.programs(result, comparison):
         cells = []
         for k in kernels:
             change = comparison.cell(obj, prog, k.id)
             cells.append(_cell(result.cell(obj, prog, k.id), change.transition if change else None))
+        if (compact == 1 and all(c == ACCEPT for c in cells)) or (
+            compact == 2 and (obj, prog) not in backported and not {REGRESSION, NO_VERDICT} & set(cells)
+        ):
+            left_out += 1
+            continue
         out.append(f"| {_code(obj)} {_code(prog)} | " + " | ".join(cells) + " |")
+    if left_out:
+        what = "accepted on every kernel" if compact == 1 else "without a regression or a missing verdict"
+        out.append(f"| *{left_out} more program(s), {what}* |" + "|".join(" " for _ in kernels) + "|")
     legend = f"{ACCEPT} accepted · {REJECT} rejected · {NO_VERDICT} no verdict (infrastructure error)"
     if comparison.baseline is not None:
         legend += f" · {REGRESSION} newly rejected (regression) · {FIXED} newly accepted · {GONE} removed"
     out += ["", f"<sub>{legend}</sub>", ""]
 
-    axis = _axis(comparison, by_kernel)
+    axis = _axis(comparison, by_kernel, backports_only=compact == 2)
     if axis:
         out += [f"**Kernel axis** ({' → '.join(comparison.kernel_order)}):", "", *axis, ""]
 
@@ -147,7 +166,7 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int) -> str:
         lines = [f"- {_code(line)}" for line in retyped]
         out += _details(f"Program types their sections do not give ({len(retyped)})", lines)
 
-    stats = _stats(comparison)
+    stats = _stats(comparison, STATS_ROWS if compact else None)
     if stats:
         out += _details("Verifier statistics against the baseline", stats)
 
@@ -187,21 +206,33 @@ def _diff(d: LogDiff | None, limit: int) -> list[str]:
     return out
 
 
-def _axis(comparison: Comparison, by_kernel: dict) -> list[str]:
-    return [
-        f"- {_code(common.axis_label(programs))}: {text}"
-        for programs, text in common.axis_groups(comparison, by_kernel, REGRESSION)
+def _axis(comparison: Comparison, by_kernel: dict, backports_only: bool = False) -> list[str]:
+    groups = common.axis_groups(comparison, by_kernel, REGRESSION)
+    shown = [(ps, text) for ps, text in groups if not backports_only or ps[0].rejected_from]
+    lines = [f"- {_code(common.axis_label(programs))}: {text}" for programs, text in shown]
+    left = sum(len(ps) for ps, _ in groups) - sum(len(ps) for ps, _ in shown)
+    if left:
+        lines.append(f"- *{left} more program(s) rejected on some kernel without a regression: the table report "
+                     "and the JSON result file have them*")  # fmt: skip
+    return lines
+
+
+def _stats(comparison: Comparison, limit: int | None = None) -> list[str]:
+    """The table of verifier statistics that changed against the baseline; with a limit, only
+    that many rows, the largest changes of instructions processed first."""
+    changed = [c for c in comparison.cells if c.stats_changed()]
+    if limit is not None and len(changed) > limit:
+        key = "insns_processed"
+        changed = sorted(changed, key=lambda c: -abs(c.stats[key].delta or 0) if key in c.stats else 0)[:limit]
+    rows = [
+        f"| {_code(f'{c.object}:{c.program}')} | {c.kernel} | "
+        + " | ".join(c.stats[k].describe() if k in c.stats else "" for k in STAT_KEYS)
+        + " |"
+        for c in changed
     ]
-
-
-def _stats(comparison: Comparison) -> list[str]:
-    rows = []
-    for c in comparison.cells:
-        if not c.stats_changed():
-            continue
-        rows.append(f"| {_code(f'{c.object}:{c.program}')} | {c.kernel} | "
-                    + " | ".join(c.stats[k].describe() if k in c.stats else "" for k in STAT_KEYS) + " |")  # fmt: skip
     if not rows:
         return []
     head = "| program | kernel | " + " | ".join(STAT_LABELS[k] for k in STAT_KEYS) + " |"
-    return [head, "|---|---|" + "---:|" * len(STAT_KEYS), *rows]
+    left = sum(c.stats_changed() for c in comparison.cells) - len(rows)
+    more = [f"\n*{left} more, in the JSON result file*"] if left else []
+    return [head, "|---|---|" + "---:|" * len(STAT_KEYS), *rows, *more]
