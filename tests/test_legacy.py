@@ -126,12 +126,16 @@ def test_damaged_objects_are_unsupported_never_a_crash(legacy_object):
 
 @pytest.mark.vm
 @pytest.mark.network
-def test_a_legacy_object_gets_the_kernel_s_verdicts(legacy_object):
-    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(legacy_object), "--kernel", "6.1", "--no-cache",
+def check(obj, *extra) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(obj), "--kernel", "6.1", "--no-cache", *extra,
                            "--format", "json", "--output", "-"], capture_output=True, text=True, timeout=3000,
                           env={**os.environ})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    cells = {r["program"]: r for r in json.loads(proc.stdout)["results"]}
+    return {r["program"]: r for r in json.loads(proc.stdout)["results"]}
+
+
+def test_a_legacy_object_gets_the_kernel_s_verdicts(legacy_object):
+    cells = check(legacy_object)
     assert cells["count_packets"]["verdict"] == cells["send_event"]["verdict"] == "accepted"
     assert cells["count_packets"]["stats"]["insns_processed"]
     rejected = cells["read_unchecked"]
@@ -149,3 +153,8 @@ def test_a_legacy_object_gets_the_kernel_s_verdicts(legacy_object):
         "failed",
         "failed to create kretprobe 'compat_no_such_function' perf event: No such file or directory",
     )
+    # --attach-target points a kprobe whose function this kernel lacks at one it has.
+    gone = check(legacy_object, "--attach-target", "gone=do_nanosleep")["gone"]
+    assert gone["attach"]["status"] == "ok" and gone["attach"]["reason"] == "attached to do_nanosleep"
+    note = "attach target do_nanosleep (--attach-target; its section names compat_no_such_function)"
+    assert note in gone["libbpf_log"]
