@@ -217,7 +217,7 @@ def load(name: str, insns: bytes, prog_type: int, attach_type: int, license: str
 def check(checker, open_log: list[str]) -> dict:
     """The check_result fields for a legacy object (checker: the check.Checker of the request,
     for its options and records); raises Unsupported when the object needs more."""
-    from .attach import Targets, attach_fd
+    from .attach import Targets, attach_fd, failed
     from .check import ProgState, attach_target, not_attempted  # (check.py imports this module)
 
     maps, programs, license, kern_version = parse(checker.data)
@@ -263,7 +263,7 @@ def check(checker, open_log: list[str]) -> dict:
                     try:
                         state.attach = attach_fd(fd, state, targets) if checker.want_attach else None
                     except Exception as e:  # an attach check must never cost the verdicts
-                        state.attach = {"status": "failed", "errno": 0, "reason": f"agent error while attaching: {e}"}
+                        state.attach = failed(0, f"agent error while attaching: {type(e).__name__}: {e}")
                     finally:
                         os.close(fd)
             if state.verdict == "accepted" and state.attach is None:
