@@ -157,6 +157,8 @@ class ProgramAxis:
     # Rejected on every kernel, all for this one reason (a key of REASONS): an object_error there
     # is the object's (or its loader's) problem, not a difference between kernels.
     rejected_for: str | None = None
+    # kernel id -> the reason of its rejection, for the words of the axis (the result file has them)
+    reasons: dict[str, str | None] = field(default_factory=dict)
 
     def rejected_on(self) -> list[str]:
         """Kernels (in axis order) that reject the program."""
@@ -284,6 +286,7 @@ def _axis(result: RunResult, kernels: list[KernelInfo]) -> list[ProgramAxis]:
         judged = [(k, r) for k, r in cells if r.verdict in (ACCEPTED, REJECTED)]
         floor = next((k.id for k, r in judged if r.verdict == ACCEPTED), None)
         pa = ProgramAxis(obj, prog, verdicts, floor)
+        pa.reasons = {k.id: r.reason for k, r in judged if r.verdict == REJECTED}
         if floor is None and len({r.reason for _, r in judged}) == 1:
             pa.rejected_for = judged[0][1].reason
         last_accepted = None

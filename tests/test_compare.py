@@ -200,6 +200,14 @@ def test_a_program_rejected_everywhere_for_one_reason_says_so():
     # a target no kernel has: newer than all of them, or a BPF program's function (fexit on a subprogram)
     assert "one of another BPF program" in axis_summary(axes["count_new"], by_kernel, "!")
     assert axes["xdp_filter"].rejected_for is None  # accepted somewhere
+    # Rejected everywhere, for reasons that differ between kernels: each says which.
+    for r in run.results:
+        if r.program == "count_getpid" and r.kernel == "sid":
+            r.reason = "missing_helper"
+    mixed = {p.program: p for p in compare(run).programs}["count_getpid"]
+    assert axis_summary(mixed, by_kernel, "!") == (
+        "rejected on every kernel: missing kfunc on 5.10, 6.1.170, 6.1.176; missing helper on sid"
+    )
 
 
 def test_an_object_s_programs_with_one_summary_share_a_line():

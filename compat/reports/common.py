@@ -96,7 +96,13 @@ def axis_summary(p, by_kernel: dict[str, KernelInfo], regression_mark: str) -> s
                 "kernel, one of another BPF program (its loader names the program: bpf_program__set_attach_target), "
                 "or a placeholder its loader replaces at run time (--attach-target GLOB=FUNCTION names the real one)"
             )
-        return "rejected on every kernel" + (f" ({reason_words(p.rejected_for)})" if p.rejected_for else "")
+        if p.rejected_for:
+            return f"rejected on every kernel ({reason_words(p.rejected_for)})"
+        by_reason: dict[str | None, list[str]] = {}
+        for kernel, reason in p.reasons.items():
+            by_reason.setdefault(reason, []).append(kernel)
+        parts = [f"{reason_words(reason)} on {', '.join(ks)}" for reason, ks in by_reason.items()]
+        return "rejected on every kernel" + (f": {'; '.join(parts)}" if parts else "")
     text = f"accepted from {kernel_name(by_kernel.get(p.floor), p.floor)}, rejected on {', '.join(p.rejected_on())}"
     if p.rejected_from:
         text += (
