@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="attach_targets",
         metavar="GLOB=TARGET",
         help="attach the programs whose name or section matches GLOB to TARGET (a kernel function, "
-        "tracepoint or LSM hook) instead of what their section names, as a loader does that points a "
+        "tracepoint or LSM hook; BINARY:FUNCTION for a uprobe) instead of what their section names, as a "
+        "loader does that points a "
         "placeholder such as fentry/dummy_file_read at the function of the moment with "
         "bpf_program__set_attach_target (repeatable; the first match wins)",
     )

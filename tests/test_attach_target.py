@@ -21,6 +21,7 @@ PLACEHOLDERS = r"""
 
 SEC("fentry/dummy_fn") int fe(unsigned long long *ctx) { return 0; }
 SEC("kprobe/dummy_fn") int kp(void *ctx) { return 0; }
+SEC("uprobe") int up(void *ctx) { return 0; }  /* the loader names binary and function */
 
 char LICENSE[] SEC("license") = "GPL";
 """
@@ -57,8 +58,12 @@ def test_a_placeholder_target_is_replaced_as_the_loader_does(placeholders):
     assert "dummy_fn does not exist" in plain["fe"]["message"]
     assert plain["kp"]["verdict"] == "accepted" and plain["kp"]["attach"]["status"] == "failed"
 
-    _, real, doc = check(placeholders, "--attach-target", "*/dummy_fn=vfs_read")
-    assert doc["options"]["attach_targets"] == ["*/dummy_fn=vfs_read"]
+    assert plain["up"]["attach"]["reason"] == "no uprobe target"
+
+    libc = "/usr/lib/x86_64-linux-gnu/libc.so.6:getpid"  # the guest's own libc
+    _, real, doc = check(placeholders, "--attach-target", "*/dummy_fn=vfs_read", "--attach-target", f"up={libc}")
+    assert doc["options"]["attach_targets"] == ["*/dummy_fn=vfs_read", f"up={libc}"]
+    assert real["up"]["attach"] == {"status": "ok", "errno": None, "reason": f"attached to {libc}"}
     for name in ("fe", "kp"):
         r = real[name]
         assert r["verdict"] == "accepted", r["message"]

@@ -252,10 +252,23 @@ def _auto(prog: lb.Program, state) -> dict:
 
 
 def _attach_to(prog: lb.Program, state) -> None:
-    """Attach a kprobe or tracepoint to the target --attach-target names (libbpf's own attach
-    reads the target from the section)."""
+    """Attach a kprobe, uprobe (BINARY:FUNCTION), USDT probe (BINARY:PROVIDER:NAME) or tracepoint
+    to the target --attach-target names (libbpf's own attach reads the target from the section)."""
     target, prefix = state.attach_target, state.section.split("/")[0]
-    if state.type_name == "tracepoint":
+    if prefix == "usdt":  # BINARY:PROVIDER:NAME
+        binary, provider, name = [*target.rsplit(":", 2), "", ""][:3]
+        _link_then_detach("bpf_program__attach_usdt", prog.ptr, -1, binary.encode(), provider.encode(), name.encode(),
+                          None)  # fmt: skip
+    elif prefix in UPROBE_SECTIONS:  # BINARY:FUNCTION (its existence in the guest checked by the caller)
+        binary, _, function = target.rpartition(":")
+        if ".multi" in prefix:
+            pattern = function.encode()
+            _link_then_detach("bpf_program__attach_uprobe_multi", prog.ptr, -1, binary.encode(), pattern, None)
+        else:
+            retprobe, name = prefix.startswith("uretprobe"), ctypes.c_char_p(function.encode())
+            opts = lb.UprobeOpts(sz=ctypes.sizeof(lb.UprobeOpts), retprobe=retprobe, func_name=name)
+            _link_then_detach("bpf_program__attach_uprobe_opts", prog.ptr, -1, binary.encode(), 0, ctypes.byref(opts))
+    elif state.type_name == "tracepoint":
         category, _, name = target.partition("/")
         _link_then_detach("bpf_program__attach_tracepoint", prog.ptr, category.encode(), name.encode())
     elif state.type_name != "kprobe":

@@ -199,6 +199,19 @@ class NetfilterOpts(ctypes.Structure):
     )
 
 
+class UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts (libbpf >= 1.0), up to attach_mode."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("ref_ctr_offset", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("retprobe", ctypes.c_bool),
+        ("func_name", ctypes.c_char_p),
+        ("attach_mode", ctypes.c_int),
+    )
+
+
 class BtfInfo(ctypes.Structure):
     """struct bpf_btf_info (uapi)."""
 
@@ -255,6 +268,9 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_program__attach_cgroup": (_P, (_P, _I)),
     "bpf_program__attach_kprobe": (_P, (_P, _B, _S)),
     "bpf_program__attach_perf_event": (_P, (_P, _I)),
+    "bpf_program__attach_uprobe_opts": (_P, (_P, _I, _S, _SZ, _P)),
+    "bpf_program__attach_uprobe_multi": (_P, (_P, _I, _S, _S, _P)),
+    "bpf_program__attach_usdt": (_P, (_P, _I, _S, _S, _S, _P)),
     "bpf_program__attach_kprobe_multi_opts": (_P, (_P, _S, _P)),
     "bpf_program__attach_raw_tracepoint": (_P, (_P, _S)),
     "bpf_program__attach_tracepoint": (_P, (_P, _S, _S)),
