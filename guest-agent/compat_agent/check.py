@@ -443,7 +443,10 @@ class Checker:
         elif state.type_name in ATTACH_TIME_TYPES:
             state.target_note = f"attach target {target} (--attach-target; its section names {own})"
         else:
-            state.target_note = f"--attach-target {target} ignored: {state.type_name} programs have no attach target"
+            state.target_note = (
+                f"--attach-target {target} ignored for this {state.type_name} program: it names the targets of "
+                "fentry/fexit/tp_btf/LSM/iter, kprobe, uprobe and tracepoint programs"
+            )
             return
         state.attach_target, state.target_from = target, OPTION
 
