@@ -2,7 +2,10 @@
 
 A program is attached and detached before the next one is attached: two XDP programs cannot
 share an interface, and an attached program (an LSM hook that denies, a cgroup filter that
-drops) must not disturb the agent longer than the check needs. Where libbpf can attach from
+drops) must not disturb the agent longer than the check needs. Kprobes and tracepoints are the
+exception: they only observe, and under emulation arming and disarming a function costs tens of
+ms each time (text patching), so an object's kprobes and tracepoints stay attached until its last
+program has been tried (150 kprobes on one function: 2.1 s instead of 2.9 s on 6.1). Where libbpf can attach from
 the section name alone (kprobes, tracepoints, fentry, LSM...) bpf_program__attach does it;
 other types get a target made for them in the guest: a child cgroup of the cgroup2 root, a
 dummy interface (made with pyroute2), the agent's network namespace, a sockmap. Types that
@@ -28,6 +31,8 @@ NFPROTO_IPV4, NF_INET_LOCAL_IN = 2, 1
 SK_SKB_STREAM_VERDICT = 5
 
 UPROBE_SECTIONS = ("uprobe", "uretprobe", "uprobe.s", "uretprobe.s", "usdt", "uprobe.multi", "uretprobe.multi")
+# Program types that only observe, whose links an object's attach checks keep until the end.
+HELD_TYPES = {"kprobe", "tracepoint", "raw_tracepoint"}
 # Program types libbpf attaches from the section name alone.
 AUTO_ATTACH = {"kprobe", "tracepoint", "raw_tracepoint", "raw_tracepoint_writable", "tracing", "lsm"}
 CGROUP_TYPES = {
@@ -83,6 +88,11 @@ class Targets:
         self._cgroup_fd: int | None = None
         self._cgroup_path = ""
         self._netns_fd: int | None = None
+        self._held: list[lb.Link] = []
+
+    def hold(self, link: lb.Link) -> None:
+        """Keep a link until close() (an observing program: see the module's docstring)."""
+        self._held.append(link)
 
     def interface(self) -> int:
         """ifindex of a dummy interface (the loopback one if the kernel cannot make dummies)."""
@@ -129,7 +139,11 @@ class Targets:
         return self._netns_fd
 
     def close(self) -> None:
-        """Remove every target made (interface, cgroup) and close their fds."""
+        """Detach the links held, remove every target made (interface, cgroup), close their fds."""
+        for link in self._held:
+            with contextlib.suppress(Exception):
+                link.destroy()
+        self._held.clear()
         if self._made_link and self._ifindex is not None:
             with contextlib.suppress(Exception):
                 remove_link(self._ifindex)
@@ -233,17 +247,22 @@ def _attach_socket(prog: lb.Program) -> dict:
     return ok("attached to a UDP socket with SO_ATTACH_BPF")
 
 
-def _auto(prog: lb.Program, state) -> dict:
-    target = state.attach_target
-    if state.section.split("/")[0] in UPROBE_SECTIONS:
+def _auto(prog: lb.Program, state, targets: Targets) -> dict:
+    target, prefix = state.attach_target, state.section.split("/")[0]
+    hold = state.type_name in HELD_TYPES and ".multi" not in prefix
+    if prefix in UPROBE_SECTIONS:
         path = (target or "").split(":")[0]
         if not path or not os.path.exists(path):
             return not_attempted("uprobe/usdt target binary is not in the guest" if path else "no uprobe target")
     try:
         if state.target_from == OPTION and state.type_name in ATTACH_TIME_TYPES:
-            _attach_to(prog, state)  # --attach-target: the section's target is a placeholder
+            link = _attach_to(prog, state)  # --attach-target: the section's target is a placeholder
         else:
-            _link_then_detach("bpf_program__attach", prog.ptr)
+            link = lb.attach_call("bpf_program__attach", prog.ptr)
+        if hold:
+            targets.hold(link)
+        else:
+            link.destroy()
     except lb.LibbpfError as e:
         if e.errno == EOPNOTSUPP and not any("failed" in m for m in e.messages):
             return not_attempted(f"section '{state.section}' does not say where to attach")
@@ -251,33 +270,31 @@ def _auto(prog: lb.Program, state) -> dict:
     return ok(f"attached to {target}" if target else "attached")
 
 
-def _attach_to(prog: lb.Program, state) -> None:
+def _attach_to(prog: lb.Program, state) -> lb.Link:
     """Attach a kprobe, uprobe (BINARY:FUNCTION), USDT probe (BINARY:PROVIDER:NAME) or tracepoint
     to the target --attach-target names (libbpf's own attach reads the target from the section)."""
     target, prefix = state.attach_target, state.section.split("/")[0]
     if prefix == "usdt":  # BINARY:PROVIDER:NAME
         binary, provider, name = [*target.rsplit(":", 2), "", ""][:3]
-        _link_then_detach("bpf_program__attach_usdt", prog.ptr, -1, binary.encode(), provider.encode(), name.encode(),
-                          None)  # fmt: skip
-    elif prefix in UPROBE_SECTIONS:  # BINARY:FUNCTION (its existence in the guest checked by the caller)
-        binary, _, function = target.rpartition(":")
+        args = (-1, binary.encode(), provider.encode(), name.encode(), None)
+        return lb.attach_call("bpf_program__attach_usdt", prog.ptr, *args)
+    if prefix in UPROBE_SECTIONS:  # BINARY:FUNCTION (its existence in the guest checked by the caller)
+        path, _, function = target.rpartition(":")
+        binary = path.encode()
         if ".multi" in prefix:
-            pattern = function.encode()
-            _link_then_detach("bpf_program__attach_uprobe_multi", prog.ptr, -1, binary.encode(), pattern, None)
-        else:
-            retprobe, name = prefix.startswith("uretprobe"), ctypes.c_char_p(function.encode())
-            opts = lb.UprobeOpts(sz=ctypes.sizeof(lb.UprobeOpts), retprobe=retprobe, func_name=name)
-            _link_then_detach("bpf_program__attach_uprobe_opts", prog.ptr, -1, binary.encode(), 0, ctypes.byref(opts))
-    elif state.type_name == "tracepoint":
+            return lb.attach_call("bpf_program__attach_uprobe_multi", prog.ptr, -1, binary, function.encode(), None)
+        name = ctypes.c_char_p(function.encode())
+        opts = lb.UprobeOpts(sz=ctypes.sizeof(lb.UprobeOpts), retprobe=prefix.startswith("uretprobe"), func_name=name)
+        return lb.attach_call("bpf_program__attach_uprobe_opts", prog.ptr, -1, binary, 0, ctypes.byref(opts))
+    if state.type_name == "tracepoint":
         category, _, name = target.partition("/")
-        _link_then_detach("bpf_program__attach_tracepoint", prog.ptr, category.encode(), name.encode())
-    elif state.type_name != "kprobe":
-        _link_then_detach("bpf_program__attach_raw_tracepoint", prog.ptr, target.encode())
-    elif ".multi" in prefix:
-        _link_then_detach("bpf_program__attach_kprobe_multi_opts", prog.ptr, target.encode(), None)
-    else:
-        retprobe = prefix.startswith(("kretprobe", "kretsyscall"))
-        _link_then_detach("bpf_program__attach_kprobe", prog.ptr, retprobe, target.encode())
+        return lb.attach_call("bpf_program__attach_tracepoint", prog.ptr, category.encode(), name.encode())
+    if state.type_name != "kprobe":
+        return lb.attach_call("bpf_program__attach_raw_tracepoint", prog.ptr, target.encode())
+    if ".multi" in prefix:
+        return lb.attach_call("bpf_program__attach_kprobe_multi_opts", prog.ptr, target.encode(), None)
+    retprobe = prefix.startswith(("kretprobe", "kretsyscall"))
+    return lb.attach_call("bpf_program__attach_kprobe", prog.ptr, retprobe, target.encode())
 
 
 SECURITYFS = "/sys/kernel/security"
@@ -307,7 +324,7 @@ def attach_one(prog: lb.Program, state, targets: Targets) -> dict:
             _link_then_detach("bpf_program__attach_cgroup", prog.ptr, targets.cgroup())
             return ok("attached to a child cgroup")
         if kind in AUTO_ATTACH:
-            record = _auto(prog, state)
+            record = _auto(prog, state, targets)
             if kind == "lsm" and record["status"] == "ok" and "bpf" not in active_lsms():
                 record["reason"] += "; but the BPF LSM is not active on this kernel (lsm= list): its hooks never run"
             return record
