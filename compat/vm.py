@@ -28,9 +28,12 @@ from compat_agent.protocol import ChannelClosed, ProtocolError, encode, read_fra
 from .errors import InfraError, UserError
 
 # Boot fast: a quiet console, no crypto self-tests, no mitigations, no probing of absent
-# hardware; panic=-1 with -no-reboot makes a panicking guest end its QEMU at once.
+# hardware; panic=-1 with -no-reboot makes a panicking guest end its QEMU at once. Expedited RCU
+# grace periods: every detach, and the close of a loaded object, waits for one, which under
+# emulation takes tens of ms at the normal pace: checks with attach checks ran 2.5-3x faster on
+# 6.1, checks without them within noise of before.
 KERNEL_CMDLINE = (
-    "console=ttyS0 quiet panic=-1 oops=panic cryptomgr.notests mitigations=off tsc=reliable "
+    "console=ttyS0 quiet panic=-1 oops=panic cryptomgr.notests mitigations=off tsc=reliable rcupdate.rcu_expedited=1 "
     "no_timer_check i8042.noaux i8042.nokbd i8042.nopnp rdinit=/init"
 )
 DEFAULT_MEMORY_MB = 512
