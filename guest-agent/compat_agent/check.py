@@ -140,6 +140,14 @@ class ProgState:
         self.verdict, self.stage, self.errno, self.message = "rejected", stage, errno, message
         self.libbpf_log = lines
 
+    def retarget(self, target: str, loaded: bool = False) -> None:
+        """Take --attach-target's target instead of the section's (loaded: libbpf loads the
+        program against it, else only its attach check uses it), and say so in its results."""
+        how = "loaded with attach target" if loaded else "attach target"
+        own = attach_target(self.section) or "none"
+        self.target_note = f"{how} {target} (--attach-target; its section names {own})"
+        self.attach_target, self.target_from = target, OPTION
+
     def record(self) -> dict:
         """The program's record in the check_result reply."""
         stats = {
@@ -431,7 +439,6 @@ class Checker:
         its loader has it (a placeholder such as SEC("fentry/dummy_file_read") that the loader
         points at the function of the moment). BTF-based programs (fentry, fexit, tp_btf, lsm,
         iter...) are loaded against it; kprobes and tracepoints are attached to it."""
-        own = attach_target(state.section) or "none"
         if state.type_name in BTF_TARGET_TYPES:
             err = prog.set_attach_target(target)
             if err:  # libbpf says nothing here: say what it would say at load, for the classifier
@@ -439,16 +446,14 @@ class Checker:
                 state.reject("prepare", -err, None, [f"[compat: {line}]"])
                 return
             self.retargeted[prog.name] = target
-            state.target_note = f"loaded with attach target {target} (--attach-target; its section names {own})"
+            state.retarget(target, loaded=True)
         elif state.type_name in ATTACH_TIME_TYPES:
-            state.target_note = f"attach target {target} (--attach-target; its section names {own})"
+            state.retarget(target)
         else:
             state.target_note = (
                 f"--attach-target {target} ignored for this {state.type_name} program: it names the targets of "
                 "fentry/fexit/tp_btf/LSM/iter, kprobe, uprobe and tracepoint programs"
             )
-            return
-        state.attach_target, state.target_from = target, OPTION
 
     def _split_time(self, total_ms: float, stats: dict[str, dict]) -> dict[str, float]:
         """Share one bpf_object__load's wall time out: each program's own verification time plus

@@ -41,7 +41,7 @@ from .objelf import (
     helpers_from_insns,
     symbols_and_relocations,
 )
-from .progtype import ATTACH_TIME_TYPES, OPTION, choose, first_match
+from .progtype import ATTACH_TIME_TYPES, choose, first_match
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
@@ -247,9 +247,7 @@ def check(checker, open_log: list[str]) -> dict:
                 state.type_from, state.type_note = choice.source, choice.note(prog.section, type_name)
             target = first_match(prog.name, prog.section, checker.target_rules)
             if target and type_name in ATTACH_TIME_TYPES:  # what its attach check attaches to
-                state.attach_target, state.target_from = target, OPTION
-                own = attach_target(prog.section) or "none"
-                state.target_note = f"attach target {target} (--attach-target; its section names {own})"
+                state.retarget(target)
             state.libbpf_log = [f"[compat: {NOTE}]", *open_log]
             failed = [by_name[n] for n in prog.maps if by_name[n].fd < 0]
             if not typed[0]:
