@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from debian.deb822 import Deb822
 from filelock import FileLock
 
 from .cache import Cache, replace_text, sha256_json, write_atomic
@@ -350,6 +349,8 @@ class AptRepo:
 
 def parse_deb822(text: str) -> list[dict[str, str]]:
     """apt-cache show output as one dict per stanza."""
+    from debian.deb822 import Deb822  # ~30 ms to import: only runs that ask apt need it
+
     return [dict(p) for p in Deb822.iter_paragraphs(text)]
 
 

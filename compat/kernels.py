@@ -17,7 +17,6 @@ from pathlib import Path
 from debian.debian_support import Version
 
 from .apt import AptRepo, AptSource, PackageVersion, debian_sources
-from .bootimage import build_boot_image
 from .cache import Cache, Entry, sha256_file, sha256_json
 from .errors import InfraError, UserError
 from .matrix import KernelSpec
@@ -210,6 +209,8 @@ class KernelStore:
     def boot_image(self, kernel: Kernel) -> Path:
         """What QEMU boots: the uncompressed vmlinux when the kernel has a PVH entry, else the
         bzImage (see bootimage.py: this saves the guest's slow decompression on every boot)."""
+        from .bootimage import build_boot_image  # pyelftools, zstandard: only when a boot image is built
+
         entry = self.cache.ensure(BOOT_KIND, kernel.key, lambda d: build_boot_image(kernel.vmlinuz, d))
         return entry.file("vmlinux") if entry.meta.get("pvh") else kernel.vmlinuz
 

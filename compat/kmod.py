@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zstandard
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from .errors import InfraError
 
@@ -66,6 +64,9 @@ def read_module(path: Path) -> bytes:
 
 def modinfo(elf: bytes) -> dict[str, str]:
     """The key=value pairs of a module's .modinfo section (last value wins)."""
+    from elftools.common.exceptions import ELFError  # ~30 ms to import: only module archives need it
+    from elftools.elf.elffile import ELFFile
+
     try:
         section = ELFFile(io.BytesIO(elf)).get_section_by_name(".modinfo")
     except ELFError as e:
