@@ -221,7 +221,8 @@ def _stats(comparison: Comparison, limit: int | None = None) -> list[str]:
     """The table of verifier statistics that changed against the baseline; with a limit, only
     that many rows, the largest changes of instructions processed first."""
     changed = [c for c in comparison.cells if c.stats_changed()]
-    if limit is not None and len(changed) > limit:
+    total = len(changed)
+    if limit is not None and total > limit:
         key = "insns_processed"
         changed = sorted(changed, key=lambda c: -abs(c.stats[key].delta or 0) if key in c.stats else 0)[:limit]
     rows = [
@@ -233,6 +234,5 @@ def _stats(comparison: Comparison, limit: int | None = None) -> list[str]:
     if not rows:
         return []
     head = "| program | kernel | " + " | ".join(STAT_LABELS[k] for k in STAT_KEYS) + " |"
-    left = sum(c.stats_changed() for c in comparison.cells) - len(rows)
-    more = [f"\n*{left} more, in the JSON result file*"] if left else []
+    more = [f"\n*{total - len(rows)} more, in the JSON result file*"] if total > len(rows) else []
     return [head, "|---|---|" + "---:|" * len(STAT_KEYS), *rows, *more]

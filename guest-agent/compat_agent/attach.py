@@ -4,11 +4,12 @@ A program is attached and detached before the next one is attached: two XDP prog
 share an interface, and an attached program (an LSM hook that denies, a cgroup filter that
 drops) must not disturb the agent longer than the check needs. Kprobes and tracepoints are the
 exception: they only observe, and under emulation arming and disarming a function costs tens of
-ms each time (text patching), so an object's kprobes and tracepoints stay attached until its last
-program has been tried (150 kprobes on one function: 2.1 s instead of 2.9 s on 6.1). Where libbpf can attach from
-the section name alone (kprobes, tracepoints, fentry, LSM...) bpf_program__attach does it;
-other types get a target made for them in the guest: a child cgroup of the cgroup2 root, a
-dummy interface (made with pyroute2), the agent's network namespace, a sockmap. Types that
+ms each time (text patching), so an object's kprobes and tracepoints stay attached until its
+last program has been tried (150 kprobes on one function: 2.1 s instead of 2.9 s on 6.1).
+Where libbpf can attach from the section name alone (kprobes, tracepoints, fentry, LSM...)
+bpf_program__attach does it; other types get a target made for them in the guest: a child
+cgroup of the cgroup2 root, a dummy interface (made with pyroute2 once per guest), the agent's
+network namespace, a sockmap, a software sampling event. Types that
 need something the guest cannot offer are recorded as not attempted.
 """
 
