@@ -71,9 +71,16 @@ def load_recipe() -> Recipe:
 
 
 def agent_files() -> dict[str, bytes]:
-    """The agent's sources and init script, by path relative to the package directory."""
+    """The agent's sources and init script, by POSIX path relative to the package directory.
+
+    Sub-packages are taken recursively: a file left out here would be missing in the guest
+    without any error until the agent imports it, and every file is part of the image key."""
     src = agent_source_dir()
-    return {p.name: p.read_bytes() for p in sorted(src.iterdir()) if p.suffix in (".py", ".sh")}
+    return {
+        p.relative_to(src).as_posix(): p.read_bytes()
+        for p in sorted(src.rglob("*"))
+        if p.suffix in (".py", ".sh") and p.is_file() and "__pycache__" not in p.relative_to(src).parts
+    }
 
 
 # In a test build of the image only: the agent then injects faults on request (agent.py).
@@ -190,6 +197,7 @@ class ImageBuilder:
         agent_dir = stage / pylib / "compat_agent"
         agent_dir.mkdir()
         for name, data in agent_files().items():
+            (agent_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (agent_dir / name).write_bytes(data)
         info = {"suite": self.recipe.suite, "python": pyver, "libbpf": libbpf}
 
