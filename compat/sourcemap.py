@@ -15,15 +15,22 @@ Instruction numbers in a verifier log count the program as libbpf loads it: the 
 instructions, then the .text subprograms it calls appended depth-first in the order libbpf
 appends them. `LineTable.layout` rebuilds that layout from the object.
 
-The object is untrusted input: every parse error just means "no location".
+The object is untrusted input: every parse error just means "no location". The paths it records
+are its own word too: the line's text comes from the object's BTF when it carries it, and a file
+is read from this host only when `source_file` lets it through (a regular file with a source
+suffix under a source root, never under /proc, /sys or /dev), so an object cannot make compat
+print a line of /proc/self/environ, ~/.ssh/… or any other host file.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import re
+import stat
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +45,14 @@ BPF_PSEUDO_CALL = 1
 BPF_PSEUDO_KFUNC_CALL = 2
 BTF_MAGIC = 0xEB9F
 MAX_LINE_TEXT = 300
+# The files a source line may be read from: C and its headers, C++, Rust and Go (the languages
+# BPF programs are written in). Anything else an object names is shown by path, never opened.
+SOURCE_SUFFIXES = (".c", ".h", ".bpf.c", ".bpf.h", ".cc", ".cpp", ".cxx", ".hh", ".hpp", ".hxx", ".rs", ".go")
+# Never read under these, whatever the source roots say: pseudo-files whose contents are the
+# process's secrets (/proc/self/environ), kernel state, or devices that block or never end.
+FORBIDDEN_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+MAX_SOURCE_BYTES = 16 << 20  # a source line further into a file than this is not looked for
+MAX_SOURCE_LINE_BYTES = 64 << 10  # one physical line read at most this far
 
 # "; value = bpf_map_lookup_elem(&sums, &key); @ counter.bpf.c:21" (6.x) or "; value = …;" (5.10)
 _ANNOTATION = re.compile(r"^; ?(?P<text>.*?)(?: @ (?P<file>[^\s:]+):(?P<line>\d+))?\s*$")
@@ -55,10 +70,10 @@ class SourceLocation:
     file: str  # as the object records it (compile path), or the log's file name
     line: int
     column: int | None = None
-    text: str | None = None  # the source line (from the file when it exists, else from BTF or the log)
+    text: str | None = None  # the source line: the object's BTF copy, else a source file's, else the log's
     insn: int | None = None  # instruction index in the loaded program, when known
     how: str = "btf"  # call | log | btf | dwarf | program: which evidence gave the line
-    path: str | None = None  # the source file found on this host, when found
+    path: str | None = None  # the source file found on this host under a source root, when found
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -399,14 +414,25 @@ def locate(
     reason: str | None,
     message: str | None,
     log: str,
+    roots: Sequence[Path] | None = None,
 ) -> SourceLocation | None:
-    """The source line a rejected program fails on, or None when the object does not say."""
+    """The source line a rejected program fails on, or None when the object does not say.
+
+    roots: the directories source files may be read from (`source_roots()`; default: the
+    current directory alone)."""
     table = LineTable.from_bytes(data)
     loc = _locate(table, program, section, reason, message, log or "")
     # The log comes from the guest (untrusted): a file name that only the log gives, and the
     # object's own line info does not record, is shown but never opened on the host.
     if loc is not None and (loc.how != "log" or _full_name(table, loc.file) is not None):
-        _read_source(loc, table, object_path)
+        # The object's own copy of the line is preferred; the guest's copy (a log annotation) is
+        # replaced by the object's or the source file's.
+        want_text = loc.text is None
+        if loc.how == "log":
+            own = _recorded_text(table, loc.file, loc.line)
+            want_text = own is None
+            loc.text = own or loc.text
+        _read_source(loc, object_path, source_roots() if roots is None else roots, want_text)
     return loc
 
 
@@ -444,8 +470,96 @@ def _full_name(table: LineTable | None, basename: str) -> str | None:
     return None
 
 
-def _read_source(loc: SourceLocation, table: LineTable | None, object_path: str | Path | None) -> None:
-    """Fill in the line's text from the source file when it is on this host."""
+def _recorded_text(table: LineTable | None, file: str, line: int) -> str | None:
+    """The object's own (BTF) copy of a line of a file it records, when it carries one."""
+    for rows in table.lines.values() if table else ():
+        for row in rows:
+            if row.file == file and row.line == line and row.text.strip():
+                return row.text.strip()
+    return None
+
+
+def source_roots(extra: Iterable[str | Path] = ()) -> tuple[Path, ...]:
+    """The directories source files may be read from, resolved: the current directory, then each
+    extra one (--source-root)."""
+    out: list[Path] = []
+    for root in (os.getcwd(), *extra):
+        resolved = Path(os.path.realpath(root))
+        if resolved not in out:
+            out.append(resolved)
+    return tuple(out)
+
+
+def source_file(candidate: str | Path, roots: Sequence[Path]) -> Path | None:
+    """The real path of candidate when compat may read it as a source file, else None.
+
+    All must hold, on the path with every symlink resolved (a link may point anywhere): it
+    exists, is a regular file, has a source suffix (SOURCE_SUFFIXES), lies under one of the
+    (resolved) roots and under none of /proc, /sys, /dev. The object names the candidate, so
+    it is untrusted: "..", links out of a root, FIFOs and devices are all refused here.
+    """
+    try:
+        resolved = Path(candidate).resolve(strict=True)
+        if not resolved.name.endswith(SOURCE_SUFFIXES):
+            return None
+        if any(resolved.is_relative_to(f) for f in FORBIDDEN_ROOTS):
+            return None
+        if not any(resolved.is_relative_to(r) for r in roots):
+            return None
+        if not stat.S_ISREG(resolved.stat().st_mode):
+            return None
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL in the name
+        return None
+    return resolved
+
+
+def read_line(path: Path, number: int) -> str | None:
+    """Line `number` (from 1) of a file `source_file` let through, stripped and cut to
+    MAX_LINE_TEXT; None when the file is shorter, is no longer a regular file, or the line lies
+    past MAX_SOURCE_BYTES."""
+    if number < 1:
+        return None
+    # O_NOFOLLOW: the path was resolved, so a symlink here was put there since; O_NONBLOCK: a
+    # FIFO swapped in must not hang compat (fstat below refuses it anyway).
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        f = open(fd, "rb")  # noqa: SIM115 - closed by the with below; owns fd from here
+    except OSError:
+        os.close(fd)
+        return None
+    with f:
+        consumed, current, raw = 0, 0, b""
+        try:
+            while current < number:
+                chunk = f.readline(MAX_SOURCE_LINE_BYTES)
+                if not chunk:
+                    return None
+                consumed += len(chunk)
+                if consumed > MAX_SOURCE_BYTES:
+                    return None
+                if current + 1 == number and not raw:
+                    raw = chunk  # the first MAX_SOURCE_LINE_BYTES of the wanted line
+                if chunk.endswith(b"\n"):
+                    current += 1
+                elif len(chunk) < MAX_SOURCE_LINE_BYTES:
+                    current += 1  # the last line, without a newline
+        except OSError:
+            return None
+    return raw.decode("utf-8", "replace").strip()[:MAX_LINE_TEXT]
+
+
+def _read_source(
+    loc: SourceLocation, object_path: str | Path | None, roots: Sequence[Path], want_text: bool
+) -> None:
+    """Find the line's source file on this host, through `source_file`'s gate (loc.path), and
+    take the line's text from it when want_text (the object does not carry it)."""
     recorded = Path(loc.file)
     candidates = [recorded]
     if object_path:
@@ -454,14 +568,13 @@ def _read_source(loc: SourceLocation, table: LineTable | None, object_path: str 
             candidates.append(obj_dir / recorded)
         candidates.append(obj_dir / recorded.name)
     for path in candidates:
-        try:
-            if not path.is_file():
-                continue
-            with path.open("rb") as f:
-                for number, raw in enumerate(f, 1):
-                    if number == loc.line:
-                        loc.text = raw.decode("utf-8", "replace").strip()[:MAX_LINE_TEXT] or loc.text
-                        loc.path = str(path)
-                        return
-        except OSError:
+        found = source_file(path, roots)
+        if found is None:
             continue
+        if want_text:
+            text = read_line(found, loc.line)
+            if text is None:
+                continue  # shorter than the line: not the file the object was built from
+            loc.text = text or loc.text
+        loc.path = str(found)
+        return

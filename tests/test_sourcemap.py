@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,17 @@ from pathlib import Path
 import pytest
 from bpf_build import PROGRAMS_DIR, build_programs, compile_command, find_clang
 
-from compat.sourcemap import LineTable, SourceLocation, locate, log_location
+from compat import sourcemap
+from compat.sourcemap import (
+    MAX_SOURCE_LINE_BYTES,
+    LineTable,
+    SourceLocation,
+    locate,
+    log_location,
+    read_line,
+    source_file,
+    source_roots,
+)
 
 BASELINE_DIR = PROGRAMS_DIR / "baseline"
 
@@ -152,12 +163,86 @@ def test_source_found_next_to_the_object_else_text_from_btf(tmp_path):
     for name in ("counter.bpf.c", "counter.o"):
         shutil.move(work / name, moved / name)
     obj = moved / "counter.o"
-    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "")
+    roots = source_roots([moved])
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "", roots)
     assert loc.file == str(work / "counter.bpf.c")  # the path the object records
-    assert loc.path == str(moved / "counter.bpf.c")  # found next to the object
-    (moved / "counter.bpf.c").unlink()
+    assert loc.path == str(moved / "counter.bpf.c")  # found next to the object, under a source root
+    assert loc.text == "bpf_loop(1, add_one, &step, 0);"
+    # outside every source root (the default root is the current directory): not looked at
     loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "")
     assert loc.path is None and loc.text == "bpf_loop(1, add_one, &step, 0);"  # the BTF's copy of the line
+    (moved / "counter.bpf.c").unlink()
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "", roots)
+    assert loc.path is None and loc.text == "bpf_loop(1, add_one, &step, 0);"  # the BTF's copy of the line
+
+
+def test_btf_text_is_preferred_to_the_file(tmp_path):
+    # The object's own copy of the line wins over whatever the file on disk says now.
+    shutil.copy(BASELINE_DIR / "new" / "counter.bpf.c", tmp_path / "counter.bpf.c")
+    obj = _compile(tmp_path, tmp_path / "counter.bpf.c", tmp_path, "counter")
+    (tmp_path / "counter.bpf.c").write_text("edited since the build\n" * 100)
+    roots = source_roots([tmp_path])
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "", roots)
+    assert loc.text == "bpf_loop(1, add_one, &step, 0);" and loc.path == str(tmp_path / "counter.bpf.c")
+
+
+def test_gate_admits_only_source_files_under_a_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "prog.bpf.c").write_text("int x;\n")
+    (root / "sub" / "inc.h").write_text("int y;\n")
+    (root / "notes.txt").write_text("secret\n")
+    (root / "noext").write_text("secret\n")
+    (outside / "secret.c").write_text("secret\n")
+    (root / "link_out.c").symlink_to(outside / "secret.c")
+    (root / "link_in.c").symlink_to(root / "sub" / "inc.h")
+    (root / "link_proc.c").symlink_to("/proc/self/environ")
+    (root / "dir.c").mkdir()
+    os.mkfifo(root / "fifo.c")
+    roots = source_roots([root])
+    assert source_file(root / "prog.bpf.c", roots) == root / "prog.bpf.c"
+    assert source_file(root / "sub" / ".." / "sub" / "inc.h", roots) == root / "sub" / "inc.h"
+    assert source_file(root / "link_in.c", roots) == root / "sub" / "inc.h"  # a link that stays inside
+    refused = [
+        root / "notes.txt",  # not a source suffix
+        root / "noext",
+        root / "link_out.c",  # a link that leaves the root
+        root / "sub" / ".." / ".." / "outside" / "secret.c",  # ".." that leaves the root
+        outside / "secret.c",
+        root / "link_proc.c",
+        root / "dir.c",  # not a regular file
+        root / "fifo.c",  # a FIFO: refused, and compat does not hang on it
+        root / "missing.c",
+        "/proc/self/environ",
+        "/proc/self/cwd/prog.bpf.c",
+        "/dev/null",
+        "/etc/shadow",
+        "bad\0name.c",
+    ]
+    for path in refused:
+        assert source_file(path, roots) is None, path
+
+def test_gate_keeps_proc_sys_dev_closed_under_any_root(monkeypatch):
+    # Each layer holds on its own: with every suffix admitted and "/" as a root, /proc, /sys and
+    # /dev still stay closed.
+    monkeypatch.setattr(sourcemap, "SOURCE_SUFFIXES", ("",))
+    everything = source_roots(["/", "/proc"])
+    for path in ("/proc/self/environ", "/proc/self/cmdline", "/dev/null", "/sys/kernel/notes"):
+        assert source_file(path, everything) is None, path
+    assert source_file("/etc/hostname", everything) == Path("/etc/hostname").resolve()
+
+
+def test_read_line_is_bounded(tmp_path):
+    src = tmp_path / "long.c"
+    src.write_bytes(b"first\n" + b"x" * (MAX_SOURCE_LINE_BYTES * 3) + b"\nthird\nlast")
+    assert read_line(src, 1) == "first"
+    assert read_line(src, 2) == "x" * 300  # MAX_LINE_TEXT of the long line
+    assert read_line(src, 3) == "third"  # the long line counts as one
+    assert read_line(src, 4) == "last"  # a last line without newline
+    assert read_line(src, 5) is None and read_line(src, 0) is None
+    os.mkfifo(tmp_path / "fifo.c")
+    assert read_line(tmp_path / "fifo.c", 1) is None  # no hang: O_NONBLOCK, then fstat refuses it
 
 
 @pytest.mark.skipif(not shutil.which("llvm-objcopy"), reason="needs llvm-objcopy")
@@ -180,4 +265,6 @@ def test_dwarf_line_table_without_btf_ext(built_programs, tmp_path):
     assert table.source == "dwarf"
     loc = locate(stripped.read_bytes(), stripped, "sum_with_loop", None, "missing_helper", "helper bpf_loop (181)", "")
     assert Path(loc.file) == src and loc.line == line_of(src, "bpf_loop(16")
+    # DWARF carries no text: it comes from the source file, under the current directory
+    assert loc.text == "bpf_loop(16, add_index, &sum, 0);" and loc.path == str(src)
     assert table.insn_line("sum_with_loop", None, 20).line == line_of(src, "*sum += index;")
