@@ -249,12 +249,13 @@ def check(checker, open_log: list[str]) -> dict:
             if target and type_name in ATTACH_TIME_TYPES:  # what its attach check attaches to
                 state.retarget(target)
             state.libbpf_log = [f"[compat: {NOTE}]", *open_log]
-            failed = [by_name[n] for n in prog.maps if by_name[n].fd < 0]
+            # Not named `failed`: that is attach.failed, called below when an attach check raises.
+            uncreated = [by_name[n] for n in prog.maps if by_name[n].fd < 0]
             if not typed[0]:
                 state.reject("prepare", errno_mod.EINVAL, f"missing BPF prog type, check ELF section name '{section}'",
                              state.libbpf_log)  # fmt: skip
-            elif failed:
-                state.reject("prepare", None, f"{failed[0].error}, so the program cannot load", state.libbpf_log)
+            elif uncreated:
+                state.reject("prepare", None, f"{uncreated[0].error}, so the program cannot load", state.libbpf_log)
             else:
                 fd = _load_one(prog, state, typed, license, kern_version, checker, fds)
                 if fd >= 0:
