@@ -63,6 +63,9 @@ class CheckOptions:
     program_types: tuple[tuple[str, str], ...] = ()  # (glob, libbpf section): --program-type
     global_values: tuple[Assignment, ...] = ()  # --set-global
     attach_targets: tuple[tuple[str, str], ...] = ()  # (glob, target): --attach-target
+    # Directories source lines may be read from (sourcemap.source_roots: the current directory and
+    # --source-root); None: the current directory. Not in the result cache key: no verdict depends on it.
+    source_roots: tuple[Path, ...] | None = None
 
 
 @dataclass
@@ -74,11 +77,12 @@ class KernelWork:
     failures: dict[str, GuestError] = field(default_factory=dict)  # object sha256 -> what killed the guest
 
 
-def locate_sources(obj: BpfObject, results: list[ProgramResult]) -> None:
-    """Record the source line of each rejection while the object is at hand (reports need no object)."""
+def locate_sources(obj: BpfObject, results: list[ProgramResult], roots: tuple[Path, ...] | None = None) -> None:
+    """Record the source line of each rejection while the object is at hand (reports need no object);
+    source files are read only under roots (sourcemap.source_roots; None: the current directory)."""
     for r in results:
         if r.verdict == REJECTED:
-            loc = locate(obj.data, obj.path, r.program, r.section or None, r.reason, r.message, r.log)
+            loc = locate(obj.data, obj.path, r.program, r.section or None, r.reason, r.message, r.log, roots)
             r.source = loc.to_json() if loc else None
 
 
@@ -469,7 +473,7 @@ class Checker:
                     if all(x.sha256 != obj.sha256 for x in group_plan[o.spec.id]):
                         continue
                     found = self._results(obj, o, state.get(o.spec.id), names)
-                    locate_sources(obj, found)
+                    locate_sources(obj, found, self.options.source_roots)
                     results.extend(found)
             checked = {x.sha256 for objs in group_plan.values() for x in objs}
             runs.append(

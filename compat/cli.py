@@ -170,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="check only the I-th of N equal parts of the kernel × object "
         "matrix (a CI job matrix; 'compat merge' combines the parts' result files)",
     )
+    p.add_argument(
+        "--source-root",
+        action="append",
+        dest="source_roots",
+        metavar="DIR",
+        help="a directory the objects' source files may be read from to show a rejection's line "
+        "(repeatable; the current directory always is one; nothing outside them, nor under /proc, /sys, "
+        "/dev, is read)",
+    )
 
     p = sub.add_parser("report", help="render a saved result file again (no VMs)")
     p.add_argument("result", type=Path, metavar="RESULT.json", help="a result file of compat check --format json")
@@ -410,6 +419,7 @@ def cmd_check(args, cache: Cache) -> int:
     from .compare import compare
     from .gate import exit_status
     from .shard import Shard, restrict
+    from .sourcemap import source_roots
     from .vm import DEFAULT_MEMORY_MB
 
     _positive(args.jobs, "--jobs")
@@ -423,6 +433,9 @@ def cmd_check(args, cache: Cache) -> int:
         _rule("--attach-target", rule, "GLOB=TARGET", "file_read_*=vfs_read") for rule in args.attach_targets or []
     )
     global_values = tuple(globalvars.parse(text) for text in args.global_values or [])
+    for root in args.source_roots or []:
+        if not os.path.isdir(root):
+            raise UserError(f"--source-root {root}: not a directory", "give a directory of the objects' sources")
     deadline = time.monotonic() + args.timeout if args.timeout else None
     if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
         raise UserError(f"--memory {args.memory}: give between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB")
@@ -452,6 +465,7 @@ def cmd_check(args, cache: Cache) -> int:
         test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
         result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
         program_types=program_types, global_values=global_values, attach_targets=attach_targets,
+        source_roots=source_roots(args.source_roots) if args.source_roots else None,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
     if sys.stderr.isatty():
