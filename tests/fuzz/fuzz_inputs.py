@@ -1,17 +1,31 @@
 #!/usr/bin/env python3
 """Fuzz what compat parses on the host from untrusted sources: users' object files, the guest's
-frames and the guest's replies. Deterministic (seeded), no extra dependencies.
+frames and the guest's replies; and load the mutated objects the host accepts in real guests.
+Deterministic (seeded), no extra dependencies.
 
     python tests/fuzz/fuzz_inputs.py                    # 10 000 objects, 5 000 frames, 5 000 replies
     python tests/fuzz/fuzz_inputs.py --objects 50000 --seed 7 --findings /tmp/findings
+    nice -n 10 python tests/fuzz/fuzz_inputs.py --long  # 100 000 host inputs, then 1 000 mutants
+                                                        # in real guests (--guest N --kernel 6.1)
 
 Targets and what must hold:
-- objects: the programs/ objects (built with clang), mutated (bit flips, interesting integers in
-  the ELF, section and symbol headers and inside .BTF/.BTF.ext, truncation, splices, ...), written
-  to a file and read with compat.objfile.read_objects exactly as `compat check` reads its inputs.
-  Every input is accepted or refused with a BadObject whose message is one line naming the file;
-  each accepted one also goes through compat.sourcemap.locate (which parses line info) and
-  compat.check.check_request (the ELF analysis the guest gets: externs, calls, contexts, globals).
+- objects: the seed corpus (tests/fuzz/seeds/: the programs/ objects and hand-made edge cases,
+  rebuilt by make_seeds.py), mutated two ways: structure-aware (elfmut.py: fields of section
+  headers, symbols, relocations, instructions, legacy map definitions, BTF types and strings,
+  .BTF.ext func_info/line_info/CO-RE records, with boundary values; records duplicated or deleted
+  with their counts fixed; sections spliced from another seed, truncated) and blind (bit flips,
+  interesting integers, truncation, splices, ...). Each is written to a file and read with
+  compat.objfile.read_objects exactly as `compat check` reads its inputs, sometimes embedded in a
+  host binary (compat.embedded's carving). Every input is accepted or refused with a BadObject
+  whose message is one line naming the file; each accepted one also goes through
+  compat.sourcemap.locate (which parses line info), compat.check.check_request (the ELF analysis
+  the guest gets: externs, calls, contexts, globals), compat.modsyms.wanted_functions, and the
+  guest agent's legacy-map parser (compat_agent.legacy.parse, pure Python: refused with
+  Unsupported or parsed).
+- guest (--guest N): the first N distinct mutants the host accepts are checked by `compat check
+  --kernel K --no-cache --format json` in real guests, 250 objects per run: every cell must be a
+  verdict (accepted or rejected); an `error` cell (the agent crashed, the guest died or hung) or
+  an exit status other than 0 or 1 is a finding.
 - frames: encoded guest messages, mutated, decoded with compat_agent.protocol.read_frame with the
   host's bounds: a message or a ProtocolError, nothing else; decoded messages then go through the
   reply validation (compat.guestmsg).
@@ -25,6 +39,7 @@ finding: printed (and saved with --findings DIR); the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import io
@@ -44,6 +59,8 @@ sys.path.insert(0, str(HERE.parent))  # tests/: bpf_build
 sys.path.insert(0, str(HERE.parent.parent))  # the repository: compat
 sys.path.insert(0, str(HERE.parent.parent / "guest-agent"))
 
+import elfmut  # noqa: E402
+from compat_agent import legacy  # noqa: E402
 from compat_agent.protocol import MAGIC, ChannelClosed, ProtocolError, encode, read_frame  # noqa: E402
 
 from compat import guestmsg  # noqa: E402
@@ -52,9 +69,12 @@ from compat.fleet import Outcome  # noqa: E402
 from compat.globalvars import Assignment  # noqa: E402
 from compat.inventory import Inventory  # noqa: E402
 from compat.matrix import KernelSpec  # noqa: E402
+from compat.modsyms import wanted_functions  # noqa: E402
 from compat.objfile import BadObject, BpfObject, read_objects  # noqa: E402
 from compat.sourcemap import locate  # noqa: E402
 from compat.vm import REPLY_MAX_PAYLOAD  # noqa: E402
+
+SEEDS = HERE / "seeds"
 
 MAX_MESSAGE = 400  # a one-line error stays readable
 INTERESTING_8 = [0, 1, 0x7F, 0x80, 0xFF]
@@ -73,6 +93,7 @@ class Stats:
     outcomes: dict[str, int] = field(default_factory=dict)
     findings: list[tuple[str, bytes, str]] = field(default_factory=list)  # (kind, input, traceback)
     slowest: float = 0.0
+    slow: int = 0  # inputs over a tenth of the hang bound
     seconds: float = 0.0
 
     def count(self, outcome: str) -> None:
@@ -81,7 +102,8 @@ class Stats:
     def line(self) -> str:
         parts = ", ".join(f"{n} {k}" for k, n in sorted(self.outcomes.items()))
         return (f"{self.name}: {self.inputs} inputs: {parts}; {len(self.findings)} finding(s); "
-                f"slowest {self.slowest:.2f} s; {self.seconds:.1f} s")  # fmt: skip
+                f"slowest {self.slowest:.2f} s, {self.slow} over a tenth of the bound; "
+                f"{self.seconds:.1f} s")  # fmt: skip
 
 
 def run_one(stats: Stats, data: bytes, fn, hang: float) -> None:
@@ -97,7 +119,9 @@ def run_one(stats: Stats, data: bytes, fn, hang: float) -> None:
         stats.findings.append(("uncaught", data, traceback.format_exc()))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        stats.slowest = max(stats.slowest, time.monotonic() - t0)
+        took = time.monotonic() - t0
+        stats.slowest = max(stats.slowest, took)
+        stats.slow += took > hang / 10
 
 
 # -- byte mutations ---------------------------------------------------------------------------
@@ -202,14 +226,33 @@ LOGS = [
 GLOBALS = (Assignment("counter", 1), Assignment("step", -1))  # set wherever a mutated object has them
 
 
-def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float, workdir: Path) -> Stats:
+def structures(seeds: list[bytes]) -> list[elfmut.Structure | None]:
+    return [elfmut.parse(s) for s in seeds]
+
+
+def mutate_object(rng: random.Random, seeds: list[bytes], layouts: list, shapes: list) -> bytes:
+    """One mutant: structure-aware two times in three (where the seed parses), else blind."""
+    i = rng.randrange(len(seeds))
+    if shapes[i] is not None and rng.random() < 0.67:
+        data = elfmut.mutate(rng, seeds[i], shapes[i], list(zip(seeds, shapes, strict=True)))
+        if rng.random() < 0.2:  # and a blind one on top: structure-aware changes reach the parsers,
+            data = mutate_bytes(rng, data, None, [])  # blind ones break what they then expect
+        return data
+    return mutate_bytes(rng, seeds[i], layouts[i], seeds)
+
+
+def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float, workdir: Path,
+                 keep: dict[str, bytes] | None = None, keep_max: int = 0) -> Stats:  # fmt: skip
+    """count mutants through the host's parsers; keep (sha256 -> bytes) collects up to keep_max
+    distinct accepted BPF objects for a guest run."""
     stats = Stats("objects")
     layouts = [elf_layout(s) for s in seeds]
+    shapes = structures(seeds)
+    host = next((s for s in seeds if s[:4] == b"\x7fELF" and s[18:20] != b"\xf7\x00"), None)  # a host binary
     path = workdir / "input.o"
-    bad_reports = 0
+    embedded = {"now": False}
 
     def target(data: bytes) -> str:
-        nonlocal bad_reports
         path.write_bytes(data)
         try:
             objects = read_objects(path)
@@ -225,16 +268,24 @@ def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float
                 loc = locate(obj.data, obj.path, p.name, p.section, reason, message, rng.choice(LOGS))
                 if loc is not None:
                     json.dumps(loc.to_json(), allow_nan=False)
-                    if loc.path and loc.path.startswith("/etc"):
+                    if loc.path and loc.path.startswith(("/etc", "/proc")):
                         raise AssertionError(f"read {loc.path}, a file the object does not name")
         for obj in objects:  # the host's ELF analysis for the guest (externs, calls, contexts, variables)
-            json.dumps(check_request(obj.name, obj.data, True, global_values=GLOBALS), allow_nan=False)
-        return "accepted"
+            request = check_request(obj.name, obj.data, True, global_values=GLOBALS)
+            json.dumps(request, allow_nan=False)
+            wanted_functions([p.section for p in obj.programs], (request.get("elf") or {}).get("externs") or [])
+            with contextlib.suppress(legacy.Unsupported):  # the guest agent's legacy-map parser (pure Python)
+                legacy.parse(obj.data)
+            if keep is not None and len(keep) < keep_max and not embedded["now"]:
+                keep.setdefault(obj.sha256, obj.data)
+        return "accepted embedded" if embedded["now"] else "accepted"
 
     t0 = time.monotonic()
     for _ in range(count):
-        i = rng.randrange(len(seeds))
-        data = mutate_bytes(rng, seeds[i], layouts[i], seeds)
+        data = mutate_object(rng, seeds, layouts, shapes)
+        embedded["now"] = host is not None and rng.random() < 0.05 and data[18:20] == b"\xf7\x00"
+        if embedded["now"]:  # inside a binary, as a libbpf skeleton embeds it: compat.embedded carves it
+            data = host + data
         run_one(stats, data, target, hang)
     stats.seconds = time.monotonic() - t0
     return stats
@@ -391,8 +442,76 @@ def fuzz_replies(count: int, rng: random.Random, hang: float, checker: Checker, 
     return stats
 
 
+# -- target: real guests ------------------------------------------------------------------------------
+GUEST_BATCH = 250  # objects per `compat check` run: one guest restore, the objects one after another
+# What compat itself says about an object when a guest had no verdict for it: an infrastructure
+# fault (agent crash, guest death or hang) is a finding; a verifier time limit is not.
+NOT_FINDINGS = {"verifier_timeout"}
+
+
+@dataclass
+class GuestStats:
+    objects: int = 0
+    cells: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    findings: list[tuple[str, str]] = field(default_factory=list)  # (object, what)
+    runs: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(self.verdicts.items()))
+        return (f"guest: {self.objects} mutants in {self.runs} run(s): {self.cells} cells: {parts}; "
+                f"{len(self.findings)} finding(s); {self.seconds:.1f} s")  # fmt: skip
+
+
+def fuzz_guests(mutants: dict[str, bytes], kernel: str, workdir: Path, findings_dir: Path | None = None,
+                object_timeout: float = 120.0, batch: int = GUEST_BATCH) -> GuestStats:  # fmt: skip
+    """Check the mutants in real guests with `compat check` (result cache off), batch by batch."""
+    import subprocess
+
+    stats = GuestStats()
+    items = sorted(mutants.items())
+    t0 = time.monotonic()
+    for start in range(0, len(items), batch):
+        part = workdir / f"guest-{start // batch}"
+        part.mkdir(parents=True, exist_ok=True)
+        for digest, data in items[start : start + batch]:
+            (part / f"m-{digest[:16]}.o").write_bytes(data)
+        out = part / "result.json"
+        cmd = [sys.executable, "-m", "compat", "check", str(part), "--kernel", kernel, "--no-cache",
+               "--fail-on", "never", "--object-timeout", str(object_timeout), "--format", "json",
+               "--output", str(out)]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent.parent)
+        stats.runs += 1
+        stats.objects += len(items[start : start + batch])
+        if "Traceback" in run.stderr or run.returncode not in (0, 1, 3) or not out.exists():
+            stats.findings.append((str(part), f"exit {run.returncode}: {run.stderr[-2000:]}"))
+            continue
+        doc = json.loads(out.read_text())
+        for r in doc["results"]:
+            stats.cells += 1
+            stats.verdicts[r["verdict"]] = stats.verdicts.get(r["verdict"], 0) + 1
+            if r["verdict"] not in ("accepted", "rejected") and r.get("reason") not in NOT_FINDINGS:
+                stats.findings.append((r["object"], f"{r['program']}: {r['verdict']} {r.get('reason')}: "
+                                                    f"{r.get('message')}\n{(r.get('log') or '')[-1500:]}"))  # fmt: skip
+        for o in doc["objects"]:
+            if o.get("error"):  # the host accepted it before: the CLI must too
+                stats.findings.append((o["object"], f"refused by compat check: {o['error']}"))
+    stats.seconds = time.monotonic() - t0
+    if findings_dir is not None and stats.findings:
+        findings_dir.mkdir(parents=True, exist_ok=True)
+        for n, (name, what) in enumerate(stats.findings):
+            digest = next((d for d in mutants if d[:16] in name), None)
+            if digest:
+                (findings_dir / f"guest-{n + 1}.o").write_bytes(mutants[digest])
+            (findings_dir / f"guest-{n + 1}.txt").write_text(f"{name}\n{what}\n")
+    return stats
+
+
 # -- driver -------------------------------------------------------------------------------------------
 def corpus(corpus_dir: Path | None, workdir: Path) -> list[bytes]:
+    if corpus_dir is None and SEEDS.is_dir():
+        corpus_dir = SEEDS
     if corpus_dir is not None:
         files = sorted(corpus_dir.glob("*.o"))
     else:
@@ -412,11 +531,16 @@ def fake_object(seed: bytes) -> BpfObject:
 
 
 def run(objects: int, frames: int, replies: int, seed: int, corpus_dir: Path | None = None,
-        hang: float = 10.0, findings_dir: Path | None = None, quiet: bool = False) -> list[Stats]:  # fmt: skip
+        hang: float = 10.0, findings_dir: Path | None = None, quiet: bool = False, guest: int = 0,
+        kernel: str = "6.1") -> list:  # fmt: skip
+    """The fuzz runs asked for: a Stats for each host target, then a GuestStats when guest > 0
+    (that many distinct host-accepted mutants checked in real guests of one kernel)."""
+
     def alarm(signum, frame):
         raise Hang()
 
     previous = signal.signal(signal.SIGALRM, alarm)
+    out: list = []
     try:
         with tempfile.TemporaryDirectory(prefix="compat-fuzz-") as tmp:
             workdir = Path(tmp)
@@ -424,18 +548,39 @@ def run(objects: int, frames: int, replies: int, seed: int, corpus_dir: Path | N
             checker = Checker.__new__(Checker)  # only its reply-to-results code is used: no fleet
             checker.options = CheckOptions()
             obj = fake_object(seeds[0])
-            out = []
-            if objects:
-                out.append(fuzz_objects(seeds, objects, random.Random(seed), hang, workdir))
+            keep: dict[str, bytes] = {}
+            if objects or guest:
+                rng = random.Random(seed)
+                stats = fuzz_objects(seeds, objects, rng, hang, workdir, keep, guest)
+                while len(keep) < guest:  # more mutants for the guests than the host run kept
+                    more = fuzz_objects(seeds, guest, rng, hang, workdir, keep, guest)
+                    stats.inputs += more.inputs
+                    stats.findings += more.findings
+                    stats.seconds += more.seconds
+                    stats.slow += more.slow
+                    stats.slowest = max(stats.slowest, more.slowest)
+                    for k, n in more.outcomes.items():
+                        stats.outcomes[k] = stats.outcomes.get(k, 0) + n
+                out.append(stats)
             if frames:
                 out.append(fuzz_frames(frames, random.Random(seed + 1), hang, checker, obj))
             if replies:
                 out.append(fuzz_replies(replies, random.Random(seed + 2), hang, checker, obj))
+            if guest:
+                signal.signal(signal.SIGALRM, previous)  # the guest runs are bounded by compat's own timeouts
+                if not quiet:
+                    print(f"guest: {len(keep)} mutants on {kernel} ...", flush=True)
+                out.append(fuzz_guests(keep, kernel, workdir, findings_dir))
     finally:
         signal.signal(signal.SIGALRM, previous)
     for stats in out:
         if not quiet:
             print(stats.line(), flush=True)
+        if isinstance(stats, GuestStats):
+            for n, (name, what) in enumerate(stats.findings[:3]):
+                if not quiet:
+                    print(f"--- guest finding {n + 1}: {name}: {what}", file=sys.stderr)
+            continue
         for n, (kind, data, tb) in enumerate(stats.findings):
             if not quiet and n < 3:
                 print(f"--- {stats.name} finding {n + 1} ({kind}):\n{tb}", file=sys.stderr)
@@ -447,19 +592,36 @@ def run(objects: int, frames: int, replies: int, seed: int, corpus_dir: Path | N
     return out
 
 
+LONG = {"objects": 80000, "frames": 10000, "replies": 10000, "guest": 1000}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--objects", type=int, default=10000, help="mutated objects (default 10000)")
     p.add_argument("--frames", type=int, default=5000, help="mutated frames (default 5000)")
     p.add_argument("--replies", type=int, default=5000, help="mutated replies (default 5000)")
+    p.add_argument("--guest", type=int, default=0, help="host-accepted mutants to check in real guests (default 0)")
+    p.add_argument("--kernel", default="6.1", help="the kernel of the guest runs (a matrix id; default 6.1)")
+    p.add_argument("--long", action="store_true",
+                   help=f"the long run: {LONG['objects']} objects, {LONG['frames']} frames, {LONG['replies']} "
+                        f"replies, {LONG['guest']} mutants in guests (explicit counts win)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--corpus", type=Path, help="directory of seed .o files (default: build programs/ with clang)")
+    p.add_argument("--corpus", type=Path, help="directory of seed .o files (default: tests/fuzz/seeds)")
     p.add_argument("--hang", type=float, default=10.0, help="seconds after which one input counts as a hang")
     p.add_argument("--findings", type=Path, help="save every finding's input and traceback here")
     args = p.parse_args()
-    results = run(args.objects, args.frames, args.replies, args.seed, args.corpus, args.hang, args.findings)
+    if args.long:
+        given = {a.lstrip("-").split("=")[0] for a in sys.argv[1:]}
+        for name, value in LONG.items():
+            if name not in given:
+                setattr(args, name, value)
+    t0 = time.monotonic()
+    results = run(args.objects, args.frames, args.replies, args.seed, args.corpus, args.hang, args.findings,
+                  guest=args.guest, kernel=args.kernel)  # fmt: skip
     total = sum(len(s.findings) for s in results)
-    print(f"fuzz: {sum(s.inputs for s in results)} inputs, {total} finding(s)")
+    host = sum(s.inputs for s in results if isinstance(s, Stats))
+    print(f"fuzz: {host} host inputs, {sum(s.objects for s in results if isinstance(s, GuestStats))} guest "
+          f"mutants, {total} finding(s), {time.monotonic() - t0:.0f} s (seed {args.seed})")  # fmt: skip
     return 1 if total else 0
 
 
