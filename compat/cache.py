@@ -16,8 +16,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -29,7 +31,7 @@ from typing import ClassVar
 from filelock import FileLock, Timeout
 
 from .errors import CompatError, InfraError, UserError
-from .paths import cache_root
+from .paths import TEMP_DIR_RE, TEMP_PREFIX, cache_root, owner_alive, pid_alive_since
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "compat-cache/v1"
@@ -39,6 +41,15 @@ DAY = 24 * 3600
 MARK_INTERVAL = 3600
 NEVER_PRUNED = frozenset({"state"})  # small files that remember things (hashes, timings, accel)
 PRUNE_STAMP = "last-prune"  # in state/: when prune_daily last ran
+TMP_KIND = "tmp"  # guests' work directories (sockets, console logs), named by their owner process
+# A temporary in a kind's directory: ".tmp-<what>-<pid>[-<thread>]-<8 hex>" (ensure's build
+# directories, replace_text's files; <pid> may be a full owner tag) or ".tmp-rm-<8 hex>" (an entry
+# renamed aside to be deleted).
+DOT_TMP_RE = re.compile(r"^\.tmp-.+?-(?P<owner>\d+(?:\.\d+\.[0-9a-f]{8})?)(?:-\d+)?-[0-9a-f]{8}$")
+REMOVING_RE = re.compile(r"^\.tmp-rm-[0-9a-f]{8}$")
+# What a VM's work directory holds (compat before its names carried an owner tag left such
+# directories, "compat-<kernel>-<8 random>", in the system's temporary directory).
+VM_WORK_FILES = frozenset({"console.log", "console.log.old", "qemu.err", "ch.sock", "con.sock", "qmp.sock"})
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -257,7 +268,9 @@ class Cache:
         else:
             targets = list(self.root.iterdir()) if self.root.is_dir() else []
         for target in targets:
-            if target.name == "locks" or not target.exists():
+            # tmp/: live guests' work directories, of this or another process (the sweep removes
+            # those whose owner is gone).
+            if target.name in ("locks", TMP_KIND) or not target.exists():
                 continue
             freed += self.size(target)
             _remove(target)
@@ -267,18 +280,67 @@ class Cache:
         """Remove one entry (named by compat itself, never by a user)."""
         _remove(self.root / kind / key)
 
-    def sweep_temporaries(self, older_than: float = 3600) -> None:
-        """Remove temporary build directories left by killed processes."""
-        now = time.time()
-        for kind_dir in self.root.iterdir() if self.root.is_dir() else []:
-            if not kind_dir.is_dir():
-                continue
-            for p in kind_dir.glob(".tmp-*"):
-                try:
-                    if now - p.stat().st_mtime > older_than:
-                        _remove(p)
-                except OSError:
-                    pass
+    def sweep_temporaries(self, older_than: float = 3600) -> int:
+        """Remove the temporaries of compat processes that are gone (killed outright: SIGKILL, a
+        crash, a power cut); returns how many were removed. Runs at the start of every command
+        that uses the cache, so nothing a killed run left stays for long.
+
+        - the guests' work directories (``tmp/compat-<kernel>-<owner>-*``, and the same names in
+          the system's temporary directory) whose owner process (pid, start time and boot, see
+          paths.owner_tag) no longer runs;
+        - half-built entries and half-written files in each kind's directory and in each apt
+          root (``.tmp-<what>-<pid>-…``) whose process is gone, or whose pid now belongs to a
+          process started after they were last written; entries renamed aside to be deleted
+          (``.tmp-rm-*``) at once;
+        - work directories of older compat versions (``compat-<kernel>-<8 random>`` in the system's
+          temporary directory, holding only a guest's files) older than ``older_than`` seconds
+          that no running process names on its command line (QEMU names its sockets there).
+
+        A temporary whose owner still runs is never touched: several compat processes share a
+        cache and a temporary directory."""
+        removed = 0
+        for path in self._owned_temporaries(older_than):
+            _remove(path)
+            removed += not os.path.lexists(path)
+        for path in _legacy_vm_dirs(Path(tempfile.gettempdir()), older_than):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += not os.path.lexists(path)
+        return removed
+
+    def _owned_temporaries(self, older_than: float) -> Iterator[Path]:
+        """Temporaries under the cache and the system's temporary directory whose owner is gone."""
+        for parent in (self.root / TMP_KIND, Path(tempfile.gettempdir())):
+            for path in _listdir(parent):
+                m = TEMP_DIR_RE.match(path.name)
+                if m and not owner_alive(m["owner"]):
+                    yield path
+        parents = [d for d in _listdir(self.root) if d.is_dir() and not d.is_symlink() and d.name != TMP_KIND]
+        # apt roots hold their own half-written files (replace_text's) one level down.
+        parents += [d for d in _listdir(self.root / "apt") if d.is_dir() and not d.is_symlink()]
+        for parent in parents:
+            for path in _listdir(parent):
+                if not path.name.startswith(".tmp-"):
+                    continue
+                if REMOVING_RE.match(path.name):
+                    yield path
+                    continue
+                m = DOT_TMP_RE.match(path.name)
+                if m is None:
+                    # Not a name compat gives today: removed once old enough, as before owner tags.
+                    with contextlib.suppress(OSError):
+                        if time.time() - path.lstat().st_mtime > older_than:
+                            yield path
+                    continue
+                owner = m["owner"]
+                if "." in owner:
+                    gone = not owner_alive(owner)
+                else:
+                    try:
+                        gone = not pid_alive_since(int(owner), path.lstat().st_ctime)
+                    except OSError:
+                        continue
+                if gone:
+                    yield path
 
     # -- pruning ----------------------------------------------------------------------------
     def prune(self, older_than_days: float, kinds: Iterable[str] | None = None) -> tuple[int, int]:
@@ -449,6 +511,48 @@ def _last_use(kind: str, path: Path) -> float | None:
         return st.st_mtime if directory and (path / MANIFEST).is_file() else None
     except OSError:
         return None
+
+
+def _listdir(path: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(path)]
+    except OSError:
+        return []
+
+
+def _legacy_vm_dirs(parent: Path, older_than: float) -> list[Path]:
+    """Work directories older compat versions left in parent (see Cache.sweep_temporaries)."""
+    now = time.time()
+    candidates = []
+    for path in _listdir(parent):
+        name = path.name
+        if not (name.startswith(TEMP_PREFIX) and len(name) > len(TEMP_PREFIX) + 9 and name[-9] == "-"):
+            continue
+        if TEMP_DIR_RE.match(name):
+            continue  # named with its owner: handled by owner
+        try:
+            st = path.lstat()
+            if not stat.S_ISDIR(st.st_mode) or now - st.st_mtime < older_than:
+                continue
+            if os.listdir(path) and not set(os.listdir(path)) <= VM_WORK_FILES:
+                continue  # not a guest's work directory: not ours to remove
+        except OSError:
+            continue
+        candidates.append(path)
+    if not candidates:
+        return []
+    in_use = b"\0".join(_command_lines())
+    return [p for p in candidates if str(p).encode() + b"/" not in in_use]
+
+
+def _command_lines() -> list[bytes]:
+    """The command lines of the running processes (a QEMU names its work directory's sockets)."""
+    lines = []
+    for entry in _listdir(Path("/proc")):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                lines.append((entry / "cmdline").read_bytes())
+    return lines
 
 
 def _footprint(path: Path) -> int:

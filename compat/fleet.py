@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from .accel import choose_accel
-from .cache import Cache
+from .cache import TMP_KIND, Cache
 from .errors import CompatError, InfraError
 from .image import Image, ImageBuilder
 from .kernels import Kernel, KernelStore, ResolvedKernel
@@ -103,6 +103,9 @@ class Fleet:
         self._live: set[VM] = set()
         self._live_lock = threading.Lock()
         self.snapshots = Snapshots(cache, variant="test-faults" if test_faults else "") if snapshots_enabled() else None
+        # The guests' work directories: under the cache, where the next run's sweep finds those
+        # of a compat process that was killed (see Cache.sweep_temporaries).
+        self.tmp_root = cache.root / TMP_KIND
 
     def prepare(self) -> None:
         """Resolve every kernel and build the guest image (raises on bad input)."""
@@ -123,12 +126,12 @@ class Fleet:
             if found:
                 state, hello = found
                 try:
-                    vm = self._start(VM(replace(config, restore=state), name=kernel.id))
+                    vm = self._start(VM(replace(config, restore=state), name=kernel.id, tmp_root=self.tmp_root))
                     vm.hello = hello
                     return vm
                 except GuestError:
                     pass  # a state QEMU cannot load any more: boot cold and save a new one
-        vm = self._start(VM(config, name=kernel.id))
+        vm = self._start(VM(config, name=kernel.id, tmp_root=self.tmp_root))
         if use_snapshots:
             try:
                 self.snapshots.save(vm)

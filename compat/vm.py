@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from compat_agent.agent import PORT_NAME
 from compat_agent.protocol import ChannelClosed, ProtocolError, encode, read_frame
 
 from .errors import InfraError, UserError
+from .paths import temp_dir
 
 # Boot fast: a quiet console, no crypto self-tests, no mitigations, no probing of absent
 # hardware; panic=-1 with -no-reboot makes a panicking guest end its QEMU at once. Expedited RCU
@@ -172,10 +172,13 @@ class ConsoleLog:
 class VM:
     """A running guest. Use as a context manager: it is killed on exit whatever happens."""
 
-    def __init__(self, config: VMConfig, name: str = "vm"):
+    def __init__(self, config: VMConfig, name: str = "vm", tmp_root: Path | None = None):
         self.config = config
         self.name = name
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"compat-{name[:20]}-"))
+        # Named with this process's owner tag: if compat is killed outright, the next run sees
+        # that the owner is gone and removes it (Cache.sweep_temporaries). Fleets put it under
+        # the cache's tmp/.
+        self.workdir = temp_dir(name, tmp_root)
         self.console_path = self.workdir / "console.log"
         self.console = ConsoleLog(self.console_path)
         self.qmp_path = self.workdir / "qmp.sock"

@@ -13,20 +13,14 @@ from __future__ import annotations
 from ..compare import Comparison
 from ..gate import facts, gate_summary
 from ..results import ERROR, RunResult
-from . import common
-
-
-def escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(text: str) -> str:
-    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+from . import common, escape
 
 
 def command(kind: str, message: str, **props: object) -> str:
-    given = ",".join(f"{k}={escape_property(str(v))}" for k, v in props.items() if v not in (None, ""))
-    return f"::{kind}{' ' + given if given else ''}::{escape_data(message)}"
+    """One workflow command (the only lines of compat's output that may begin with "::"), its
+    message and properties escaped as GitHub's toolkit does."""
+    given = ",".join(f"{k}={escape.workflow_property(v)}" for k, v in props.items() if v not in (None, ""))
+    return f"::{kind}{' ' + given if given else ''}::{escape.workflow_data(message)}"
 
 
 ANNOTATIONS_PER_KIND = 10  # what GitHub shows per step for each of error, warning, notice
@@ -52,7 +46,9 @@ def _within_budget(annotations: list[tuple[str, str, dict]]) -> list[str]:
                            title=f"compat: {len(left)} more"))  # fmt: skip
         for message, props in left:
             where = f"{props['file']}:{props['line']}: " if "file" in props else ""
-            out.append(f"compat {kind}: {where}{props['title']}: {message.replace(chr(10), ' | ')}")
+            text = " | ".join(escape.terminal(line) for line in message.split("\n"))
+            out.append(escape.no_command(f"compat {kind}: {escape.terminal(where)}{escape.terminal(props['title'])}: "
+                                         f"{text}"))  # fmt: skip
     return out
 
 

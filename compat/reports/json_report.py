@@ -16,4 +16,7 @@ def document(result: RunResult, comparison: Comparison | None) -> dict:
 
 
 def render(result: RunResult, comparison: Comparison | None = None) -> str:
-    return json.dumps(document(result, comparison), indent=1) + "\n"
+    # The result file is the record: its strings stay exact (compat report re-renders from it).
+    # ensure_ascii writes every control character, surrogate and non-ASCII character as a \u
+    # escape, so no value can break a line or carry a terminal sequence.
+    return json.dumps(document(result, comparison), indent=1, ensure_ascii=True) + "\n"

@@ -7,20 +7,27 @@ reason, the source line and the log diff (regressions) or the log's last lines.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 
 from ..compare import Comparison
 from ..gate import facts
 from ..results import ACCEPTED, ERROR, REJECTED, RunResult
-from . import common
+from . import common, escape
 
 LOG_TAIL = 40
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_clean = escape.xml
 
 
-def _clean(text: str) -> str:
-    return _XML_ILLEGAL.sub("?", text)
+def _text(text: str) -> str:
+    """Element text: lines kept, each escaped (escape.xml)."""
+    return escape.xml(text, multiline=True)
+
+
+def classname(kernel: str, obj: str) -> str:
+    """compat.<kernel>.<object> with the dots of the kernel id and the object name escaped, so that
+    viewers that split package and class at the last dot see package compat.<kernel> and class
+    <object> (compat.5_10.bpf_loop_o, not package compat.5.10.bpf_loop and class o)."""
+    return f"compat.{escape.junit_name(kernel)}.{escape.junit_name(obj)}"
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
@@ -29,7 +36,7 @@ def render(result: RunResult, comparison: Comparison) -> str:
     root = ET.Element("testsuites", name="compat")
     totals = {"tests": 0, "failures": 0, "errors": 0}
     for k in common.kernels(result, comparison):
-        suite = ET.SubElement(root, "testsuite", name=f"compat {common.kernel_name(k)}")
+        suite = ET.SubElement(root, "testsuite", name=_clean(f"compat {common.kernel_name(k)}"))
         props = ET.SubElement(suite, "properties")
         for name, value in (("kernel", k.id), ("version", k.version), ("release", k.release), ("libbpf", k.libbpf),
                             ("required", str(k.required).lower())):  # fmt: skip
@@ -44,22 +51,22 @@ def render(result: RunResult, comparison: Comparison) -> str:
             counts["tests"] += 1
             t = (r.load_ms or 0) / 1000
             seconds += t
-            case = ET.SubElement(suite, "testcase", classname=f"compat.{k.id}.{obj}", name=prog, time=f"{t:.3f}")
+            case = ET.SubElement(suite, "testcase", classname=classname(k.id, obj), name=_clean(prog), time=f"{t:.3f}")
             if r.verdict == REJECTED:
                 counts["failures"] += 1
                 p = problems.get((obj, prog, k.id))
                 reason = common.reason_words(r.reason)
                 lead = "regression: " if p and p.regression else ("required kernel: " if p and p.required else "")
-                failure = ET.SubElement(case, "failure", type=r.reason or "rejected",
+                failure = ET.SubElement(case, "failure", type=_clean(r.reason or "rejected"),
                                         message=_clean(f"{lead}{reason}: {r.message}"))  # fmt: skip
-                failure.text = _clean(_failure_text(result, comparison, r))
+                failure.text = _text(_failure_text(result, comparison, r))
             elif r.verdict == ERROR:
                 counts["errors"] += 1
-                error = ET.SubElement(case, "error", type=r.reason or "error", message=_clean(str(r.message)))
-                error.text = _clean(r.log[-4000:]) if r.log else None
+                error = ET.SubElement(case, "error", type=_clean(r.reason or "error"), message=_clean(str(r.message)))
+                error.text = _text(r.log[-4000:]) if r.log else None
             elif r.verdict == ACCEPTED and r.attach.get("status") == "failed":
                 out = ET.SubElement(case, "system-out")
-                out.text = _clean(f"loads, but attach failed: {r.attach.get('reason')}")
+                out.text = _text(f"loads, but attach failed: {r.attach.get('reason')}")
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value

@@ -7,13 +7,12 @@ off by its other rows), and last by cutting at a line."""
 
 from __future__ import annotations
 
-import html
-
 from ..compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from ..gate import facts, gate_summary
 from ..logdiff import LogDiff
 from ..results import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
-from . import common
+from . import common, escape
+from .escape import markdown as md
 
 ACCEPT, REJECT, REGRESSION, NO_VERDICT, FIXED, GONE = "✅", "❌", "🔺", "⚠️", "✅🆕", "➖"
 MAX_CHARS = 60_000
@@ -33,16 +32,8 @@ def _cell(r: ProgramResult | None, transition: str | None) -> str:
     return NO_VERDICT
 
 
-def _code(text: str) -> str:
-    """Inline code that survives backticks in the text."""
-    fence = "``" if "`" in text else "`"
-    pad = " " if "`" in text else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _fenced(lines: list[str], lang: str = "") -> list[str]:
-    fence = "````" if any(line.startswith("```") for line in lines) else "```"
-    return [f"{fence}{lang}", *lines, fence]
+_code = escape.markdown_code
+_fenced = escape.markdown_fence
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
@@ -75,7 +66,7 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
         out.append(f"\n{REJECT} **{len(f.required_rejections)} rejection(s) on required kernels**")
     out.append("")
 
-    header = ["program", *(f"{k.id}<br><sub>{common.kernel_version(k)}</sub>" for k in kernels)]
+    header = ["program", *(f"{md(k.id)}<br><sub>{md(common.kernel_version(k))}</sub>" for k in kernels)]
     out.append("| " + " | ".join(header) + " |")
     out.append("|---|" + "|".join(":-:" for _ in kernels) + "|")
     backported = {(p.object, p.program) for p in comparison.programs if p.rejected_from}
@@ -90,7 +81,7 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
         ):
             left_out += 1
             continue
-        out.append(f"| {_code(obj)} {_code(prog)} | " + " | ".join(cells) + " |")
+        out.append(f"| {_code(obj, table=True)} {_code(prog, table=True)} | " + " | ".join(cells) + " |")
     if left_out:
         what = "accepted on every kernel" if compact == 1 else "without a regression or a missing verdict"
         out.append(f"| *{left_out} more program(s), {what}* |" + "|".join(" " for _ in kernels) + "|")
@@ -101,18 +92,18 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
 
     axis = _axis(comparison, by_kernel, backports_only=compact == 2)
     if axis:
-        out += [f"**Kernel axis** ({' → '.join(comparison.kernel_order)}):", "", *axis, ""]
+        out += [f"**Kernel axis** ({' → '.join(md(k) for k in comparison.kernel_order)}):", "", *axis, ""]
 
     if f.regressions:
         out += ["### Regressions", ""]
         for c in f.regressions:
             r = result.cell(c.object, c.program, c.kernel)
-            title = (f"{REGRESSION} <code>{html.escape(c.object)}:{html.escape(c.program)}</code> on "
-                     f"{html.escape(common.kernel_name(by_kernel.get(c.kernel), c.kernel))}: "
-                     f"{html.escape(common.reason_words(c.reason))}")  # fmt: skip
-            body = [f"**Reason:** {common.reason_words(c.reason)}: {r.message if r else ''}", ""]
+            title = (f"{REGRESSION} <code>{escape.html(c.object)}:{escape.html(c.program)}</code> on "
+                     f"{escape.html(common.kernel_name(by_kernel.get(c.kernel), c.kernel))}: "
+                     f"{escape.html(common.reason_words(c.reason))}")  # fmt: skip
+            body = [f"**Reason:** {md(common.reason_words(c.reason))}: {md(r.message if r else '')}", ""]
             bver = f", {c.baseline_kernel_version}" if c.baseline_kernel_version else ""
-            body += [f"**Baseline:** accepted ({_code(c.baseline_object or '?')}{bver})", ""]
+            body += [f"**Baseline:** accepted ({_code(c.baseline_object or '?')}{md(bver)})", ""]
             body += _source(r)
             body += _diff(c.log_diff, diff_limit)
             out += _details(title, body)
@@ -123,12 +114,13 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
         for p in backports:
             r = result.cell(p.object, p.program, p.rejected_from or "")
             title = (
-                f"{REGRESSION} <code>{html.escape(p.object)}:{html.escape(p.program)}</code>: accepted on "
-                f"{html.escape(common.kernel_version(by_kernel.get(p.accepted_on), p.accepted_on or '?'))}, "
+                f"{REGRESSION} <code>{escape.html(p.object)}:{escape.html(p.program)}</code>: accepted on "
+                f"{escape.html(common.kernel_version(by_kernel.get(p.accepted_on), p.accepted_on or '?'))}, "
                 f"rejected from "
-                f"{html.escape(common.kernel_version(by_kernel.get(p.rejected_from), p.rejected_from or '?'))}"
+                f"{escape.html(common.kernel_version(by_kernel.get(p.rejected_from), p.rejected_from or '?'))}"
             )
-            body = [f"**Reason:** {common.reason_words(r.reason if r else None)}: {r.message if r else ''}", ""]
+            body = [f"**Reason:** {md(common.reason_words(r.reason if r else None))}: {md(r.message if r else '')}",
+                    ""]
             body += _source(r)
             boundary = next((b for b in p.boundaries if b.newer == p.rejected_from), None)
             body += _diff(boundary.log_diff if boundary else None, diff_limit)
@@ -141,7 +133,7 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
             older = common.kernel_name(by_kernel.get(b.older), b.older)
             newer = common.kernel_name(by_kernel.get(b.newer), b.newer)
             mark = (ACCEPT, REJECT) if b.kind == "rejected_from" else (REJECT, ACCEPT)
-            lines += [f"**{_code(f'{p.object}:{p.program}')}**: {older} {mark[0]} → {newer} {mark[1]}", ""]
+            lines += [f"**{_code(f'{p.object}:{p.program}')}**: {md(older)} {mark[0]} → {md(newer)} {mark[1]}", ""]
             lines += [*_diff(b.log_diff, min(diff_limit, 40)), ""]
         out += _details(f"Verifier-log diffs at the kernel-axis boundaries ({len(boundaries)})", lines)
 
@@ -152,13 +144,13 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
             loc = common.location(p.result)
             at = f" at {_code(f'{common.display_path(loc.file)}:{loc.line}')}" if loc else ""
             gate = " **(required kernel)**" if p.required else ""
-            lines.append(f"- {_code(p.where)}{gate}: {common.reason_words(p.result.reason)}: "
-                         f"{p.result.message}{at}")  # fmt: skip
+            lines.append(f"- {_code(p.where)}{gate}: {md(common.reason_words(p.result.reason))}: "
+                         f"{md(p.result.message)}{at}")  # fmt: skip
         out += _details(f"{REJECT} Other rejections ({len(others)})", lines)
 
     errors = [r for r in result.results if r.verdict == ERROR]
     if errors:
-        lines = [f"- {_code(f'{r.object}:{r.program} on {r.kernel}')}: {r.message}" for r in errors]
+        lines = [f"- {_code(f'{r.object}:{r.program} on {r.kernel}')}: {md(r.message)}" for r in errors]
         out += _details(f"{NO_VERDICT} No verdict ({len(errors)})", lines)
 
     retyped = common.retyped(result)
@@ -170,8 +162,9 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
     if stats:
         out += _details("Verifier statistics against the baseline", stats)
 
-    out += ["", f"<sub>{html.escape(gate_summary(result, comparison))}</sub>"]
-    return "\n".join(out).rstrip() + "\n"
+    out += ["", f"<sub>{md(gate_summary(result, comparison))}</sub>"]
+    # Values are escaped where they are written; no line may still read as a workflow command.
+    return escape.no_commands("\n".join(out).rstrip() + "\n")
 
 
 def _details(title: str, body: list[str]) -> list[str]:
@@ -195,7 +188,7 @@ def _diff(d: LogDiff | None, limit: int) -> list[str]:
     if d.divergence is not None:
         out += [f"**First divergent instruction:** {_code(d.divergence.describe())}", ""]
     elif d.note:
-        out += [f"*{d.note}*", ""]
+        out += [f"*{md(d.note)}*", ""]
     if d.diff and limit:
         lines = common.clip(d.diff, limit)
         if d.left_off:
@@ -209,7 +202,7 @@ def _diff(d: LogDiff | None, limit: int) -> list[str]:
 def _axis(comparison: Comparison, by_kernel: dict, backports_only: bool = False) -> list[str]:
     groups = common.axis_groups(comparison, by_kernel, REGRESSION)
     shown = [(ps, text) for ps, text in groups if not backports_only or ps[0].rejected_from]
-    lines = [f"- {_code(common.axis_label(programs))}: {text}" for programs, text in shown]
+    lines = [f"- {_code(common.axis_label(programs))}: {md(text)}" for programs, text in shown]
     left = sum(len(ps) for ps, _ in groups) - sum(len(ps) for ps, _ in shown)
     if left:
         lines.append(f"- *{left} more program(s) rejected on some kernel without a regression: the table report "
@@ -226,7 +219,7 @@ def _stats(comparison: Comparison, limit: int | None = None) -> list[str]:
         key = "insns_processed"
         changed = sorted(changed, key=lambda c: -abs(c.stats[key].delta or 0) if key in c.stats else 0)[:limit]
     rows = [
-        f"| {_code(f'{c.object}:{c.program}')} | {c.kernel} | "
+        f"| {_code(f'{c.object}:{c.program}', table=True)} | {md(c.kernel)} | "
         + " | ".join(c.stats[k].describe() if k in c.stats else "" for k in STAT_KEYS)
         + " |"
         for c in changed

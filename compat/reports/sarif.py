@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
+from urllib.parse import quote
 
 from ..compare import Comparison
 from ..gate import facts
 from ..results import REASONS, RunResult
-from . import common
+from . import common, escape
+from .escape import json_text as j
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
 def _uri(path: str) -> str:
+    """A URI reference of a path: percent-encoded from its bytes (a control character, a space or an
+    undecodable byte of a file name must not make the SARIF file invalid)."""
     shown = common.display_path(path)
     p = Path(shown)
-    return p.as_uri() if p.is_absolute() else p.as_posix()
+    return p.as_uri() if p.is_absolute() else quote(os.fsencode(p.as_posix()), safe="/")
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
@@ -37,7 +42,7 @@ def render(result: RunResult, comparison: Comparison) -> str:
             continue
         r = p.result
         kind = "regression" if p.regression else "required-rejection"
-        rule_id = f"{kind}/{r.reason or 'rejected'}"
+        rule_id = f"{kind}/{escape.visible(r.reason or 'rejected')}"
         if rule_id not in rule_index:
             rule_index[rule_id] = len(rules)
             what = REASONS.get(r.reason or "", "rejection")
@@ -45,17 +50,18 @@ def render(result: RunResult, comparison: Comparison) -> str:
                      else f"Rejected on a required kernel: {what}")  # fmt: skip
             rules.append({"id": rule_id, "name": rule_id.replace("/", "_"), "shortDescription": {"text": short},
                           "defaultConfiguration": {"level": "error"}})  # fmt: skip
-        kname = common.kernel_name(p.kernel, r.kernel)
-        text = f"{r.object}:{r.program} is rejected on {kname}"
-        text += f"; the baseline ({p.baseline_object}) was accepted there" if p.regression else " (a required kernel)"
-        text += f". {common.reason_words(r.reason)}: {r.message}"
+        kname = j(common.kernel_name(p.kernel, r.kernel))
+        text = f"{j(r.object)}:{j(r.program)} is rejected on {kname}"
+        base = j(p.baseline_object)
+        text += f"; the baseline ({base}) was accepted there" if p.regression else " (a required kernel)"
+        text += f". {j(common.reason_words(r.reason))}: {j(r.message)}"
         loc = common.location(r)
         if loc is not None:
             region: dict = {"startLine": loc.line}
             if loc.column:
                 region["startColumn"] = loc.column
             if loc.text:
-                region["snippet"] = {"text": loc.text}
+                region["snippet"] = {"text": j(loc.text)}
             physical = {"artifactLocation": {"uri": _uri(loc.file)}, "region": region}
         else:
             obj = objects.get(r.object)
@@ -69,9 +75,10 @@ def render(result: RunResult, comparison: Comparison) -> str:
             "locations": [{"physicalLocation": physical}],
             "partialFingerprints": {"compatCell/v1": fingerprint},
             "properties": {
-                "object": r.object, "program": r.program, "kernel": r.kernel,
-                "kernel_version": common.kernel_version(p.kernel, r.kernel), "reason": r.reason,
-                "baseline_object": p.baseline_object,
+                "object": j(r.object), "program": j(r.program), "kernel": j(r.kernel),
+                "kernel_version": j(common.kernel_version(p.kernel, r.kernel)),
+                "reason": j(r.reason) if r.reason else None,
+                "baseline_object": j(p.baseline_object) if p.baseline_object else None,
             },
         })  # fmt: skip
     doc = {
@@ -82,8 +89,8 @@ def render(result: RunResult, comparison: Comparison) -> str:
                 "tool": {"driver": {"name": "compat", "version": result.compat_version, "rules": rules}},
                 "results": results,
                 "properties": {
-                    "kernels": comparison.kernel_order,
-                    "baseline": comparison.baseline.label if comparison.baseline else None,
+                    "kernels": [j(k) for k in comparison.kernel_order],
+                    "baseline": j(comparison.baseline.label) if comparison.baseline else None,
                 },
             }
         ],

@@ -9,7 +9,8 @@ from tabulate import tabulate
 from ..compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from ..gate import facts, gate_summary
 from ..results import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
-from . import common
+from . import common, escape
+from .escape import terminal as t
 
 REGRESSION_MARK = "▲"
 DIFF_LINES = 30
@@ -23,13 +24,13 @@ def _cell(r: ProgramResult | None, transition: str | None) -> str:
         text = "ok" if att != "failed" else "ok, attach failed"
         return f"{text} (fixed)" if transition == NEWLY_ACCEPTED else text
     if r.verdict == REJECTED:
-        text = f"REJECTED {r.reason or ''}".strip()
+        text = f"REJECTED {t(r.reason or '')}".strip()
         return f"{REGRESSION_MARK} {text}" if transition == NEWLY_REJECTED else text
     return "ERROR"
 
 
 def kernel_heading(k) -> str:
-    return common.kernel_name(k)
+    return t(common.kernel_name(k))
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
@@ -40,11 +41,12 @@ def render(result: RunResult, comparison: Comparison) -> str:
         for k in kernels:
             change = comparison.cell(obj, prog, k.id)
             cells.append(_cell(result.cell(obj, prog, k.id), change.transition if change else None))
-        rows.append([obj, prog, *cells])
-    out = [tabulate(rows, headers=["object", "program", *(kernel_heading(k) for k in kernels)])] if rows else []
+        rows.append([t(obj), t(prog), *cells])
+    out = [tabulate(rows, headers=["object", "program", *(kernel_heading(k) for k in kernels)],
+                        disable_numparse=True)] if rows else []
     if comparison.baseline is not None:
         out.append(
-            f"baseline: {comparison.baseline.label} ({comparison.baseline.kind}); "
+            f"baseline: {t(comparison.baseline.label)} ({comparison.baseline.kind}); "
             f"{REGRESSION_MARK} = newly rejected (regression), (fixed) = newly accepted"
         )
 
@@ -53,60 +55,65 @@ def render(result: RunResult, comparison: Comparison) -> str:
     for p in common.problems(result, comparison, f):
         r = p.result
         mark = f"{REGRESSION_MARK} " if p.regression else ""
-        details.append(f"  {mark}{p.where}: {common.reason_words(r.reason)}: {r.message}")
+        details.append(f"  {mark}{t(p.where)}: {t(common.reason_words(r.reason))}: {t(r.message)}")
         loc = common.location(r)
         if loc is not None:
-            text = f": {loc.text}" if loc.text else ""
-            details.append(f"      at {common.display_path(loc.file)}:{loc.line}{text}")
+            text = f": {t(loc.text)}" if loc.text else ""
+            details.append(f"      at {t(common.display_path(loc.file))}:{loc.line}{text}")
     for r in result.results:
         if r.verdict == ERROR:
-            details.append(f"  {r.object}:{r.program} on {r.kernel}: {common.reason_words(r.reason)}: {r.message}")
+            details.append(f"  {t(r.object)}:{t(r.program)} on {t(r.kernel)}: {t(common.reason_words(r.reason))}: "
+                           f"{t(r.message)}")  # fmt: skip
         elif r.verdict == ACCEPTED and r.attach.get("status") == "failed":
             why = r.attach.get("reason")
-            details.append(f"  {r.object}:{r.program} on {r.kernel}: loads, but attach failed: {why}")
+            details.append(f"  {t(r.object)}:{t(r.program)} on {t(r.kernel)}: loads, but attach failed: {t(why)}")
     if details:
         out.append("\nWhy:\n" + "\n".join(details))
     retyped = common.retyped(result)
     if retyped:
         out.append("\nProgram types their sections do not give (--program-type GLOB=SECTION sets them):")
-        out.extend(f"  {line}" for line in retyped)
+        out.extend(f"  {t(line)}" for line in retyped)
 
     out.extend(_regressions(result, comparison, f))
     out.extend(_axis(result, comparison))
     out.extend(_stats(result, comparison))
     for o in result.objects:
         if o.error:
-            out.append(f"not checked: {o.error}")
+            out.append(f"not checked: {t(o.error)}")
     for k in kernels:
         if k.error:
-            out.append(f"kernel {k.id}: {k.error}")
-    out.append(summary_line(result, comparison))
-    return "\n".join(out) + "\n"
+            out.append(f"kernel {t(k.id)}: {t(k.error)}")
+    out.append(t(summary_line(result, comparison)))
+    # Every value above is escaped; this pass is the backstop: no control character and no line
+    # GitHub Actions would read as a workflow command, whatever a future line forgets.
+    return escape.no_commands("\n".join(escape.visible(line) for line in "\n".join(out).split("\n"))) + "\n"
 
 
 def _regressions(result: RunResult, comparison: Comparison, f) -> list[str]:
     if not f.regressions:
         return []
     by_kernel = {k.id: k for k in result.kernels}
-    out = [f"\nRegressions against {comparison.baseline.label if comparison.baseline else 'the baseline'}:"]
+    out = [f"\nRegressions against {t(comparison.baseline.label) if comparison.baseline else 'the baseline'}:"]
     for c in f.regressions:
         r = result.cell(c.object, c.program, c.kernel)
-        out.append(f"  {REGRESSION_MARK} {c.object}:{c.program} on {common.kernel_name(by_kernel.get(c.kernel))}: "
-                   f"accepted in the baseline ({c.baseline_object}), now {common.reason_words(c.reason)}")  # fmt: skip
+        kname = common.kernel_name(by_kernel.get(c.kernel))
+        out.append(f"  {REGRESSION_MARK} {t(c.object)}:{t(c.program)} on {t(kname)}: accepted in the baseline "
+                   f"({t(c.baseline_object)}), now {t(common.reason_words(c.reason))}")  # fmt: skip
         if r is not None and r.message:
-            out.append(f"      {r.message}")
+            out.append(f"      {t(r.message)}")
         loc = common.location(r)
         if loc is not None:
-            out.append(f"      at {common.display_path(loc.file)}:{loc.line}" + (f": {loc.text}" if loc.text else ""))
+            text = f": {t(loc.text)}" if loc.text else ""
+            out.append(f"      at {t(common.display_path(loc.file))}:{loc.line}{text}")
         d = c.log_diff
         if d is not None:
             if d.divergence is not None:
-                out.append(f"      first divergent instruction: {d.divergence.describe()}")
+                out.append(f"      first divergent instruction: {t(d.divergence.describe())}")
             elif d.note:
-                out.append(f"      {d.note}")
+                out.append(f"      {t(d.note)}")
             if d.diff:
                 out.append("      verifier log diff (normalized):")
-                out.extend(f"        {line}" for line in common.clip(d.diff, DIFF_LINES))
+                out.extend(f"        {t(line)}" for line in common.clip(d.diff, DIFF_LINES))
     return out
 
 
@@ -114,13 +121,13 @@ def _axis(result: RunResult, comparison: Comparison) -> list[str]:
     by_kernel = {k.id: k for k in result.kernels}
     lines = []
     for programs, text in common.axis_groups(comparison, by_kernel, REGRESSION_MARK):
-        lines.append(f"  {common.axis_label(programs)}: {text}")
+        lines.append(f"  {t(common.axis_label(programs))}: {t(text)}")
         for b in programs[0].boundaries:
             if b.log_diff is not None and b.log_diff.divergence is not None:
-                lines.append(f"      {b.older} → {b.newer}: {b.log_diff.divergence.describe()}")
+                lines.append(f"      {t(b.older)} → {t(b.newer)}: {t(b.log_diff.divergence.describe())}")
     if not lines:
         return []
-    order = " < ".join(comparison.kernel_order)
+    order = " < ".join(t(k) for k in comparison.kernel_order)
     return [f"\nKernel axis ({order}):", *lines]
 
 
@@ -130,7 +137,7 @@ def _stats(result: RunResult, comparison: Comparison) -> list[str]:
         if not c.stats_changed():
             continue
         parts = [f"{STAT_LABELS[k]} {c.stats[k].describe()}" for k in STAT_KEYS if k in c.stats]
-        lines.append(f"  {c.object}:{c.program} on {c.kernel}: " + ", ".join(parts))
+        lines.append(f"  {t(c.object)}:{t(c.program)} on {t(c.kernel)}: " + t(", ".join(parts)))
     return ["\nVerifier statistics against the baseline:", *lines] if lines else []
 
 
