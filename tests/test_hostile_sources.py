@@ -179,3 +179,36 @@ def test_compat_check_prints_no_host_file_in_any_format(hostile, tmp_path):
     assert sources["link.o"]["path"] is None and sources["dotdot.o"]["path"] is None
     assert sources["good.o"]["path"] == str(proj / "good.bpf.c")
     assert FAILING_TEXT in outputs["table"].read_text()
+
+
+def test_source_root_must_be_a_directory(tmp_path, built_programs):
+    done = subprocess.run(
+        [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--source-root", str(tmp_path / "none"),
+         str(built_programs["xdp_no_bounds_check"])],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"compat: error: --source-root {tmp_path / 'none'}: not a directory "
+        "(give a directory of the objects' sources)\n"
+    )
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not shutil.which("llvm-objcopy"), reason="needs llvm-objcopy")
+def test_source_root_option_admits_a_directory(hostile, tmp_path):
+    """Run from elsewhere, the project's sources are read only once --source-root names it."""
+    proj, objs = hostile
+    stripped = proj / "good_dwarf_cli.o"
+    subprocess.run(["llvm-objcopy", "--remove-section", ".BTF.ext", "--remove-section", ".rel.BTF.ext",
+                    str(objs["good"]), str(stripped)], check=True)  # fmt: skip
+    sources = {}
+    for extra in ([], ["--source-root", str(proj)]):
+        out = tmp_path / "r.json"
+        cmd = [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--format", "json", "--output", str(out)]
+        done = subprocess.run(cmd + extra + [str(stripped)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert done.returncode in (0, 1), done.stderr
+        (r,) = [r for r in json.loads(out.read_text())["results"] if r["verdict"] == "rejected"]
+        sources[bool(extra)] = r["source"]
+    assert sources[False]["path"] is None and sources[False]["text"] is None  # DWARF: no text of its own
+    assert sources[True]["path"] == str(proj / "good.bpf.c") and sources[True]["text"] == FAILING_TEXT
