@@ -1,9 +1,12 @@
-"""Short fuzz runs of the host's parsers of untrusted input, in every test run. The full run
-(10 000 objects and more) is `python tests/fuzz/fuzz_inputs.py`; see its docstring."""
+"""Short fuzz runs of the host's parsers of untrusted input, and of the guests on mutated
+objects, in every test run (fixed seeds: a failure reproduces with the same numbers). The long
+run (100 000 host inputs, 1 000 mutants in guests) is `python tests/fuzz/fuzz_inputs.py --long`;
+see its docstring."""
 
 from __future__ import annotations
 
 import io
+import random
 import sys
 from pathlib import Path
 
@@ -13,19 +16,88 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 
+import elfmut
 from compat_agent.protocol import ChannelClosed, ProtocolError, read_frame
-from fuzz_inputs import run
+from fuzz_inputs import SEEDS, GuestStats, run
 
-from compat.objfile import BadObject, inspect_bytes
+from compat.objfile import BadObject, inspect_bytes, read_objects
+from compat.sourcemap import LineTable
 
 
-def test_mutated_objects_frames_and_replies(built_programs):
-    corpus = Path(next(iter(built_programs.values()))).parent
-    results = run(objects=400, frames=1500, replies=1500, seed=20240601, corpus_dir=corpus, quiet=True)
+def test_mutated_objects_frames_and_replies():
+    """2 000 host inputs from the committed seeds: structure-aware and blind object mutants,
+    frames and replies; no exception but the documented ones, no hang."""
+    results = run(objects=1000, frames=500, replies=500, seed=20240601, quiet=True)
     for stats in results:
         assert not stats.findings, f"{stats.line()}\n{stats.findings[0][2]}"
     objects = results[0]
-    assert objects.inputs == 400 and objects.outcomes.get("accepted") and objects.outcomes.get("refused")
+    assert objects.inputs == 1000 and objects.outcomes.get("accepted") and objects.outcomes.get("refused")
+    assert objects.outcomes.get("accepted embedded")  # some went through compat.embedded's carving
+
+
+def test_seed_corpus_is_small_and_checkable():
+    seeds = sorted(SEEDS.glob("*.o"))
+    assert len(seeds) >= 15 and sum(p.stat().st_size for p in seeds) < 1 << 20
+    names = {p.stem for p in seeds}
+    assert {"legacy_maps", "counter_nobtf", "bpf_loop_dwarf_only", "skeleton_x86"} <= names
+    for p in seeds:
+        assert read_objects(p), p  # every seed is an object compat checks (the skeleton: one embedded)
+    assert LineTable(SEEDS.joinpath("bpf_loop_dwarf_only.o").read_bytes()).source == "dwarf"
+
+
+def test_the_mutator_finds_every_structure_of_the_seeds():
+    kinds: set[str] = set()
+    records: set[str] = set()
+    for p in SEEDS.glob("*.o"):
+        s = elfmut.parse(p.read_bytes())
+        assert s is not None, p
+        kinds |= set(s.fields)
+        records |= {r.kind for r in s.records}
+    assert {"sh_offset", "sh_size", "st_name", "r_sym", "insn_imm", "map_def", "btf_header", "btf_info",
+            "btf_extra", "func_info_type_id", "line_info_line_off", "core_relo_access_str_off"} <= kinds  # fmt: skip
+    assert {"symbol", "relocation", "btf_type", "func_info", "line_info", "core_relo"} <= records
+
+
+def test_duplicated_or_deleted_records_keep_the_object_whole():
+    """Record mutations fix the counts and offsets that frame them, so they reach the parsers of
+    BTF, line info and relocations instead of stopping at the ELF header."""
+    data = SEEDS.joinpath("core_task_state.o").read_bytes()
+    s = elfmut.parse(data)
+    assert s is not None
+    for r in s.records:
+        if r.kind == "symbol":
+            continue  # deleting a program's symbol may leave no program: also fine, but not the point
+        for grow in (True, False):
+            buf = bytearray(data)
+            for off, size, change in r.fixups:
+                elfmut.put_int(buf, off, size, elfmut.get_int(buf, off, size) + (change if grow else -change))
+            if grow:
+                buf[r.offset : r.offset] = data[r.offset : r.offset + r.size]
+            else:
+                del buf[r.offset : r.offset + r.size]
+            elfmut._move(buf, s, r.offset + 1 if grow else r.offset + r.size, r.size if grow else -r.size)
+            assert inspect_bytes(bytes(buf), "x.o"), (r.kind, grow)
+            assert LineTable(bytes(buf)).source == "btf", (r.kind, grow)
+
+
+def test_mutations_are_reproducible():
+    data = SEEDS.joinpath("legacy_maps.o").read_bytes()
+    s = elfmut.parse(data)
+    others = [(data, s)]
+    one = [elfmut.mutate(random.Random(7), data, s, others) for _ in range(3)]
+    assert one == [elfmut.mutate(random.Random(7), data, s, others) for _ in range(3)]
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_mutants_get_verdicts_in_a_real_guest(tmp_path):
+    """50 host-accepted mutants checked on 6.1 (result cache off): every cell is a verdict, never
+    an error from a crashed agent or a dead guest."""
+    results = run(objects=0, frames=0, replies=0, seed=20240602, quiet=True, guest=50, kernel="6.1")
+    guest = results[-1]
+    assert isinstance(guest, GuestStats) and guest.objects == 50
+    assert not guest.findings, f"{guest.line()}\n{guest.findings[:3]}"
+    assert guest.cells >= 50 and set(guest.verdicts) <= {"accepted", "rejected"}
 
 
 @settings(max_examples=400, deadline=None)
