@@ -1,0 +1,151 @@
+"""Parity of the fact classifier with the text classifier: same reason, same message, every record.
+
+    python bench/classify_parity.py RESULT.json [RESULT.json ...] [--probes DIR] [--show N]
+
+For every rejected record of the result files (compat/v1, as `compat check --format json`
+writes them) it rebuilds the guest's program record as well as a result allows (the guest's
+message is the record's detail; libbpf's lines, the verifier log, helpers and stats are kept;
+the object's maps, externs, kfuncs and open log are not in a result), then classifies it twice:
+with compat.classify (regular expressions over the texts) and with compat.factclassify (facts
+that compat_agent.wire.textfacts reads from the same texts, and the modules the host loaded,
+read back from the host's own note). Each record is classified without an inventory and with
+every kernel inventory cached under --probes (default ~/.cache/compat/probes), so the branches
+that depend on the kernel's probes run too. Prints each disagreement (at most --show) and a
+summary; exit 0 when they all agree, 1 otherwise, 2 on bad input.
+
+"Recorded" counts the records whose recorded reason and message the text classifier reproduces
+from the rebuilt record with at least one of the inventories: how faithful the rebuilding is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "guest-agent")]
+
+from compat_agent.wire.textfacts import program_facts  # noqa: E402
+
+from compat import classify as text_classify  # noqa: E402
+from compat import factclassify  # noqa: E402
+from compat.inventory import Inventory  # noqa: E402
+
+_NOTE = "[compat: module "
+_LOADED = " loaded first: it defines "
+
+
+def host_modules(libbpf_log: str) -> tuple[dict[str, str], str]:
+    """The host's own notes on the modules it loaded first (symbol -> module), and libbpf's log
+    without them (the guest never sees them: phase 2 passes the modules as data)."""
+    modules: dict[str, str] = {}
+    kept = []
+    for line in libbpf_log.split("\n"):
+        if line.startswith(_NOTE) and line.endswith("]"):
+            body = line[len(_NOTE) : -1]
+            if _LOADED in body:
+                module, _, uses = body.partition(_LOADED)
+                for symbol in uses.split(", "):
+                    modules.setdefault(symbol, module)
+            continue
+        kept.append(line)
+    return modules, "\n".join(kept)
+
+
+def with_facts(program: dict[str, Any], obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A guest program record with the facts the guest will send (read from its texts here), and
+    the modules the host loaded first (from its notes)."""
+    modules, libbpf_log = host_modules(str(program.get("libbpf_log") or ""))
+    maps = [str(m.get("name")) for m in obj.get("maps") or [] if isinstance(m, dict)]
+    facts = program_facts(
+        program.get("message"),
+        libbpf_log,
+        program.get("log"),
+        str((obj.get("open") or {}).get("libbpf_log") or ""),
+        maps,
+    )
+    return {**program, "facts": facts}, modules
+
+
+def agree(
+    program: dict[str, Any], obj: dict[str, Any], inv: Inventory | None, names: dict[int, str]
+) -> tuple[Any, Any]:
+    """Both classifications of one record (the text one, the fact one)."""
+    old = text_classify.classify(program, obj, inv, names)
+    record, modules = with_facts(program, obj)
+    programs = [with_facts(p, obj)[0] for p in obj.get("programs") or []]
+    new = factclassify.classify(record, {**obj, "programs": programs}, inv, names, modules)
+    return (old.reason, old.message), (new.reason, new.message)
+
+
+def guest_records(result: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(host record, rebuilt guest record, rebuilt object) for every rejected record."""
+    rejected = [r for r in result.get("results") or [] if isinstance(r, dict) and r.get("verdict") == "rejected"]
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    out = []
+    for r in rejected:
+        gp = {
+            "program": r.get("program"), "section": r.get("section"), "prog_type": r.get("prog_type"),
+            "verdict": "rejected", "stage": r.get("stage"), "errno": r.get("errno"), "message": r.get("detail"),
+            "libbpf_log": r.get("libbpf_log") or "", "log": r.get("log") or "", "helpers": r.get("helpers") or [],
+            "kfuncs": [], "stats": r.get("stats") or {},
+        }  # fmt: skip
+        by_cell[(str(r.get("object_sha256")), str(r.get("kernel")))].append(gp)
+        out.append((r, gp, by_cell[(str(r.get("object_sha256")), str(r.get("kernel")))]))
+    return [(r, gp, {"open": {}, "maps": [], "externs": [], "programs": siblings}) for r, gp, siblings in out]
+
+
+def inventories(probes: Path) -> list[tuple[str, Inventory | None]]:
+    """No inventory, then every kernel inventory cached by compat check."""
+    found: list[tuple[str, Inventory | None]] = [("none", None)]
+    for manifest in sorted(probes.glob("*/manifest.json")):
+        probe = (json.loads(manifest.read_text()).get("meta") or {}).get("probe")
+        if isinstance(probe, dict):
+            found.append((manifest.parent.name[:12], Inventory.from_probe(probe)))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compare the two classifiers on result files; exit 0 when they agree on every record."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("--probes", type=Path, default=Path.home() / ".cache" / "compat" / "probes")
+    parser.add_argument("--show", type=int, default=20)
+    args = parser.parse_args(argv)
+    invs = inventories(args.probes)
+    names = {k: v for _, inv in invs if inv for k, v in inv.helper_names.items()}  # as the host merges them
+    total = agreed = records = recorded = 0
+    shown = 0
+    for path in args.results:
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            print(f"classify_parity: error: cannot read {path}: {e}", file=sys.stderr)
+            return 2
+        for host, gp, obj in guest_records(result):
+            records += 1
+            reproduced = False
+            for label, inv in invs:
+                old, new = agree(gp, obj, inv, names)
+                total += 1
+                if old == new:
+                    agreed += 1
+                elif shown < args.show:
+                    shown += 1
+                    where = f"{path.name}: {host.get('object')}/{host.get('program')} on {host.get('kernel')} [{label}]"
+                    print(f"{where}\n  text: {old}\n  fact: {new}")
+                reproduced = reproduced or old == (host.get("reason"), host.get("message"))
+            recorded += reproduced
+    print(
+        f"{agreed}/{total} classifications agree ({records} rejected records x {len(invs)} inventories); "
+        f"the rebuilt record reproduces the recorded reason and message for {recorded}/{records}"
+    )
+    return 0 if agreed == total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

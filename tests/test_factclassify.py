@@ -1,0 +1,133 @@
+"""The fact classifier says what the text classifier says, for every case of test_classify.py.
+
+Each test of test_classify.py is run with its classify() replaced by one that classifies the
+record both ways: with compat.classify (regular expressions over the texts) and with
+compat.factclassify (the facts compat_agent.wire.textfacts reads from the same texts); the two
+must agree character for character. Then the facts themselves: the table validates them, and the
+classifier reads no text (a record whose texts are blanked but whose facts are kept classifies
+the same).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from compat_agent.wire.facts import FACTS, check_fact, check_facts, fact
+from compat_agent.wire.features import FEATURES, struct_ops_types
+from compat_agent.wire.textfacts import program_facts
+from compat_agent.wire.validate import WireError
+
+import tests.test_classify as cases
+from compat import classify as text_classify
+from compat import factclassify
+from compat.inventory import Inventory
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from classify_parity import with_facts
+
+AGENT_SECTION_CLAUSE = " (a section name such as tc, xdp or lwt_xmit)"  # check.py's words
+CASES = [f for name, f in inspect.getmembers(cases, inspect.isfunction) if name.startswith("test_")]
+
+
+def _blank(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without any text the classifier could read (facts and structured fields stay)."""
+    return {**record, "libbpf_log": "", "log": ""}
+
+
+def _both(program: dict, obj: dict, inventory: Inventory | None, names: dict[int, str], **kw: Any):
+    old = text_classify.classify(program, obj, inventory, names, **kw)
+    record, modules = with_facts(program, obj)
+    siblings = [with_facts(p, obj)[0] for p in obj.get("programs") or []]
+    new = factclassify.classify(record, {**obj, "programs": siblings}, inventory, names, modules)
+    want = (old.reason, old.message)
+    if str(program.get("message") or "").startswith("--program-type names"):
+        # The text classifier repeats the agent's sentence; the fact one words it from the fact,
+        # as the agent does (test_classify.py shortens the sentence's last clause).
+        want = (old.reason, old.message.split(" (a section name")[0] + AGENT_SECTION_CLAUSE)
+    assert (new.reason, new.message) == want
+    # No text is read: the same facts with the texts blanked (the message stays: it is what the
+    # record says when nothing else does) classify the same.
+    blank = factclassify.classify(
+        _blank(record), {**obj, "programs": [_blank(p) for p in siblings]}, inventory, names, modules
+    )
+    assert (blank.reason, blank.message) == want
+    return old
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f.__name__ for f in CASES])
+def test_agrees_with_the_text_classifier(case, monkeypatch):
+    monkeypatch.setattr(cases, "classify", _both)
+    case()
+
+
+def test_agent_wording_of_the_program_type_option():
+    # The agent's own sentence (check.py): rebuilt from the fact, word for word.
+    words = "--program-type names section 'tcx_nope', which libbpf 1.5 does not know" + AGENT_SECTION_CLAUSE
+    r = cases.rec(prog_type="unspec", stage="prepare", message=words)
+    assert _both(r, {}, cases.INV_510, cases.NAMES).message == words
+    assert program_facts(words, "", "")[0] == {"code": "unknown_type_option", "section": "tcx_nope", "libbpf": "1.5"}
+
+
+def test_module_btf_comes_from_the_hosts_knowledge_not_its_note():
+    program = {"prog_type": "tracing", "stage": "prepare", "errno": 3, "message": None, "log": "",
+               "libbpf_log": "prog 'r': failed to find kernel BTF type ID of 'ext4_file_read_iter': -3"}  # fmt: skip
+    program["facts"] = program_facts(program["message"], program["libbpf_log"], program["log"])
+    c = factclassify.classify(program, {}, None, {}, {"ext4_file_read_iter": "ext4"})
+    assert c.message.startswith("attach target ext4_file_read_iter is in module ext4")
+    assert "module BTF: Linux 5.11 and later, CONFIG_DEBUG_INFO_BTF_MODULES" in c.message
+    assert factclassify.classify(program, {}, None, {}).message == (
+        "attach target ext4_file_read_iter does not exist on this kernel"
+    )
+
+
+def test_every_fact_textfacts_makes_is_in_the_table_and_valid():
+    texts = [
+        ("bad map relo against 'e' in section 'maps/e' (compat's legacy-map loader cannot load it either: x)", "", ""),
+        ("", "extern (func ksym) 'k': not found in kernel or module BTFs\nmap 'm.inner': failed to create: "
+         "Invalid argument(-22)\nmap 'm': failed to create inner map: -22",
+         "kfunc 'w' is referenced but wasn't resolved"),
+        ("", "struct_ops init_kern ops: Error in size of member name: 32 != 16(kernel)",
+         "BPF_STX uses reserved fields"),
+        ("", "", "func 'f' doesn't have 4-th argument\nfoo is not sleepable\nprocessed 1000001 insns\n"),
+    ]  # fmt: skip
+    seen = set()
+    for message, libbpf_log, log in texts:
+        for f in program_facts(message, libbpf_log, log, map_names=["m"]):
+            check_fact(f)
+            seen.add(f["code"])
+    assert {"legacy_maps", "legacy_unsupported", "missing_extern", "kfunc_unresolved", "map_create_failed",
+            "inner_map_failed", "struct_ops_mismatch", "unknown_insn", "no_argument", "not_sleepable",
+            "too_complex", "verifier_error", "map_mentioned"} <= seen  # fmt: skip
+    assert seen <= set(FACTS)
+
+
+def test_facts_from_an_untrusted_guest_are_checked_against_the_table():
+    assert fact("missing_extern", name="bpf_x", kind="func ksym") == {"code": "missing_extern", "name": "bpf_x",
+                                                                       "kind": "func ksym"}  # fmt: skip
+    check_fact({"code": "core_relocation_failed"})  # an optional parameter may be absent
+    check_fact({"code": "no_btf", "extra": [1]})  # extra fields are ignored
+    for bad, problem in (
+        ({"code": "no_such_code"}, "f.code: unknown fact code 'no_such_code'"),
+        ({"code": "no_argument", "func": "f", "n": True}, "f.n: expected an integer, got bool"),
+        ({"code": "no_argument", "func": "f"}, "f.n: missing"),
+        ({"code": "map_create_failed", "map": "\ud800", "detail": None}, "f.map: string is not valid Unicode"),
+        ({"code": "too_complex", "processed": 1 << 63}, "f.processed: integer out of range"),
+        (["no_btf"], "f: expected an object, got list"),
+    ):
+        with pytest.raises(WireError) as e:
+            check_fact(bad, "f")
+        assert str(e.value).startswith(problem)
+    with pytest.raises(WireError, match="at most 256"):
+        check_facts([{"code": "no_btf"}] * 257, "programs[0].facts")
+
+
+def test_feature_table_words_the_struct_ops_types_as_before():
+    assert struct_ops_types() == text_classify.STRUCT_OPS_TYPES
+    assert {n: f.since for n, f in FEATURES.items() if f.kind == "map_type"} == {
+        "inode_storage": "5.10", "ringbuf": "5.8", "task_storage": "5.11", "bloom_filter": "5.16",
+        "user_ringbuf": "6.1", "cgrp_storage": "6.2", "arena": "6.9",
+    }  # fmt: skip
