@@ -14,7 +14,9 @@ Nothing the guest sends is ever used as a file name or path on the host.
 
 from __future__ import annotations
 
+import errno as errnos
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -261,7 +263,25 @@ _HELLO = record(
     },
     required=("type", "release", "btf"),
 )
-_ERROR = record({"type": string(), "error": string(TEXT_MAX, optional=True)}, required=("type",))
+# An agent error may carry a code with parameters instead of prose for the host to parse: a
+# check that ran out of the guest's open files or memory (guest-agent/compat_agent/resources.py).
+EXHAUSTED = "resource_exhausted"
+OPEN_FILES, MEMORY = "open_files", "memory"
+_STAGES = ("open", "btf", "probe", "map", "program", "object", "agent")
+_ERROR = record(
+    {
+        "type": string(),
+        "error": string(TEXT_MAX, optional=True),
+        "code": string(choices=(EXHAUSTED,), optional=True),
+        "resource": string(choices=(OPEN_FILES, MEMORY), optional=True),
+        "errno": integer(optional=True),
+        "stage": string(choices=_STAGES, optional=True),
+        "name": string(optional=True),
+        "limit": integer(optional=True),
+        "needs": integer(optional=True),
+    },
+    required=("type",),
+)
 
 SHAPES: dict[str, Check] = {
     "check_result": _CHECK_RESULT,
@@ -295,5 +315,51 @@ def describe_error(reply: Any) -> str:
     if problem(reply, "error") is not None:
         kind = reply.get("type") if isinstance(reply, dict) else None
         return f"unexpected reply {str(kind)[:40]!r}"
+    if reply.get("code") == EXHAUSTED and reply.get("resource") in (OPEN_FILES, MEMORY):
+        return exhaustion(reply)
     text = reply.get("error") or reply["type"]
     return text.replace("\n", " ")[:300]
+
+
+_STAGE_WORDS = {
+    "open": "while libbpf opened the object",
+    "btf": "loading the object's BTF",
+    "probe": "while libbpf probed the kernel's features",
+    "map": "creating map",
+    "program": "loading program",
+    "object": "loading the object",
+    "agent": "in the agent",
+}
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n < 10 << 30 else f"{n / (1 << 30):.0f} GiB"
+
+
+def exhaustion(reply: dict) -> str:
+    """A validated resource_exhausted error reply in words: which of the guest's limits ran out,
+    where, and what raises it. Worded here from the reply's code and parameters (the guest's
+    names are bounded and made printable: they are untrusted)."""
+    code = reply.get("errno")
+    errname = errnos.errorcode.get(code, str(code)) if isinstance(code, int) else "?"
+    where = _STAGE_WORDS.get(reply.get("stage") or "", "loading the object")
+    name = reply.get("name")
+    if name and reply.get("stage") in ("map", "program"):
+        where += f" '{_UNPRINTABLE.sub('?', name[:64])}'"
+    limit, needs = reply.get("limit"), reply.get("needs")
+    if reply["resource"] == OPEN_FILES:
+        if code == errnos.ENFILE:
+            what = "the guest kernel's file table is full"
+        else:
+            what = "the agent's open-file limit" + (f" ({limit})" if isinstance(limit, int) and limit > 0 else "")
+        return (
+            f"the guest ran out of open files ({errname} {where}: {what}): a limit of the guest, "
+            "not a verdict on the object"
+        )
+    has = f"the guest has {_mib(limit * 1024)}" if isinstance(limit, int) and limit > 0 else "the guest's memory"
+    need = f"; the map needs at least {_mib(needs)}" if isinstance(needs, int) and needs > 0 else ""
+    return (
+        f"the guest ran out of memory ({errname} {where}: {has}{need}): a limit of the guest, not a verdict on "
+        "the object; give guests more with --memory MIB"
+    )

@@ -9,7 +9,9 @@ What is kept is the guest's validated check_result reply (not the host's classif
 that also depends on what the other kernels of a run know, e.g. helper names), with the
 slice of the kernel's kfunc probe the object's kfuncs need, the guest's hello (uname -r,
 libbpf, BTF) and the accelerator that produced it. A guest failure (an "error" cell) is
-never kept: only replies that passed validation are.
+never kept: only replies that passed validation are, and not those that show the guest ran
+out of open files (EMFILE, ENFILE: a limit of the guest, never a verdict; the agent answers
+such a check with an error, this is the host's own guard, on writing and on reading).
 
 One small JSON file per entry, written atomically (rename), checked on read (key, schema and
 a sha256 of the payload): a damaged entry is a miss, never a wrong verdict.
@@ -17,6 +19,7 @@ a sha256 of the payload): a damaged entry is a miss, never a wrong verdict.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from .inventory import Inventory
 
 KIND = "results"
 SCHEMA = "compat-result-cache/v1"
+_FILE_ERRNOS = {errno.EMFILE, errno.ENFILE, -errno.EMFILE, -errno.ENFILE}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,13 @@ class CachedResult:
     kfuncs: dict  # the kernel's kfunc probe, for this object's kfuncs only (see kfunc_slice)
     hello: dict  # the guest's hello: release, libbpf, btf
     accel: str | None
+
+
+def out_of_files(reply: dict) -> bool:
+    """Whether a check_result says the guest ran out of open files anywhere (opening the object,
+    creating a map, loading a program): such a reply holds no verdict to keep."""
+    records = [reply.get("open"), *(reply.get("maps") or []), *(reply.get("programs") or [])]
+    return any(isinstance(r, dict) and r.get("errno") in _FILE_ERRNOS for r in records)
 
 
 def kfunc_externs(reply: dict) -> set[str]:
@@ -115,7 +126,7 @@ class ResultCache:
         if not isinstance(payload, dict) or doc.get("sha256") != _digest(payload):
             return None
         reply, kfuncs, hello = payload.get("reply"), payload.get("kfuncs"), payload.get("hello")
-        if not (isinstance(reply, dict) and reply.get("type") == "check_result"):
+        if not (isinstance(reply, dict) and reply.get("type") == "check_result") or out_of_files(reply):
             return None
         if not isinstance(kfuncs, dict) or not isinstance(hello, dict):
             return None
@@ -134,7 +145,7 @@ class ResultCache:
         accel: str | None,
     ) -> None:
         """Keep one validated guest reply (best effort: a cache that cannot be written is skipped)."""
-        if not self.enabled or not reply or reply.get("type") != "check_result":
+        if not self.enabled or not reply or reply.get("type") != "check_result" or out_of_files(reply):
             return
         key = self.key(object_sha256, object_name, kernel_key)
         payload = {

@@ -10,6 +10,7 @@ import time
 
 from . import AGENT_VERSION
 from .protocol import SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, read_frame
+from .resources import lowered_open_files, raise_open_files
 
 PORT_NAME = "org.compat.0"
 IMAGE_INFO = "/etc/compat-image.json"
@@ -18,6 +19,9 @@ IMAGE_INFO = "/etc/compat-image.json"
 TEST_FAULTS = "/etc/compat-test-faults"
 FAULT_PREFIX = "compat-fault-"
 FAULTS = ("panic", "hang", "garbage", "exit", "malformed")
+# In the same build, compat-fault-nofile... is checked for real under a lowered open-file limit,
+# so that a small object runs out of it as one with thousands of maps could (resources.py).
+LIMIT_FAULTS = {"nofile": 64}
 
 
 def find_port(timeout: float = 20.0) -> str:
@@ -145,10 +149,14 @@ def serve(fd: int) -> None:
             send({"type": "error", "error": f"protocol error: {e}"})
             return
         fault = test_fault(message)
-        if fault:
+        if fault in LIMIT_FAULTS:
+            with lowered_open_files(LIMIT_FAULTS[fault]):
+                reply = handle(message, payload)
+        elif fault:
             inject(fault, fd, message, send)
             continue
-        reply = handle(message, payload)
+        else:
+            reply = handle(message, payload)
         if reply is None:
             send({"type": "bye", "id": message.get("id")})
             return
@@ -161,7 +169,7 @@ def test_fault(message: dict) -> str | None:
     if not name.startswith(FAULT_PREFIX) or not os.path.exists(TEST_FAULTS):
         return None
     kind = name[len(FAULT_PREFIX) :].split(".")[0].split("-")[0]
-    return kind if kind in FAULTS else None
+    return kind if kind in FAULTS or kind in LIMIT_FAULTS else None
 
 
 def inject(fault: str, fd: int, message: dict, send) -> None:
@@ -211,6 +219,7 @@ def main() -> None:
     if "--trace-imports" in sys.argv:
         trace_imports()
         return
+    raise_open_files()  # objects with thousands of maps need more fds than the default 1024
     fd = os.open(find_port(), os.O_RDWR)
     try:
         serve(fd)

@@ -32,6 +32,8 @@ from . import libbpf as lb
 from .logbuf import FULL_LOG_SIZE, STATS_LOG_SIZE, log_buffers
 from .objelf import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
 from .progtype import ATTACH_TIME_TYPES, BTF_TARGET_TYPES, OPTION, SECTION, choose, first_match, parse_rules
+from .resources import FILE_ERRNOS, MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
+from .resources import reply as exhausted_reply
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
@@ -248,6 +250,7 @@ class Checker:
         self.weak_kfuncs: set[str] = set()
         self.first: lb.Object | None = None  # the object opened for the inventory, loaded first
         self.map_notes: dict[str, str] = {}  # map -> how open() sized it
+        self.map_needs: dict[str, int] = {}  # map -> the least memory it takes, as open() sized it
         self.no_inner_map: dict[str, str] = {}  # map of maps -> why it cannot be created
         self.struct_ops: dict[str, dict] = {}  # struct_ops map -> its type, link flag, programs (ElfInfo)
         self.contexts: dict[str, list[str]] = {}  # program -> its context type's names (ElfInfo)
@@ -260,8 +263,15 @@ class Checker:
         """A freshly opened bpf_object of the checked bytes (a load can be attempted once), with
         the maps its loader sizes at run time sized, pinned maps unpinned (as veristat does: a
         check's verdicts must not depend on what an earlier check left in bpffs) and programs
-        retyped (progtype.py)."""
-        obj = lb.Object(self.data, self.name, self.kconfig)
+        retyped (progtype.py). Exhausted when libbpf ran out of open files or memory opening it
+        (it takes an fd per map already)."""
+        try:
+            obj = lb.Object(self.data, self.name, self.kconfig)
+        except lb.LibbpfError as e:
+            found = exhausted(e.errno, "open")
+            if found:
+                raise found from None
+            raise
         for m in obj.maps():
             if m.pinned:  # a map pinned by an earlier check in this guest must not stand in for this one's
                 m.unpin()
@@ -340,6 +350,7 @@ class Checker:
                 self._retarget(prog, state, target)
             self.progs.append(state)
         for m in obj.maps():
+            self.map_needs[m.name] = map_bytes(m.max_entries, m.value_size)
             self.maps[m.name] = {
                 "name": m.name,
                 "type": lb.map_type_str(m.map_type) or str(m.map_type),
@@ -609,13 +620,19 @@ class Checker:
             ret = obj.load()
             elapsed = (time.monotonic() - t0) * 1000
         self.timing["loads"].append({"ms": round(elapsed, 3), "programs": len(bufs), "level": level, "ok": ret == 0})
-        return ret, lb.lines(sink), elapsed, ret != 0 and w is not None and w.fired
+        lines = lb.lines(sink)
+        found = from_libbpf_lines(lines)  # libbpf went on without the object's BTF or a feature
+        if found:
+            obj.close()
+            raise found
+        return ret, lines, elapsed, ret != 0 and w is not None and w.fired
 
     def _over_limit(self) -> str:
         return f"the verifier did not finish within the program time limit ({self.program_timeout:g} s)"
 
     def _blame(self, err: int, lines: list[str], logs: dict, stats: dict, times: dict, stopped: bool) -> bool:
-        """Record who made a load fail; False when the failure is the whole object's."""
+        """Record who made a load fail; False when the failure is the whole object's. Exhausted
+        when what failed ran out of the guest's open files or memory (resources.py): no verdict."""
         by_name = {p.name: p for p in self.progs}
         failed = [m.group(1) for line in lines if (m := _FAILED_LOAD_RE.match(line))]
         culprit = failed[-1] if failed else None
@@ -627,6 +644,9 @@ class Checker:
             p = by_name[culprit]
             plines = _prog_lines(lines, culprit)
             log = logs.get(culprit, "")
+            found = exhausted(err, "program", culprit, log)
+            if found:
+                raise found
             prepare = not log.strip() and any(_PREPARE_RE.search(line) for line in plines)
             if prepare:
                 message = next((line.split(": ", 1)[1] for line in reversed(plines) if _PREPARE_RE.search(line)), None)
@@ -644,6 +664,9 @@ class Checker:
         maps = [m.group(1) for line in lines if (m := _MAP_FAILED_RE.match(line))]
         if maps and maps[-1] in self.maps and maps[-1] not in self.failed_maps:
             name = maps[-1]
+            found = exhausted(err, "map", name, needs=self.map_needs.get(name))
+            if found:
+                raise found
             self.failed_maps.add(name)
             self.maps[name].update(ok=False, errno=err)
             self.map_messages[name] = self.no_inner_map.get(name) or next(
@@ -658,6 +681,9 @@ class Checker:
                 self.map_messages[name] = line
             return True
         # The whole object failed before any program was loaded (externs, BTF, struct_ops...).
+        found = exhausted(err, "object")
+        if found:
+            raise found
         obj_lines = _object_lines(lines)
         interesting = [line for line in obj_lines if not line.startswith("failed to load object")]
         message = (interesting or obj_lines or [lb.errno_text(err)])[-1]
@@ -802,7 +828,16 @@ def check(message: dict, payload: bytes) -> dict:
     checker = Checker(
         payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values, targets
     )
-    result = checker.run()
+    try:
+        result = checker.run()
+    except Exhausted as e:  # the guest's limit, not the object's verdict
+        return exhausted_reply(e, message.get("id"))
+    except MemoryError:  # the agent's own allocations (buffers, logs)
+        return exhausted_reply(Exhausted(MEMORY, errno_mod.ENOMEM, "agent"), message.get("id"))
+    except OSError as e:
+        if e.errno not in FILE_ERRNOS:
+            raise
+        return exhausted_reply(Exhausted(OPEN_FILES, e.errno, "agent"), message.get("id"))
     return {
         "type": "check_result",
         "id": message.get("id"),

@@ -42,6 +42,7 @@ from .objelf import (
     symbols_and_relocations,
 )
 from .progtype import ATTACH_TIME_TYPES, choose, first_match
+from .resources import exhausted, map_bytes
 from .timelimit import program_time_limit
 from .verifierlog import error_line, parse_stats
 
@@ -221,13 +222,16 @@ def check(checker, open_log: list[str]) -> dict:
     from .check import ProgState, attach_target, not_attempted  # (check.py imports this module)
 
     maps, programs, license, kern_version = parse(checker.data)
-    for m in maps:
-        create(m)
-    by_name = {m.name: m for m in maps}
-    fds = {m.name: m.fd for m in maps}
     records = []
     targets = Targets()
     try:
+        for m in maps:
+            create(m)
+            found = exhausted(m.errno, "map", m.name, needs=map_bytes(m.max_entries, m.value_size))
+            if found:  # the guest's limit, not the object's verdict (resources.py)
+                raise found
+        by_name = {m.name: m for m in maps}
+        fds = {m.name: m.fd for m in maps}
         for prog in programs:
             helpers = helpers_from_insns(bytes(prog.insns))
             own = lb.prog_type_by_name(prog.section)
@@ -301,6 +305,9 @@ def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, 
     if stopped and err == errno_mod.EAGAIN:  # no verdict: the verifier was stopped
         state.verdict, state.message, state.log, state.stats = "timeout", checker._over_limit(), "", {}
         return -1
+    found = exhausted(err, "program", prog.name, log)
+    if found:  # the guest's limit, not the object's verdict (resources.py)
+        raise found
     state.reject("load", err, explain(error_line(log), []) or lb.errno_text(err), state.libbpf_log)
     if err != errno_mod.E2BIG:
         again, full, stopped = load(prog.name, insns, *typed, license, kern_version, 1, checker.program_timeout)
