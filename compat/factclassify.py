@@ -201,12 +201,12 @@ def classify(
     target_fact = facts.first("attach_target_missing")
     if target_fact and stage in ("prepare", "load"):
         target = target_fact["target"]
-        module = (modules or {}).get(target)
-        if module:  # the host loaded the module that defines it: its BTF is what is missing
+        owner = (modules or {}).get(target)
+        if owner:  # the host loaded the module that defines it: its BTF is what is missing
             btf = FEATURES["module_btf"]
             return Classified(
                 "missing_attach_target",
-                f"attach target {target} is in module {module}, and this kernel has no BTF for module "
+                f"attach target {target} is in module {owner}, and this kernel has no BTF for module "
                 f"functions ({btf.what}: Linux {btf.since} and later, {', '.join(btf.config)})",
             )
         return Classified("missing_attach_target", f"attach target {target} does not exist on this kernel")
@@ -395,7 +395,7 @@ def _map_problem(obj: Record, facts: _Facts) -> Classified | None:
         return None
     name = str(found["map"])
     outer = name.removesuffix(".inner")  # libbpf names an object-defined inner map after its outer map
-    record = next((r for r in obj.get("maps") or [] if r.get("name") == outer), {})
+    record: Record = next((r for r in obj.get("maps") or [] if r.get("name") == outer), {})
     detail = next(
         (f["detail"] for f in facts.every("map_create_failed") if f["map"] == name and f.get("detail") is not None),
         None,

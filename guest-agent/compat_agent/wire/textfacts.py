@@ -196,7 +196,7 @@ def program_facts(
         add({"code": "too_complex", "processed": int(processed.group(1)) if processed else None})
     if log.strip():
         add({"code": "verifier_ran"})
-    line = error_line(log)
-    if line:
-        add({"code": "verifier_error", "line": line[:300]})
+    error = error_line(log)
+    if error:
+        add({"code": "verifier_error", "line": error[:300]})
     return out

@@ -15,6 +15,7 @@ some).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import types
@@ -103,7 +104,9 @@ def _is_union(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """A dataclass's resolved annotations (resolved once: get_type_hints is dear)."""
     module = sys.modules.get(cls.__module__)
     return get_type_hints(cls, globalns=vars(module) if module else None, include_extras=True)
 
@@ -210,7 +213,7 @@ T = typing.TypeVar("T")
 
 def build(cls: type[T], value: dict[str, Any]) -> T:
     """The dataclass for a JSON object that check_record accepted (unknown fields dropped)."""
-    hints = _hints(cls)
+    hints = _hints(typing.cast(type, cls))
     kwargs = {
         f.name: _build_value(hints[f.name], value[f.name])
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]

@@ -1,0 +1,57 @@
+"""The table-driven statistics parser reads real verifier logs as the agent's parser does.
+
+    python bench/stats_parity.py RESULT.json [RESULT.json ...]
+
+For every record's verifier log in the result files (compat/v1), compares
+compat_agent.wire.stats.parse_stats with compat_agent.verifierlog.parse_stats and times both.
+Prints the disagreements and a summary; exit 0 when they agree on every log, 1 otherwise, 2 on
+bad input. (The logs of a result file are too big to commit as fixtures: this runs on the ones
+you have.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "guest-agent"))
+
+from compat_agent.verifierlog import parse_stats as agent_parse_stats  # noqa: E402
+from compat_agent.wire.stats import parse_stats  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    """Compare both parsers on every log of the result files."""
+    if not argv:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    logs: list[str] = []
+    for name in argv:
+        try:
+            result = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as e:
+            print(f"stats_parity: error: cannot read {name}: {e}", file=sys.stderr)
+            return 2
+        logs += [r["log"] for r in result.get("results") or [] if isinstance(r, dict) and isinstance(r.get("log"), str)]
+    differ = [log for log in logs if parse_stats(log) != agent_parse_stats(log)]
+    for log in differ[:10]:
+        print(f"differs: {log[-200:]!r}\n  table: {parse_stats(log)}\n  agent: {agent_parse_stats(log)}")
+    timing = {}
+    for label, parse in (("table", parse_stats), ("agent", agent_parse_stats)):
+        t = time.perf_counter()
+        for log in logs:
+            parse(log)
+        timing[label] = time.perf_counter() - t
+    size = sum(len(log) for log in logs) / 1e6
+    print(
+        f"{len(logs) - len(differ)}/{len(logs)} logs ({size:.1f} MB) parse the same; "
+        f"table {timing['table'] * 1000:.0f} ms, agent {timing['agent'] * 1000:.0f} ms"
+    )
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,305 @@
+"""Every message between the host and the guest agent, as typed data.
+
+Each message is a dataclass whose annotations say what its JSON holds and whose ``Annotated``
+metadata gives the bounds (validate.py). ``to_json()`` gives the JSON the other side reads (the
+field names the agent has always sent); ``from_json()`` checks untrusted JSON against the same
+definition and raises WireError with a path (``programs[3].stats.insns_processed: expected an
+integer, got str``) before building the dataclass. The bounds are those of compat/guestmsg.py:
+strings bounded and valid Unicode, integers in a 64-bit range and never booleans, numbers finite,
+lists bounded, a verdict one of accepted/rejected/timeout, unknown extra fields ignored.
+
+New on the wire (phase 2 of issue 15 switches the agent and the host to it): ``facts`` on a
+program record and on a check result (see facts.py), and ``protocol`` on the hello, which the
+host checks with ``check_protocol``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from .facts import Fact, check_facts
+from .validate import (
+    DIGITS,
+    KFUNCS_MAX,
+    LOG_MAX,
+    NOT_NULL,
+    TEXT_MAX,
+    Max,
+    WireError,
+    build,
+    check_record,
+    to_json,
+)
+
+PROTOCOL_VERSION = 2  # 1: the replies before facts (no "protocol" in the hello); 2: facts
+TIMEOUT = "timeout"  # the agent stopped the verifier at the program time limit: no verdict
+VERDICTS = ("accepted", "rejected", TIMEOUT)
+
+Text = Annotated[str, Max(TEXT_MAX)]
+Log = Annotated[str, Max(LOG_MAX)]
+Verdict = Literal["accepted", "rejected", "timeout"]
+BoolMap = Annotated[dict[str, bool], Max(4096)]
+Facts = list[dict[str, Any]]  # checked against the fact table by check_facts, not by annotation
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """What every message has: to_json() and a validating from_json()."""
+
+    FACTS_FIELDS: ClassVar[tuple[str, ...]] = ()  # fields holding facts (checked against the fact table)
+
+    def to_json(self) -> dict[str, Any]:
+        """The message as the JSON the other side reads."""
+        out = to_json(self)
+        assert isinstance(out, dict)
+        return out
+
+    @classmethod
+    def check(cls, value: Any, where: str = "") -> None:
+        """Check untrusted JSON against the definition (WireError with a path on the first problem)."""
+        check_record(cls, value, where)
+        _check_facts(cls, value, where)
+
+    @classmethod
+    def from_json(cls: type[M], value: Any) -> M:
+        """The message for untrusted JSON, checked first (WireError when it does not match)."""
+        try:
+            cls.check(value)
+        except RecursionError:  # only a bug could get here: definitions are finite, values checked top-down
+            raise WireError("", "nested too deeply") from None
+        return build(cls, value)
+
+
+def _check_facts(cls: type, value: dict[str, Any], where: str) -> None:
+    """The facts of a message and of its nested records, against the fact table."""
+    for name in getattr(cls, "FACTS_FIELDS", ()):
+        if value.get(name) is not None:
+            check_facts(value[name], f"{where}.{name}" if where else name)
+    for name, nested in _NESTED.get(cls.__name__, {}).items():
+        items = value.get(name)
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            _check_facts(nested, item, f"{where}.{name}[{i}]" if where else f"{name}[{i}]")
+
+
+# -- the hello -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hello(Message):
+    """The agent's first message: the kernel it runs on and what it is."""
+
+    type: Literal["hello"]
+    release: str
+    btf: bool
+    schema: str | None = None
+    agent: str | None = None
+    protocol: int | None = None  # PROTOCOL_VERSION of the agent (absent before facts: protocol 1)
+    kernel_build: str | None = None
+    machine: str | None = None
+    libbpf: str | None = None
+    libbpf_package: str | None = None
+    python: str | None = None
+    uptime: int | float | None = None
+    mem_total_kb: int | None = None
+
+
+def check_protocol(hello: Hello) -> None:
+    """WireError unless the agent speaks the host's protocol (an image from another compat)."""
+    spoken = hello.protocol if hello.protocol is not None else 1
+    if spoken != PROTOCOL_VERSION:
+        raise WireError(
+            "protocol",
+            f"the guest agent speaks protocol {spoken}, this host {PROTOCOL_VERSION} (rebuild the guest image: "
+            "compat check --refresh)",
+        )
+
+
+# -- the check request (host -> guest) -------------------------------------------------------------
+
+
+@dataclass
+class CheckRequest(Message):
+    """Check one object (its bytes follow the message): the options that change verdicts, and the
+    host's ELF analysis (externs, what each program calls; {} when it failed: the agent makes its own).
+
+    program_timeout: seconds the verifier may spend on one program (None: no limit); program_types:
+    (glob, libbpf section) pairs, --program-type; attach_targets: (glob, target) pairs,
+    --attach-target; globals: --set-global, resolved against the object's variables."""
+
+    type: Literal["check"]
+    object: str
+    attach: bool
+    elf: dict[str, Any] = field(default_factory=dict)
+    program_timeout: int | float | None = None
+    program_types: Annotated[list[Annotated[list[str], Max(2)]], Max(4096)] = field(default_factory=list)
+    globals: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)
+    attach_targets: Annotated[list[Annotated[list[str], Max(2)]], Max(4096)] = field(default_factory=list)
+    id: int | None = None
+
+
+# -- the check result (guest -> host) --------------------------------------------------------------
+
+
+@dataclass
+class AttachRecord(Message):
+    """Whether the program attached (--attach), and why not."""
+
+    status: str
+    errno: int | None = None
+    reason: Text | None = None
+
+
+@dataclass
+class StatsRecord(Message):
+    """The verifier's statistics of one program (stats.py's table; None: the log did not say)."""
+
+    insns_processed: int | None = None
+    states_total: int | None = None
+    states_peak: int | None = None
+    verification_time_us: int | None = None
+    stack_depth: Annotated[list[int], Max(1024)] | None = None
+    insn_cnt: int | None = None
+
+
+@dataclass
+class ProgramRecord(Message):
+    """One program of the object on this kernel: its verdict, where and why it failed, its stats."""
+
+    FACTS_FIELDS: ClassVar[tuple[str, ...]] = ("facts",)
+
+    program: str
+    verdict: Verdict
+    section: str | None = None
+    prog_type: str | None = None
+    prog_type_from: Literal["section", "context", "option"] | None = None
+    attach_type: str | None = None
+    attach_target: str | None = None
+    stage: str | None = None
+    errno: int | None = None
+    message: Text | None = None
+    libbpf_log: Log | None = None
+    log: Log | None = None
+    log_level: int | None = None
+    stats: Annotated[StatsRecord | None, NOT_NULL] = None
+    helpers: list[int] | None = None
+    kfuncs: list[str] | None = None
+    load_ms: int | float | None = None
+    attach: Annotated[AttachRecord | None, NOT_NULL] = None
+    facts: Annotated[Facts | None, NOT_NULL] = None
+
+
+@dataclass
+class StructOpsRecord(Message):
+    """A struct_ops map's kernel struct, and whether it is created with BPF_F_LINK."""
+
+    type: str
+    link: bool
+
+
+@dataclass
+class MapRecord(Message):
+    """One map of the object: its type, and whether libbpf created it (errno when not)."""
+
+    name: str
+    type: str | None = None
+    ok: bool | None = None
+    errno: int | None = None
+    note: str | None = None
+    struct_ops: StructOpsRecord | None = None
+
+
+@dataclass
+class ExternRecord(Message):
+    """An extern of the object (kfunc, ksym, kconfig), and whether it is weak."""
+
+    name: str
+    kind: str
+    weak: Annotated[bool | None, NOT_NULL] = None
+
+
+@dataclass
+class OpenRecord(Message):
+    """bpf_object__open: whether it worked, and libbpf's words when it did not."""
+
+    ok: bool
+    errno: int | None = None
+    message: Text | None = None
+    libbpf_log: Log | None = None
+
+
+@dataclass
+class CheckResult(Message):
+    """The check of one object on one kernel. facts: the object's own (its open failure's)."""
+
+    FACTS_FIELDS: ClassVar[tuple[str, ...]] = ("facts",)
+
+    type: Literal["check_result"]
+    open: OpenRecord
+    programs: list[ProgramRecord]
+    id: int | None = None
+    object: str | None = None
+    duration_ms: int | float | None = None
+    libbpf: str | None = None
+    externs: Annotated[list[ExternRecord] | None, NOT_NULL] = None
+    maps: Annotated[list[MapRecord] | None, NOT_NULL] = None
+    facts: Annotated[Facts | None, NOT_NULL] = None
+
+
+# -- the probe result (guest -> host) --------------------------------------------------------------
+
+
+@dataclass
+class ProbeResult(Message):
+    """What the kernel supports: program and map types, helpers per program type (with names),
+    the kfuncs of its BTF and where each is allowed, and features."""
+
+    type: Literal["probe_result"]
+    prog_types: BoolMap
+    map_types: BoolMap
+    helpers: Annotated[dict[str, Annotated[list[int], Max(4096)]], Max(4096)]
+    helper_names: Annotated[dict[str, str], Max(4096), DIGITS]
+    kfuncs_btf: Annotated[list[str], Max(KFUNCS_MAX)]
+    kfunc_allowed: Annotated[dict[str, BoolMap], Max(KFUNCS_MAX)]
+    id: int | None = None
+    duration_ms: int | float | None = None
+    kfuncs_source: str | None = None
+    timings: Annotated[dict[str, int | float | None], Max(64)] | None = None
+    features: Annotated[dict[str, bool], Max(64)] | None = None
+
+
+# -- an error ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ErrorReply(Message):
+    """The agent could not do what was asked (its own failure, not a verdict)."""
+
+    type: str
+    error: Text | None = None
+
+
+REPLIES: dict[str, type[Message]] = {
+    "check_result": CheckResult,
+    "probe_result": ProbeResult,
+    "hello": Hello,
+    "error": ErrorReply,
+}
+_NESTED: dict[str, dict[str, type]] = {"CheckResult": {"programs": ProgramRecord}}
+
+
+def problem(reply: Any, kind: str) -> str | None:
+    """What is wrong with reply as a message of this kind (guestmsg.problem's wording), or None."""
+    try:
+        REPLIES[kind].check(reply)
+    except WireError as e:
+        return str(e)
+    except RecursionError:
+        return "nested too deeply"
+    return None
+
+
+def facts_of(record: ProgramRecord | CheckResult) -> list[Fact]:
+    """A record's facts (none when it has none)."""
+    return list(record.facts or [])
