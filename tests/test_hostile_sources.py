@@ -148,13 +148,18 @@ def _assert_valid(fmt: str, text: str) -> None:
 
 
 @pytest.mark.vm
+@pytest.mark.skipif(not shutil.which("llvm-objcopy"), reason="needs llvm-objcopy")
 def test_compat_check_prints_no_host_file_in_any_format(hostile, tmp_path):
-    """A real run on one kernel: the marker of compat's environment (first in it, so inside the
-    300 bytes a line was cut to) and the marker of the files out of the project appear in no
-    format; the honest object's line does."""
+    """A real run on one kernel, from outside the project with --source-root naming it: the
+    marker of compat's environment (first in it, so inside the 300 bytes a line was cut to) and
+    the marker of the files out of the project appear in no format; the honest objects' lines
+    do, one of them (DWARF only) read from its file under the --source-root."""
     proj, objs = hostile
+    objs = dict(objs, good_dwarf=proj / "good_dwarf.o")
+    subprocess.run(["llvm-objcopy", "--remove-section", ".BTF.ext", "--remove-section", ".rel.BTF.ext",
+                    str(objs["good"]), str(objs["good_dwarf"])], check=True)  # fmt: skip
     outputs = {fmt: tmp_path / f"report.{fmt}" for fmt in FORMATS}
-    cmd = [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--no-cache"]
+    cmd = [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--no-cache", "--source-root", str(proj)]
     for fmt, path in outputs.items():
         cmd += ["--format", fmt, "--output", str(path)]
     cmd += [str(o) for o in objs.values()]
@@ -162,7 +167,7 @@ def test_compat_check_prints_no_host_file_in_any_format(hostile, tmp_path):
     env.update({k: v for k, v in os.environ.items() if k != ENV_MARKER})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("GITHUB_WORKSPACE", None)
-    done = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode in (0, 1), done.stderr  # rejections, not errors
     assert ENV_MARKER not in done.stdout + done.stderr
     result = json.loads(outputs["json"].read_text())
@@ -177,7 +182,8 @@ def test_compat_check_prints_no_host_file_in_any_format(hostile, tmp_path):
     assert sources["environ.o"]["file"] == "/proc/self/environ" and sources["environ.o"]["text"] is None
     assert sources["environ_embedded.o"]["text"] == ONE_LINE.strip()
     assert sources["link.o"]["path"] is None and sources["dotdot.o"]["path"] is None
-    assert sources["good.o"]["path"] == str(proj / "good.bpf.c")
+    for name in ("good.o", "good_dwarf.o"):  # the DWARF-only one has its text from the file alone
+        assert sources[name]["path"] == str(proj / "good.bpf.c") and sources[name]["text"] == FAILING_TEXT
     assert FAILING_TEXT in outputs["table"].read_text()
 
 
@@ -192,23 +198,3 @@ def test_source_root_must_be_a_directory(tmp_path, built_programs):
         f"compat: error: --source-root {tmp_path / 'none'}: not a directory "
         "(give a directory of the objects' sources)\n"
     )
-
-
-@pytest.mark.vm
-@pytest.mark.skipif(not shutil.which("llvm-objcopy"), reason="needs llvm-objcopy")
-def test_source_root_option_admits_a_directory(hostile, tmp_path):
-    """Run from elsewhere, the project's sources are read only once --source-root names it."""
-    proj, objs = hostile
-    stripped = proj / "good_dwarf_cli.o"
-    subprocess.run(["llvm-objcopy", "--remove-section", ".BTF.ext", "--remove-section", ".rel.BTF.ext",
-                    str(objs["good"]), str(stripped)], check=True)  # fmt: skip
-    sources = {}
-    for extra in ([], ["--source-root", str(proj)]):
-        out = tmp_path / "r.json"
-        cmd = [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--format", "json", "--output", str(out)]
-        done = subprocess.run(cmd + extra + [str(stripped)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-        assert done.returncode in (0, 1), done.stderr
-        (r,) = [r for r in json.loads(out.read_text())["results"] if r["verdict"] == "rejected"]
-        sources[bool(extra)] = r["source"]
-    assert sources[False]["path"] is None and sources[False]["text"] is None  # DWARF: no text of its own
-    assert sources[True]["path"] == str(proj / "good.bpf.c") and sources[True]["text"] == FAILING_TEXT
