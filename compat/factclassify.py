@@ -242,7 +242,8 @@ def classify(
 
     complex_ = facts.first("too_complex")
     if code == errnos.E2BIG or complex_:
-        processed = complex_.get("processed") if complex_ else _stat(program, "insns_processed")
+        insns = facts.first("insns_processed")
+        processed = complex_.get("processed") if complex_ else insns.get("insns") if insns else None
         more = f" (processed {processed:,} insns)" if isinstance(processed, int) else ""
         return Classified("complexity_limit", f"the verifier gave up: the program is too complex{more}")
 
@@ -419,12 +420,6 @@ def _map_problem(obj: Record, facts: _Facts) -> Classified | None:
     else:
         what = f"map {name} could not be created{why}, so the program cannot load"
     return Classified("object_error", what)
-
-
-def _stat(program: Record, name: str) -> int | None:
-    stats = program.get("stats")
-    value = stats.get(name) if isinstance(stats, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _clause(reason: str) -> str:

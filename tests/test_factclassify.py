@@ -131,3 +131,44 @@ def test_feature_table_words_the_struct_ops_types_as_before():
         "inode_storage": "5.10", "ringbuf": "5.8", "task_storage": "5.11", "bloom_filter": "5.16",
         "user_ringbuf": "6.1", "cgrp_storage": "6.2", "arena": "6.9",
     }  # fmt: skip
+
+
+def test_every_pattern_of_the_text_classifier_lives_in_textfacts():
+    # Phase 2 deletes classify.py's patterns: each is here, the same or split by whose words it reads.
+    import re
+
+    from compat_agent.wire import textfacts
+
+    mine = {v.pattern for v in vars(textfacts).values() if isinstance(v, re.Pattern)}
+    theirs = {n: v.pattern for n, v in vars(text_classify).items() if isinstance(v, re.Pattern)}
+    split = {
+        "_POISON_KFUNC": "libbpf's poison (_POISON_KFUNC) and the agent's rewording (_POISON_KFUNC_AGENT)",
+        "_MISSING_EXTERN": "the same, with the extern's kind as a group (a fact parameter)",
+        "_LEGACY_UNSUPPORTED": "the same, with the reason as a group",
+        "_SO_UNUSED": "libbpf's 'isn't referenced anywhere' and the agent's note, apart",
+        "_UNKNOWN_FUNC": "unused by classify()",
+    }
+    assert {n for n, p in theirs.items() if p not in mine} == set(split)
+
+
+def test_without_the_agents_prose_only_kernel_and_libbpf_words_make_facts():
+    from compat_agent.wire.facts import FACTS
+
+    texts = (
+        "not verified: its struct_ops map 'm' could not be created (calls a kfunc this kernel does not have)",
+        "[compat: bpf_program__set_attach_target: failed to find kernel BTF type ID of 'f': -3]\n"
+        "calls kfunc 'k', which this kernel does not have",
+        "",
+    )
+    codes = {f["code"] for f in program_facts(*texts, agent_prose=False)}
+    assert all(FACTS[c].origin != "agent" for c in codes)
+    assert "kfunc_unresolved" not in codes and "poisoned_kfunc_call" not in codes
+    with_prose = {f["code"] for f in program_facts(*texts)}
+    assert {"struct_ops_map_failed", "kfunc_unresolved", "poisoned_kfunc_call"} <= with_prose
+
+
+def test_e2big_without_the_words_quotes_the_first_processed_count():
+    # E2BIG alone (no complexity words): the count is the texts' first "processed N insns", as before.
+    r = cases.rec(errno=7, message="processed 5 insns", log="R0 !read_ok\nprocessed 9 insns (limit 1000000)\n")
+    c = _both(r, {}, cases.INV_510, cases.NAMES)
+    assert c.message == "the verifier gave up: the program is too complex (processed 5 insns)"

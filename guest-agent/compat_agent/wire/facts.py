@@ -97,6 +97,8 @@ FACTS: dict[str, FactDef] = {
         FactDef("inner_map_failed", {"map": _S}, "libbpf", "the map's inner map failed to create"),
         FactDef("inner_map_mentioned", {}, "libbpf", "the texts speak of an inner map"),
         FactDef("map_mentioned", {"map": _S}, "libbpf", "the texts name one of the object's maps (quoted)"),
+        FactDef("insns_processed", {"insns": int}, "kernel",
+                "the first 'processed N insns' of the texts (what a complexity message quotes)"),
         FactDef("verifier_ran", {}, "kernel", "the verifier ran on the program itself (its log is not empty)"),
         # -- the verifier's own verdict line -----------------------------------------------------------------
         FactDef("verifier_error", {"line": _TEXT}, "kernel",

@@ -191,8 +191,10 @@ def program_facts(
         add({"code": "no_sleepable_type", "types": m.group(1)})
     for m in _first(_NOT_SLEEPABLE, log):
         add({"code": "not_sleepable", "target": m.group(1)})
+    processed = _PROCESSED.search(text)
+    if processed:
+        add({"code": "insns_processed", "insns": int(processed.group(1))})
     if _COMPLEXITY.search(text):
-        processed = _PROCESSED.search(text)
         add({"code": "too_complex", "processed": int(processed.group(1)) if processed else None})
     if log.strip():
         add({"code": "verifier_ran"})
