@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=_days, default=KEEP_DAYS, metavar="N",
                    help=f"unused for more than N days (default {KEEP_DAYS:g}; 0: all not in use now)")  # fmt: skip
     p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (images, initrd, snapshots, …)")
+    p = csub.add_parser("verify", help="check every entry against its digests; remove damaged ones")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (kernels, snapshots, results, …)")
 
     p = sub.add_parser("check", help="load every program of the objects on every kernel")
     p.add_argument(
@@ -260,6 +263,8 @@ def cmd_cache(args, cache: Cache) -> int:
         freed = cache.clean(args.kinds or None)
         print(f"freed {freed / 1e6:.0f} MB in {cache.root}")
         return EXIT_OK
+    if args.action == "verify":
+        return _cache_verify(cache, args.kinds or None, args.json)
     if args.action == "prune":
         removed, freed = cache.prune(args.days, args.kinds or None)
         what = f"{removed} {'entry' if removed == 1 else 'entries'} unused for more than {args.days:g} days"
@@ -280,6 +285,34 @@ def cmd_cache(args, cache: Cache) -> int:
     print(tabulate(rows, headers=["kind", "entries", "size", f"unused {KEEP_DAYS:g}+ days"]))
     print(f"total: {total / 1e6:.0f} MB ({unused / 1e6:.0f} MB unused for {KEEP_DAYS:g} days: 'compat cache prune')")
     return EXIT_OK
+
+
+def _cache_verify(cache: Cache, kinds: list[str] | None, as_json: bool) -> int:
+    """compat cache verify: every entry checked fully; damaged ones removed (rebuilt on next use).
+    Exit 0 when everything is intact or was removed, 3 when a damaged entry could not be."""
+    import json
+
+    found = cache.verify(kinds)
+    per_kind: dict[str, dict[str, int]] = {}
+    for f in found:
+        counts = per_kind.setdefault(f.kind, {"checked": 0, "damaged": 0, "removed": 0})
+        counts["checked"] += 1
+        counts["damaged"] += not f.intact
+        counts["removed"] += f.removed
+    stuck = [f for f in found if not f.intact and not f.removed]
+    if as_json:
+        damaged = [f.as_json() for f in found if not f.intact]
+        totals = {k: sum(c[k] for c in per_kind.values()) for k in ("checked", "damaged", "removed")}
+        print(json.dumps({"cache": str(cache.root), **totals, "kinds": per_kind, "damaged_entries": damaged}, indent=1))
+    else:
+        for f in found:
+            if not f.intact:
+                what = "removed (rebuilt on next use)" if f.removed else "NOT removed (in use by another process?)"
+                print(f"{f.kind}/{f.key[:16]}: {f.damage}: {what}")
+        rows = [(kind, c["checked"], c["damaged"], c["removed"]) for kind, c in sorted(per_kind.items())]
+        print(f"cache: {cache.root}")
+        print(tabulate(rows, headers=["kind", "checked", "damaged", "removed"]))
+    return EXIT_INFRA if stuck else EXIT_OK
 
 
 def _auto_prune(cache: Cache) -> None:

@@ -62,6 +62,8 @@ REPLIES = [
     ("probe_result", {**probe_result(), "features": {"struct_ops_link": True}}),
     ("hello", HELLO),
     ("error", {"type": "error", "error": "the agent failed"}),
+    ("error", {"type": "error", "error": "out of files", "code": "resource_exhausted", "resource": "open_files",
+               "errno": 24, "stage": "map", "name": "m", "limit": 1024, "needs": 2000}),
 ]  # fmt: skip
 
 

@@ -272,12 +272,26 @@ class ProbeResult(Message):
 # -- an error ----------------------------------------------------------------------------------------
 
 
+EXHAUSTED = "resource_exhausted"  # an error with a code: the guest ran out of open files or memory
+Resource = Literal["open_files", "memory"]
+Stage = Literal["open", "btf", "probe", "map", "program", "object", "agent"]
+
+
 @dataclass
 class ErrorReply(Message):
-    """The agent could not do what was asked (its own failure, not a verdict)."""
+    """The agent could not do what was asked (its own failure, not a verdict). A check that ran out
+    of the guest's open files or memory says so as a code with parameters (resources.py), which
+    the host words."""
 
     type: str
     error: Text | None = None
+    code: Literal["resource_exhausted"] | None = None
+    resource: Resource | None = None
+    errno: int | None = None
+    stage: Stage | None = None
+    name: str | None = None
+    limit: int | None = None
+    needs: int | None = None
 
 
 REPLIES: dict[str, type[Message]] = {
