@@ -1,10 +1,15 @@
 """A content-keyed cache of directories, safe for several compat processes at once.
 
 An entry is built in a private temporary directory, described by a manifest (every file's
-size, and the sha256 of the files that matter), and renamed into place only when complete:
-a half-written entry is never seen. A lock per entry makes concurrent builders wait for the
-first one instead of building twice. An entry whose files no longer match its manifest
-(truncated, deleted, edited) is discarded and rebuilt.
+size and sha256, the identity each file had when it was saved, and a digest of the metadata),
+and renamed into place only when complete: a half-written entry is never seen. A lock per entry
+makes concurrent builders wait for the first one instead of building twice.
+
+Integrity is checked cheaply on every use (sizes, and each file's inode and mtime against those
+recorded at save: any write changes them) and fully (every sha256) when a file's identity
+changed, when a user of the entry could not load it (Cache.verify_entry) and in
+`compat cache verify` (Cache.verify). An entry that fails a check is moved aside, removed and
+rebuilt by the next Cache.ensure: damage costs one rebuild, never the run.
 
 Every use of an entry is recorded (to the hour) as its directory's mtime, so that entries no
 compat run has used for a while can be pruned (Cache.prune) without touching those in use.
@@ -19,6 +24,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -50,6 +56,7 @@ REMOVING_RE = re.compile(r"^\.tmp-rm-[0-9a-f]{8}$")
 # What a VM's work directory holds (compat before its names carried an owner tag left such
 # directories, "compat-<kernel>-<8 random>", in the system's temporary directory).
 VM_WORK_FILES = frozenset({"console.log", "console.log.old", "qemu.err", "ch.sock", "con.sock", "qmp.sock"})
+NOT_ENTRIES = frozenset({"state", "locks", "apt", "corpus", "tmp"})  # no manifests: not verified
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -157,6 +164,25 @@ def write_atomic(path: Path, text: str) -> bool:
         return False
 
 
+@dataclass
+class EntryCheck:
+    """What a full check found about one cache entry (Cache.verify_entry)."""
+
+    kind: str
+    key: str
+    damage: str | None = None  # None: intact; else what is wrong, in words
+    removed: bool = False  # moved aside and deleted (rebuilt on next use)
+    partial: bool = False  # an older entry without digests of all its files: only what it records
+
+    @property
+    def intact(self) -> bool:
+        return self.damage is None
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "key": self.key, "intact": self.intact, "damage": self.damage,
+                "removed": self.removed, "partial": self.partial}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Entry:
     """A complete cache entry: its directory and the metadata its builder recorded."""
@@ -171,9 +197,12 @@ class Entry:
 class Cache:
     """The compat cache: entries of several kinds (kernels, images, …) under one root."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, notify: Callable[[str], None] | None = None):
         self.root = Path(root) if root else cache_root()
         self.hashes = HashMemo.at(self.root / "state" / "hashes.json")
+        # Told (one line) when a damaged entry is moved aside: the run goes on, the user learns why
+        # it was slower. Default: stderr.
+        self.notify = notify if notify is not None else _to_stderr
 
     def file_sha256(self, path: Path) -> str:
         """The sha256 of a file, remembered while the file is unchanged (see HashMemo)."""
@@ -204,6 +233,7 @@ class Cache:
             return None
         if not _intact(path, manifest, self.hashes):
             return None
+        _refresh_stamps(path, manifest)
         if record_use:
             mark_used(path)
         return Entry(path, manifest.get("meta", {}))
@@ -229,8 +259,12 @@ class Cache:
                 if entry:
                     return entry
                 final = self.root / kind / key
-                if final.exists():
-                    _remove(final)  # damaged: rebuild it
+                if os.path.lexists(final):
+                    # Damaged (see lookup): moved aside and removed, then built again, once.
+                    # (This lock is held: verify_entry must not take it again.)
+                    damage = self.verify_entry(kind, key).damage or "its files changed"
+                    _remove(final)
+                    self.notify(f"cache entry {kind}/{key[:12]} was damaged ({damage}): rebuilding it")
                 tmp = self.dir(kind) / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
                 tmp.mkdir()
                 try:
@@ -252,6 +286,45 @@ class Cache:
         if entry is None:
             raise InfraError(f"cache entry {kind}/{key[:12]} is damaged right after being built")
         return entry
+
+    # -- integrity --------------------------------------------------------------------------
+    def verify_entry(self, kind: str, key: str, *, repair: bool = False) -> EntryCheck:
+        """Check one entry fully (its manifest, metadata digest and every file's sha256; a result
+        file its payload digest). With repair, a damaged entry is moved aside and removed, so the
+        next ensure rebuilds it. Used when a user of an entry could not load it, and by verify."""
+        path = self.root / kind / key
+        found = EntryCheck(kind, key)
+        if kind == "results":
+            found.damage = _result_damage(path)
+        else:
+            found.damage, found.partial = _entry_damage(path)
+        if found.damage and repair and os.path.lexists(path):
+            # Under the entry's lock, not waiting long: an entry being rebuilt is its builder's.
+            try:
+                with self.lock(kind, key).acquire(timeout=5) if kind != "results" else contextlib.nullcontext():
+                    _remove(path)
+            except Timeout:
+                return found  # another process holds it (rebuilding it, probably): left to it
+            found.removed = not os.path.lexists(path)
+        return found
+
+    def verify(self, kinds: Iterable[str] | None = None, *, repair: bool = True) -> list[EntryCheck]:
+        """verify_entry for every entry of these kinds (all kinds that hold entries when None):
+        entries built by ensure and result files. apt roots, locks and state are no entries."""
+        names = _kind_names(kinds) if kinds else [
+            p.name for p in sorted(self.root.iterdir()) if p.is_dir() and _is_kind_name(p.name)
+        ] if self.root.is_dir() else []  # fmt: skip
+        found = []
+        for kind in names:
+            if kind in NOT_ENTRIES:
+                continue
+            for path in self.entries(kind):
+                if kind == "results" and path.suffix != ".json":
+                    continue
+                if kind != "results" and not path.is_dir():
+                    continue
+                found.append(self.verify_entry(kind, path.name, repair=repair))
+        return found
 
     def entries(self, kind: str) -> list[Path]:
         d = self.root / kind
@@ -444,27 +517,130 @@ class Cache:
 
 
 def _write_manifest(root: Path, meta: dict, hashed: Iterable[str]) -> None:
+    """Describe the finished entry at root: every file's size and sha256 ("digests"), the identity
+    (inode, mtime) each file has now ("stamps", for the cheap check on use), and a digest of the
+    metadata. "sha256" (the files named by hashed) is what older compat versions check."""
     sizes: dict[str, int] = {}
+    digests: dict[str, str] = {}
+    stamps: dict[str, list[int]] = {}
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             full = Path(dirpath) / name
-            if full.is_symlink():
+            if full.is_symlink() or (full.parent == root and name == MANIFEST):
                 continue
-            sizes[str(full.relative_to(root))] = full.stat().st_size
-    hashes = {rel: sha256_file(root / rel) for rel in hashed}
-    manifest = {"schema": MANIFEST_SCHEMA, "created": time.time(), "meta": meta, "sizes": sizes, "sha256": hashes}
+            rel = str(full.relative_to(root))
+            digests[rel] = sha256_file(full)  # once per entry, at save: every later full check needs it
+            st = full.stat()  # after reading it: the identity of the content just hashed
+            sizes[rel] = st.st_size
+            stamps[rel] = _stamp(st)
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "created": time.time(),
+        "meta": meta,
+        "meta_sha256": sha256_json(meta),
+        "sizes": sizes,
+        "sha256": {rel: digests[rel] for rel in hashed},
+        "digests": digests,
+        "stamps": stamps,
+    }
     replace_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
+def _stamp(st: os.stat_result) -> list[int]:
+    """A file's identity for the cheap check: any write changes its mtime, a copy its inode."""
+    return [st.st_ino, st.st_mtime_ns]
+
+
 def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:
+    """The cheap check on use: metadata digest, sizes, and for each file whose identity is not the
+    one recorded at save (written since, or copied), its full sha256. Older manifests (no
+    "digests") are checked as they were: sizes and the files named in "sha256"."""
     digest_of = hashes.sha256 if hashes else sha256_file
     try:
+        if "meta_sha256" in manifest and manifest["meta_sha256"] != sha256_json(manifest.get("meta", {})):
+            return False
+        digests, stamps = manifest.get("digests"), manifest.get("stamps") or {}
         for rel, size in manifest.get("sizes", {}).items():
-            if (path / rel).stat().st_size != size:
+            st = (path / rel).stat()
+            if st.st_size != size:
                 return False
+            changed = isinstance(digests, dict) and stamps.get(rel) != _stamp(st)
+            if changed and sha256_file(path / rel) != digests.get(rel):
+                return False
+        if isinstance(digests, dict):
+            return True
         return all(digest_of(path / rel) == digest for rel, digest in manifest.get("sha256", {}).items())
-    except OSError:
+    except (OSError, TypeError, ValueError, AttributeError):
         return False
+
+
+def _refresh_stamps(path: Path, manifest: dict) -> None:
+    """After a full check passed for files whose identity changed (a copied cache, a file touched
+    without being changed), record their new identity so that the next use is cheap again. Best
+    effort: a read-only cache is checked fully each time, which is correct, only slower."""
+    stamps = manifest.get("stamps")
+    if not isinstance(stamps, dict) or not isinstance(manifest.get("digests"), dict):
+        return
+    try:
+        fresh = {rel: _stamp((path / rel).stat()) for rel in manifest.get("sizes", {})}
+    except OSError:
+        return
+    if fresh != stamps:
+        write_atomic(path / MANIFEST, json.dumps({**manifest, "stamps": fresh}, indent=1, sort_keys=True))
+
+
+def _entry_damage(path: Path) -> tuple[str | None, bool]:
+    """What is wrong with the entry at path after a full check (None: nothing), and whether the
+    check was partial (an older manifest without digests of all files)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "no manifest", False
+    except (OSError, ValueError) as e:
+        return f"manifest unreadable: {e.__class__.__name__}", False
+    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+        return "manifest of an unknown schema", False
+    try:
+        if "meta_sha256" in manifest and manifest["meta_sha256"] != sha256_json(manifest.get("meta", {})):
+            return "manifest metadata differs from its digest", False
+        digests = manifest.get("digests")
+        partial = not isinstance(digests, dict)
+        expected = manifest.get("sha256", {}) if partial else digests
+        for rel, size in manifest.get("sizes", {}).items():
+            try:
+                actual = (path / rel).stat().st_size
+            except FileNotFoundError:
+                return f"{rel}: missing", partial
+            if actual != size:
+                return f"{rel}: {actual} bytes instead of {size}", partial
+        for rel, digest in expected.items():
+            if sha256_file(path / rel) != digest:
+                return f"{rel}: content differs from its sha256", partial
+    except OSError as e:
+        return f"unreadable: {e.strerror or e.__class__.__name__}", False
+    except (TypeError, ValueError, AttributeError):
+        return "manifest malformed", False
+    return None, partial
+
+
+def _result_damage(path: Path) -> str | None:
+    """What is wrong with one result file (None: nothing): each carries the sha256 of its payload
+    (see resultcache)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as e:
+        return f"unreadable: {e.__class__.__name__}"
+    if not isinstance(doc, dict) or not isinstance(doc.get("payload"), dict):
+        return "malformed"
+    if doc.get("sha256") != sha256_json(doc["payload"]):
+        return "content differs from its sha256"
+    return None
+
+
+def _to_stderr(message: str) -> None:
+    print(f"compat: cache: {message}", file=sys.stderr)
 
 
 def _is_kind_name(name: str) -> bool:

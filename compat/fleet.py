@@ -125,12 +125,18 @@ class Fleet:
             found = self.snapshots.find(config)
             if found:
                 state, hello = found
+                restoring = VM(replace(config, restore=state), name=kernel.id, tmp_root=self.tmp_root)
                 try:
-                    vm = self._start(VM(replace(config, restore=state), name=kernel.id, tmp_root=self.tmp_root))
+                    vm = self._start(restoring)
                     vm.hello = hello
                     return vm
-                except GuestError:
-                    pass  # a state QEMU cannot load any more: boot cold and save a new one
+                except GuestError as e:
+                    # A state QEMU could not load (damaged in place, or QEMU quit on it): it is
+                    # checked fully and, if damaged or refused, removed; the cold boot below saves
+                    # a new one. A transient failure (a slow restore) keeps it.
+                    # (QEMU exits 1 on a state it cannot load; a guest we killed has a negative status.)
+                    refused = restoring.proc is not None and (restoring.proc.returncode or 0) > 0
+                    self.snapshots.discard(config, str(e), refused=refused)
         vm = self._start(VM(config, name=kernel.id, tmp_root=self.tmp_root))
         if use_snapshots:
             try:

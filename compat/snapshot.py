@@ -67,6 +67,22 @@ class Snapshots:
         entry = self.cache.lookup(KIND, snapshot_key(config, self.cache))
         return (entry.file(STATE), entry.meta.get("hello") or {}) if entry else None
 
+    def discard(self, config: VMConfig, why: str, refused: bool = False) -> bool:
+        """After a failed restore: check the state's entry fully and remove it when it is damaged
+        (or, with refused, when QEMU quit while loading it although it matches its digests: an
+        older entry without them, or a state this QEMU cannot load). Returns True when it was
+        removed, so that the next save builds it again."""
+        key = snapshot_key(config, self.cache)
+        found = self.cache.verify_entry(KIND, key, repair=True)
+        if found.intact and refused:
+            self.cache.remove(KIND, key)
+            found.removed, found.damage = True, "QEMU could not load it"
+        if found.removed:
+            self.cache.notify(
+                f"saved guest state {KIND}/{key[:12]} removed ({found.damage}; {why[:200]}): saving a new one"
+            )
+        return found.removed
+
     def save(self, vm: VM) -> None:
         """Warm the booted guest's agent and save its state (once per key; errors are not fatal
         to the run: the guest keeps running and later runs simply boot cold)."""

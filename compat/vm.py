@@ -290,8 +290,19 @@ class VM:
                     raise GuestError(f"{self.name}: timed out waiting for QEMU", self.console_tail())
                 time.sleep(0.01)
             return action(qmp)
+        except GuestError:
+            raise
+        except Exception as e:
+            # The monitor closed under us (EOFError, a reset socket, a QMP error): QEMU quit, e.g.
+            # because a saved state it was loading is damaged. A guest failure, not a bug.
+            time.sleep(0.05)  # let a dying QEMU exit, so that its last words are in the message
+            self._check_alive("while its monitor answered")
+            raise GuestError(f"{self.name}: QEMU's monitor failed: {e.__class__.__name__}: {str(e)[:200]}",
+                             self.console_tail()) from None  # fmt: skip
         finally:
-            qmp.close()
+            # Closing a monitor whose QEMU already quit re-raises its EOFError: nothing to close.
+            with contextlib.suppress(Exception):
+                qmp.close()
 
     def save_state(self, path: Path) -> None:
         """Save the running guest's whole state to path (QEMU migration to a file), then let it

@@ -1,11 +1,16 @@
+import hashlib
+import json
 import multiprocessing
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from compat.cache import Cache
+from compat.cache import Cache, sha256_json
 from compat.errors import InfraError, UserError
 
 
@@ -273,3 +278,129 @@ def test_automatic_prune_runs_at_most_once_a_day(tmp_path, monkeypatch, capsys):
     _auto_prune(cache)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "not pruned" in err[0] and "Read-only" in err[0]
+
+
+# -- integrity: digests of every file, checked cheaply on use and fully on demand -----------------
+
+
+def _corrupt_in_place(path: Path, keep_mtime: bool = False) -> None:
+    """Overwrite the middle of a file with different bytes of the same length (a disk fault, an
+    interrupted copy or another process); with keep_mtime its mtime is set back as a fault keeps it."""
+    st = path.stat()
+    data = path.read_bytes()
+    middle = len(data) // 2
+    with open(path, "r+b") as f:
+        f.seek(middle)
+        f.write(bytes(b ^ 0xFF for b in data[middle : middle + 64]))
+    assert path.stat().st_size == st.st_size
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _counted_entry(cache: Cache, builds: list, kind: str = "things", key: str = "k") -> Path:
+    def build(d: Path) -> dict:
+        builds.append(1)
+        (d / "sub").mkdir()
+        (d / "sub" / "unhashed.bin").write_bytes(bytes(range(256)) * 64)
+        (d / "data.bin").write_bytes(b"payload" * 1000)
+        return {"answer": 42}
+
+    return cache.ensure(kind, key, build).path
+
+
+def test_a_same_size_corruption_of_any_file_costs_one_rebuild(tmp_path):
+    notes: list[str] = []
+    cache = Cache(tmp_path, notify=notes.append)
+    builds: list = []
+    path = _counted_entry(cache, builds)
+    # Not named in `hashed`: before digests of every file, only its size was checked.
+    _corrupt_in_place(path / "sub" / "unhashed.bin")
+    assert cache.lookup("things", "k") is None
+    path = _counted_entry(cache, builds)
+    assert len(builds) == 2
+    assert (path / "sub" / "unhashed.bin").read_bytes() == bytes(range(256)) * 64
+    assert len(notes) == 1 and "things/k" in notes[0] and "unhashed.bin" in notes[0]
+    assert cache.lookup("things", "k") is not None  # and intact from now on
+    _counted_entry(cache, builds)
+    assert len(builds) == 2
+
+
+def test_damage_that_keeps_the_mtime_is_found_by_a_full_check(tmp_path):
+    cache = Cache(tmp_path, notify=lambda _: None)
+    builds: list = []
+    path = _counted_entry(cache, builds)
+    _corrupt_in_place(path / "data.bin", keep_mtime=True)
+    # The inode and mtime are those recorded at save: the cheap check on use cannot see it...
+    assert cache.lookup("things", "k") is not None
+    # ...the full check (after a failed load, or `compat cache verify`) does, and removes it.
+    found = cache.verify_entry("things", "k", repair=True)
+    assert not found.intact and found.removed and "data.bin" in found.damage
+    assert not path.exists()
+    _counted_entry(cache, builds)
+    assert len(builds) == 2
+
+
+def test_a_manifest_that_parses_but_was_altered_or_does_not_parse_is_rebuilt(tmp_path):
+    cache = Cache(tmp_path, notify=lambda _: None)
+    builds: list = []
+    manifest = _counted_entry(cache, builds) / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(text.replace('"answer": 42', '"answer": 43'))  # same size, still JSON
+    assert cache.lookup("things", "k") is None
+    assert cache.ensure("things", "k", lambda d: {"answer": 42}).meta == {"answer": 42}
+    manifest.write_text("{" + manifest.read_text()[1:-1] + "{")  # same size, no JSON
+    assert cache.lookup("things", "k") is None
+    _counted_entry(cache, builds)
+    assert len(builds) == 2
+
+
+def test_a_copied_entry_is_checked_fully_once_then_cheaply(tmp_path):
+    cache = Cache(tmp_path)
+    builds: list = []
+    path = _counted_entry(cache, builds)
+    copy = path.with_name("copy")
+    shutil.copytree(path, copy)  # new inodes and mtimes: the recorded identities no longer match
+    stamps = json.loads((copy / "manifest.json").read_text())["stamps"]
+    assert cache.lookup("things", "copy") is not None
+    refreshed = json.loads((copy / "manifest.json").read_text())["stamps"]
+    assert refreshed != stamps and refreshed["data.bin"][0] == (copy / "data.bin").stat().st_ino
+
+
+def test_an_entry_of_an_older_compat_is_still_used_and_verified_for_what_it_records(tmp_path):
+    cache = Cache(tmp_path)
+    entry = tmp_path / "kernels" / "old"
+    entry.mkdir(parents=True)
+    (entry / "vmlinuz").write_bytes(b"k" * 100)
+    manifest = {"schema": "compat-cache/v1", "created": 0, "meta": {"m": 1}, "sizes": {"vmlinuz": 100},
+                "sha256": {"vmlinuz": hashlib.sha256(b"k" * 100).hexdigest()}}  # fmt: skip
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    assert cache.lookup("kernels", "old").meta == {"m": 1}
+    found = cache.verify_entry("kernels", "old")
+    assert found.intact and found.partial
+
+
+def test_cli_cache_verify_removes_damaged_entries_and_says_so(tmp_path):
+    cache = Cache(tmp_path)
+    builds: list = []
+    good = _counted_entry(cache, builds, key="good")
+    bad = _counted_entry(cache, builds, kind="snapshots", key="bad")
+    _corrupt_in_place(bad / "data.bin", keep_mtime=True)
+    results = tmp_path / "results"
+    results.mkdir()
+    payload = {"reply": {"type": "check_result"}, "n": 1}
+    doc = {"schema": "s", "key": "r", "sha256": sha256_json(payload), "payload": payload}
+    (results / "ok.json").write_text(json.dumps(doc))
+    (results / "bad.json").write_text(json.dumps(doc).replace('"n": 1', '"n": 2'))
+    env = {**os.environ, "COMPAT_CACHE": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "compat", "cache", "verify", "--json"],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["checked"], report["damaged"], report["removed"]) == (4, 2, 2)
+    assert report["kinds"]["snapshots"] == {"checked": 1, "damaged": 1, "removed": 1}
+    assert {(d["kind"], d["key"]) for d in report["damaged_entries"]} == {("snapshots", "bad"), ("results", "bad.json")}
+    assert good.exists() and not bad.exists() and (results / "ok.json").exists() and not (results / "bad.json").exists()
+    # The table form; a second pass finds nothing more to do.
+    run = subprocess.run([sys.executable, "-m", "compat", "cache", "verify", "things"],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0 and "things" in run.stdout and "removed" in run.stdout, run.stdout
