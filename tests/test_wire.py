@@ -175,3 +175,18 @@ def _find(schema: Any, key: str) -> Any:
             if (got := _find(v, key)) is not None:
                 return got
     return None
+
+
+def test_the_contract_is_pure_python_the_host_can_import():
+    # No libbpf bindings and no ctypes: the host imports the contract without the guest's machinery.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import compat_agent.wire.messages, compat_agent.wire.textfacts, compat_agent.wire.stats\n"
+        "import compat_agent.wire.features, compat.factclassify\n"
+        "print(sorted(m for m in sys.modules if m == 'ctypes' or m.startswith('compat_agent.') and 'wire' not in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['compat_agent.verifierlog']"
