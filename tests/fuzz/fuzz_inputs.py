@@ -490,7 +490,8 @@ def fuzz_guests(mutants: dict[str, bytes], kernel: str, workdir: Path, findings_
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent.parent)
         stats.runs += 1
         stats.objects += len(items[start : start + batch])
-        if "Traceback" in run.stderr or run.returncode not in (0, 1, 3) or not out.exists():
+        broken = "Traceback" in run.stderr or "internal error" in run.stderr
+        if broken or run.returncode not in (0, 1, 3) or not out.exists():
             stats.findings.append((str(part), f"exit {run.returncode}: {run.stderr[-2000:]}"))
             continue
         doc = json.loads(out.read_text())
