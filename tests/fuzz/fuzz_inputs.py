@@ -45,6 +45,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import signal
 import struct
 import sys
@@ -455,6 +456,44 @@ NOT_FINDINGS = {"verifier_timeout"}
 GUEST_LIMIT = "a limit of the guest"
 
 
+REPORTS = {"table": "table.txt", "markdown": "report.md", "github": "github.txt", "junit": "junit.xml",
+           "sarif": "report.sarif"}  # fmt: skip
+# A GitHub Actions workflow command compat writes: one line, its own command and properties.
+OWN_COMMAND = re.compile(r"::(error|warning|notice)( (file|line|col|endLine|endColumn|title)=[^:,]*(,[^:,]*)*)?::")
+
+
+def report_problems(part: Path) -> list[str]:
+    """What is wrong in the reports of a guest run on mutants, whose names, sections, logs and
+    messages come from the objects and the guest: a line beginning with `::` compat did not write
+    (a workflow command in a CI log: the mutator writes `a\\n::warning title=t::x` into strings),
+    raw control characters in the table and markdown, a JUnit file that is not XML, a SARIF file
+    that is not JSON."""
+    import xml.etree.ElementTree as ET
+
+    problems = []
+    for fmt, name in REPORTS.items():
+        path = part / name
+        if not path.exists():
+            problems.append(f"{fmt}: no report written")
+            continue
+        text = path.read_text(errors="replace")
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.startswith("::") and (fmt != "github" or not OWN_COMMAND.match(line)):
+                problems.append(f"{fmt} line {n} begins with '::': {line[:200]!r}")
+            elif line.startswith("::warning title=t::"):
+                problems.append(f"{fmt} line {n}: an object's workflow command: {line[:200]!r}")
+            if fmt in ("table", "markdown") and any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in line):
+                problems.append(f"{fmt} line {n} has a raw control character: {line[:200]!r}")
+        try:
+            if fmt == "junit":
+                ET.fromstring(path.read_bytes())
+            elif fmt == "sarif":
+                json.loads(text)
+        except (ET.ParseError, ValueError) as e:
+            problems.append(f"{fmt}: does not parse: {e}")
+    return problems
+
+
 @dataclass
 class GuestStats:
     objects: int = 0
@@ -487,6 +526,8 @@ def fuzz_guests(mutants: dict[str, bytes], kernel: str, workdir: Path, findings_
         cmd = [sys.executable, "-m", "compat", "check", str(part), "--kernel", kernel, "--no-cache",
                "--fail-on", "never", "--object-timeout", str(object_timeout), "--format", "json",
                "--output", str(out)]  # fmt: skip
+        for fmt, name in REPORTS.items():
+            cmd += ["--format", fmt, "--output", str(part / name)]
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent.parent)
         stats.runs += 1
         stats.objects += len(items[start : start + batch])
@@ -494,6 +535,7 @@ def fuzz_guests(mutants: dict[str, bytes], kernel: str, workdir: Path, findings_
         if broken or run.returncode not in (0, 1, 3) or not out.exists():
             stats.findings.append((str(part), f"exit {run.returncode}: {run.stderr[-2000:]}"))
             continue
+        stats.findings += [(str(part), what) for what in report_problems(part)]
         doc = json.loads(out.read_text())
         for r in doc["results"]:
             stats.cells += 1
