@@ -115,12 +115,17 @@ def markdown(text: object) -> str:
     return _MD_SPECIAL.sub(_md_char, visible(text))
 
 
+_PIPE = re.compile(r"(\\*)\|")
+
+
 def markdown_code(text: object, table: bool = False) -> str:
     """An inline code span of text, however many backticks it holds; in a table cell (table=True)
     its pipes are escaped so that they do not split the cell."""
     body = visible(text)
     if table:
-        body = body.replace("|", "\\|")
+        # GitHub (cmark-gfm) pairs backslashes left to right when it splits a row: a pipe after an
+        # odd run of them would split the cell, so the run is made even before "\|".
+        body = _PIPE.sub(lambda m: m.group(1) + "\\" * (len(m.group(1)) % 2) + "\\|", body)
     runs = [len(r) for r in re.findall(r"`+", body)]
     fence = "`" * (max(runs, default=0) + 1)
     # A space on each side keeps a leading/trailing backtick apart from the fence; CommonMark
@@ -168,6 +173,18 @@ def workflow_data(text: object) -> str:
 def workflow_property(text: object) -> str:
     """A property value of a GitHub workflow command: workflow_data's escaping, plus ':' and ','."""
     return workflow_data(visible(text)).replace(":", "%3A").replace(",", "%2C")
+
+
+def json_document(text: str) -> str:
+    """A serialized JSON document that GitHub Actions cannot read a legacy "##[" command in when it
+    is printed to a log ("#" only occurs inside JSON strings, where "\\u005b" is the same "[")."""
+    return text.replace(_LEGACY_COMMAND, "##\\u005b")
+
+
+def xml_document(text: str) -> str:
+    """A serialized XML document with every "##[" written "##&#91;" (the same text to a parser; only
+    in attribute values and element text, where compat's documents have a "#")."""
+    return text.replace(_LEGACY_COMMAND, "##&#91;")
 
 
 def json_text(text: object) -> str:

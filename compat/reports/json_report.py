@@ -6,6 +6,7 @@ import json
 
 from ..compare import Comparison
 from ..results import RunResult
+from . import escape
 
 
 def document(result: RunResult, comparison: Comparison | None) -> dict:
@@ -19,4 +20,4 @@ def render(result: RunResult, comparison: Comparison | None = None) -> str:
     # The result file is the record: its strings stay exact (compat report re-renders from it).
     # ensure_ascii writes every control character, surrogate and non-ASCII character as a \u
     # escape, so no value can break a line or carry a terminal sequence.
-    return json.dumps(document(result, comparison), indent=1, ensure_ascii=True) + "\n"
+    return escape.json_document(json.dumps(document(result, comparison), indent=1, ensure_ascii=True)) + "\n"

@@ -74,24 +74,27 @@ def render(result: RunResult, comparison: Comparison) -> str:
     for key, value in totals.items():
         root.set(key, str(value))
     ET.indent(root, space="  ")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    text = escape.xml_document(ET.tostring(root, encoding="unicode"))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
 
 
 def _failure_text(result: RunResult, comparison: Comparison, r) -> str:
-    lines = [f"{r.object}:{r.program} on {r.kernel}: {common.reason_words(r.reason)}", f"{r.message}"]
+    """The failure's text: one line per fact (its values escaped to one line each), then log lines."""
+    x = _clean
+    lines = [f"{x(r.object)}:{x(r.program)} on {x(r.kernel)}: {x(common.reason_words(r.reason))}", x(r.message)]
     if r.detail and r.detail not in (r.message or ""):
-        lines.append(f"kernel/libbpf: {r.detail}")
+        lines.append(f"kernel/libbpf: {x(r.detail)}")
     loc = common.location(r)
     if loc is not None:
-        lines.append(f"at {common.display_path(loc.file)}:{loc.line}" + (f": {loc.text}" if loc.text else ""))
+        lines.append(f"at {x(common.display_path(loc.file))}:{loc.line}" + (f": {x(loc.text)}" if loc.text else ""))
     change = comparison.cell(r.object, r.program, r.kernel)
     if change is not None and change.log_diff is not None:
         d = change.log_diff
-        lines.append(f"accepted in the baseline ({change.baseline_object}); verifier log diff (normalized):")
+        lines.append(f"accepted in the baseline ({x(change.baseline_object)}); verifier log diff (normalized):")
         if d.divergence is not None:
-            lines.append(f"first divergent instruction: {d.divergence.describe()}")
-        lines.extend(common.clip(d.diff, 200))
+            lines.append(f"first divergent instruction: {x(d.divergence.describe())}")
+        lines.extend(x(line) for line in common.clip(d.diff, 200))
     elif r.log:
         lines.append("verifier log (last lines):")
-        lines.extend(r.log.rstrip().splitlines()[-LOG_TAIL:])
+        lines.extend(x(line) for line in r.log.rstrip().splitlines()[-LOG_TAIL:])
     return "\n".join(lines)

@@ -26,9 +26,12 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 def _uri(path: str) -> str:
     """A URI reference of a path: percent-encoded from its bytes (a control character, a space or an
     undecodable byte of a file name must not make the SARIF file invalid)."""
-    shown = common.display_path(path)
-    p = Path(shown)
-    return p.as_uri() if p.is_absolute() else quote(os.fsencode(p.as_posix()), safe="/")
+    shown = Path(common.display_path(path)).as_posix()
+    try:
+        raw = os.fsencode(shown)
+    except UnicodeEncodeError:  # a surrogate that no byte of a file name decodes to
+        raw = shown.encode("utf-8", "surrogatepass")
+    return ("file://" if shown.startswith("/") else "") + quote(raw, safe="/")
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
@@ -66,7 +69,9 @@ def render(result: RunResult, comparison: Comparison) -> str:
         else:
             obj = objects.get(r.object)
             physical = {"artifactLocation": {"uri": _uri(obj.path if obj else r.object)}}
-        fingerprint = hashlib.sha256(f"{rule_id}\0{r.object}\0{r.program}\0{r.kernel}".encode()).hexdigest()[:32]
+        # surrogatepass: a name holding an undecodable byte of a file name still has a fingerprint.
+        cell = f"{rule_id}\0{r.object}\0{r.program}\0{r.kernel}".encode("utf-8", "surrogatepass")
+        fingerprint = hashlib.sha256(cell).hexdigest()[:32]
         results.append({
             "ruleId": rule_id,
             "ruleIndex": rule_index[rule_id],
@@ -95,4 +100,4 @@ def render(result: RunResult, comparison: Comparison) -> str:
             }
         ],
     }
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    return escape.json_document(json.dumps(doc, indent=1, ensure_ascii=False)) + "\n"
