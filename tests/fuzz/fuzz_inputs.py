@@ -661,6 +661,9 @@ def main() -> int:
     p.add_argument("--hang", type=float, default=10.0, help="seconds after which one input counts as a hang")
     p.add_argument("--findings", type=Path, help="save every finding's input and traceback here")
     args = p.parse_args()
+    # Stopped with SIGTERM: unwind, so the running `compat check` is killed (subprocess.run does on
+    # an exception; its QEMU dies with it) and the work directory is removed, nothing left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.long:
         given = {a.lstrip("-").split("=")[0] for a in sys.argv[1:]}
         for name, value in LONG.items():
