@@ -11,8 +11,10 @@ kernel. The phases are hit by watching their files appear: a VM's work directory
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,3 +140,180 @@ def test_vm_work_dirs_live_under_the_cache_and_name_their_owner(tmp_path):
         assert not str(vm.workdir).startswith(str(deep)) and paths.TEMP_DIR_RE.match(vm.workdir.name)
     finally:
         vm.close()
+
+
+# -- real runs, real signals -------------------------------------------------------------------
+KERNEL = "6.1"
+# What a private cache borrows from the real one (hard links: no kernel is downloaded again).
+# Snapshots, results and locks are never borrowed: each test makes its own.
+BORROWED = ("apt", "kernels", "boot", "initrd", "images", "modules", "modsyms", "probes")
+REAL_CACHE = Cache().root
+
+
+def _real_has_kernel() -> bool:
+    for manifest in (REAL_CACHE / "kernels").glob("*/manifest.json"):
+        try:
+            if json.loads(manifest.read_text())["meta"]["version"].startswith(f"{KERNEL}."):
+                return True
+        except (OSError, ValueError, KeyError):
+            continue
+    return False
+
+
+def make_cache(dest: Path, kinds: tuple[str, ...] = BORROWED) -> Path:
+    """A private cache at dest holding hard links to the real cache's entries of these kinds
+    (same filesystem as the real cache), and a copy of its small state files (the accelerator
+    probe's answer: no probe boot)."""
+    if not _real_has_kernel():
+        pytest.skip(f"needs the {KERNEL} kernel in the real cache (compat kernels fetch)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        if (REAL_CACHE / kind).is_dir():
+            subprocess.run(["cp", "-al", str(REAL_CACHE / kind), str(dest / kind)], check=True)
+    # No borrowed temporary: this run's own leftovers are what the tests look for.
+    for leftover in [*dest.glob("*/.tmp-*"), *dest.glob("apt/*/.tmp-*")]:
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    (dest / "state").mkdir(exist_ok=True)
+    for name in ("accel.json", "hashes.json"):
+        if (REAL_CACHE / "state" / name).is_file():
+            shutil.copy2(REAL_CACHE / "state" / name, dest / "state" / name)
+    return dest
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path (a VM's unix sockets live under the cache's tmp/)."""
+    d = Path(tempfile.mkdtemp(prefix="ci-", dir="/var/tmp"))  # the real cache's filesystem (hard links)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def start(cache: Path, sys_tmp: Path, objs: list[str], *extra: str, env: dict | None = None) -> subprocess.Popen:
+    out = cache.parent / f"result-{uuid.uuid4().hex[:6]}.json"
+    environ = {**os.environ, "COMPAT_CACHE": str(cache), "TMPDIR": str(sys_tmp), "COMPAT_APT_MAX_AGE": "999999999",
+               "COMPAT_CACHE_KEEP_DAYS": "0", **(env or {})}  # fmt: skip
+    environ.pop("COMPAT_DEBUG", None)
+    cmd = [sys.executable, "-m", "compat", "check", *objs, "--kernel", KERNEL, "--no-cache",
+           "--format", "json", "--output", str(out), *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.result_path = out  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    _out, err = proc.communicate(timeout=WAIT)
+    assert "Traceback" not in err, err
+    return proc.returncode, err
+
+
+def verdicts(proc: subprocess.Popen) -> dict[str, str]:
+    doc = json.loads(proc.result_path.read_text())  # type: ignore[attr-defined]
+    return {f"{r['object']}:{r['program']}@{r['kernel']}": r["verdict"] for r in doc["results"]}
+
+
+def wait_for(what: str, found):
+    """found()'s first true value, polled every 10 ms."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"never saw {what}")
+
+
+def processes_in(path: Path) -> list[str]:
+    """Processes whose command line names path or whose working directory is under it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(path).encode() in cmdline or cwd.startswith(str(path)):
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:200])
+    return found
+
+
+def leftovers(cache: Path, sys_tmp: Path) -> list[Path]:
+    """Temporaries of any run: guests' work directories, half-built entries, half-written files."""
+    found = [*cache.glob(f"{TMP_KIND}/*"), *cache.glob("*/.tmp-*"), *cache.glob("apt/*/.tmp-*"), *sys_tmp.iterdir()]
+    return sorted(found)
+
+
+def half_built_entries(cache: Path) -> list[Path]:
+    """Entry directories without a manifest (never renamed into place half-built)."""
+    kinds = ("kernels", "boot", "initrd", "images", "modules", "modsyms", "snapshots", "probes")
+    entries = [p for k in kinds for p in cache.glob(f"{k}/*") if not p.name.startswith(".")]
+    return [p for p in entries if not (p / "manifest.json").is_file()]
+
+
+def kill_at(cache: Path, sys_tmp: Path, objs: list[str], sig: signal.Signals, phase: str, found, **kw) -> list[Path]:
+    """Start a check, send sig once found(cache, pid) sees the phase in that run (never what an
+    earlier run left), wait for compat to end; returns what it
+    left behind (SIGKILL: its temporaries; any other signal: nothing, checked here)."""
+    proc = start(cache, sys_tmp, objs, **kw)
+    try:
+
+        def seen() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"compat ended before {phase}: {proc.communicate()[1]}")
+            return found(cache, proc.pid)
+
+        wait_for(phase, seen)
+        proc.send_signal(sig)
+        status, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # QEMU and apt die with compat (their parent-death signal), whatever signal compat got.
+    wait_for("the run's processes to end", lambda: not processes_in(cache))
+    assert half_built_entries(cache) == []  # nothing that looks complete and is not
+    if sig == signal.SIGKILL:
+        assert status == -signal.SIGKILL
+        return leftovers(cache, sys_tmp)
+    assert status == 130, err
+    assert err.strip().splitlines()[-1] == "compat: interrupted", err
+    assert leftovers(cache, sys_tmp) == []
+    assert not proc.result_path.exists()  # type: ignore[attr-defined]
+    return []
+
+
+def _guest_booting(cache: Path, pid: int) -> bool:
+    """A guest of run pid is booting: its work directory exists and its QEMU runs, and no snapshot
+    is being saved yet."""
+    dirs = list(cache.glob(f"{TMP_KIND}/compat-{KERNEL}-{pid}.*"))
+    return bool(dirs) and bool(processes_in(dirs[0])) and not list(cache.glob(f"snapshots/.tmp-*-{pid}-*"))
+
+
+def _snapshot_saving(cache: Path, pid: int) -> bool:
+    """Run pid is writing a snapshot's state (not yet renamed into place)."""
+    return any(p.stat().st_size > 0 for p in cache.glob(f"snapshots/.tmp-*-{pid}-*/state") if p.exists())
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("phase", ["boot", "snapshot"])
+def test_killed_or_interrupted_then_a_normal_run_gives_verdicts_and_leaves_nothing(phase, built_programs, short_dir):
+    cache, sys_tmp = make_cache(short_dir / "cache"), short_dir / "systmp"
+    sys_tmp.mkdir()
+    objs = [str(built_programs["counter"])]
+    found = _guest_booting if phase == "boot" else _snapshot_saving
+    left = kill_at(cache, sys_tmp, objs, signal.SIGKILL, phase, found)
+    # What SIGKILL leaves (no handler runs): the guest's work directory, the half-saved snapshot.
+    assert any(p.parent.name == TMP_KIND for p in left), left
+    if phase == "snapshot":
+        assert any(p.parent.name == "snapshots" for p in left), left
+    assert list(cache.glob("snapshots/*/manifest.json")) == []  # none looks complete
+    # The next run sweeps them at its start (their owner is gone); SIGINT leaves nothing itself.
+    assert kill_at(cache, sys_tmp, objs, signal.SIGINT, phase, found) == []
+    assert not any(p.exists() for p in left)
+    proc = start(cache, sys_tmp, objs)
+    status, err = finish(proc)
+    assert status == 0, err
+    assert set(verdicts(proc).values()) == {"accepted"}, verdicts(proc)
+    assert leftovers(cache, sys_tmp) == []
+    assert len(list(cache.glob("snapshots/*/manifest.json"))) == 1  # saved whole by the normal run
