@@ -149,3 +149,22 @@ def test_texts_from_the_file_are_escaped_in_the_one_line_report(built_programs):
     with pytest.raises(BadObject) as e:
         inspect_bytes(bytes(data), "x.o")
     assert str(e.value) == "x.o: truncated ELF (section li\\ncen\\x1b ends past the end of the file)"
+
+
+def test_a_stopped_fuzz_run_leaves_nothing_behind(tmp_path):
+    """SIGTERM (a CI job cancelled, a long run stopped) unwinds the fuzzer: before, its work
+    directory (and a running compat check) stayed behind."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = Path(__file__).parent / "fuzz" / "fuzz_inputs.py"
+    proc = subprocess.Popen([sys.executable, str(script), "--objects", "100000", "--frames", "0", "--replies", "0"],
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, stdout=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("compat-fuzz-*/input.o")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # fuzzing has begun
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(tmp_path.iterdir())
