@@ -19,7 +19,7 @@ from debian.debian_support import Version
 from .apt import AptRepo, AptSource, PackageVersion, debian_sources
 from .cache import Cache, Entry, sha256_file, sha256_json
 from .errors import InfraError, UserError
-from .matrix import KernelSpec
+from .matrix import KernelSpec, check_name
 
 KIND = "kernels"
 BOOT_KIND = "boot"
@@ -89,6 +89,12 @@ class KernelStore:
 
     # -- archives ---------------------------------------------------------------------------
     def repo_for(self, spec: KernelSpec) -> AptRepo:
+        # The names become apt source lines and apt's file names: plain names only, checked again
+        # here for specs made in code rather than read from a matrix (load_matrix checks them first).
+        for kind, names in (("suite", [spec.suite] if spec.suite else []), ("component", spec.components),
+                            ("flavour", [spec.flavour]), ("package", [spec.package] if spec.package else [])):
+            for name in names:
+                check_name(kind, name, f"kernel '{spec.id}': ")
         if spec.source == "apt":
             sources = [
                 AptSource(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,41 @@ FLAVOURS_HINT = "amd64, cloud-amd64, rt-amd64"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SERIES_RE = re.compile(r"^\d+(\.\d+)?$")
 _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+# Names that become apt source lines and cache paths, in Debian's own grammar (Policy 5.6.1 for
+# packages; a suite or component is a plain name): refused before any path or deb line is made.
+_PLAIN_NAMES = {
+    "package": re.compile(r"^[a-z0-9][a-z0-9+.-]+$"),
+    "flavour": re.compile(r"^[a-z0-9][a-z0-9+.-]*$"),  # the tail of a package name: amd64, cloud-amd64
+    "suite": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+    "component": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+}
+MAX_NAME = 128  # Debian's longest package names are ~60 characters
+
+# Bounds of a matrix file (far above any real matrix: Debian has ~40 kernel point releases a year).
+MAX_MATRIX_BYTES = 1 << 20
+MAX_DEPTH = 16  # a matrix needs 4: top mapping, kernels list, entry, components list
+MAX_NODES = 100_000  # YAML events: mappings, lists and scalars
+MAX_KERNELS = 1000
+MAX_COMPONENTS = 32
+MAX_VALUE = 4096  # characters of one value (a path, a mirror URI)
+
+
+def check_name(kind: str, value: str, where: str = "") -> str:
+    """value if it is a plain Debian name of this kind (package, flavour, suite or component);
+    else a UserError, raised before anything makes a path or an apt source line of it
+    (``suite: ../../x`` must not become a directory outside the cache)."""
+    ok = isinstance(value, str) and len(value) <= MAX_NAME and _PLAIN_NAMES[kind].match(value) and ".." not in value
+    if not ok:
+        shown = repr(value)[:60]
+        raise UserError(
+            f"{where}{kind} {shown} is not a plain {kind} name",
+            {
+                "package": "Debian package names are lower-case letters, digits, '+', '-' and '.'",
+                "flavour": "e.g. amd64, cloud-amd64, rt-amd64",
+            }.get(kind, "letters, digits, '.', '_' and '-', no '/' or '..', e.g. bookworm-security"),
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -104,17 +140,69 @@ def default_matrix_path() -> Path:
     return data_file("matrix.yaml")
 
 
+class _Number:
+    """A YAML number together with the text it was written as (``6.10`` read as 6.1), so that the
+    error can quote what the user wrote."""
+
+    def __init__(self, value: int | float, text: str, line: int):
+        self.value, self.text, self.line = value, text, line
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object construction), whose numbers remember their text."""
+
+
+def _number(loader: yaml.SafeLoader, node: yaml.ScalarNode, kind: str) -> _Number:
+    value = getattr(yaml.SafeLoader, f"construct_yaml_{kind}")(loader, node)
+    return _Number(value, node.value, node.start_mark.line + 1)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: _number(loader, node, "int"))
+_Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: _number(loader, node, "float"))
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Bound a YAML text's nesting and size on its event stream, before anything is built: PyYAML
+    builds documents recursively (deep nesting ends in RecursionError), and aliases can make a
+    small text stand for a huge document (billion laughs)."""
+    too_deep = UserError(f"matrix file {path} nests more than {MAX_DEPTH} levels deep",
+                         "a matrix needs 4: kernels, an entry, its components")  # fmt: skip
+    depth = aliases = 0
+    # libyaml's parser when PyYAML has it (25x faster on a large file); both are iterative.
+    parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        events = list(itertools.islice(yaml.parse(text, Loader=parser), MAX_NODES + 1))
+    except yaml.YAMLError as e:
+        if "nesting depth" in str(e):  # libyaml's own limit (1000 levels), met before ours when it scans ahead
+            raise too_deep from None
+        raise
+    for nodes, event in enumerate(events, 1):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise too_deep
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+        if nodes > MAX_NODES or aliases > MAX_KERNELS:
+            raise UserError(f"matrix file {path} is too large (more than {MAX_NODES} values or {MAX_KERNELS} aliases)")
+
+
 def load_matrix(path: Path | None = None) -> Matrix:
     """Read and validate a matrix file; every problem is a UserError naming file and entry."""
     path = Path(path) if path else default_matrix_path()
     try:
+        if path.stat().st_size > MAX_MATRIX_BYTES:
+            raise UserError(f"matrix file {path} is larger than {MAX_MATRIX_BYTES >> 20} MiB")
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"matrix file {path} does not exist") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read matrix file {path}: {e.__class__.__name__}") from None
     try:
-        doc = yaml.safe_load(text)
+        _check_shape(text, path)
+        doc = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds no objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -137,6 +225,8 @@ def parse_matrix(doc: object, path: Path) -> Matrix:
     axis = doc.get("axis") or "version"
     if axis not in AXES:
         raise UserError(f"matrix file {path}: axis must be one of {', '.join(AXES)}, not '{axis}'")
+    if len(doc["kernels"]) > MAX_KERNELS:
+        raise UserError(f"matrix file {path} lists more than {MAX_KERNELS} kernels", "split it into several matrices")
     matrix = Matrix(path=path, axis=axis)
     seen: set[str] = set()
     for index, raw in enumerate(doc["kernels"]):
@@ -157,8 +247,14 @@ def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
     unknown = set(raw) - _ALLOWED
     if unknown:
         raise UserError(f"{where}: unknown key '{sorted(unknown)[0]}'", f"allowed: {', '.join(sorted(_ALLOWED))}")
-    values = {k: (str(v) if isinstance(v, int | float) and k not in ("required",) else v) for k, v in raw.items()}
+    values = dict(raw)
     for key, value in values.items():
+        if isinstance(value, _Number | int | float) and not isinstance(value, bool):
+            # YAML reads an unquoted 6.10 as the number 6.1: never guess which kernel was meant.
+            text = value.text if isinstance(value, _Number) else str(value)
+            line = f" (line {value.line})" if isinstance(value, _Number) else ""
+            raise UserError(f"{where}: '{key}' is the number {text}{line}, not a string",
+                            f'write {key}: "{text}" in quotes: YAML reads an unquoted 6.10 as 6.1')  # fmt: skip
         if key == "required":
             if not isinstance(value, bool):
                 raise UserError(f"{where}: 'required' must be true or false")
@@ -169,8 +265,21 @@ def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
                 values[key] = tuple(value)
             else:
                 raise UserError(f"{where}: 'components' must be a list of names")
+            if not values[key] or len(values[key]) > MAX_COMPONENTS:
+                raise UserError(f"{where}: 'components' must list 1 to {MAX_COMPONENTS} names")
+            for component in values[key]:
+                check_name("component", component, f"{where}: ")
         elif value is not None and not isinstance(value, str):
             raise UserError(f"{where}: '{key}' must be a string")
+        elif isinstance(value, str) and (len(value) > MAX_VALUE or "\0" in value):
+            raise UserError(f"{where}: '{key}' is longer than {MAX_VALUE} characters or holds a NUL character")
+    for kind in ("package", "flavour", "suite"):
+        if values.get(kind) is not None:
+            check_name(kind, values[kind], f"{where}: ")
+    mirror = values.get("mirror")
+    if mirror is not None and not re.fullmatch(r"[a-z][a-z0-9+]*:[^\s\[\]]+", mirror):
+        # It becomes one field of a deb line: a space or bracket would add options or suites.
+        raise UserError(f"{where}: mirror {mirror[:60]!r} is not a URI", "e.g. http://HOST/ubuntu")
 
     source = values.get("source") or ("local" if values.get("image") else "debian")
     if source not in SOURCES:
