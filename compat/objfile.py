@@ -25,7 +25,46 @@ from .errors import UserError
 EM_BPF = 247
 MAX_OBJECT_BYTES = 64 << 20  # far above real objects (tens of MB at most); bounds guest memory too
 MAX_BINARY_BYTES = 1 << 30  # a binary searched for embedded objects (Go binaries: 100+ MB)
-MAX_PROGRAMS = 4096
+MAX_PROGRAMS = 4096  # programs per object, inclusive
+
+# The section names libbpf gives a program type (its section_defs table, libbpf 1.0 to 1.7: each
+# version only adds names). "NAME+" matches NAME and NAME/ANYTHING, "NAME/" any NAME/ANYTHING,
+# anything else itself only, as libbpf's sec_def_matches() does. --program-type is checked
+# against it before anything boots; the guest's own libbpf still has the last word.
+_SECTION_DEFS = (
+    "socket sk_reuseport/migrate sk_reuseport kprobe+ uprobe+ uprobe.s+ kretprobe+ uretprobe+ uretprobe.s+ "
+    "kprobe.multi+ kretprobe.multi+ kprobe.session+ uprobe.multi+ uretprobe.multi+ uprobe.session+ "
+    "uprobe.multi.s+ uretprobe.multi.s+ uprobe.session.s+ ksyscall+ kretsyscall+ usdt+ usdt.s+ tc/ingress "
+    "tc/egress tcx/ingress tcx/egress tc classifier action netkit/primary netkit/peer tracepoint+ tp+ "
+    "tracepoint.s+ tp.s+ raw_tracepoint+ raw_tp+ raw_tracepoint.s+ raw_tp.s+ raw_tracepoint.w+ raw_tp.w+ "
+    "tp_btf+ tp_btf.s+ fentry+ fmod_ret+ fexit+ fentry.s+ fmod_ret.s+ fexit.s+ fsession+ fsession.s+ "
+    "fsession.multi+ fsession.multi.s+ fentry.multi+ fexit.multi+ fentry.multi.s+ fexit.multi.s+ freplace+ "
+    "lsm+ lsm.s+ lsm_cgroup+ iter+ iter.s+ syscall xdp.frags/devmap xdp/devmap xdp.frags/cpumap xdp/cpumap "
+    "xdp.frags xdp perf_event lwt_in lwt_out lwt_xmit lwt_seg6local sockops sk_skb/stream_parser "
+    "sk_skb/stream_verdict sk_skb/verdict sk_skb sk_msg lirc_mode2 flow_dissector cgroup_skb/ingress "
+    "cgroup_skb/egress cgroup/skb cgroup/sock_create cgroup/sock_release cgroup/sock cgroup/post_bind4 "
+    "cgroup/post_bind6 cgroup/bind4 cgroup/bind6 cgroup/connect4 cgroup/connect6 cgroup/connect_unix "
+    "cgroup/sendmsg4 cgroup/sendmsg6 cgroup/sendmsg_unix cgroup/recvmsg4 cgroup/recvmsg6 cgroup/recvmsg_unix "
+    "cgroup/getpeername4 cgroup/getpeername6 cgroup/getpeername_unix cgroup/getsockname4 cgroup/getsockname6 "
+    "cgroup/getsockname_unix cgroup/sysctl cgroup/getsockopt cgroup/setsockopt cgroup/dev struct_ops+ "
+    "struct_ops.s+ sk_lookup netfilter"
+)
+LIBBPF_SECTIONS = tuple(_SECTION_DEFS.split())
+
+
+def libbpf_knows(section: str) -> bool:
+    """Whether libbpf (1.0 to 1.7) gives the section name a program type (libbpf_prog_type_by_name)."""
+    for known in LIBBPF_SECTIONS:
+        if known.endswith("+"):
+            stem = known[:-1]
+            if section == stem or section.startswith(stem + "/"):
+                return True
+        elif known.endswith("/"):
+            if section.startswith(known):
+                return True
+        elif section == known:
+            return True
+    return False
 
 
 class BadObject(UserError):
@@ -212,8 +251,6 @@ def _programs(elf: ELFFile, data: bytes, label: str) -> tuple[ObjectProgram, ...
         raise BadObject(f"{label}: no symbol table (was the object stripped?)")
     out: list[ObjectProgram] = []
     for sym in symtab.iter_symbols():
-        if len(out) >= MAX_PROGRAMS:
-            raise BadObject(f"{label}: more than {MAX_PROGRAMS} programs")
         if sym["st_info"]["type"] != "STT_FUNC" or sym["st_info"]["bind"] not in ("STB_GLOBAL", "STB_WEAK"):
             continue
         shndx = sym["st_shndx"]
@@ -224,4 +261,6 @@ def _programs(elf: ELFFile, data: bytes, label: str) -> tuple[ObjectProgram, ...
         if sec.name == ".text" or not sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR:
             continue
         out.append(ObjectProgram(sym.name, sec.name))
+        if len(out) > MAX_PROGRAMS:  # the limit is inclusive: an object of exactly 4096 programs is checked
+            raise BadObject(f"{label}: more than {MAX_PROGRAMS} programs")
     return tuple(out)

@@ -120,3 +120,39 @@ def test_a_big_endian_object_is_one_line(tmp_path):
                    check=True, timeout=300)  # fmt: skip
     with pytest.raises(BadObject, match=r"a big-endian \(clang -target bpfeb\) BPF object; the kernels are x86-64"):
         read_objects(obj)
+
+
+def _many_programs(tmp_path, count: int) -> Path:
+    src = tmp_path / f"p{count}.c"
+    src.write_text('#define SEC(x) __attribute__((section(x), used))\n'
+                   + "".join(f'SEC("xdp") int p{i}(void *ctx) {{ return 2; }}\n' for i in range(count))
+                   + 'char LICENSE[] SEC("license") = "GPL";\n')  # fmt: skip
+    return src
+
+
+def test_the_program_limit_is_inclusive(tmp_path):
+    """README: "programs per object | 4096"; an object of exactly 4096 was refused."""
+    from compat.objfile import MAX_PROGRAMS
+
+    sources = [_many_programs(tmp_path, n) for n in (MAX_PROGRAMS, MAX_PROGRAMS + 1)]
+    procs = [subprocess.Popen(["clang", "-O2", "-target", "bpf", "-c", str(s), "-o", str(s.with_suffix(".o"))])
+             for s in sources]  # fmt: skip
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    [obj] = read_objects(sources[0].with_suffix(".o"))
+    assert len(obj.programs) == MAX_PROGRAMS
+    with pytest.raises(BadObject, match=f"more than {MAX_PROGRAMS} programs"):
+        read_objects(sources[1].with_suffix(".o"))
+
+
+@pytest.mark.parametrize(
+    "section, known",
+    [("tc", True), ("xdp", True), ("lwt_xmit", True), ("cgroup/connect4", True), ("kprobe", True),
+     ("kprobe/do_unlinkat", True), ("fentry/vfs_read", True), ("sk_reuseport/migrate", True), ("socket", True),
+     ("tcx/ingress", True), ("struct_ops.s/x", True), ("nosuchtype", False), ("tc_typo", False),
+     ("kprobex", False), ("cgroup/", False), ("xdp/foo", False), ("", False), ("kprobe.multi", True)],
+)  # fmt: skip
+def test_libbpf_section_names(section, known):
+    """--program-type's SECTION is checked against libbpf's own table, matched as libbpf does."""
+    from compat.objfile import libbpf_knows
+
+    assert libbpf_knows(section) is known
