@@ -149,15 +149,23 @@ class RunResult:
 
     @staticmethod
     def read_document(path: Path) -> dict:
-        """The JSON document of a result file; a UserError (one line) when it cannot be read."""
+        """The JSON document of a result file; a UserError (one line) when it cannot be read or
+        nests deeper than any result file does (MAX_DEPTH)."""
         try:
-            return json.loads(Path(path).read_text())
+            doc = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
         except IsADirectoryError:
             raise UserError(f"{path}: is a directory, not a result file") from None
+        except RecursionError:  # the decoder recurses per level: ~1000 levels exhaust it
+            raise UserError(f"{path}: not a compat result file (nested more than {MAX_DEPTH} levels deep)") from None
         except (OSError, ValueError) as e:
             raise UserError(f"{path}: not a readable JSON result file ({e.__class__.__name__})") from None
+        if _depth_exceeds(doc, MAX_DEPTH):
+            # Shallower than the decoder's limit but still deeper than any result: renderers and
+            # json.dumps recurse too, so it is refused here, in one line.
+            raise UserError(f"{path}: not a compat result file (nested more than {MAX_DEPTH} levels deep)")
+        return doc
 
     @classmethod
     def load(cls, path: Path) -> RunResult:
@@ -209,6 +217,25 @@ def _check(run: RunResult) -> None:
             raise ValueError("result 'stats' and 'attach' must be objects")
         if r.source is not None and not isinstance(r.source, dict):
             raise ValueError("result 'source' must be an object")
+
+
+# A result nests about 8 levels (comparison > baseline_result > results > a result > attach >
+# ...); 64 leaves room for what a later schema adds, far below Python's recursion limit.
+MAX_DEPTH = 64
+
+
+def _depth_exceeds(doc: object, limit: int) -> bool:
+    """Whether a parsed JSON document nests more than limit levels (iterative: no recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _known(cls, values: dict) -> dict:
