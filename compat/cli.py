@@ -39,15 +39,70 @@ MIN_MEMORY_MB, MAX_MEMORY_MB = 256, 65536  # python + libbpf + a vmlinux BTF nee
 KEEP_DAYS = 30.0  # cache entries unused for this long are pruned (COMPAT_CACHE_KEEP_DAYS)
 
 
+def _bounded(kind: type[int] | type[float], low: float, high: float, what: str, *, above: bool = False):
+    """An argparse type: a finite number of kind from low (excluded when above) to high; anything
+    else (a word, nan, inf, out of range) is one usage line naming the range, exit 2."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            value = math.nan
+        if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
+        return value
+
+    return parse
+
+
+# Ranges of the numeric options (README, "Resource bounds"). --jobs: each guest is one QEMU
+# process with a core and --memory of its own; past 64 a machine runs out of memory or threads
+# (100 000 aborted the process) long before guests run faster, and one fixed range keeps a CI
+# configuration valid on every runner. Timeouts: a week for a run (longer than any CI job), a
+# day for one object or program (the defaults are 900 and 300 s).
+MAX_JOBS = 64
+MAX_RUN_SECONDS, MAX_STEP_SECONDS, MAX_DAYS, MAX_SHARDS = 7 * 86400, 86400, 36500, 10000
+_jobs = _bounded(int, 1, MAX_JOBS, f"a number of guests from 1 to {MAX_JOBS}")
+_run_seconds = _bounded(float, 0, MAX_RUN_SECONDS, f"a number of seconds above 0, at most {MAX_RUN_SECONDS} (7 days)",
+                        above=True)  # fmt: skip
+_step_seconds = _bounded(float, 0, MAX_STEP_SECONDS, f"a number of seconds above 0, at most {MAX_STEP_SECONDS} (a day)",
+                         above=True)  # fmt: skip
+_memory = _bounded(int, MIN_MEMORY_MB, MAX_MEMORY_MB, f"a number of MiB from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}")
+_days_type = _bounded(float, 0, MAX_DAYS, f"a number of days from 0 to {MAX_DAYS}")
+
+
 def _days(text: str) -> float:
-    """--days: a number of days, 0 or more (argparse turns the error into one usage line)."""
+    """--days (and COMPAT_CACHE_KEEP_DAYS): a number of days, 0 or more (finite)."""
+    return _days_type(text)
+
+
+def _shard(text: str) -> str:
+    """--shard I/N, checked when parsed: 1 <= I <= N <= MAX_SHARDS."""
+    from .shard import Shard
+
     try:
-        days = float(text)
-    except ValueError:
-        days = math.nan
-    if not days >= 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of days (0 or more)")
-    return days
+        shard = Shard.parse(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--shard ")) from None
+    if shard.count > MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{text}: at most {MAX_SHARDS} shards")
+    return text
+
+
+
+def _shown(text: object) -> str:
+    """Text from an object, a guest or a kernel (a name, a path, a message) as one terminal line
+    (compat/reports/escape.py: imported here, not at start-up, where it would cost 0.1 s)."""
+    from .reports.escape import terminal
+
+    return terminal(text)
+
+
+def _shown_lines(text: str) -> list[str]:
+    """A guest's multi-line text (a console tail) as escaped terminal lines."""
+    from .reports.escape import terminal_lines
+
+    return terminal_lines(text)
 
 
 FORMATS_HELP = "table (default), json, markdown, github, junit, sarif; repeatable"
@@ -109,14 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="BPF object files (clang -target bpf), directories of them, or binaries that embed them",
     )  # fmt: skip
     _kernel_options(p)
-    p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
+    p.add_argument("--jobs", type=_jobs, help=f"VMs at once, 1-{MAX_JOBS} (default: number of cores)")
     p.add_argument("--no-attach", dest="attach", action="store_false", help="load only; do not try to attach")
     _report_options(p)
     p.add_argument(
         "--baseline-object", action="append", dest="baseline_objects", metavar="OBJ",
         help="an earlier build of the objects, checked in the same run (programs matched by name)",
     )  # fmt: skip
-    p.add_argument("--object-timeout", type=float, default=None, metavar="S", help="seconds per object per kernel")
+    p.add_argument("--object-timeout", type=_step_seconds, default=None, metavar="S",
+                   help="seconds per object per kernel")  # fmt: skip
     p.add_argument(
         "--set-global",
         action="append",
@@ -147,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--program-timeout",
-        type=float,
+        type=_step_seconds,
         default=None,
         metavar="S",
         help="seconds the verifier may spend on one program: one over it gets no verdict, the rest of its "
@@ -155,12 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_run_seconds,
         default=None,
         metavar="S",
         help="deadline for the whole run: unfinished cells become errors, results so far are reported",
     )
-    p.add_argument("--memory", type=int, default=None, metavar="MIB", help="memory of each guest (default 512)")
+    p.add_argument("--memory", type=_memory, default=None, metavar="MIB", help="memory of each guest (default 512)")
     p.add_argument(
         "--no-cache",
         dest="result_cache",
@@ -169,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shard",
+        type=_shard,
         metavar="I/N",
         help="check only the I-th of N equal parts of the kernel × object "
         "matrix (a CI job matrix; 'compat merge' combines the parts' result files)",
@@ -193,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="what each kernel offers: program/map types, helpers, kfuncs")
     _kernel_options(p)
-    p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
+    p.add_argument("--jobs", type=_jobs, help=f"VMs at once, 1-{MAX_JOBS} (default: number of cores)")
     p.add_argument("--diff", action="store_true", help="what each kernel adds or removes relative to the previous one")
     p.add_argument("--kfunc", action="append", default=[], help="also probe where this kfunc may be called")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -203,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     vsub.required = True
     p = vsub.add_parser("smoke", help="boot each kernel and report what the guest sees")
     _kernel_options(p)
-    p.add_argument("--jobs", type=int, help="VMs at once (default: number of cores)")
+    p.add_argument("--jobs", type=_jobs, help=f"VMs at once, 1-{MAX_JOBS} (default: number of cores)")
     return parser
 
 
@@ -217,6 +274,11 @@ def cmd_kernels(args, cache: Cache) -> int:
 
     store = KernelStore(cache, refresh=args.refresh)
     if args.action == "available":
+        from .matrix import check_name
+
+        check_name("flavour", args.flavour, "--flavour: ")
+        if args.suite is not None:
+            check_name("suite", args.suite, "--suite: ")
         spec = KernelSpec(id="x", label="x", series=args.series, flavour=args.flavour, suite=args.suite)
         if not args.series.replace(".", "").isdigit():
             raise UserError(f"series '{args.series}' is not like 6.1")
@@ -373,13 +435,9 @@ def cmd_vm(args, cache: Cache) -> int:
     print(tabulate(rows, headers=["id", "label", "version", "uname -r", "BTF", "libbpf", "accel", "boot s"]))
     for o in outcomes:
         if o.error and o.console_tail:
-            print(f"\n--- console of {o.spec.id} (last lines) ---\n{o.console_tail}", file=sys.stderr)
+            tail = "\n".join(_shown_lines(o.console_tail))
+            print(f"\n--- console of {_shown(o.spec.id)} (last lines) ---\n{tail}", file=sys.stderr)
     return EXIT_INFRA if failed else EXIT_OK
-
-
-def _positive(value: float | int | None, what: str) -> None:
-    if value is not None and value <= 0:
-        raise UserError(f"{what} must be positive")
 
 
 def _check_globals(values: tuple, objects: list) -> None:
@@ -402,6 +460,19 @@ def _rule(option: str, rule: str, metavar: str, example: str) -> tuple[str, str]
     if not glob.strip() or not value.strip() or any(c.isspace() for c in value.strip()):
         raise UserError(f"{option} {rule!r}: give {metavar}, e.g. '{example}'")
     return glob.strip(), value.strip()
+
+
+def _program_type(rule: str) -> tuple[str, str]:
+    """One --program-type GLOB=SECTION; a SECTION libbpf gives no type is a usage error naming
+    the ones it does (checked before anything boots, not turned into verdicts)."""
+    from .objfile import LIBBPF_SECTIONS, libbpf_knows
+
+    glob, section = _rule("--program-type", rule, "GLOB=SECTION", "encap_*=lwt_xmit")
+    if not libbpf_knows(section):
+        known = ", ".join(name.replace("+", "[/…]") for name in LIBBPF_SECTIONS)
+        raise UserError(f"--program-type {rule!r}: libbpf knows no program type for section '{section}'",
+                        f"give a libbpf section name: {known}")  # fmt: skip
+    return glob, section
 
 
 def _formats(args) -> tuple[list[str], list[str]]:
@@ -436,7 +507,7 @@ def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -
             sys.stdout.write(text)
     sys.stdout.flush()
     if not table_on_stdout:
-        print(f"compat: {gate_summary(result, comparison)}", file=sys.stderr)
+        print(f"compat: {_shown(gate_summary(result, comparison))}", file=sys.stderr)
 
 
 def _load_baseline(path: Path):
@@ -455,13 +526,7 @@ def cmd_check(args, cache: Cache) -> int:
     from .sourcemap import source_roots
     from .vm import DEFAULT_MEMORY_MB
 
-    _positive(args.jobs, "--jobs")
-    _positive(args.object_timeout, "--object-timeout")
-    _positive(args.program_timeout, "--program-timeout")
-    _positive(args.timeout, "--timeout")
-    program_types = tuple(
-        _rule("--program-type", rule, "GLOB=SECTION", "encap_*=lwt_xmit") for rule in args.program_types or []
-    )
+    program_types = tuple(_program_type(rule) for rule in args.program_types or [])
     attach_targets = tuple(
         _rule("--attach-target", rule, "GLOB=TARGET", "file_read_*=vfs_read") for rule in args.attach_targets or []
     )
@@ -470,8 +535,6 @@ def cmd_check(args, cache: Cache) -> int:
         if not os.path.isdir(root):
             raise UserError(f"--source-root {root}: not a directory", "give a directory of the objects' sources")
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    if args.memory is not None and not MIN_MEMORY_MB <= args.memory <= MAX_MEMORY_MB:
-        raise UserError(f"--memory {args.memory}: give between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB")
     formats, outputs = _formats(args)
     if args.baseline and args.baseline_objects:
         raise UserError("--baseline and --baseline-object exclude each other", "give one kind of baseline")
@@ -485,7 +548,7 @@ def cmd_check(args, cache: Cache) -> int:
             raise UserError(f"baseline object {base_bad[0]}")
     objects, infos, bad = load_objects(args.objects)
     for line in bad:
-        print(f"compat: error: {line}", file=sys.stderr)
+        print(f"compat: error: {_shown(line)}", file=sys.stderr)
     if not objects:
         return EXIT_USAGE
     if global_values:
@@ -502,7 +565,7 @@ def cmd_check(args, cache: Cache) -> int:
     )  # fmt: skip
     checker = Checker(cache, specs, options)
     if sys.stderr.isatty():
-        checker.progress = lambda line: print(f"compat: {line}", file=sys.stderr, flush=True)
+        checker.progress = lambda line: print(f"compat: {_shown(line)}", file=sys.stderr, flush=True)
     groups = [(objects, infos)] + ([(base_objects, base_infos)] if base_objects else [])
     try:
         runs = checker.run_groups(groups)
@@ -542,7 +605,7 @@ def cmd_merge(args, cache: Cache) -> int:
     docs = [(str(path), RunResult.read_document(path)) for path in args.results]
     merged = merge([(source, RunResult.from_json(doc, source)) for source, doc in docs])
     for line in merged.warnings:
-        print(f"compat: warning: {line}", file=sys.stderr)
+        print(f"compat: warning: {_shown(line)}", file=sys.stderr)
     result = merged.result
     axis = result.options.get("kernel_axis")
     if args.baseline:
@@ -592,14 +655,13 @@ def cmd_probe(args, cache: Cache) -> int:
     from .inventory import diff, merged_helper_names
     from .kernels import version_key
 
-    _positive(args.jobs, "--jobs")
     checker = Checker(cache, _specs(args), CheckOptions(jobs=args.jobs, refresh=args.refresh))
     checker.fleet.prepare()
     outcomes = checker.fleet.run(lambda session, kernel: checker.probe(session, sorted(args.kfunc)))
     good = sorted((o for o in outcomes if o.value), key=lambda o: (version_key(o.kernel.version), o.spec.order))
     for o in outcomes:
         if o.error:
-            print(f"compat: error: kernel {o.spec.id}: {o.error}", file=sys.stderr)
+            print(f"compat: error: kernel {_shown(o.spec.id)}: {_shown(o.error)}", file=sys.stderr)
     names = merged_helper_names([o.value for o in good])
     if args.format == "json":
         doc = {o.spec.id: {"version": o.kernel.version, **o.value.to_json()} for o in good}
@@ -657,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             cache.sweep_temporaries()
         status = COMMANDS[args.command](args, cache)
     except CompatError as e:
-        print(f"compat: error: {e}", file=sys.stderr)
+        print(f"compat: error: {_shown(e)}", file=sys.stderr)  # e names files, objects, kernels
         status = e.exit_status
     except KeyboardInterrupt:
         print("compat: interrupted", file=sys.stderr)
@@ -667,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, and never mistaken for a verdict
         if os.environ.get("COMPAT_DEBUG"):
             raise
-        print(f"compat: internal error: {e.__class__.__name__}: {e} (COMPAT_DEBUG=1 shows details)", file=sys.stderr)
+        print(f"compat: internal error: {e.__class__.__name__}: {_shown(e)} (COMPAT_DEBUG=1 shows details)",
+              file=sys.stderr)  # fmt: skip
         status = EXIT_INFRA
     finally:
         if previous is not None:

@@ -85,3 +85,32 @@ def test_smoke_boots_a_local_kernel_image(real_cache, default_specs):
     proc = compat("vm", "smoke", "--kernel", str(vmlinuz))
     assert proc.returncode == 0, proc.stderr
     assert "vmlinuz" in proc.stdout and "yes" in proc.stdout
+
+
+def _deep_json(depth: int) -> str:
+    return '{"schema": "compat/v1", "kernels": ' + "[" * depth + "]" * depth + ', "objects": [], "results": []}'
+
+
+@pytest.mark.parametrize("depth", [100_000, 500])  # past the decoder's recursion; shallower but past any result
+def test_deeply_nested_result_files_are_one_line(tmp_path, depth):
+    """Deep JSON given to report, merge or --baseline ended in RecursionError (exit 3)."""
+    deep = tmp_path / "deep.json"
+    deep.write_text(_deep_json(depth))
+    obj = tmp_path / "x.o"
+    obj.write_bytes(b"\x7fELF")
+    for args in (["report", str(deep)], ["merge", str(deep)],
+                 ["--cache", str(tmp_path / "c"), "check", str(obj), "--baseline", str(deep)]):  # fmt: skip
+        one_line_error(compat(*args), 2, "not a compat result file (nested more than 64 levels deep)")
+
+
+def test_matrix_defects_of_issue_14_through_the_cli(tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text('kernels:\n  - id: "x"\n    series: 6.10\n')  # silently checked the 6.1 series
+    one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
+                   "'series' is the number 6.10 (line 3), not a string (write series: \"6.10\" in quotes")  # fmt: skip
+    m.write_text("kernels: " + "[" * 5000 + "]" * 5000)  # RecursionError, exit 3
+    one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2, "nests more")
+    m.write_text('kernels:\n  - {id: x, source: apt, mirror: "http://mirror.invalid/d", suite: ../../../x}\n')
+    one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
+                   "suite '../../../x' is not a plain suite name")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.yaml"]  # no apt root outside the cache
