@@ -114,3 +114,23 @@ def test_matrix_defects_of_issue_14_through_the_cli(tmp_path):
     one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
                    "suite '../../../x' is not a plain suite name")  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.yaml"]  # no apt root outside the cache
+
+
+def test_result_depth_bound_is_exact_and_real_results_pass(tmp_path):
+    from pathlib import Path
+
+    from compat.errors import UserError
+    from compat.results import MAX_DEPTH, RunResult, _depth_exceeds
+
+    golden = Path(__file__).parent / "golden" / "baseline.json.json"
+    assert RunResult.read_document(golden)["schema"] == "compat/v1"  # a real result, with its baseline, passes
+    nested: list = []
+    for _ in range(MAX_DEPTH - 1):
+        nested = [nested]
+    assert not _depth_exceeds(nested, MAX_DEPTH) and _depth_exceeds([nested], MAX_DEPTH)
+    path = tmp_path / "r.json"
+    path.write_text(_deep_json(MAX_DEPTH))  # the document itself is one level more
+    with pytest.raises(UserError, match="nested more than 64 levels"):
+        RunResult.read_document(path)
+    path.write_text(_deep_json(MAX_DEPTH - 1))
+    assert RunResult.read_document(path)["schema"] == "compat/v1"
