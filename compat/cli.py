@@ -432,7 +432,9 @@ def cmd_vm(args, cache: Cache) -> int:
                 f"{o.boot_seconds:.2f}",
             )
         )
-    print(tabulate(rows, headers=["id", "label", "version", "uname -r", "BTF", "libbpf", "accel", "boot s"]))
+    shown = [[_shown(v) if isinstance(v, str) else v for v in row] for row in rows]  # the guest's hello, errors
+    print(tabulate(shown, headers=["id", "label", "version", "uname -r", "BTF", "libbpf", "accel", "boot s"],
+                   disable_numparse=True))  # fmt: skip
     for o in outcomes:
         if o.error and o.console_tail:
             tail = "\n".join(_shown_lines(o.console_tail))
