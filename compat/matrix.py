@@ -148,8 +148,9 @@ class _Number:
         self.value, self.text, self.line = value, text, line
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (no object construction), whose numbers remember their text."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
+    """PyYAML's safe loader (no object construction), whose numbers remember their text. Its
+    composer recurses per level: _check_shape bounds the nesting first."""
 
 
 def _number(loader: yaml.SafeLoader, node: yaml.ScalarNode, kind: str) -> _Number:
