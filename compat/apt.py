@@ -204,8 +204,12 @@ class AptRepo:
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
         # Its own process group, killed whole (apt's download methods too) when compat stops it:
         # a big kernel package from a slow mirror must not outlive the run's deadline or Ctrl-C.
+        # If compat is killed outright, the kernel kills apt-get (parent-death signal), whose
+        # methods then end with their pipe: nothing goes on writing into a build directory that
+        # the next run's sweep removes.
+        command = ["setpriv", "--pdeathsig", "KILL", "--", *args] if shutil.which("setpriv") else args
         proc = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )
         try:
             while True:

@@ -188,12 +188,14 @@ def short_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def start(cache: Path, sys_tmp: Path, objs: list[str], *extra: str, env: dict | None = None) -> subprocess.Popen:
+def start(
+    cache: Path, sys_tmp: Path, objs: list[str], *extra: str, env: dict | None = None, kernel: str = KERNEL
+) -> subprocess.Popen:
     out = cache.parent / f"result-{uuid.uuid4().hex[:6]}.json"
     environ = {**os.environ, "COMPAT_CACHE": str(cache), "TMPDIR": str(sys_tmp), "COMPAT_APT_MAX_AGE": "999999999",
                "COMPAT_CACHE_KEEP_DAYS": "0", **(env or {})}  # fmt: skip
     environ.pop("COMPAT_DEBUG", None)
-    cmd = [sys.executable, "-m", "compat", "check", *objs, "--kernel", KERNEL, "--no-cache",
+    cmd = [sys.executable, "-m", "compat", "check", *objs, "--kernel", kernel, "--no-cache",
            "--format", "json", "--output", str(out), *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.result_path = out  # type: ignore[attr-defined]
@@ -317,3 +319,36 @@ def test_killed_or_interrupted_then_a_normal_run_gives_verdicts_and_leaves_nothi
     assert set(verdicts(proc).values()) == {"accepted"}, verdicts(proc)
     assert leftovers(cache, sys_tmp) == []
     assert len(list(cache.glob("snapshots/*/manifest.json"))) == 1  # saved whole by the normal run
+
+
+CLOUD = "cloud-6.1"  # the smallest kernel package of the archive's 6.1 series (~27 MB)
+
+
+def _downloading(cache: Path, pid: int) -> bool:
+    """Run pid has written part of a kernel package (into its entry's build directory)."""
+    return any(p.stat().st_size > 0 for p in cache.glob(f"kernels/.tmp-*-{pid}-*/debs/*") if p.exists())
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_killed_or_interrupted_during_a_kernel_download(built_programs, short_dir):
+    cache, sys_tmp = make_cache(short_dir / "cache"), short_dir / "systmp"
+    sys_tmp.mkdir()
+    for manifest in cache.glob("kernels/*/manifest.json"):  # this test downloads it itself
+        if "cloud-amd64" in manifest.read_text():
+            shutil.rmtree(manifest.parent)
+    matrix = short_dir / "matrix.yaml"
+    matrix.write_text(f'kernels:\n  - id: "{CLOUD}"\n    series: "6.1"\n    flavour: cloud-amd64\n')
+    objs = [str(built_programs["counter"])]
+    kw = {"kernel": CLOUD, "env": {"COMPAT_SNAPSHOTS": "0"}}  # snapshots: tested above
+    args = ("--matrix", str(matrix))
+    left = kill_at(cache, sys_tmp, [*objs, *args], signal.SIGKILL, "a download", _downloading, **kw)
+    assert any(p.parent.name == "kernels" for p in left), left  # the partial download, aside
+    assert kill_at(cache, sys_tmp, [*objs, *args], signal.SIGINT, "a download", _downloading, **kw) == []
+    assert not any(p.exists() for p in left)
+    proc = start(cache, sys_tmp, objs, *args, **kw)
+    status, err = finish(proc)
+    assert status == 0, err
+    assert set(verdicts(proc).values()) == {"accepted"}, verdicts(proc)
+    assert leftovers(cache, sys_tmp) == []
+    assert sum("cloud-amd64" in m.read_text() for m in cache.glob("kernels/*/manifest.json")) == 1
