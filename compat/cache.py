@@ -170,6 +170,7 @@ class EntryCheck:
 
     kind: str
     key: str
+    path: Path
     damage: str | None = None  # None: intact; else what is wrong, in words
     removed: bool = False  # moved aside and deleted (rebuilt on next use)
     partial: bool = False  # an older entry without digests of all its files: only what it records
@@ -293,7 +294,7 @@ class Cache:
         file its payload digest). With repair, a damaged entry is moved aside and removed, so the
         next ensure rebuilds it. Used when a user of an entry could not load it, and by verify."""
         path = self.root / kind / key
-        found = EntryCheck(kind, key)
+        found = EntryCheck(kind, key, path)
         if kind == "results":
             found.damage = _result_damage(path)
         else:
@@ -307,6 +308,17 @@ class Cache:
                 return found  # another process holds it (rebuilding it, probably): left to it
             found.removed = not os.path.lexists(path)
         return found
+
+    def verify_path(self, path: Path, *, repair: bool = True) -> EntryCheck | None:
+        """verify_entry for the entry that holds the file at path (None: no entry of this cache,
+        e.g. a kernel image given by path)."""
+        try:
+            rel = Path(path).relative_to(self.root)
+        except ValueError:
+            return None
+        if len(rel.parts) < 2 or rel.parts[0] in NOT_ENTRIES or not _is_kind_name(rel.parts[1]):
+            return None
+        return self.verify_entry(rel.parts[0], rel.parts[1], repair=repair)
 
     def verify(self, kinds: Iterable[str] | None = None, *, repair: bool = True) -> list[EntryCheck]:
         """verify_entry for every entry of these kinds (all kinds that hold entries when None):

@@ -113,7 +113,7 @@ class Fleet:
             self.resolved[spec.id] = self.store.resolve(spec)
         self.image = self.builder.build()
 
-    def _boot(self, kernel: Kernel, accel: str, timeout: float | None = None) -> VM:
+    def _boot(self, kernel: Kernel, accel: str, timeout: float | None = None, healed: bool = False) -> VM:
         """A ready guest for kernel: restored from its snapshot when there is one, else booted
         (and then snapshotted for next time). The probe boot (timeout set) never uses them."""
         assert self.image is not None
@@ -137,7 +137,15 @@ class Fleet:
                     # (QEMU exits 1 on a state it cannot load; a guest we killed has a negative status.)
                     refused = restoring.proc is not None and (restoring.proc.returncode or 0) > 0
                     self.snapshots.discard(config, str(e), refused=refused)
-        vm = self._start(VM(config, name=kernel.id, tmp_root=self.tmp_root))
+        try:
+            vm = self._start(VM(config, name=kernel.id, tmp_root=self.tmp_root))
+        except GuestError:
+            # A guest that does not boot may be booting damaged files (a cache entry changed in
+            # place without its mtime: a disk fault). Its inputs are checked fully; if one was
+            # damaged it is rebuilt and the boot tried again, once.
+            if healed or not self._heal_inputs(kernel, config):
+                raise
+            return self._boot(kernel, accel, timeout, healed=True)
         if use_snapshots:
             try:
                 self.snapshots.save(vm)
@@ -147,6 +155,19 @@ class Fleet:
                     self._release(vm)  # its files too
                     raise
         return vm
+
+    def _heal_inputs(self, kernel: Kernel, config: VMConfig) -> bool:
+        """Check the cache entries a cold boot read (boot image, initrd, modules archive, guest
+        image) fully; remove the damaged ones (the guest image is built again at once). True when
+        one was removed."""
+        assert self.image is not None
+        paths = [config.vmlinuz, config.initrd, self.builder.modules_archive(kernel), self.image.path]
+        removed = [found for found in map(self.cache.verify_path, paths) if found is not None and found.removed]
+        for found in removed:
+            self.cache.notify(f"cache entry {found.kind}/{found.key[:12]} was damaged ({found.damage}): rebuilding it")
+        if any(found.path == self.image.path.parent for found in removed):
+            self.image = self.builder.build()
+        return bool(removed)
 
     def _start(self, vm: VM) -> VM:
         with self._live_lock:

@@ -104,11 +104,14 @@ class Snapshots:
     def _prune(self, keep: str, kernel: str, memory: int) -> None:
         # A new image or agent makes the old states of this kernel useless: drop them. States of
         # the other image variant or another guest memory size stay (both are in use).
+        # A damaged state (see Cache.lookup) no run can use goes too, whoever's it was: when its
+        # replacement has another key (an image rebuilt with other bytes), nothing else would.
         for path in self.cache.entries(KIND):
-            entry = self.cache.lookup(KIND, path.name, record_use=False) if path.name != keep else None
-            if (
-                entry
-                and entry.meta.get("kernel") == kernel
+            if path.name == keep:
+                continue
+            entry = self.cache.lookup(KIND, path.name, record_use=False)
+            if entry is None or (
+                entry.meta.get("kernel") == kernel
                 and entry.meta.get("variant", "") == self.variant
                 and entry.meta.get("memory", memory) == memory
             ):
