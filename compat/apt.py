@@ -344,7 +344,18 @@ class AptRepo:
         """Download one package version into dest; apt verifies it against the signed index."""
         dest.mkdir(parents=True, exist_ok=True)
         before = set(dest.glob("*.deb"))
-        self._run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"], cwd=dest)
+        try:
+            self._run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"], cwd=dest)
+        except InfraError as e:
+            # apt says "No space left on device" in its own words; say which directory is full
+            # (the half-written file is in a build directory that is never used: see Cache.ensure).
+            if "No space left" in str(e) or _free_bytes(dest) < 1 << 20:
+                cache = self.root.parent.parent
+                raise InfraError(
+                    f"disk full while downloading {pkg.name} into the cache at {cache}",
+                    "free space or set COMPAT_CACHE",
+                ) from None
+            raise
         new = sorted(set(dest.glob("*.deb")) - before) or sorted(dest.glob(f"{pkg.name}_*.deb"))
         if not new:
             raise InfraError(f"apt-get download {pkg.name}={pkg.version} produced no file")
@@ -356,6 +367,13 @@ def parse_deb822(text: str) -> list[dict[str, str]]:
     from debian.deb822 import Deb822  # ~30 ms to import: only runs that ask apt need it
 
     return [dict(p) for p in Deb822.iter_paragraphs(text)]
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 1 << 62  # cannot tell: not "full"
 
 
 def _chunks(items: list[str], n: int):

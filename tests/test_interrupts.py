@@ -213,9 +213,9 @@ def verdicts(proc: subprocess.Popen) -> dict[str, str]:
     return {f"{r['object']}:{r['program']}@{r['kernel']}": r["verdict"] for r in doc["results"]}
 
 
-def wait_for(what: str, found):
+def wait_for(what: str, found, timeout: float = WAIT):
     """found()'s first true value, polled every 10 ms."""
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = found()
         if value:
@@ -272,8 +272,9 @@ def kill_at(cache: Path, sys_tmp: Path, objs: list[str], sig: signal.Signals, ph
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # QEMU and apt die with compat (their parent-death signal), whatever signal compat got.
-    wait_for("the run's processes to end", lambda: not processes_in(cache))
+    # QEMU and apt die with compat (their parent-death signal), whatever signal compat got: at
+    # once, not when a download or a guest's work would have ended (a generous bound).
+    wait_for("the run's processes to end", lambda: not processes_in(cache), timeout=20)
     assert half_built_entries(cache) == []  # nothing that looks complete and is not
     if sig == signal.SIGKILL:
         assert status == -signal.SIGKILL
@@ -352,3 +353,116 @@ def test_killed_or_interrupted_during_a_kernel_download(built_programs, short_di
     assert set(verdicts(proc).values()) == {"accepted"}, verdicts(proc)
     assert leftovers(cache, sys_tmp) == []
     assert sum("cloud-amd64" in m.read_text() for m in cache.glob("kernels/*/manifest.json")) == 1
+
+
+# -- two runs at once ----------------------------------------------------------------------------
+@pytest.mark.vm
+@pytest.mark.network
+def test_two_runs_started_together_on_an_empty_cache_build_once_and_agree(built_programs, short_dir):
+    # Kernels (and their boot images, modules, indexes) are borrowed: a truly empty cache would
+    # download ~350 MB. Guest image, initrds, snapshots, probes and results start empty.
+    cache = make_cache(short_dir / "cache", ("apt", "kernels", "boot", "modules", "modsyms"))
+    sys_tmp = short_dir / "systmp"
+    sys_tmp.mkdir()
+    objs = [str(built_programs["counter"]), str(built_programs["bpf_loop"])]
+    procs = [start(cache, sys_tmp, objs) for _ in range(2)]
+    builders: dict[str, set[str]] = {}  # kind -> the build directories seen (one per builder)
+    while any(p.poll() is None for p in procs):
+        for tmp in cache.glob("*/.tmp-*"):
+            if not tmp.name.startswith(".tmp-rm-") and tmp.is_dir():
+                builders.setdefault(tmp.parent.name, set()).add(tmp.name)
+        time.sleep(0.01)
+    results = [finish(p) for p in procs]
+    assert [status for status, _ in results] == [0, 0], results
+    assert verdicts(procs[0]) == verdicts(procs[1]) and len(verdicts(procs[0])) >= 2
+    # One built each entry while the other waited for it (the entry's lock): never two builders.
+    assert builders.get("images") and all(len(names) == 1 for names in builders.values()), builders
+    for kind in ("images", "initrd", "snapshots"):
+        assert len(list(cache.glob(f"{kind}/*/manifest.json"))) == 1, kind
+    assert leftovers(cache, sys_tmp) == []
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+@pytest.fixture
+def small_fs(short_dir):
+    """A 24 MiB tmpfs (grown later with .grow()); skipped where mounting is not permitted."""
+    mnt = short_dir / "fs"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here (needs root and mount permission): {proc.stderr.strip()}")
+
+    def grow() -> None:
+        subprocess.run(["mount", "-o", "remount,size=1g", str(mnt)], check=True)
+
+    try:
+        yield mnt, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _cache_on(fs: Path, borrowed: Path, kinds: tuple[str, ...]) -> Path:
+    """A cache on fs whose kinds other than these are symbolic links to the borrowed cache (on the
+    real cache's filesystem: kernels are not copied onto the small one)."""
+    cache = fs / "cache"
+    cache.mkdir()
+    for kind in sorted(p.name for p in borrowed.iterdir()):
+        if kind not in kinds:
+            (cache / kind).symlink_to(borrowed / kind)
+    return cache
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_a_full_disk_during_a_kernel_download_is_one_error_naming_the_cache(built_programs, short_dir, small_fs):
+    fs, grow = small_fs
+    borrowed = make_cache(short_dir / "borrowed")
+    for manifest in borrowed.glob("kernels/*/manifest.json"):
+        if "cloud-amd64" in manifest.read_text():
+            shutil.rmtree(manifest.parent)
+    cache = _cache_on(fs, borrowed, ("kernels", "tmp", "locks"))
+    sys_tmp = short_dir / "systmp"
+    sys_tmp.mkdir()
+    matrix = short_dir / "matrix.yaml"
+    matrix.write_text(f'kernels:\n  - id: "{CLOUD}"\n    series: "6.1"\n    flavour: cloud-amd64\n')
+    objs = [str(built_programs["counter"]), "--matrix", str(matrix)]
+    kw = {"kernel": CLOUD, "env": {"COMPAT_SNAPSHOTS": "0"}}
+    proc = start(cache, sys_tmp, objs, **kw)
+    status, err = finish(proc)
+    assert status == 3, err
+    # The kernel's cells have no verdict, and say why in one line that names the cache.
+    doc = json.loads(proc.result_path.read_text())  # type: ignore[attr-defined]
+    assert doc["results"] and {r["verdict"] for r in doc["results"]} == {"error"}, doc["results"]
+    messages = {r["message"] for r in doc["results"]}
+    assert len(messages) == 1, messages
+    (message,) = messages
+    assert "disk full" in message and str(cache) in message and "\n" not in message, message
+    assert list(cache.glob("kernels/*")) == []  # nothing half-written stays, nothing looks complete
+    grow()
+    proc = start(cache, sys_tmp, objs, **kw)
+    status, err = finish(proc)
+    assert status == 0, err
+    assert set(verdicts(proc).values()) == {"accepted"}
+    assert leftovers(cache, sys_tmp) == []
+
+
+@pytest.mark.vm
+def test_a_full_disk_during_a_snapshot_save_costs_the_snapshot_not_the_run(built_programs, short_dir, small_fs):
+    fs, grow = small_fs
+    borrowed = make_cache(short_dir / "borrowed")
+    cache = _cache_on(fs, borrowed, ("snapshots", "results", "tmp", "locks"))
+    sys_tmp = short_dir / "systmp"
+    sys_tmp.mkdir()
+    objs = [str(built_programs["counter"])]
+    proc = start(cache, sys_tmp, objs)
+    status, err = finish(proc)
+    # A snapshot only makes later guests start faster: the run goes on without it.
+    assert status == 0, err
+    assert set(verdicts(proc).values()) == {"accepted"}
+    assert list(cache.glob("snapshots/*")) == []  # no half-saved state, aside or in place
+    assert leftovers(cache, sys_tmp) == []
+    grow()
+    proc = start(cache, sys_tmp, objs)
+    status, err = finish(proc)
+    assert status == 0, err
+    assert len(list(cache.glob("snapshots/*/manifest.json"))) == 1
