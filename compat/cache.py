@@ -401,7 +401,9 @@ class Cache:
                     yield path
         parents = [d for d in _listdir(self.root) if d.is_dir() and not d.is_symlink() and d.name != TMP_KIND]
         # apt roots hold their own half-written files (replace_text's) one level down.
-        parents += [d for d in _listdir(self.root / "apt") if d.is_dir() and not d.is_symlink()]
+        apt = self.root / "apt"
+        if not apt.is_symlink():  # a linked kind directory is another cache's
+            parents += [d for d in _listdir(apt) if d.is_dir() and not d.is_symlink()]
         for parent in parents:
             for path in _listdir(parent):
                 if not path.name.startswith(".tmp-"):
