@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from compat.cache import Cache
+from compat.cache import TMP_KIND, Cache
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
 
@@ -84,18 +84,22 @@ def qemu_pids(tmpdir: Path) -> list[int]:
 
 
 def assert_nothing_left(tmpdir: Path, pid: int) -> None:
-    assert qemu_pids(tmpdir) == [], "QEMU processes outlived compat"
-    assert list(tmpdir.iterdir()) == [], "temporary files left behind"
     cache = Cache().root
+    # The guests' work directories live under the cache's tmp/, named with their owner's pid.
+    own = Path(f"{cache / TMP_KIND}/compat-{KERNEL}-{pid}.")
+    assert qemu_pids(tmpdir) == [] and qemu_pids(own) == [], "QEMU processes outlived compat"
+    assert list(tmpdir.iterdir()) == [], "temporary files left behind"
+    assert list((cache / TMP_KIND).glob(f"compat-*-{pid}.*")) == [], "guest work directories left behind"
     half_built = [p for p in cache.glob(f"*/.tmp-*-{pid}-*")]
     assert half_built == [], f"half-built cache entries left behind: {half_built}"
 
 
 def wait_for_console(tmpdir: Path, text: str, skip: set[Path] = frozenset()) -> Path:
-    """The first console log under tmpdir (a VM's work dir) that shows text."""
+    """The first console log of a guest (in its work dir: under the cache's tmp/, or tmpdir when
+    the cache's path is too long for its sockets) that shows text."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        for log in tmpdir.glob("compat-*/console.log"):
+        for log in [*(Cache().root / TMP_KIND).glob("compat-*/console.log"), *tmpdir.glob("compat-*/console.log")]:
             try:
                 if log not in skip and text in log.read_text(errors="replace"):
                     return log
@@ -178,8 +182,8 @@ def test_interrupted_run_exits_130_and_leaves_nothing(objects, sig, tmp_path):
     good, other, make = objects
     proc, tmpdir, out = start([good, make("hang"), other], tmp_path, "--object-timeout", "600")
     try:
-        wait_for_console(tmpdir, "compat-fault: hang")
-        assert qemu_pids(tmpdir)
+        log = wait_for_console(tmpdir, "compat-fault: hang")
+        assert qemu_pids(log.parent)
         proc.send_signal(sig)
         status, _stdout, stderr = finish(proc)
     finally:
