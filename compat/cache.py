@@ -232,9 +232,10 @@ class Cache:
             return None
         if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
             return None
-        if not _intact(path, manifest, self.hashes):
+        moved: dict[str, list[int]] = {}
+        if not _intact(path, manifest, self.hashes, moved):
             return None
-        _refresh_stamps(path, manifest)
+        _refresh_stamps(path, manifest, moved)
         if record_use:
             mark_used(path)
         return Entry(path, manifest.get("meta", {}))
@@ -565,42 +566,41 @@ def _stamp(st: os.stat_result) -> list[int]:
     return [st.st_ino, st.st_mtime_ns]
 
 
-def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None) -> bool:
+def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None, moved: dict | None = None) -> bool:
     """The cheap check on use: metadata digest, sizes, and for each file whose identity is not the
     one recorded at save (written since, or copied), its full sha256. Older manifests (no
-    "digests") are checked as they were: sizes and the files named in "sha256"."""
+    "digests") are checked as they were: sizes and the files named in "sha256". The new identity
+    of each file that moved but kept its content is put in moved (see _refresh_stamps)."""
     digest_of = hashes.sha256 if hashes else sha256_file
+    base = str(path)
     try:
         if "meta_sha256" in manifest and manifest["meta_sha256"] != sha256_json(manifest.get("meta", {})):
             return False
         digests, stamps = manifest.get("digests"), manifest.get("stamps") or {}
+        full = isinstance(digests, dict)
         for rel, size in manifest.get("sizes", {}).items():
-            st = (path / rel).stat()
+            st = os.stat(os.path.join(base, rel))  # thousands of files in a kernel entry: kept lean
             if st.st_size != size:
                 return False
-            changed = isinstance(digests, dict) and stamps.get(rel) != _stamp(st)
-            if changed and sha256_file(path / rel) != digests.get(rel):
-                return False
-        if isinstance(digests, dict):
+            if full and stamps.get(rel) != [st.st_ino, st.st_mtime_ns]:
+                if sha256_file(path / rel) != digests.get(rel):
+                    return False
+                if moved is not None:
+                    moved[rel] = _stamp(st)
+        if full:
             return True
         return all(digest_of(path / rel) == digest for rel, digest in manifest.get("sha256", {}).items())
     except (OSError, TypeError, ValueError, AttributeError):
         return False
 
 
-def _refresh_stamps(path: Path, manifest: dict) -> None:
+def _refresh_stamps(path: Path, manifest: dict, moved: dict) -> None:
     """After a full check passed for files whose identity changed (a copied cache, a file touched
     without being changed), record their new identity so that the next use is cheap again. Best
     effort: a read-only cache is checked fully each time, which is correct, only slower."""
-    stamps = manifest.get("stamps")
-    if not isinstance(stamps, dict) or not isinstance(manifest.get("digests"), dict):
-        return
-    try:
-        fresh = {rel: _stamp((path / rel).stat()) for rel in manifest.get("sizes", {})}
-    except OSError:
-        return
-    if fresh != stamps:
-        write_atomic(path / MANIFEST, json.dumps({**manifest, "stamps": fresh}, indent=1, sort_keys=True))
+    if moved and isinstance(manifest.get("stamps"), dict):
+        stamps = {**manifest["stamps"], **moved}
+        write_atomic(path / MANIFEST, json.dumps({**manifest, "stamps": stamps}, indent=1, sort_keys=True))
 
 
 def _entry_damage(path: Path) -> tuple[str | None, bool]:
