@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 
 import elfmut
 from compat_agent.protocol import ChannelClosed, ProtocolError, read_frame
-from fuzz_inputs import SEEDS, GuestStats, run
+from fuzz_inputs import SEEDS, GuestStats, check_refusal, run
 
 from compat.objfile import BadObject, inspect_bytes, read_objects
 from compat.sourcemap import LineTable
@@ -168,3 +168,16 @@ def test_a_stopped_fuzz_run_leaves_nothing_behind(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert not list(tmp_path.iterdir())
+
+
+def test_a_bidi_control_in_a_section_name_is_shown_escaped():
+    """Found by the long run (seed 14): a section name holding U+202E (right-to-left override) in
+    a refused object's message was taken for a broken report; compat prints it escaped ("\\u202e"),
+    as the one escaping module does for every writer."""
+    from compat.reports.escape import terminal
+
+    finding = Path(__file__).parent / "fuzz" / "findings" / "bidi-section-name.o"
+    with pytest.raises(BadObject) as e:
+        read_objects(finding)
+    check_refusal(str(e.value), str(finding))
+    assert "\\u202e" in terminal(str(e.value)) and "\u202e" not in terminal(str(e.value))

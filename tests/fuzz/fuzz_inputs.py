@@ -229,6 +229,20 @@ REASONS = [("missing_helper", "helper bpf_loop (181) is not available"),
 GLOBALS = (Assignment("counter", 1), Assignment("step", -1))  # set wherever a mutated object has them
 
 
+def check_refusal(text: str, label: str) -> None:
+    """A refused object's message is one line naming the file, of bounded length; as compat
+    prints it (compat.reports.escape.terminal: the one escaping module, which also shows bidi
+    controls such as U+202E visibly) nothing in it is unprintable. The message itself may hold
+    such characters of a damaged name: the writers escape, not the parsers."""
+    from compat.reports.escape import terminal
+
+    shown = terminal(text)
+    if "\n" in text or "\r" in text or not shown.isprintable() or not text.startswith(label):
+        raise AssertionError(f"not a one-line report: {text[: MAX_MESSAGE * 2]!r}")
+    if len(text) > len(label) + MAX_MESSAGE:
+        raise AssertionError(f"a report of {len(text)} characters: {text[: MAX_MESSAGE * 2]!r}")
+
+
 def structures(seeds: list[bytes]) -> list[elfmut.Structure | None]:
     return [elfmut.parse(s) for s in seeds]
 
@@ -260,9 +274,7 @@ def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float
         try:
             objects = read_objects(path)
         except BadObject as e:
-            text = str(e)
-            if not text.isprintable() or not text.startswith(str(path)) or len(text) > len(str(path)) + MAX_MESSAGE:
-                raise AssertionError(f"not a one-line report: {text[: MAX_MESSAGE * 2]!r}") from None
+            check_refusal(str(e), str(path))
             return "refused"
         for obj in objects:
             # One located rejection per object (a program and a reason at random): locate parses the
