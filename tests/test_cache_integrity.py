@@ -19,7 +19,7 @@ import pytest
 import yaml
 from bpf_build import EXPECTED_FILE
 
-from compat.cache import Cache
+from compat.cache import Cache, _write_manifest
 from compat.image import IMAGE_KIND, ImageBuilder
 from compat.kernels import KernelStore
 
@@ -252,3 +252,26 @@ def test_an_initrd_damaged_without_a_trace_is_found_when_its_guest_does_not_boot
     expect_heal_kernel(cells)
     assert f"cache entry initrd/{initrd.name[:12]} was damaged" in stderr, stderr
     assert Cache(cache).verify_entry("initrd", initrd.name).intact
+
+
+def test_a_kernel_package_damaged_in_place_is_fetched_again(real, default_specs, built_programs, tmp_path):
+    spec = next(s for s in default_specs if s.id == KERNEL)
+    key = KernelStore(real).fetch(spec).key
+    cache = linked_cache(tmp_path / "cache", real, ("apt", "boot", "modules", "images", "initrd", "snapshots"))
+    entry = cache / "kernels" / key
+    entry.parent.mkdir()
+    shutil.copytree(real.root / "kernels" / key, entry, symlinks=True)
+    # As this version of compat saves it: digests of every file (the default cache's may be older).
+    meta = json.loads((entry / "manifest.json").read_text())["meta"]
+    _write_manifest(entry, meta, ["vmlinuz"])
+    digests = json.loads((entry / "manifest.json").read_text())["digests"]
+    module = max(entry.glob("modules/**/*.ko*"), key=lambda p: p.stat().st_size)
+    corrupt_in_place(module)
+    proc, out = check(cache, tmp_path, "kernel", str(built_programs["counter"]))
+    _, stderr = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, stderr
+    assert_expected({(r["object"], r["program"]): r for r in json.loads(out.read_text())["results"]})
+    assert f"cache entry kernels/{key[:12]} was damaged" in stderr, stderr
+    assert json.loads((entry / "manifest.json").read_text())["digests"] == digests  # the same package again
+    assert Cache(cache).verify_entry("kernels", key).intact
+    assert no_temporaries(cache) == []
