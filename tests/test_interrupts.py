@@ -253,10 +253,17 @@ def half_built_entries(cache: Path) -> list[Path]:
     return [p for p in entries if not (p / "manifest.json").is_file()]
 
 
-def kill_at(cache: Path, sys_tmp: Path, objs: list[str], sig: signal.Signals, phase: str, found, **kw) -> list[Path]:
+def _sizes(cache: Path, pattern: str) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in cache.glob(pattern) if p.is_file()}
+
+
+def kill_at(
+    cache: Path, sys_tmp: Path, objs: list[str], sig: signal.Signals, phase: str, found, frozen: str = "", **kw
+) -> list[Path]:
     """Start a check, send sig once found(cache, pid) sees the phase in that run (never what an
     earlier run left), wait for compat to end; returns what it
-    left behind (SIGKILL: its temporaries; any other signal: nothing, checked here)."""
+    left behind (SIGKILL: its temporaries; any other signal: nothing, checked here). The files
+    matching the glob `frozen` must not change once compat has ended (no orphan writes on)."""
     proc = start(cache, sys_tmp, objs, **kw)
     try:
 
@@ -268,6 +275,10 @@ def kill_at(cache: Path, sys_tmp: Path, objs: list[str], sig: signal.Signals, ph
         wait_for(phase, seen)
         proc.send_signal(sig)
         status, err = finish(proc)
+        if frozen:
+            before = _sizes(cache, frozen)
+            time.sleep(3)  # an orphaned download would go on writing meanwhile
+            assert _sizes(cache, frozen) == before, "a child of compat went on writing after it ended"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -343,7 +354,8 @@ def test_killed_or_interrupted_during_a_kernel_download(built_programs, short_di
     objs = [str(built_programs["counter"])]
     kw = {"kernel": CLOUD, "env": {"COMPAT_SNAPSHOTS": "0"}}  # snapshots: tested above
     args = ("--matrix", str(matrix))
-    left = kill_at(cache, sys_tmp, [*objs, *args], signal.SIGKILL, "a download", _downloading, **kw)
+    partial = "kernels/.tmp-*/debs/*"
+    left = kill_at(cache, sys_tmp, [*objs, *args], signal.SIGKILL, "a download", _downloading, partial, **kw)
     assert any(p.parent.name == "kernels" for p in left), left  # the partial download, aside
     assert kill_at(cache, sys_tmp, [*objs, *args], signal.SIGINT, "a download", _downloading, **kw) == []
     assert not any(p.exists() for p in left)
