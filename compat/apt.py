@@ -204,10 +204,13 @@ class AptRepo:
         env = {**os.environ, "APT_CONFIG": str(self.conf), "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
         # Its own process group, killed whole (apt's download methods too) when compat stops it:
         # a big kernel package from a slow mirror must not outlive the run's deadline or Ctrl-C.
-        # If compat is killed outright, the kernel kills apt-get (parent-death signal), whose
-        # methods then end with their pipe: nothing goes on writing into a build directory that
-        # the next run's sweep removes.
-        command = ["setpriv", "--pdeathsig", "KILL", "--", *args] if shutil.which("setpriv") else args
+        # If compat is killed outright, nothing of apt may go on writing into a build directory
+        # that the next run's sweep removes: the kernel signals a small guard shell when compat
+        # dies (parent-death signal), and the guard kills its whole process group, apt-get and
+        # its download methods (which write the files; they outlived apt-get alone).
+        command = ["setpriv", "--pdeathsig", "TERM", "--", "sh", "-c", APT_GUARD, "apt-guard", *args]
+        if not shutil.which("setpriv"):
+            command = args
         proc = subprocess.Popen(
             command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )
@@ -360,6 +363,10 @@ class AptRepo:
         if not new:
             raise InfraError(f"apt-get download {pkg.name}={pkg.version} produced no file")
         return new[0]
+
+
+# Runs "$@" and waits for it; on SIGTERM (compat died) kills its own process group, "$@" included.
+APT_GUARD = 'trap "kill -KILL 0" TERM; "$@" & wait $!'
 
 
 def parse_deb822(text: str) -> list[dict[str, str]]:
