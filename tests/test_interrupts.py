@@ -11,6 +11,7 @@ kernel. The phases are hit by watching their files appear: a VM's work directory
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -183,7 +184,12 @@ def make_cache(dest: Path, kinds: tuple[str, ...] = BORROWED) -> Path:
 @pytest.fixture
 def short_dir():
     """A directory with a short path (a VM's unix sockets live under the cache's tmp/)."""
-    d = Path(tempfile.mkdtemp(prefix="ci-", dir="/var/tmp"))  # the real cache's filesystem (hard links)
+    # On the real cache's filesystem, for the hard links: /var/tmp if it is there, else beside it.
+    base = Path("/var/tmp")
+    with contextlib.suppress(OSError):
+        if base.stat().st_dev != REAL_CACHE.stat().st_dev:
+            base = REAL_CACHE.parent
+    d = Path(tempfile.mkdtemp(prefix="ci-", dir=base))
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
