@@ -37,7 +37,7 @@ from typing import ClassVar
 from filelock import FileLock, Timeout
 
 from .errors import CompatError, InfraError, UserError
-from .paths import TEMP_DIR_RE, TEMP_PREFIX, cache_root, owner_alive, pid_alive_since
+from .paths import TEMP_DIR_RE, TEMP_PREFIX, cache_root, owner_alive, owner_tag, pid_alive_since
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "compat-cache/v1"
@@ -267,7 +267,9 @@ class Cache:
                     damage = self.verify_entry(kind, key).damage or "its files changed"
                     _remove(final)
                     self.notify(f"cache entry {kind}/{key[:12]} was damaged ({damage}): rebuilding it")
-                tmp = self.dir(kind) / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                # The owner tag (pid, start time, boot), not the bare pid: a later run's sweep can
+                # tell a dead builder's directory from a live one's even when the pid is reused.
+                tmp = self.dir(kind) / f".tmp-{key[:16]}-{owner_tag()}-{uuid.uuid4().hex[:8]}"
                 tmp.mkdir()
                 try:
                     meta = build(tmp)
