@@ -29,9 +29,9 @@ from tabulate import tabulate
 from bpf_build import expected_mismatches  # isort: skip (needs the path speed sets)
 
 from compat.cache import Cache
-from compat.check import Checker, CheckOptions, load_objects
-from compat.fleet import Fleet
-from compat.matrix import load_matrix
+from compat.guest.fleet import Fleet
+from compat.kernels.matrix import load_matrix
+from compat.run.checker import Checker, CheckOptions, load_objects
 
 
 def main() -> None:

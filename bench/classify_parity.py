@@ -31,9 +31,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "guest-agent")]
 
 from compat_agent.wire.textfacts import program_facts  # noqa: E402
 
-from compat import classify as text_classify  # noqa: E402
 from compat import factclassify  # noqa: E402
-from compat.inventory import Inventory  # noqa: E402
+from compat.results import classify as text_classify  # noqa: E402
+from compat.results.inventory import Inventory  # noqa: E402
 
 _NOTE = "[compat: module "
 _LOADED = " loaded first: it defines "

@@ -30,7 +30,7 @@ def summary(samples: list[float]) -> dict:
 
 
 def machine(accel: str | None = None) -> dict:
-    from compat.accel import qemu_version
+    from compat.guest.accel import qemu_version
 
     cpu = "unknown"
     try:

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from debian.debfile import DebFile
 from debian.debian_support import Version
 
-from compat.apt import AptRepo, PackageVersion, debian_sources
 from compat.cache import Cache, sha256_file, write_atomic
-from compat.embedded import ELF64_HEADER, ELF_MAGIC, carve, is_bpf_elf, source_stem
-from compat.objfile import MAX_OBJECT_BYTES, BadObject, inspect_bytes
+from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
+from compat.objects.embedded import ELF64_HEADER, ELF_MAGIC, carve, is_bpf_elf, source_stem
+from compat.objects.objfile import MAX_OBJECT_BYTES, BadObject, inspect_bytes
 from compat.paths import cache_root
 
 # Packages known (from trixie's Contents-amd64 and from what their sources build) to carry BPF
@@ -83,7 +83,7 @@ class CorpusObject:
     offset: int | None  # byte offset in that binary, for a carved object
     size: int
     sha256: str
-    programs: int  # as compat names them (compat/objfile.py); 0 when compat refuses the object
+    programs: int  # as compat names them (compat/objects/objfile.py); 0 when compat refuses the object
 
 
 def default_dest() -> Path:

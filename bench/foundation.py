@@ -18,11 +18,11 @@ from pathlib import Path
 from common import machine, report, summary, timed
 
 from compat.cache import Cache
-from compat.fleet import Fleet
-from compat.image import ImageBuilder
-from compat.kernels import KernelStore
-from compat.matrix import load_matrix
-from compat.vm import VM, VMConfig
+from compat.guest.fleet import Fleet
+from compat.guest.image import ImageBuilder
+from compat.guest.vm import VM, VMConfig
+from compat.kernels.matrix import load_matrix
+from compat.kernels.sources import KernelStore
 
 
 def scratch_cache(real: Cache) -> Cache:

@@ -53,10 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import _choose
 from debian.debfile import DebFile
 
-from compat.apt import AptRepo, PackageVersion, debian_sources
 from compat.cache import Cache, sha256_file, sha256_json, write_atomic
-from compat.kernels import KernelStore
-from compat.matrix import load_matrix
+from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
+from compat.kernels.matrix import load_matrix
+from compat.kernels.sources import KernelStore
 from compat.paths import cache_root
 
 PACKAGE = "linux-source-6.12"
@@ -259,7 +259,7 @@ def _extract(deb: Path, out: Path) -> None:
 def _vmlinux(cache: Cache) -> Path:
     """The uncompressed vmlinux of the matrix's 6.12 kernel, which carries its BTF.
 
-    compat keeps it in its cache to boot the kernel (compat/bootimage.py); fetching it here
+    compat keeps it in its cache to boot the kernel (compat/kernels/bootimage.py); fetching it here
     is what `compat kernels fetch` would do, so the check that follows finds it warm.
     """
     store = KernelStore(cache)

@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bpf_build import build_programs, compile_command, find_clang, sources  # noqa: E402
 
 from compat.cache import Cache  # noqa: E402
-from compat.check import Checker, CheckOptions, check_request, load_objects  # noqa: E402
-from compat.fleet import Fleet  # noqa: E402
-from compat.matrix import load_matrix  # noqa: E402
-from compat.vm import VM, VMConfig  # noqa: E402
+from compat.guest.fleet import Fleet  # noqa: E402
+from compat.guest.vm import VM, VMConfig  # noqa: E402
+from compat.kernels.matrix import load_matrix  # noqa: E402
+from compat.run.checker import Checker, CheckOptions, check_request, load_objects  # noqa: E402
 
 TARGETS = {"a": 3.0, "c": 1.5, "d": 5.0, "e": 0.5}
 VARIANTS = 5
@@ -349,7 +349,7 @@ def measure_c_d(
 def time_checks(cache, specs, objects, infos, args, helpers: bool) -> list[float]:
     """Wall times of args.runs full checks (result cache off); helpers=False turns off the
     scheduler's second guests, leaving only the longest-kernel-first order."""
-    import compat.schedule as schedule
+    import compat.run.schedule as schedule
 
     walls = []
     original = schedule.Scheduler.pick

@@ -19,7 +19,7 @@ from typing import Any
 from compat_agent.wire.facts import Fact
 from compat_agent.wire.features import FEATURES, needs, since
 
-from .inventory import Inventory, helper_label
+from compat.results.inventory import Inventory, helper_label
 
 # Helpers a kernel allows only to some programs of a type (iterators, sleepable ones): the probe
 # tries each type in one flavour (tracing as fentry, not sleepable), so its "absent" is no proof.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from compat.cache import Cache
-from compat.matrix import load_matrix
+from compat.kernels.matrix import load_matrix
 
 
 @pytest.fixture(scope="session")

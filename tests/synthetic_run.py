@@ -15,7 +15,7 @@ Kernels (matrix order differs from version order on purpose): sid (7.2.13), 5.10
 
 from __future__ import annotations
 
-from compat.results import KernelInfo, ObjectInfo, ProgramResult, RunResult
+from compat.results.model import KernelInfo, ObjectInfo, ProgramResult, RunResult
 
 SHA_COUNTER = "1" * 64
 SHA_FILTER = "2" * 64

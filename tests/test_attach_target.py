@@ -13,7 +13,7 @@ import pytest
 from bpf_build import build_source
 from compat_agent.progtype import first_match
 
-from compat.modsyms import retargeted_section
+from compat.kernels.modsyms import retargeted_section
 
 PLACEHOLDERS = r"""
 #include <linux/bpf.h>

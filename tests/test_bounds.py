@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from compat.apt import AptRepo, AptSource
 from compat.cache import Cache
 from compat.errors import InfraError
-from compat.fleet import Fleet
-from compat.snapshot import KIND, Snapshots
-from compat.vm import VM, VMConfig
+from compat.guest.fleet import Fleet
+from compat.guest.snapshot import KIND, Snapshots
+from compat.guest.vm import VM, VMConfig
+from compat.kernels.apt import AptRepo, AptSource
 
 
 def compat(*args):

@@ -20,8 +20,8 @@ import yaml
 from bpf_build import EXPECTED_FILE
 
 from compat.cache import Cache, _write_manifest
-from compat.image import IMAGE_KIND, ImageBuilder
-from compat.kernels import KernelStore
+from compat.guest.image import IMAGE_KIND, ImageBuilder
+from compat.kernels.sources import KernelStore
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from bpf_build import build_source, compile_command, embedding_binary, expected_mismatches, find_clang
 
-from compat.results import SCHEMA_FILE, RunResult
+from compat.results.model import SCHEMA_FILE, RunResult
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
 

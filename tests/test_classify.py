@@ -1,7 +1,7 @@
 """Classification of rejections from guest records and probe results (pure host code)."""
 
-from compat.classify import classify, last_error_line
-from compat.inventory import Inventory, diff, helper_label
+from compat.results.classify import classify, last_error_line
+from compat.results.inventory import Inventory, diff, helper_label
 
 INV_510 = Inventory(
     prog_types={"tracepoint": True, "xdp": True, "syscall": False},

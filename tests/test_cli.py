@@ -46,10 +46,10 @@ def test_corrupt_cache_dir_is_a_clear_error(tmp_path):
 
 def test_no_mirror_configured(tmp_path, monkeypatch, capsys):
     # No Debian source on the host and no COMPAT_DEBIAN_MIRROR: compat says so and how to fix it.
-    import compat.apt
+    import compat.kernels.apt
     from compat.cli import main
 
-    monkeypatch.setattr(compat.apt, "_host_source_uris", lambda: [])
+    monkeypatch.setattr(compat.kernels.apt, "_host_source_uris", lambda: [])
     monkeypatch.setenv("COMPAT_DEBIAN_MIRROR", "")
     with pytest.raises(SystemExit) as e:
         main(["--cache", str(tmp_path), "kernels", "list"])
@@ -79,7 +79,7 @@ def test_local_image_that_is_not_a_kernel(tmp_path):
 @pytest.mark.vm
 @pytest.mark.network
 def test_smoke_boots_a_local_kernel_image(real_cache, default_specs):
-    from compat.kernels import KernelStore
+    from compat.kernels.sources import KernelStore
 
     vmlinuz = KernelStore(real_cache).fetch(default_specs[3]).vmlinuz
     proc = compat("vm", "smoke", "--kernel", str(vmlinuz))
@@ -120,7 +120,7 @@ def test_result_depth_bound_is_exact_and_real_results_pass(tmp_path):
     from pathlib import Path
 
     from compat.errors import UserError
-    from compat.results import MAX_DEPTH, RunResult, _depth_exceeds
+    from compat.results.model import MAX_DEPTH, RunResult, _depth_exceeds
 
     golden = Path(__file__).parent / "golden" / "baseline.json.json"
     assert RunResult.read_document(golden)["schema"] == "compat/v1"  # a real result, with its baseline, passes

@@ -11,8 +11,8 @@ import sys
 import pytest
 from synthetic_run import baseline, current
 
-from compat.compare import compare
 from compat.reports import render
+from compat.results.compare import compare
 
 
 def compat(*args, cwd=None, env=None):

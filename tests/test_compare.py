@@ -7,10 +7,10 @@ import copy
 import pytest
 from synthetic_run import baseline, current
 
-from compat.compare import compare, order_kernels
 from compat.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
-from compat.gate import exit_status, facts, gate_summary
-from compat.results import KernelInfo, ObjectInfo, ProgramResult, RunResult
+from compat.results.compare import compare, order_kernels
+from compat.results.gate import exit_status, facts, gate_summary
+from compat.results.model import KernelInfo, ObjectInfo, ProgramResult, RunResult
 
 
 def transitions(comp) -> dict:
@@ -170,7 +170,7 @@ def test_summary_names_programs_kernels_and_regressions():
 
 def test_matrix_declares_its_axis(tmp_path):
     from compat.errors import UserError
-    from compat.matrix import parse_matrix
+    from compat.kernels.matrix import parse_matrix
 
     kernels = [{"series": "6.1"}, {"series": "5.10"}]
     assert parse_matrix({"kernels": kernels}, tmp_path / "m.yaml").axis == "version"

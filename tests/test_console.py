@@ -1,4 +1,4 @@
-"""The guest console's log (compat.vm.ConsoleLog) keeps a bounded tail, without guests: one end of
+"""The guest console's log (compat.guest.vm.ConsoleLog) keeps a bounded tail, without guests: one end of
 a socketpair stands in for QEMU's console chardev."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from compat.vm import CONSOLE_READ_BYTES, VM, ConsoleLog, VMConfig
+from compat.guest.vm import CONSOLE_READ_BYTES, VM, ConsoleLog, VMConfig
 
 WAIT = 60  # a bound on the copy thread's end, never a timing assertion
 

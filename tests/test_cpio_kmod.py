@@ -3,7 +3,7 @@ import stat
 
 from newc import read_newc
 
-from compat.cpio import CpioWriter
+from compat.guest.cpio import CpioWriter
 
 
 def test_cpio_round_trip_with_parents_first(tmp_path):

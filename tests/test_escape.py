@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from synthetic_run import baseline, current
 
-from compat.compare import compare
 from compat.reports import RENDERERS, escape, junit, render
-from compat.results import SCHEMA_FILE, RunResult
+from compat.results.compare import compare
+from compat.results.model import SCHEMA_FILE, RunResult
 
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
 VALIDATOR = jsonschema.validators.validator_for(SCHEMA)(SCHEMA)  # built once: most of a check's time

@@ -29,10 +29,10 @@ from compat_agent import resources
 from compat_agent.check import Checker
 from compat_agent.resources import MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
 
-from compat import guestmsg
 from compat.cache import Cache
-from compat.inventory import Inventory
-from compat.resultcache import KIND, ResultCache
+from compat.guest import guestmsg
+from compat.results.inventory import Inventory
+from compat.run.resultcache import KIND, ResultCache
 
 KERNEL = "6.1"
 WAIT = 900  # a bound on each CLI run, so a broken build fails instead of hanging

@@ -22,9 +22,9 @@ from compat_agent.wire.textfacts import program_facts
 from compat_agent.wire.validate import WireError
 
 import tests.test_classify as cases
-from compat import classify as text_classify
 from compat import factclassify
-from compat.inventory import Inventory
+from compat.results import classify as text_classify
+from compat.results.inventory import Inventory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from classify_parity import with_facts

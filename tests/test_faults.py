@@ -235,7 +235,7 @@ def test_product_image_ignores_fault_names(objects, tmp_path):
 
 def test_guest_memory_is_set_per_run(real_cache, default_specs):
     """--memory (Fleet memory_mb): the guest sees that much memory (no snapshot kept for this size)."""
-    from compat.fleet import Fleet
+    from compat.guest.fleet import Fleet
 
     spec = next(s for s in default_specs if s.id == KERNEL)
     fleet = Fleet(real_cache, [spec], memory_mb=384)

@@ -13,7 +13,7 @@ from bpf_build import build_source
 from compat_agent.objelf import analyze_elf
 
 from compat.errors import UserError
-from compat.globalvars import Assignment, check_defined, encode, parse, resolve
+from compat.objects.globalvars import Assignment, check_defined, encode, parse, resolve
 
 
 def test_values_are_integers_or_booleans():

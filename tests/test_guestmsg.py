@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compat import guestmsg
 from compat.cache import Cache
-from compat.check import Checker, CheckOptions, KernelWork
-from compat.fleet import Outcome
-from compat.matrix import KernelSpec
-from compat.objfile import BpfObject, ObjectProgram
-from compat.vm import GuestError
+from compat.guest import guestmsg
+from compat.guest.fleet import Outcome
+from compat.guest.vm import GuestError
+from compat.kernels.matrix import KernelSpec
+from compat.objects.objfile import BpfObject, ObjectProgram
+from compat.run.checker import Checker, CheckOptions, KernelWork
 
 
 def program(**over) -> dict:

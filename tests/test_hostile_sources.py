@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from bpf_build import compile_command, find_clang
 
-from compat.sourcemap import locate, source_roots
+from compat.objects.sourcemap import locate, source_roots
 
 ENV_MARKER = "COMPATLEAKMARKERENV"
 FILE_MARKER = "COMPATLEAKMARKERFILE"

@@ -4,7 +4,7 @@ import stat
 import pytest
 from newc import read_newc
 
-from compat.image import ImageBuilder
+from compat.guest.image import ImageBuilder
 
 pytestmark = pytest.mark.network
 
@@ -30,7 +30,7 @@ def test_image_is_reused_until_inputs_change(real_cache, monkeypatch):
     builder = ImageBuilder(real_cache)
     first = builder.build()
     assert builder.build().key == first.key
-    import compat.image as image_mod
+    import compat.guest.image as image_mod
 
     files = image_mod.agent_files()
     monkeypatch.setattr(image_mod, "agent_files", lambda: {**files, "agent.py": files["agent.py"] + b"\n# changed\n"})

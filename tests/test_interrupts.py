@@ -120,7 +120,7 @@ def test_sweep_removes_old_unowned_vm_dirs_unless_a_process_names_them(tmp_path,
 
 
 def test_vm_work_dirs_live_under_the_cache_and_name_their_owner(tmp_path):
-    from compat.vm import VM, VMConfig
+    from compat.guest.vm import VM, VMConfig
 
     short = Path(tempfile.mkdtemp(prefix="ci-"))  # pytest's tmp_path can be too long for sockets
     config = VMConfig(Path("/nonexistent/vmlinuz"), Path("/nonexistent/initrd"))

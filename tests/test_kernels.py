@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from compat.errors import UserError
-from compat.kernels import KernelStore, available, bzimage_release, upstream_version, version_key
-from compat.kmod import modinfo, read_module, resolve_modules
-from compat.matrix import KernelSpec
+from compat.kernels.kmod import modinfo, read_module, resolve_modules
+from compat.kernels.matrix import KernelSpec
+from compat.kernels.sources import KernelStore, available, bzimage_release
+from compat.kernels.version import upstream_version, version_key
 
 pytestmark = pytest.mark.network
 
@@ -86,7 +87,7 @@ def test_local_kernel_validation(real_cache, default_specs, tmp_path):
 
 
 def test_every_default_kernel_boots_uncompressed_through_pvh(real_cache, default_specs):
-    from compat.bootimage import extract_vmlinux, has_pvh_entry
+    from compat.kernels.bootimage import extract_vmlinux, has_pvh_entry
 
     store = KernelStore(real_cache)
     for spec in default_specs:

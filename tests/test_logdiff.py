@@ -2,7 +2,7 @@
 
 from synthetic_run import LOG_FILTER_170, LOG_FILTER_176, STATS_LOG
 
-from compat.logdiff import diff_logs, first_divergence, instructions, normalize
+from compat.results.logdiff import diff_logs, first_divergence, instructions, normalize
 
 
 def test_normalize_removes_ids_addresses_and_timing():

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from compat.errors import UserError
-from compat.matrix import load_matrix, parse_matrix
+from compat.kernels.matrix import load_matrix, parse_matrix
 
 P = Path("m.yaml")
 
@@ -199,8 +199,8 @@ def test_plain_names_of_real_archives_load(tmp_path):
 
 def test_a_spec_made_in_code_is_checked_before_an_apt_root_is_made(tmp_path):
     from compat.cache import Cache
-    from compat.kernels import KernelStore
-    from compat.matrix import KernelSpec
+    from compat.kernels.matrix import KernelSpec
+    from compat.kernels.sources import KernelStore
 
     cache = Cache(tmp_path / "cache")
     spec = KernelSpec(id="x", label="x", source="apt", mirror="http://h/d", suite="../../../x", series="6.1")

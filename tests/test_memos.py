@@ -7,8 +7,8 @@ import os
 import pytest
 
 import compat.cache as cache_mod
-from compat.apt import AptRepo, AptSource
 from compat.cache import Cache, HashMemo
+from compat.kernels.apt import AptRepo, AptSource
 
 
 def test_file_hashes_are_remembered_while_the_file_is_unchanged(tmp_path, monkeypatch):

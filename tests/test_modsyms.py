@@ -1,8 +1,8 @@
-"""Which module functions an object names (compat/modsyms.py), host only."""
+"""Which module functions an object names (compat/kernels/modsyms.py), host only."""
 
 from types import SimpleNamespace
 
-from compat.modsyms import INDEX, ModuleIndex, scan, wanted_functions
+from compat.kernels.modsyms import INDEX, ModuleIndex, scan, wanted_functions
 
 
 def test_wanted_functions_of_sections_and_externs():

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from bpf_build import embedding_binary
 
-from compat.check import display_names, load_objects
-from compat.objfile import BadObject, read_objects
+from compat.objects.objfile import BadObject, read_objects
+from compat.run.checker import display_names, load_objects
 
 
 def test_real_objects_list_their_programs(built_programs):
@@ -132,7 +132,7 @@ def _many_programs(tmp_path, count: int) -> Path:
 
 def test_the_program_limit_is_inclusive(tmp_path):
     """README: "programs per object | 4096"; an object of exactly 4096 was refused."""
-    from compat.objfile import MAX_PROGRAMS
+    from compat.objects.objfile import MAX_PROGRAMS
 
     sources = [_many_programs(tmp_path, n) for n in (MAX_PROGRAMS, MAX_PROGRAMS + 1)]
     procs = [subprocess.Popen(["clang", "-O2", "-target", "bpf", "-c", str(s), "-o", str(s.with_suffix(".o"))])
@@ -153,6 +153,6 @@ def test_the_program_limit_is_inclusive(tmp_path):
 )  # fmt: skip
 def test_libbpf_section_names(section, known):
     """--program-type's SECTION is checked against libbpf's own table, matched as libbpf does."""
-    from compat.objfile import libbpf_knows
+    from compat.objects.objfile import libbpf_knows
 
     assert libbpf_knows(section) is known

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from bpf_build import PROGRAMS_DIR, build_programs
 
-from compat.results import SCHEMA_FILE
+from compat.results.model import SCHEMA_FILE
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
 

@@ -20,9 +20,9 @@ import jsonschema
 import pytest
 from synthetic_run import baseline, current
 
-from compat.compare import compare
 from compat.reports import RENDERERS, render
-from compat.results import SCHEMA_FILE
+from compat.results.compare import compare
+from compat.results.model import SCHEMA_FILE
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("COMPAT_UPDATE_GOLDEN") == "1"

@@ -1,4 +1,4 @@
-"""The result cache (compat/resultcache.py) and its use by the checker, without VMs: a fleet
+"""The result cache (compat/run/resultcache.py) and its use by the checker, without VMs: a fleet
 stand-in answers like guests would and counts how often a guest was needed."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import pytest
 
 from compat.cache import Cache
-from compat.check import Checker, CheckOptions, load_objects
-from compat.fleet import Outcome
-from compat.inventory import Inventory
-from compat.matrix import KernelSpec
-from compat.resultcache import KIND, ResultCache, apply_kfunc_slice, kfunc_slice
-from compat.vm import GuestError
+from compat.guest.fleet import Outcome
+from compat.guest.vm import GuestError
+from compat.kernels.matrix import KernelSpec
+from compat.results.inventory import Inventory
+from compat.run.checker import Checker, CheckOptions, load_objects
+from compat.run.resultcache import KIND, ResultCache, apply_kfunc_slice, kfunc_slice
 
 REPLY = {
     "type": "check_result",
@@ -259,7 +259,7 @@ def test_only_uncached_objects_go_to_the_guest(tmp_path, built_programs):
 
 
 def test_idle_cores_help_the_kernel_with_the_most_work(tmp_path, built_programs, monkeypatch):
-    import compat.schedule as schedule
+    import compat.run.schedule as schedule
 
     monkeypatch.setattr(schedule, "HELP_MIN_SECONDS", 0.0)
     monkeypatch.setattr(schedule, "OBJECT_SECONDS", 1.0)  # each object looks worth a second guest

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from synthetic_run import baseline, current
 
-from compat.compare import compare
 from compat.errors import UserError
-from compat.results import RunResult, differing_options
-from compat.shard import Shard, baseline_plan, merge, plan, restrict
+from compat.results.compare import compare
+from compat.results.model import RunResult, differing_options
+from compat.run.shard import Shard, baseline_plan, merge, plan, restrict
 
 KERNELS = ["5.10", "6.1", "6.12", "sid"]
 

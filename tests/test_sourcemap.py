@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from bpf_build import PROGRAMS_DIR, build_programs, compile_command, find_clang
 
-from compat import sourcemap
-from compat.sourcemap import (
+from compat.objects import sourcemap
+from compat.objects.sourcemap import (
     MAX_SOURCE_LINE_BYTES,
     LineTable,
     SourceLocation,

@@ -4,11 +4,11 @@ import io
 
 import pytest
 
-from compat.cpio import CpioWriter
-from compat.fleet import Fleet
-from compat.image import ImageBuilder
-from compat.kernels import KernelStore
-from compat.vm import VM, GuestError, VMConfig
+from compat.guest.cpio import CpioWriter
+from compat.guest.fleet import Fleet
+from compat.guest.image import ImageBuilder
+from compat.guest.vm import VM, GuestError, VMConfig
+from compat.kernels.sources import KernelStore
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
 

@@ -15,7 +15,8 @@ from compat_agent.wire import messages as wire
 from compat_agent.wire import stats
 from compat_agent.wire.validate import WireError
 
-from compat import compare, guestmsg
+from compat.guest import guestmsg
+from compat.results import compare
 from tests.test_guestmsg import check_result, probe_result, program
 
 HELLO = {"type": "hello", "release": "6.1.0-40-amd64", "btf": True, "agent": "0.1", "uptime": 1.5,

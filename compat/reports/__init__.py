@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..compare import Comparison, compare
-from ..errors import UserError
-from ..results import RunResult
+from compat.errors import UserError
+from compat.results.compare import Comparison, compare
+from compat.results.model import RunResult
+
 from . import github, json_report, junit, markdown, sarif, table
 
 RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from compat_agent.progtype import CONTEXT, OPTION
 
-from ..compare import Comparison, kernel_name, kernel_version
-from ..results import REASONS, KernelInfo, ProgramResult, RunResult
-from ..sourcemap import SourceLocation
+from compat.objects.sourcemap import SourceLocation
+from compat.results.compare import Comparison, kernel_name, kernel_version
+from compat.results.model import REASONS, KernelInfo, ProgramResult, RunResult
 
 __all__ = ["kernel_name", "kernel_version"]
 

@@ -5,7 +5,8 @@ kfunc names, paths, verifier and libbpf logs, messages, kernel release strings) 
 compat runs in CI on objects from pull requests. Each writer passes such strings through the one
 function of this module that matches its medium, and nothing else escapes on its own:
 
-- ``visible``: the common first step. Control characters (C0, DEL, C1: ESC, CSI, OSC, BEL, CR,
+- ``visible`` (compat/text.py, shared with the objects layer): the common first step. Control
+  characters (C0, DEL, C1: ESC, CSI, OSC, BEL, CR,
   NEL …), lone surrogates (undecodable bytes of a file name), bidi overrides and isolates,
   line/paragraph separators and the noncharacters U+FFFE/U+FFFF become Python-style escapes
   (``\\x1b``, ``\\n``, ``\\u202e``): visible, ASCII, never interpreted by a terminal or a viewer.
@@ -27,43 +28,7 @@ from __future__ import annotations
 import html as _html
 import re
 
-# Bidi embeddings, overrides and isolates, and the marks that can reorder what a reader sees
-# ("Trojan Source"), plus the separators some viewers break lines at.
-_FORMAT_CONTROLS = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029]
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape_of(code: int) -> str:
-    ch = chr(code)
-    if ch in _SHORT:
-        return _SHORT[ch]
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-_TABLE: dict[int, str] = {
-    code: _escape_of(code)
-    for code in [
-        *range(0x00, 0x20),
-        *range(0x7F, 0xA0),
-        *_FORMAT_CONTROLS,
-        *range(0xD800, 0xE000),  # lone surrogates: str of a file name decoded with surrogateescape
-        0xFFFE,
-        0xFFFF,
-    ]
-}
-_TABLES: dict[str, dict[int, str]] = {"": _TABLE}
-
-
-def visible(text: object, keep: str = "") -> str:
-    """text with every control, bidi and surrogate character shown as a visible escape
-    (``\\x1b``, ``\\n``, ``\\u202e``); the characters in ``keep`` (e.g. "\\n") are left as they are.
-    Idempotent: its output holds no character it would escape (backslashes are not doubled)."""
-    table = _TABLES.get(keep)
-    if table is None:
-        table = {k: v for k, v in _TABLE.items() if chr(k) not in keep}
-        _TABLES[keep] = table
-    return str(text).translate(table)
-
+from compat.text import visible
 
 # A line GitHub Actions reads as a workflow command: "::" after leading white space (the runner
 # trims it), or the legacy "##[" form.

@@ -10,9 +10,10 @@ rest are printed as plain log lines, so that no finding is silently dropped.
 
 from __future__ import annotations
 
-from ..compare import Comparison
-from ..gate import facts, gate_summary
-from ..results import ERROR, RunResult
+from compat.results.compare import Comparison
+from compat.results.gate import facts, gate_summary
+from compat.results.model import ERROR, RunResult
+
 from . import common, escape
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..compare import Comparison
-from ..results import RunResult
+from compat.results.compare import Comparison
+from compat.results.model import RunResult
+
 from . import escape
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ..compare import Comparison
-from ..gate import facts
-from ..results import ACCEPTED, ERROR, REJECTED, RunResult
+from compat.results.compare import Comparison
+from compat.results.gate import facts
+from compat.results.model import ACCEPTED, ERROR, REJECTED, RunResult
+
 from . import common, escape
 
 LOG_TAIL = 40

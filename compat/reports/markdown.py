@@ -7,10 +7,11 @@ off by its other rows), and last by cutting at a line."""
 
 from __future__ import annotations
 
-from ..compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
-from ..gate import facts, gate_summary
-from ..logdiff import LogDiff
-from ..results import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
+from compat.results.gate import facts, gate_summary
+from compat.results.logdiff import LogDiff
+from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+
 from . import common, escape
 from .escape import markdown as md
 

@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from ..compare import Comparison
-from ..gate import facts
-from ..results import REASONS, RunResult
+from compat.results.compare import Comparison
+from compat.results.gate import facts
+from compat.results.model import REASONS, RunResult
+
 from . import common, escape
 from .escape import json_text as j
 

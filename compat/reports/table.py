@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from ..compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
-from ..gate import facts, gate_summary
-from ..results import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
+from compat.results.gate import facts, gate_summary
+from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+
 from . import common, escape
 from .escape import terminal as t
 

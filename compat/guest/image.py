@@ -23,13 +23,14 @@ from pathlib import Path
 import yaml
 from debian.debian_support import Version
 
-from .apt import AptRepo, PackageVersion, debian_sources
-from .cache import Cache, sha256_file, sha256_json
+from compat.cache import Cache, sha256_file, sha256_json
+from compat.errors import InfraError, UserError
+from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
+from compat.kernels.kmod import resolve_modules
+from compat.kernels.sources import Kernel
+from compat.paths import agent_source_dir, data_file
+
 from .cpio import CpioWriter
-from .errors import InfraError, UserError
-from .kernels import Kernel
-from .kmod import resolve_modules
-from .paths import agent_source_dir, data_file
 
 IMAGE_KIND = "images"
 MODULES_KIND = "modules"

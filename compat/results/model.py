@@ -12,8 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
+from compat import __version__
+from compat.errors import UserError
 
 SCHEMA = "compat/v1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "result-v1.json"

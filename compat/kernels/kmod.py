@@ -15,7 +15,7 @@ from pathlib import Path
 
 import zstandard
 
-from .errors import InfraError
+from compat.errors import InfraError
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 

@@ -13,8 +13,9 @@ import os
 from functools import cache
 from pathlib import Path
 
+from compat.cache import Cache, sha256_file, sha256_json
+
 from .accel import qemu_version
-from .cache import Cache, sha256_file, sha256_json
 from .vm import KERNEL_CMDLINE, VM, VMConfig, cpu_model
 
 KIND = "snapshots"

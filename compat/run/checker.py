@@ -20,24 +20,27 @@ from pathlib import Path
 from compat_agent.objelf import ElfInfo, analyze_elf, elf_to_json
 from compat_agent.progtype import CONTEXT, OPTION
 
-from . import globalvars, guestmsg
-from .cache import Cache, sha256_json
-from .classify import classify
-from .errors import CompatError
-from .fleet import Fleet, Outcome, Session
-from .globalvars import Assignment
-from .guestmsg import TIMEOUT
-from .inventory import Inventory, merged_helper_names
-from .kernels import Kernel, version_key
-from .matrix import KernelSpec
-from .modsyms import ModuleIndex, retargeted_section, wanted_functions
-from .objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
+from compat.cache import Cache, sha256_json
+from compat.errors import CompatError
+from compat.guest import guestmsg
+from compat.guest.fleet import Fleet, Outcome, Session
+from compat.guest.guestmsg import TIMEOUT
+from compat.guest.vm import DEFAULT_MEMORY_MB, GuestError, GuestTimeout
+from compat.kernels.matrix import KernelSpec
+from compat.kernels.modsyms import ModuleIndex, retargeted_section, wanted_functions
+from compat.kernels.sources import Kernel
+from compat.kernels.version import version_key
+from compat.objects import globalvars
+from compat.objects.globalvars import Assignment
+from compat.objects.objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
+from compat.objects.sourcemap import locate
+from compat.results.classify import classify
+from compat.results.inventory import Inventory, merged_helper_names
+from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
+
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
-from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
 from .shard import Shard, baseline_plan, plan
-from .sourcemap import locate
-from .vm import DEFAULT_MEMORY_MB, GuestError, GuestTimeout
 
 PROBE_KIND = "probes"
 DEFAULT_OBJECT_TIMEOUT = 900.0  # big multi-program objects under software emulation are slow

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from compat.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
+
 from .compare import ADDED, NO_VERDICT, CellChange, Comparison, kernel_name
-from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
-from .results import ERROR, REASONS, REJECTED, ProgramResult, RunResult
+from .model import ERROR, REASONS, REJECTED, ProgramResult, RunResult
 
 FAIL_ON = ("regression", "rejection", "never")
 

@@ -23,10 +23,11 @@ from compat_agent.check import attach_target
 from compat_agent.elf import cstr, section_body, section_headers, section_names
 from compat_agent.progtype import first_match
 
-from .cache import Cache
-from .errors import InfraError
-from .kernels import Kernel
+from compat.cache import Cache
+from compat.errors import InfraError
+
 from .kmod import module_files, read_module, resolve_modules
+from .sources import Kernel
 
 INDEX = "functions.sqlite"
 INDEX_VERSION = 3  # in the cache key: a new layout is a new entry

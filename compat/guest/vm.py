@@ -24,8 +24,10 @@ from pathlib import Path
 from compat_agent.agent import PORT_NAME
 from compat_agent.protocol import ChannelClosed, ProtocolError, encode, read_frame
 
-from .errors import InfraError, UserError
-from .paths import temp_dir
+from compat.errors import UserError
+from compat.paths import temp_dir
+
+from .errors import GuestError, GuestTimeout
 
 # Boot fast: a quiet console, no crypto self-tests, no mitigations, no probing of absent
 # hardware; panic=-1 with -no-reboot makes a panicking guest end its QEMU at once. Expedited RCU
@@ -41,18 +43,6 @@ DEFAULT_BOOT_TIMEOUT = 90.0  # software emulation with every core busy is slow
 CONSOLE_TAIL_BYTES = 256 << 10  # keep and read at most about this much of a console log
 CONSOLE_READ_BYTES = 64 << 10
 REPLY_MAX_PAYLOAD = 1 << 20  # guest replies are JSON; no reply needs a big binary payload
-
-
-class GuestError(InfraError):
-    """The guest failed (did not boot, died, hung, broke the protocol): not a verdict."""
-
-    def __init__(self, message: str, console_tail: str = ""):
-        super().__init__(message)
-        self.console_tail = console_tail
-
-
-class GuestTimeout(GuestError):
-    """The guest is alive but did not answer in time (a request's own timeout)."""
 
 
 def cpu_model(accel: str) -> str:

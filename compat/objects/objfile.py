@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,10 @@ from pathlib import Path
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from compat.errors import UserError
+from compat.text import visible
+
 from .embedded import carve, source_stem
-from .errors import UserError
 
 EM_BPF = 247
 MAX_OBJECT_BYTES = 64 << 20  # far above real objects (tens of MB at most); bounds guest memory too
@@ -80,12 +81,10 @@ class NoPrograms(BadObject):
     a directory brought it in, an error when named."""
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def one_line(text: str, limit: int = 80) -> str:
-    """text with control characters escaped; past limit characters it is cut (limit 0: never)."""
-    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+    """text with control characters escaped (compat.text.visible); past limit characters it is
+    cut (limit 0: never)."""
+    text = visible(text)
     return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from debian.debian_support import Version
 
+from compat.cache import Cache, Entry, sha256_file, sha256_json
+from compat.errors import InfraError, UserError
+
 from .apt import AptRepo, AptSource, PackageVersion, debian_sources
-from .cache import Cache, Entry, sha256_file, sha256_json
-from .errors import InfraError, UserError
 from .matrix import KernelSpec, check_name
+from .version import release_version, upstream_version, version_key
 
 KIND = "kernels"
 BOOT_KIND = "boot"
@@ -27,18 +29,6 @@ BOOT_KIND = "boot"
 # digit (6.1.0-56, 6.1.0-0.deb11.52, 6.12.117+deb13, 6.8.0-40) so "cloud" or "rt" never pass
 # for ABI; X.Y-only names (linux-image-6.1-amd64) are meta packages.
 _ABI = r"\d+\.\d+\.\d+(?:[-+.~][a-z]*\d[0-9a-z]*)*"
-_UPSTREAM = re.compile(r"^(?:\d+:)?(\d+\.\d+(?:\.\d+)?)")
-
-
-def upstream_version(debian_version: str) -> str:
-    """6.1.192-2 → 6.1.192; 1:6.8.0-40.40 → 6.8.0."""
-    m = _UPSTREAM.match(debian_version)
-    return m.group(1) if m else debian_version
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """A sortable key for upstream versions like 6.1.176."""
-    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
 
 
 @dataclass(frozen=True)
@@ -306,12 +296,6 @@ def bzimage_release(path: Path) -> str | None:
     except OSError:
         return None
     return text.split(" ", 1)[0]
-
-
-def release_version(release: str) -> str:
-    """6.1.0-50-amd64 → 6.1.0; 6.13.0-rc1+ → 6.13.0."""
-    m = re.match(r"^(\d+\.\d+(?:\.\d+)?)", release)
-    return m.group(1) if m else release
 
 
 def available(

@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from compat.cache import TMP_KIND, Cache
+from compat.errors import CompatError, InfraError
+from compat.kernels.matrix import KernelSpec
+from compat.kernels.sources import Kernel, KernelStore, ResolvedKernel
+
 from .accel import choose_accel
-from .cache import TMP_KIND, Cache
-from .errors import CompatError, InfraError
 from .image import Image, ImageBuilder
-from .kernels import Kernel, KernelStore, ResolvedKernel
-from .matrix import KernelSpec
 from .snapshot import Snapshots
 from .snapshot import enabled as snapshots_enabled
 from .vm import DEFAULT_MEMORY_MB, VM, GuestError, VMConfig

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .cache import Cache, write_atomic
-from .errors import UserError
+from compat.cache import Cache, write_atomic
+from compat.errors import UserError
+
 from .vm import qemu_binary
 
 PROBE_TIMEOUT = 20.0

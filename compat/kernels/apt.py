@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
-from .cache import Cache, replace_text, sha256_json, write_atomic
-from .errors import InfraError, UserError
+from compat.cache import Cache, replace_text, sha256_json, write_atomic
+from compat.errors import InfraError, UserError
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Suites searched for Debian kernels, oldest first. Security suites live on their own mirror.

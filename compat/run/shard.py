@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .compare import _pair_objects
-from .errors import UserError
-from .objfile import BpfObject
-from .results import VERDICT_OPTIONS, KernelInfo, ObjectInfo, ProgramResult, RunResult, differing_options
+from compat.errors import UserError
+from compat.objects.objfile import BpfObject
+from compat.results.compare import _pair_objects
+from compat.results.model import VERDICT_OPTIONS, KernelInfo, ObjectInfo, ProgramResult, RunResult, differing_options
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import Cache, write_atomic
-from .kernels import Kernel
-from .objfile import BpfObject
+from compat.cache import Cache, write_atomic
+from compat.kernels.sources import Kernel
+from compat.objects.objfile import BpfObject
 
 HISTORY_FILE = "schedule.json"
 COLD_BOOT_SECONDS = 3.0 + 1.5  # boot to a ready agent under emulation, then warm and save the snapshot

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError
+from compat.errors import UserError
 
 BOOLEANS = {"true": 1, "false": 0}
 

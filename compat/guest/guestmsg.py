@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .vm import GuestError
+from .errors import GuestError
 
 NAME_MAX = 4096  # program, section, map, type, kfunc names; short words
 TEXT_MAX = 1 << 20  # messages, reasons, libbpf's lines

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from . import __version__, globalvars
-from .cache import NEVER_PRUNED, Cache, replace_text
-from .errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError, UserError
-from .gate import FAIL_ON
-from .matrix import KernelSpec, load_matrix
+from compat import __version__
+from compat.cache import NEVER_PRUNED, Cache, replace_text
+from compat.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError, UserError
+from compat.kernels.matrix import KernelSpec, load_matrix
+from compat.objects import globalvars
+from compat.results.gate import FAIL_ON
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +79,7 @@ def _days(text: str) -> float:
 
 def _shard(text: str) -> str:
     """--shard I/N, checked when parsed: 1 <= I <= N <= MAX_SHARDS."""
-    from .shard import Shard
+    from compat.run.shard import Shard
 
     try:
         shard = Shard.parse(text)
@@ -93,14 +94,14 @@ def _shard(text: str) -> str:
 def _shown(text: object) -> str:
     """Text from an object, a guest or a kernel (a name, a path, a message) as one terminal line
     (compat/reports/escape.py: imported here, not at start-up, where it would cost 0.1 s)."""
-    from .reports.escape import terminal
+    from compat.reports.escape import terminal
 
     return terminal(text)
 
 
 def _shown_lines(text: str) -> list[str]:
     """A guest's multi-line text (a console tail) as escaped terminal lines."""
-    from .reports.escape import terminal_lines
+    from compat.reports.escape import terminal_lines
 
     return terminal_lines(text)
 
@@ -270,11 +271,11 @@ def _specs(args) -> list[KernelSpec]:
 
 
 def cmd_kernels(args, cache: Cache) -> int:
-    from .kernels import KernelStore, available
+    from compat.kernels.sources import KernelStore, available
 
     store = KernelStore(cache, refresh=args.refresh)
     if args.action == "available":
-        from .matrix import check_name
+        from compat.kernels.matrix import check_name
 
         check_name("flavour", args.flavour, "--flavour: ")
         if args.suite is not None:
@@ -307,7 +308,7 @@ def cmd_kernels(args, cache: Cache) -> int:
 
 
 def cmd_image(args, cache: Cache) -> int:
-    from .image import ImageBuilder, describe
+    from compat.guest.image import ImageBuilder, describe
 
     builder = ImageBuilder(cache)
     image = builder.build() if args.action == "build" else builder.cached()
@@ -397,7 +398,7 @@ def _auto_prune(cache: Cache) -> None:
 
 
 def cmd_vm(args, cache: Cache) -> int:
-    from .fleet import Fleet
+    from compat.guest.fleet import Fleet
 
     fleet = Fleet(cache, _specs(args), jobs=args.jobs, refresh=args.refresh)
     outcomes = fleet.run(lambda vm, kernel: vm.request({"type": "ping"})[0])
@@ -445,7 +446,7 @@ def cmd_vm(args, cache: Cache) -> int:
 def _check_globals(values: tuple, objects: list) -> None:
     """--set-global against the objects, before anything boots: a name no object defines, or a
     value too big for a variable, is a one-line error."""
-    from .check import elf_analysis
+    from compat.run.checker import elf_analysis
 
     variables = []
     for obj in objects:
@@ -467,7 +468,7 @@ def _rule(option: str, rule: str, metavar: str, example: str) -> tuple[str, str]
 def _program_type(rule: str) -> tuple[str, str]:
     """One --program-type GLOB=SECTION; a SECTION libbpf gives no type is a usage error naming
     the ones it does (checked before anything boots, not turned into verdicts)."""
-    from .objfile import LIBBPF_SECTIONS, libbpf_knows
+    from compat.objects.objfile import LIBBPF_SECTIONS, libbpf_knows
 
     glob, section = _rule("--program-type", rule, "GLOB=SECTION", "encap_*=lwt_xmit")
     if not libbpf_knows(section):
@@ -479,7 +480,7 @@ def _program_type(rule: str) -> tuple[str, str]:
 
 def _formats(args) -> tuple[list[str], list[str]]:
     """--format and --output, checked before anything runs."""
-    from .reports import RENDERERS
+    from compat.reports import RENDERERS
 
     formats = args.formats or ["table"]
     for fmt in formats:
@@ -492,8 +493,8 @@ def _formats(args) -> tuple[list[str], list[str]]:
 
 
 def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -> None:
-    from .gate import gate_summary
-    from .reports import render
+    from compat.reports import render
+    from compat.results.gate import gate_summary
 
     table_on_stdout = False
     for i, fmt in enumerate(formats):
@@ -513,7 +514,7 @@ def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -
 
 
 def _load_baseline(path: Path):
-    from .results import RunResult
+    from compat.results.model import RunResult
 
     if path.suffix == ".o":
         raise UserError(f"--baseline {path}: takes a result file (JSON)", "use --baseline-object for an object file")
@@ -521,12 +522,12 @@ def _load_baseline(path: Path):
 
 
 def cmd_check(args, cache: Cache) -> int:
-    from .check import DEFAULT_OBJECT_TIMEOUT, DEFAULT_PROGRAM_TIMEOUT, Checker, CheckOptions, load_objects
-    from .compare import compare
-    from .gate import exit_status
-    from .shard import Shard, restrict
-    from .sourcemap import source_roots
-    from .vm import DEFAULT_MEMORY_MB
+    from compat.guest.vm import DEFAULT_MEMORY_MB
+    from compat.objects.sourcemap import source_roots
+    from compat.results.compare import compare
+    from compat.results.gate import exit_status
+    from compat.run.checker import DEFAULT_OBJECT_TIMEOUT, DEFAULT_PROGRAM_TIMEOUT, Checker, CheckOptions, load_objects
+    from compat.run.shard import Shard, restrict
 
     program_types = tuple(_program_type(rule) for rule in args.program_types or [])
     attach_targets = tuple(
@@ -581,7 +582,7 @@ def cmd_check(args, cache: Cache) -> int:
         baseline.options["kernel_axis"] = matrix.axis
         comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
     elif baseline is not None:
-        from .results import differing_options
+        from compat.results.model import differing_options
 
         for flag in differing_options([result, baseline]):
             print(f"compat: warning: {args.baseline} was checked with other {flag} options than this run: "
@@ -598,10 +599,10 @@ def cmd_check(args, cache: Cache) -> int:
 
 
 def cmd_merge(args, cache: Cache) -> int:
-    from .compare import compare
-    from .gate import exit_status
-    from .results import RunResult
-    from .shard import merge
+    from compat.results.compare import compare
+    from compat.results.gate import exit_status
+    from compat.results.model import RunResult
+    from compat.run.shard import merge
 
     formats, outputs = _formats(args)
     docs = [(str(path), RunResult.read_document(path)) for path in args.results]
@@ -629,9 +630,9 @@ def cmd_merge(args, cache: Cache) -> int:
 
 
 def cmd_report(args, cache: Cache) -> int:
-    from .compare import compare
-    from .gate import exit_status
-    from .results import RunResult
+    from compat.results.compare import compare
+    from compat.results.gate import exit_status
+    from compat.results.model import RunResult
 
     formats, outputs = _formats(args)
     doc = RunResult.read_document(args.result)
@@ -653,9 +654,9 @@ def cmd_report(args, cache: Cache) -> int:
 def cmd_probe(args, cache: Cache) -> int:
     import json
 
-    from .check import Checker, CheckOptions
-    from .inventory import diff, merged_helper_names
-    from .kernels import version_key
+    from compat.kernels.version import version_key
+    from compat.results.inventory import diff, merged_helper_names
+    from compat.run.checker import Checker, CheckOptions
 
     checker = Checker(cache, _specs(args), CheckOptions(jobs=args.jobs, refresh=args.refresh))
     checker.fleet.prepare()
@@ -670,17 +671,9 @@ def cmd_probe(args, cache: Cache) -> int:
         print(json.dumps(doc, indent=1))
     elif args.diff:
         for prev, cur in itertools.pairwise(good):
-            d = diff(prev.value, cur.value, names)
-            print(f"{cur.spec.id} ({cur.kernel.version}) relative to {prev.spec.id} ({prev.kernel.version}):")
-            if d.empty():
-                print("  no change")
-            for what, (added, removed) in (("program types", d.prog_types), ("map types", d.map_types),
-                                           ("helpers", d.helpers), ("kfuncs", d.kfuncs),
-                                           ("features", d.features)):  # fmt: skip
-                if added:
-                    print(f"  + {what}: {', '.join(added)}")
-                if removed:
-                    print(f"  - {what}: {', '.join(removed)}")
+            print(f"{_shown(cur.spec.id)} ({_shown(cur.kernel.version)}) relative to "
+                  f"{_shown(prev.spec.id)} ({_shown(prev.kernel.version)}):")  # fmt: skip
+            print("\n".join(diff_lines(diff(prev.value, cur.value, names))))
     else:
         rows = []
         for o in good:
@@ -692,9 +685,26 @@ def cmd_probe(args, cache: Cache) -> int:
             for o in good:
                 allowed = sorted(t for t, ok in o.value.kfunc_allowed.get(kf, {}).items() if ok)
                 present = "present" if kf in o.value.kfuncs else "absent"
-                print(f"{kf} on {o.spec.id}: {present}; callable from: {', '.join(allowed) or 'none'}")
+                print(f"{_shown(kf)} on {_shown(o.spec.id)}: {present}; callable from: "
+                      f"{_shown(', '.join(allowed)) or 'none'}")  # fmt: skip
     return EXIT_INFRA if any(o.error for o in outcomes) else EXIT_OK
 
+
+
+def diff_lines(d) -> list[str]:
+    """`compat probe --diff`'s lines for one kernel against the previous one (an InventoryDiff).
+    Helper, kfunc and type names come from the guest: each is shown escaped (one terminal line)."""
+    if d.empty():
+        return ["  no change"]
+    lines = []
+    for what, (added, removed) in (("program types", d.prog_types), ("map types", d.map_types),
+                                   ("helpers", d.helpers), ("kfuncs", d.kfuncs),
+                                   ("features", d.features)):  # fmt: skip
+        if added:
+            lines.append(f"  + {what}: {', '.join(_shown(n) for n in added)}")
+        if removed:
+            lines.append(f"  - {what}: {', '.join(_shown(n) for n in removed)}")
+    return lines
 
 COMMANDS = {
     "kernels": cmd_kernels,

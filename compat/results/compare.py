@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 
-from .kernels import version_key
+from compat.kernels.version import version_key
+
 from .logdiff import LogDiff, diff_logs
-from .results import ACCEPTED, ERROR, REJECTED, KernelInfo, ProgramResult, RunResult
+from .model import ACCEPTED, ERROR, REJECTED, KernelInfo, ProgramResult, RunResult
 
 STILL_ACCEPTED, STILL_REJECTED = "still_accepted", "still_rejected"
 NEWLY_REJECTED, NEWLY_ACCEPTED = "newly_rejected", "newly_accepted"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
-from .paths import data_file
+from compat.errors import UserError
+from compat.paths import data_file
 
 SOURCES = ("debian", "apt", "local")
 AXES = ("version", "matrix")  # how reports order kernels: by upstream version, or as the file lists them

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from compat_agent import AGENT_VERSION
 
-from .cache import Cache, mark_used, sha256_json, write_atomic
-from .inventory import Inventory
+from compat.cache import Cache, mark_used, sha256_json, write_atomic
+from compat.results.inventory import Inventory
 
 KIND = "results"
 SCHEMA = "compat-result-cache/v1"

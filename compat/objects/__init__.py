@@ -1,0 +1,1 @@
+"""The user's BPF object files: reading them, embedded objects, source lines, global variables."""

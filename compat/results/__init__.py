@@ -1,0 +1,1 @@
+"""Where verdicts are judged: the result model (compat/v1), classification, comparison, the gate."""
