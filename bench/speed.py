@@ -14,7 +14,7 @@ snapshots and probes warm; a first check warms them when they are not):
         check request against the guest's own time in bpf_object__load for the verdicts (strict)
         and against the agent's whole check in the guest, for the programs/ objects and for
         real third-party objects from Debian (bench/corpus.py)
-  (d)   in-guest / native: the same agent code (compat_agent.check, attach off) with the host's
+  (d)   in-guest / native: the same agent code (compat_agent.checker.check, attach off) with the host's
         libbpf on the host kernel, against the guest's time for the same objects, where both
         sides gave the same verdicts. compat's own objects; with --native-real also the Debian
         objects (loaded, never attached, into the host kernel: the product never loads objects
@@ -198,8 +198,8 @@ NATIVE = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from compat_agent import libbpf as lb
-from compat_agent.check import check
-from compat_agent.objelf import analyze_elf, elf_to_json
+from compat_agent.checker.check import check
+from compat_agent.elf.analysis import analyze_elf, elf_to_json
 runs = int(sys.argv[2])
 out = {"libbpf": lb.version(), "objects": {}}
 for path in sys.argv[3:]:

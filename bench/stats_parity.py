@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "guest-agent"))
 
-from compat_agent.verifierlog import parse_stats as agent_parse_stats  # noqa: E402
 from compat_agent.wire.stats import parse_stats  # noqa: E402
+from compat_agent.wire.verifierlog import parse_stats as agent_parse_stats  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -11,11 +11,12 @@ import struct
 import zlib
 
 import pytest
-from compat_agent import libbpf as lb
-from compat_agent.check import attach_target, explain
-from compat_agent.objelf import analyze_elf, helpers_from_insns
-from compat_agent.probe import decl_tagged
-from compat_agent.verifierlog import error_line, parse_stats
+from compat_agent.bpf import libbpf as lb
+from compat_agent.checker.check import explain
+from compat_agent.elf.analysis import analyze_elf, helpers_from_insns
+from compat_agent.elf.sections import attach_target
+from compat_agent.probe.probe import decl_tagged
+from compat_agent.wire.verifierlog import error_line, parse_stats
 
 LOG_510_ACCEPT = (
     "verification time 107 usec\nstack depth 0\n"

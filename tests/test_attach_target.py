@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from bpf_build import build_source
-from compat_agent.progtype import first_match
+from compat_agent.elf.sections import first_match
 
 from compat.kernels.modsyms import retargeted_section
 

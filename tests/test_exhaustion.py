@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 from bpf_build import build_source
-from compat_agent import resources
-from compat_agent.check import Checker
-from compat_agent.resources import MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
+from compat_agent.checker import resources
+from compat_agent.checker.check import Checker
+from compat_agent.checker.resources import MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
 
 from compat.cache import Cache
 from compat.guest import guestmsg

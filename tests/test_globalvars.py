@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from bpf_build import build_source
-from compat_agent.objelf import analyze_elf
+from compat_agent.elf.analysis import analyze_elf
 
 from compat.errors import UserError
 from compat.objects.globalvars import Assignment, check_defined, encode, parse, resolve

@@ -1,4 +1,4 @@
-"""The agent's shared kernel BTF (compat_agent/kernelbtf.py), on the host's libbpf.
+"""The agent's shared kernel BTF (compat_agent/bpf/kernelbtf.py), on the host's libbpf.
 
 Only BTF is read here (/sys/kernel/btf/vmlinux, through libbpf's own BTF lookups): nothing is
 loaded into the host kernel. Each case runs in a child process, because install() redirects the
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from compat_agent.kernelbtf import got_slots
+from compat_agent.bpf.kernelbtf import got_slots
 
 AGENT = Path(__file__).resolve().parent.parent / "guest-agent"
 
@@ -33,7 +33,7 @@ def run(code: str) -> str:
 
 def test_the_host_libbpf_calls_its_btf_functions_through_its_got():
     out = run(
-        "from compat_agent import kernelbtf, libbpf as lb\n"
+        "from compat_agent.bpf import kernelbtf, libbpf as lb\n"
         "base, path = kernelbtf._link_map(lb.lib().so._handle)\n"
         "slots = kernelbtf.got_slots(path, {kernelbtf.LOAD, kernelbtf.FREE})\n"
         "print(sorted(slots), base > 0)\n"
@@ -46,7 +46,7 @@ def test_libbpf_gets_the_one_parsed_copy_and_cannot_free_it():
     # the answers must not change, and the shared copy must outlive every btf__free.
     out = run(
         "import ctypes\n"
-        "from compat_agent import kernelbtf, libbpf as lb\n"
+        "from compat_agent.bpf import kernelbtf, libbpf as lb\n"
         "so = lb.lib().so\n"
         "find = so.libbpf_find_vmlinux_btf_id\n"
         "find.argtypes = (ctypes.c_char_p, ctypes.c_int)\n"

@@ -1,5 +1,5 @@
 """Objects with legacy map definitions (struct bpf_map_def in 'maps' sections), which libbpf 1.x
-refuses to open: compat's own legacy-map loader (guest-agent/compat_agent/legacy.py) parses them
+refuses to open: compat's own legacy-map loader (guest-agent/compat_agent/checker/legacy.py) parses them
 on the host here, and gives their programs the kernel's verdicts in a real guest."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from bpf_build import build_source
-from compat_agent import legacy
+from compat_agent.checker import legacy
 
 LEGACY = r"""
 #include <linux/bpf.h>

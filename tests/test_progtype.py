@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from compat_agent.objelf import analyze_elf, elf_from_json, elf_to_json
-from compat_agent.progtype import CONTEXT, OPTION, choose, parse_rules
+from compat_agent.elf.analysis import analyze_elf, elf_from_json, elf_to_json
+from compat_agent.elf.sections import CONTEXT, OPTION, choose, parse_rules
 
 
 def test_each_program_s_context_type_is_read_from_btf(built_programs):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from bpf_build import PROGRAMS_DIR, compile_command, find_clang
-from compat_agent.objelf import analyze_elf, elf_from_json, elf_to_json
+from compat_agent.elf.analysis import analyze_elf, elf_from_json, elf_to_json
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_probe_says_struct_ops_maps_exist_everywhere_and_links_from_6_4():
 
 
 def test_the_agent_tells_which_struct_ops_map_failed_and_why_its_programs_were_not_verified(struct_ops_object):
-    from compat_agent.check import Checker, ProgState
+    from compat_agent.checker.check import Checker, ProgState
 
     checker = Checker(struct_ops_object, "struct_ops.o", attach=False)
     checker.struct_ops = analyze_elf(struct_ops_object).struct_ops

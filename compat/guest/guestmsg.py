@@ -264,7 +264,7 @@ _HELLO = record(
     required=("type", "release", "btf"),
 )
 # An agent error may carry a code with parameters instead of prose for the host to parse: a
-# check that ran out of the guest's open files or memory (guest-agent/compat_agent/resources.py).
+# check that ran out of the guest's open files or memory (guest-agent/compat_agent/checker/resources.py).
 EXHAUSTED = "resource_exhausted"
 OPEN_FILES, MEMORY = "open_files", "memory"
 _STAGES = ("open", "btf", "probe", "map", "program", "object", "agent")

@@ -21,8 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compat_agent.agent import PORT_NAME
-from compat_agent.protocol import ChannelClosed, ProtocolError, encode, read_frame
+from compat_agent.wire.framing import PORT_NAME, ChannelClosed, ProtocolError, encode, read_frame
 
 from compat.errors import UserError
 from compat.paths import temp_dir

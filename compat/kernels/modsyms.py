@@ -19,9 +19,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from compat_agent.check import attach_target
-from compat_agent.elf import cstr, section_body, section_headers, section_names
-from compat_agent.progtype import first_match
+from compat_agent.elf.reader import cstr, section_body, section_headers, section_names
+from compat_agent.elf.sections import attach_target, first_match
 
 from compat.cache import Cache
 from compat.errors import InfraError

@@ -34,8 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from compat_agent.elf import cstr
-from compat_agent.verifierlog import STATS_LINE
+from compat_agent.elf.reader import cstr
+from compat_agent.wire.verifierlog import STATS_LINE
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from compat_agent.progtype import CONTEXT, OPTION
+from compat_agent.elf.sections import CONTEXT, OPTION
 
 from compat.objects.sourcemap import SourceLocation
 from compat.results.compare import Comparison, kernel_name, kernel_version

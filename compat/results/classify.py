@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from compat_agent.verifierlog import error_line
+from compat_agent.wire.verifierlog import error_line
 
 from .inventory import Inventory, helper_label
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from compat_agent.objelf import ElfInfo, analyze_elf, elf_to_json
-from compat_agent.progtype import CONTEXT, OPTION
+from compat_agent.elf.analysis import ElfInfo, analyze_elf, elf_to_json
+from compat_agent.elf.sections import CONTEXT, OPTION
 
 from compat.cache import Cache, sha256_json
 from compat.errors import CompatError

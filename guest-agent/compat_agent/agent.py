@@ -8,13 +8,13 @@ import os
 import sys
 import time
 
-from . import AGENT_VERSION
-from .protocol import SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, read_frame
-from .resources import lowered_open_files, raise_open_files
+from compat_agent.checker.resources import lowered_open_files, raise_open_files
+from compat_agent.wire.framing import PORT_NAME, SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, read_frame
 
-PORT_NAME = "org.compat.0"
+from . import AGENT_VERSION
+
 IMAGE_INFO = "/etc/compat-image.json"
-# Present only in the test build of the image (compat.image.ImageBuilder(test_faults=True)):
+# Present only in the test build of the image (compat.guest.image.ImageBuilder(test_faults=True)):
 # then a check request for an object named compat-fault-<kind>... injects that fault instead.
 TEST_FAULTS = "/etc/compat-test-faults"
 FAULT_PREFIX = "compat-fault-"
@@ -105,7 +105,7 @@ def handle(message: dict, payload: bytes) -> dict | None:
 
         for name in LAZY_IMPORTS:
             importlib.import_module(name)
-        from .kernelbtf import install  # and parse the kernel's BTF once for every later load
+        from compat_agent.bpf.kernelbtf import install  # and parse the kernel's BTF once for every later load
 
         return {**reply, "type": "warm", "modules": len(sys.modules), "kernel_btf": install()}
     if kind in ("check", "probe", "load_modules"):
@@ -113,14 +113,14 @@ def handle(message: dict, payload: bytes) -> dict | None:
         # only answers pings should not pay for them.
         try:
             if kind == "check":
-                from .check import check
+                from compat_agent.checker.check import check
 
                 return {**check(message, payload), **reply}
             if kind == "load_modules":  # kernel modules that define functions the next object names
-                from .modules import load_given
+                from compat_agent.bpf.modules import load_given
 
                 return {**load_given(list(message.get("modules") or []), payload), **reply}
-            from .probe import probe
+            from compat_agent.probe.probe import probe
 
             return {**probe(message), **reply}
         except Exception as e:  # one broken request must not kill the agent (and the VM)
@@ -193,14 +193,14 @@ def inject(fault: str, fd: int, message: dict, send) -> None:
 # Modules the agent imports only on some paths (check and probe requests): the image trace
 # imports them too so they are in the image.
 LAZY_IMPORTS = (
-    "compat_agent.libbpf",
-    "compat_agent.check",
-    "compat_agent.objelf",
-    "compat_agent.attach",
-    "compat_agent.perfevent",
-    "compat_agent.probe",
+    "compat_agent.bpf.libbpf",
+    "compat_agent.checker.check",
+    "compat_agent.elf.analysis",
+    "compat_agent.attach.attach",
+    "compat_agent.attach.perfevent",
+    "compat_agent.probe.probe",
     "traceback",
-    "compat_agent.modules",
+    "compat_agent.bpf.modules",
     "pyroute2",  # netlink for XDP/tc attach targets, imported when first needed
 )
 

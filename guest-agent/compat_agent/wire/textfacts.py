@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from ..verifierlog import error_line
 from .facts import FACT_REPEAT_MAX, Fact
+from .verifierlog import error_line
 
 # libbpf marks calls to unresolved weak kfuncs and failed CO-RE relocations with these.
 _POISON_KFUNC = re.compile(r"unknown#20020000\d\d")

@@ -14,7 +14,7 @@ import contextlib
 import struct
 from dataclasses import dataclass, field
 
-from .elf import cstr, is_elf64le, section_body, section_headers, section_names
+from .reader import cstr, is_elf64le, section_body, section_headers, section_names
 
 SHT_SYMTAB, SHT_REL = 2, 9
 SHF_EXECINSTR = 0x4

@@ -20,9 +20,11 @@ import ctypes
 import os
 import socket
 
-from . import libbpf as lb
-from . import modules, perfevent
-from .progtype import ATTACH_TIME_TYPES, OPTION
+from compat_agent.bpf import libbpf as lb
+from compat_agent.bpf import modules
+from compat_agent.elf.sections import ATTACH_TIME_TYPES, OPTION
+
+from . import perfevent
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 IFNAME = "compat0"

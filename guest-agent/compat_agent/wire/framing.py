@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 
 SCHEMA = "compat/v1"
+PORT_NAME = "org.compat.0"  # the virtio-serial port the host creates and the agent opens
 MAGIC = b"CPT1"
 HEADER = struct.Struct(">4sII")
 MAX_JSON = 32 << 20

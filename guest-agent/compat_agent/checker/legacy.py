@@ -28,10 +28,10 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import libbpf as lb
-from .elf import cstr, is_elf64le, section_body, section_headers, section_names
-from .logbuf import log_buffer
-from .objelf import (
+from compat_agent.bpf import libbpf as lb
+from compat_agent.bpf.logbuf import log_buffer
+from compat_agent.bpf.timelimit import program_time_limit
+from compat_agent.elf.analysis import (
     BPF_CALL,
     BPF_LD_IMM64,
     SHF_EXECINSTR,
@@ -41,10 +41,12 @@ from .objelf import (
     helpers_from_insns,
     symbols_and_relocations,
 )
-from .progtype import ATTACH_TIME_TYPES, choose, first_match
+from compat_agent.elf.reader import cstr, is_elf64le, section_body, section_headers, section_names
+from compat_agent.elf.sections import ATTACH_TIME_TYPES, attach_target, choose, first_match
+from compat_agent.wire.verifierlog import error_line, parse_stats
+
 from .resources import exhausted, map_bytes
-from .timelimit import program_time_limit
-from .verifierlog import error_line, parse_stats
+from .state import ProgState, explain, not_attempted
 
 # What libbpf 1.x says when it meets legacy map definitions.
 LEGACY_OPEN = re.compile(r"legacy map definitions in '[^']*' section|bad map relo against '[^']*' in section 'maps")
@@ -218,8 +220,7 @@ def load(name: str, insns: bytes, prog_type: int, attach_type: int, license: str
 def check(checker, open_log: list[str]) -> dict:
     """The check_result fields for a legacy object (checker: the check.Checker of the request,
     for its options and records); raises Unsupported when the object needs more."""
-    from .attach import Targets, attach_fd, failed
-    from .check import ProgState, attach_target, not_attempted  # (check.py imports this module)
+    from compat_agent.attach.attach import Targets, attach_fd, failed
 
     maps, programs, license, kern_version = parse(checker.data)
     records = []
@@ -290,8 +291,6 @@ def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, 
               fds: dict[str, int]) -> int:  # fmt: skip
     """Verify one program: stats only first, then the full log of a rejection (as check.py does);
     the fd of an accepted program (the caller attaches and closes it), else -1."""
-    from .check import explain
-
     insns = prog.patched(fds)
     t0 = time.monotonic()
     fd, log, stopped = load(prog.name, insns, *typed, license, kern_version, 4, checker.program_timeout)

@@ -25,17 +25,27 @@ import errno as errno_mod
 import re
 import struct
 import time
-from dataclasses import dataclass, field
 
-from . import kernelbtf, legacy
-from . import libbpf as lb
-from .logbuf import FULL_LOG_SIZE, STATS_LOG_SIZE, log_buffers
-from .objelf import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
-from .progtype import ATTACH_TIME_TYPES, BTF_TARGET_TYPES, OPTION, SECTION, choose, first_match, parse_rules
+from compat_agent.bpf import kernelbtf
+from compat_agent.bpf import libbpf as lb
+from compat_agent.bpf.logbuf import FULL_LOG_SIZE, STATS_LOG_SIZE, log_buffers
+from compat_agent.bpf.timelimit import program_time_limit
+from compat_agent.elf.analysis import ElfInfo, analyze_elf, elf_from_json, helpers_from_insns
+from compat_agent.elf.sections import (
+    ATTACH_TIME_TYPES,
+    BTF_TARGET_TYPES,
+    OPTION,
+    attach_target,
+    choose,
+    first_match,
+    parse_rules,
+)
+from compat_agent.wire.verifierlog import error_line, parse_stats
+
+from . import legacy
 from .resources import FILE_ERRNOS, MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
 from .resources import reply as exhausted_reply
-from .timelimit import program_time_limit
-from .verifierlog import error_line, parse_stats
+from .state import ProgState, explain, not_attempted
 
 FULL_LOG_BUDGET = 16 << 20  # all full logs of one reply (a frame's JSON is bounded at 32 MiB)
 FULL_LOG_MAX_INSNS = 250_000  # above this, a level-1 reload costs more than its log is worth
@@ -59,26 +69,6 @@ RUNTIME_SIZE = {
 # (libbpf-tools, bcc: --perf-max-stack-depth); checked with the kernel's default depth, 127
 # frames (sysctl kernel.perf_event_max_stack) of 8 bytes.
 STACK_TRACE_VALUE_SIZE = 127 * 8
-
-
-_POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
-_UNRESOLVED_KFUNC_RE = re.compile(r"kfunc '([^']+)' is referenced but wasn't resolved")
-
-
-def explain(message: str | None, weak_kfuncs: list[str]) -> str | None:
-    """Reword messages that speak libbpf-internal language (poisoned instructions)."""
-    if not message:
-        return message
-    m = _UNRESOLVED_KFUNC_RE.search(message)
-    if m:
-        return (
-            f"calls kfunc '{m.group(1)}', which this kernel does not have "
-            "(a __weak extern: guard the call with bpf_ksym_exists())"
-        )
-    if _POISON_KFUNC_RE.search(message):
-        names = "', '".join(weak_kfuncs) if weak_kfuncs else "?"
-        return f"calls a kfunc this kernel does not have (weak extern '{names}'): guard the call with bpf_ksym_exists()"
-    return message
 
 
 # -- libbpf messages ---------------------------------------------------------------------------
@@ -106,109 +96,6 @@ def _object_lines(lines: list[str]) -> list[str]:
 
 
 # -- the check ---------------------------------------------------------------------------------
-@dataclass
-class ProgState:
-    """Everything known about one program while the check runs."""
-
-    name: str
-    section: str
-    prog_type: int
-    type_name: str
-    eat: int
-    attach_type: str | None
-    attach_target: str | None
-    insn_cnt: int
-    helpers: list[int]
-    kfuncs: list[str]
-    initial_autoload: bool
-    type_from: str = SECTION  # progtype: where the type it is loaded as came from
-    type_note: str | None = None  # why it is loaded as another type than its section says
-    target_from: str = SECTION  # OPTION: attach_target is --attach-target's, not the section's
-    target_note: str | None = None  # what --attach-target did to it
-    verdict: str | None = None
-    stage: str | None = None
-    errno: int | None = None
-    message: str | None = None
-    libbpf_log: list[str] = field(default_factory=list)
-    log: str = ""
-    log_level: int = 4
-    stats: dict = field(default_factory=dict)
-    load_ms: float = 0.0
-    attach: dict | None = None
-    loaded: bool = True  # False: accepted in a load that failed later on (not in the final object)
-
-    def reject(self, stage: str, errno: int | None, message: str | None, lines: list[str]) -> None:
-        """Record a rejection at a stage (prepare: no verifier ran; load: the kernel refused)."""
-        self.verdict, self.stage, self.errno, self.message = "rejected", stage, errno, message
-        self.libbpf_log = lines
-
-    def retarget(self, target: str, loaded: bool = False) -> None:
-        """Take --attach-target's target instead of the section's (loaded: libbpf loads the
-        program against it, else only its attach check uses it), and say so in its results."""
-        how = "loaded with attach target" if loaded else "attach target"
-        own = attach_target(self.section) or "none"
-        self.target_note = f"{how} {target} (--attach-target; its section names {own})"
-        self.attach_target, self.target_from = target, OPTION
-
-    def record(self) -> dict:
-        """The program's record in the check_result reply."""
-        stats = {
-            "insns_processed": None,
-            "states_total": None,
-            "states_peak": None,
-            "verification_time_us": None,
-            "stack_depth": None,
-            **self.stats,
-            "insn_cnt": self.insn_cnt,
-        }
-        return {
-            "program": self.name,
-            "section": self.section,
-            "prog_type": self.type_name,
-            "prog_type_from": self.type_from,
-            "attach_type": self.attach_type,
-            "attach_target": self.attach_target,
-            "verdict": self.verdict,
-            "stage": self.stage,
-            "errno": self.errno,
-            "message": self.message,
-            "libbpf_log": "\n".join(
-                [f"[compat: {note}]" for note in (self.type_note, self.target_note) if note] + self.libbpf_log
-            ),
-            "log": self.log,
-            "log_level": self.log_level,
-            "stats": stats,
-            "helpers": self.helpers,
-            "kfuncs": self.kfuncs,
-            "load_ms": round(self.load_ms, 3),
-            "attach": self.attach or not_attempted("the program was not loaded"),
-        }
-
-
-def not_attempted(reason: str) -> dict:
-    """An attach record for a program that was not attached."""
-    return {"status": "not_attempted", "errno": None, "reason": reason}
-
-
-# Section prefixes whose remainder names what the program attaches to.
-_TARGET_PREFIXES = (
-    "kprobe/", "kretprobe/", "kprobe.multi/", "kretprobe.multi/", "kprobe.session/", "ksyscall/", "kretsyscall/",
-    "uprobe/", "uretprobe/", "uprobe.s/", "uretprobe.s/", "uprobe.multi/", "uretprobe.multi/", "usdt/",
-    "tp/", "tracepoint/", "raw_tp/", "raw_tracepoint/", "raw_tp.w/", "raw_tracepoint.w/", "tp_btf/",
-    "fentry/", "fexit/", "fmod_ret/", "fentry.s/", "fexit.s/", "fmod_ret.s/", "freplace/",
-    "lsm/", "lsm.s/", "lsm_cgroup/", "iter/", "iter.s/", "struct_ops/", "struct_ops.s/",
-)  # fmt: skip
-
-
-_TARGET_RE = re.compile("(?:" + "|".join(map(re.escape, _TARGET_PREFIXES)) + ")(.+)", re.S)
-
-
-def attach_target(section: str) -> str | None:
-    """What a section name says the program attaches to (kprobe function, fentry target, ...)."""
-    m = _TARGET_RE.match(section)
-    return m.group(1) if m else None
-
-
 def _attach_type_name(prog_type_name: str, eat: int) -> str | None:
     # expected_attach_type 0 is BPF_CGROUP_INET_INGRESS: meaningful only for cgroup_skb programs.
     if eat == 0 and prog_type_name != "cgroup_skb":
@@ -573,7 +460,7 @@ class Checker:
                 for p in accepted:
                     p.attach = not_attempted("attach not requested")
                 return
-            from .attach import attach_all
+            from compat_agent.attach.attach import attach_all
 
             if obj is not None:
                 attach_all(obj, [p for p in accepted if p.loaded])

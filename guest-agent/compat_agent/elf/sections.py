@@ -18,6 +18,7 @@ mistaken for one under the type the loader uses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -134,3 +135,22 @@ def choose(
                 wanted = told[0] if told and CONTEXT_SECTIONS[ctx] == "tc" else CONTEXT_SECTIONS[ctx]
                 return TypeChoice(wanted, CONTEXT, ctx)
     return None
+
+
+# Section prefixes whose remainder names what the program attaches to.
+_TARGET_PREFIXES = (
+    "kprobe/", "kretprobe/", "kprobe.multi/", "kretprobe.multi/", "kprobe.session/", "ksyscall/", "kretsyscall/",
+    "uprobe/", "uretprobe/", "uprobe.s/", "uretprobe.s/", "uprobe.multi/", "uretprobe.multi/", "usdt/",
+    "tp/", "tracepoint/", "raw_tp/", "raw_tracepoint/", "raw_tp.w/", "raw_tracepoint.w/", "tp_btf/",
+    "fentry/", "fexit/", "fmod_ret/", "fentry.s/", "fexit.s/", "fmod_ret.s/", "freplace/",
+    "lsm/", "lsm.s/", "lsm_cgroup/", "iter/", "iter.s/", "struct_ops/", "struct_ops.s/",
+)  # fmt: skip
+
+
+_TARGET_RE = re.compile("(?:" + "|".join(map(re.escape, _TARGET_PREFIXES)) + ")(.+)", re.S)
+
+
+def attach_target(section: str) -> str | None:
+    """What a section name says the program attaches to (kprobe function, fentry target, ...)."""
+    m = _TARGET_RE.match(section)
+    return m.group(1) if m else None

@@ -17,8 +17,9 @@ import ctypes
 import os
 import struct
 
+from compat_agent.elf.reader import cstr, is_elf64le, section_body, section_headers
+
 from . import libbpf as lb
-from .elf import cstr, is_elf64le, section_body, section_headers
 
 SHT_RELA, SHT_DYNSYM = 4, 11
 R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT = 6, 7

@@ -27,8 +27,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-from . import kernelbtf
-from . import libbpf as lb
+from compat_agent.bpf import kernelbtf
+from compat_agent.bpf import libbpf as lb
 
 BTF_DIR = "/sys/kernel/btf"
 KFUNC_TAG = b"bpf_kfunc"

@@ -6,7 +6,7 @@ at open already), per program and per BTF object, and kernel memory for every ma
 The guest's limits are not the user's machine's: a check that runs out of them has no verdict,
 so it ends in Exhausted, which the agent answers with an error reply carrying a code and its
 parameters (resource, errno, limit, what failed), never with a rejection. The host words it
-(compat/guestmsg.py) and makes the cells ``error``.
+(compat/guest/guestmsg.py) and makes the cells ``error``.
 
 The rules (``exhausted``):
 - EMFILE and ENFILE are always the guest's (the process's or the system's file table): no

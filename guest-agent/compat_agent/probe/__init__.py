@@ -1,0 +1,1 @@
+"""What a kernel offers: program and map types, helpers, kfuncs and features."""
