@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 
 import elfmut
-from compat_agent.protocol import ChannelClosed, ProtocolError, read_frame
+from compat_agent.wire.framing import ChannelClosed, ProtocolError, read_frame
 from fuzz_inputs import SEEDS, GuestStats, check_refusal, run
 
-from compat.objfile import BadObject, inspect_bytes, read_objects
-from compat.sourcemap import LineTable
+from compat.objects.objfile import BadObject, inspect_bytes, read_objects
+from compat.objects.sourcemap import LineTable
 
 
 def test_mutated_objects_frames_and_replies():
@@ -32,7 +32,7 @@ def test_mutated_objects_frames_and_replies():
         assert not stats.findings, f"{stats.line()}\n{stats.findings[0][2]}"
     objects = results[0]
     assert objects.inputs == 1000 and objects.outcomes.get("accepted") and objects.outcomes.get("refused")
-    assert objects.outcomes.get("accepted embedded")  # some went through compat.embedded's carving
+    assert objects.outcomes.get("accepted embedded")  # some went through compat.objects.embedded's carving
 
 
 def test_seed_corpus_is_small_and_checkable():

@@ -15,20 +15,23 @@ Targets and what must hold:
   .BTF.ext func_info/line_info/CO-RE records, with boundary values; records duplicated or deleted
   with their counts fixed; sections spliced from another seed, truncated) and blind (bit flips,
   interesting integers, truncation, splices, ...). Each is written to a file and read with
-  compat.objfile.read_objects exactly as `compat check` reads its inputs, sometimes embedded in a
-  host binary (compat.embedded's carving). Every input is accepted or refused with a BadObject
+  compat.objects.objfile.read_objects exactly as `compat check` reads its inputs, sometimes embedded in a
+  host binary (compat.objects.embedded's carving). Every input is accepted or refused with a BadObject
   whose message is one line naming the file; each accepted one also goes through
-  compat.sourcemap.locate (which parses line info), compat.check.check_request (the ELF analysis
-  the guest gets: externs, calls, contexts, globals), compat.modsyms.wanted_functions, and the
-  guest agent's legacy-map parser (compat_agent.legacy.parse, pure Python: refused with
+  compat.objects.sourcemap.locate (which parses line info), compat.run.checker.check_request (the ELF analysis
+  the guest gets: externs, calls, contexts, globals), compat.kernels.modsyms.wanted_functions, and the
+  guest agent's legacy-map parser (compat_agent.checker.legacy.parse, pure Python: refused with
   Unsupported or parsed).
 - guest (--guest N): the first N distinct mutants the host accepts are checked by `compat check
-  --kernel K --no-cache --format json` in real guests, 250 objects per run: every cell must be a
-  verdict (accepted or rejected); an `error` cell (the agent crashed, the guest died or hung) or
-  an exit status other than 0 or 1 is a finding.
-- frames: encoded guest messages, mutated, decoded with compat_agent.protocol.read_frame with the
+  --kernel K --no-cache` in real guests, 250 objects per run, with every report format written:
+  every cell must be a verdict (accepted or rejected) or the documented "a limit of the guest"
+  (a mutated map bigger than the guest's memory); an `error` cell (the agent crashed, the guest
+  died or hung), a traceback or "internal error", a report line beginning with `::` that compat
+  did not write, a raw control character in the table or markdown, or a JUnit/SARIF file that
+  does not parse is a finding.
+- frames: encoded guest messages, mutated, decoded with compat_agent.wire.framing.read_frame with the
   host's bounds: a message or a ProtocolError, nothing else; decoded messages then go through the
-  reply validation (compat.guestmsg).
+  reply validation (compat.guest.guestmsg).
 - replies: well-formed check_result / probe_result replies with fields replaced, dropped or nested;
   the validation accepts or refuses each, and whatever it accepts turns into results that serialize
   as strict JSON.
@@ -61,19 +64,19 @@ sys.path.insert(0, str(HERE.parent.parent))  # the repository: compat
 sys.path.insert(0, str(HERE.parent.parent / "guest-agent"))
 
 import elfmut  # noqa: E402
-from compat_agent import legacy  # noqa: E402
-from compat_agent.protocol import MAGIC, ChannelClosed, ProtocolError, encode, read_frame  # noqa: E402
+from compat_agent.checker import legacy  # noqa: E402
+from compat_agent.wire.framing import MAGIC, ChannelClosed, ProtocolError, encode, read_frame  # noqa: E402
 
-from compat import guestmsg  # noqa: E402
-from compat.check import Checker, CheckOptions, KernelWork, check_request  # noqa: E402
-from compat.fleet import Outcome  # noqa: E402
-from compat.globalvars import Assignment  # noqa: E402
-from compat.inventory import Inventory  # noqa: E402
-from compat.matrix import KernelSpec  # noqa: E402
-from compat.modsyms import wanted_functions  # noqa: E402
-from compat.objfile import BadObject, BpfObject, read_objects  # noqa: E402
-from compat.sourcemap import locate  # noqa: E402
-from compat.vm import REPLY_MAX_PAYLOAD  # noqa: E402
+from compat.guest import guestmsg  # noqa: E402
+from compat.guest.fleet import Outcome  # noqa: E402
+from compat.guest.vm import REPLY_MAX_PAYLOAD  # noqa: E402
+from compat.kernels.matrix import KernelSpec  # noqa: E402
+from compat.kernels.modsyms import wanted_functions  # noqa: E402
+from compat.objects.globalvars import Assignment  # noqa: E402
+from compat.objects.objfile import BadObject, BpfObject, read_objects  # noqa: E402
+from compat.objects.sourcemap import locate  # noqa: E402
+from compat.results.inventory import Inventory  # noqa: E402
+from compat.run.checker import Checker, CheckOptions, KernelWork, check_request  # noqa: E402
 
 SEEDS = HERE / "seeds"
 
@@ -300,7 +303,7 @@ def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float
     for _ in range(count):
         data = mutate_object(rng, seeds, layouts, shapes)
         embedded["now"] = host is not None and rng.random() < 0.05 and data[18:20] == b"\xf7\x00"
-        if embedded["now"]:  # inside a binary, as a libbpf skeleton embeds it: compat.embedded carves it
+        if embedded["now"]:  # inside a binary, as a libbpf skeleton embeds it: compat.objects.embedded carves it
             data = host + data
         run_one(stats, data, target, hang)
     stats.seconds = time.monotonic() - t0
@@ -587,7 +590,7 @@ def corpus(corpus_dir: Path | None, workdir: Path) -> list[bytes]:
 
 
 def fake_object(seed: bytes) -> BpfObject:
-    from compat.objfile import inspect_bytes
+    from compat.objects.objfile import inspect_bytes
 
     programs = inspect_bytes(seed, "seed")
     return BpfObject(Path("seed.o"), "seed.o", seed, hashlib.sha256(seed).hexdigest(), programs)
