@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import run_compat
 from hypothesis import given
 from hypothesis import strategies as st
 from synthetic_run import baseline, current
@@ -179,7 +178,7 @@ def test_merge_command_renders_and_gates(tmp_path: Path):
         files.append(str(path))
     out = tmp_path / "merged.json"
     args = ["merge", *files, "--format", "json", "--output", str(out), "--format", "table"]
-    proc = subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True)
+    proc = run_compat(*args)
     assert proc.returncode == 1, proc.stderr  # the synthetic run has a regression against its baseline
     doc = json.loads(out.read_text())
     assert len(doc["results"]) == len(run.results)
@@ -187,10 +186,9 @@ def test_merge_command_renders_and_gates(tmp_path: Path):
     assert doc["comparison"]["summary"]["regressions"] == len(compare(run, baseline()).regressions())
     assert "regression" in proc.stdout
     # The merged file renders again like any result file.
-    again = subprocess.run([sys.executable, "-m", "compat", "report", str(out), "--format", "markdown"],
-                           capture_output=True, text=True)  # fmt: skip
+    again = run_compat("report", str(out), "--format", "markdown")  # fmt: skip
     assert again.returncode == 1 and "<details>" in again.stdout
-    missing = subprocess.run([sys.executable, "-m", "compat", "merge", files[0]], capture_output=True, text=True)
+    missing = run_compat("merge", files[0])
     assert missing.returncode == 2 and missing.stderr.startswith("compat: error: shard result(s) missing: 2/2")
 
 
@@ -199,7 +197,7 @@ def test_the_ci_example_shards_and_merges_and_names_no_mirror():
 
     import yaml
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "github-actions.yml"
+    path = Path(__file__).resolve().parents[2] / "examples" / "github-actions.yml"
     text = path.read_text()
     doc = yaml.safe_load(text)
     shards = doc["jobs"]["check"]["strategy"]["matrix"]["shard"]

@@ -14,11 +14,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import COMPAT, start_compat
 
 from compat.cache import TMP_KIND, Cache
 
@@ -47,7 +47,7 @@ def start(objs: list[str], tmp_path: Path, *extra: str) -> tuple[subprocess.Pope
     out = tmp_path / "result.json"
     env = {**os.environ, "COMPAT_TEST_FAULTS": "1", "TMPDIR": str(tmpdir)}
     # --no-cache: every object goes to a guest (none is answered from the result cache)
-    cmd = [sys.executable, "-m", "compat", "check", *objs, "--kernel", KERNEL, "--no-cache", "--format", "table",
+    cmd = [*COMPAT, "check", *objs, "--kernel", KERNEL, "--no-cache", "--format", "table",
            "--format", "json", "--output", "-", "--output", str(out), *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, tmpdir, out
@@ -225,8 +225,7 @@ def test_product_image_ignores_fault_names(objects, tmp_path):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "COMPAT_TEST_FAULTS"} | {"TMPDIR": str(tmpdir)}
-    proc = subprocess.Popen([sys.executable, "-m", "compat", "check", make("panic"), "--kernel", KERNEL], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = start_compat("check", make("panic"), "--kernel", KERNEL, env=env)
     status, stdout, stderr = finish(proc)
     assert status == 0, stderr
     assert summary(stdout).endswith("1 accepted, 0 rejected, 0 error(s)"), stdout

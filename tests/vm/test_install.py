@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_RESULT = ROOT / "tests/golden/baseline.json.json"
 FORMATS = ("table", "json", "markdown", "github", "junit", "sarif")
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import run_compat
 from synthetic_run import baseline, current
 
 from compat.reports import RENDERERS, render
 from compat.results.compare import compare
 from compat.results.model import SCHEMA_FILE
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 UPDATE = os.environ.get("COMPAT_UPDATE_GOLDEN") == "1"
 SUFFIX = {"table": "txt", "json": "json", "markdown": "md", "github": "txt", "junit": "xml", "sarif": "sarif.json"}
 
@@ -238,23 +237,12 @@ def test_markdown_stays_under_the_comment_limit():
     assert len(md) <= 60_000 and "🔺" in md
 
 
-def compat(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "compat", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={k: v for k, v in os.environ.items() if k != "GITHUB_WORKSPACE"},
-    )
-
-
 def test_report_reproduces_every_format_from_the_saved_json(tmp_path):
     saved = tmp_path / "result.json"
     saved.write_text(render("json", current(), comparison_with_baseline()))
     for fmt in sorted(SUFFIX):
         out = tmp_path / f"out.{fmt}"
-        proc = compat("report", str(saved), "--format", fmt, "--output", str(out), cwd=tmp_path)
+        proc = run_compat("report", str(saved), "--format", fmt, "--output", str(out), cwd=tmp_path)
         assert proc.returncode == 1, proc.stderr  # the regression fails the gate
         assert out.read_text() == render(fmt, current(), comparison_with_baseline()), fmt
         assert proc.stderr.startswith("compat: 4 program(s), 4 kernel(s): 1 regression(s)"), proc.stderr
@@ -264,17 +252,17 @@ def test_report_with_a_baseline_file(tmp_path):
     now, old = tmp_path / "now.json", tmp_path / "old.json"
     now.write_text(render("json", current(), compare(current())))
     old.write_text(render("json", baseline(), compare(baseline())))
-    proc = compat("report", str(now), "--baseline", str(old), "--format", "table", cwd=tmp_path)
+    proc = run_compat("report", str(now), "--baseline", str(old), "--format", "table", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "▲ REJECTED missing_helper" in proc.stdout
     last = proc.stdout.strip().splitlines()[-1]
     assert f"1 regression(s) against {old}: counter.o:count_getpid on 5.10 (5.10.262) (missing helper)" in last
     # without a baseline, the rejection on the required kernel 6.1.176 fails the gate
-    proc = compat("report", str(now), "--format", "github", cwd=tmp_path)
+    proc = run_compat("report", str(now), "--format", "github", cwd=tmp_path)
     assert proc.returncode == 1 and "rejection(s) on required kernels" in proc.stderr
-    assert compat("report", str(now), "--fail-on", "never", cwd=tmp_path).returncode == 3  # sid: no verdict
-    assert compat("report", str(old), "--fail-on", "never", cwd=tmp_path).returncode == 0
-    assert compat("report", str(old), "--fail-on", "rejection", cwd=tmp_path).returncode == 1
+    assert run_compat("report", str(now), "--fail-on", "never", cwd=tmp_path).returncode == 3  # sid: no verdict
+    assert run_compat("report", str(old), "--fail-on", "never", cwd=tmp_path).returncode == 0
+    assert run_compat("report", str(old), "--fail-on", "rejection", cwd=tmp_path).returncode == 1
 
 
 def test_github_annotations_stay_within_what_github_shows():

@@ -12,14 +12,13 @@ no longer has.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from conftest import run_compat
 from corpus import corpus
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
@@ -42,11 +41,8 @@ def run(tmp_path_factory):
     missing = [n for n in WANTED if n not in objects]
     assert not missing, f"not in the corpus: {missing}"
     out = tmp_path_factory.mktemp("real") / "result.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "compat", "check", *(str(objects[n]) for n in WANTED), "--kernel", "6.12",
-         "--kernel", "sid", "--no-cache", "--format", "json", "--output", str(out)],
-        capture_output=True, text=True, timeout=1800, env={**os.environ},
-    )  # fmt: skip
+    proc = run_compat("check", *(str(objects[n]) for n in WANTED), "--kernel", "6.12", "--kernel", "sid", "--no-cache",
+                      "--format", "json", "--output", str(out), timeout=1800)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())["results"]
     return proc, {(r["object"], r["program"], r["kernel"]): r for r in results}

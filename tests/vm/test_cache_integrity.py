@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from bpf_build import EXPECTED_FILE
+from conftest import run_compat, start_compat
 
 from compat.cache import Cache, _write_manifest
 from compat.guest.image import IMAGE_KIND, ImageBuilder
@@ -52,12 +52,6 @@ def real(real_cache, default_specs):
     return real_cache
 
 
-def compat(cache: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "COMPAT_CACHE": str(cache), "COMPAT_APT_MAX_AGE": str(10**9)}
-    return subprocess.Popen([sys.executable, "-m", "compat", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-
-
 def results(proc: subprocess.Popen, out: Path) -> dict[tuple[str, str], dict]:
     _, stderr = proc.communicate(timeout=1800)
     assert proc.returncode == 0, stderr
@@ -73,7 +67,8 @@ def assert_expected(cells: dict[tuple[str, str], dict]) -> None:
 
 def check(cache: Path, tmp: Path, name: str, *objects: str, kernel: str = KERNEL) -> tuple[subprocess.Popen, Path]:
     out = tmp / f"{name}.json"
-    return compat(cache, "check", *objects, "--kernel", kernel, "--format", "json", "--output", str(out)), out
+    env = {"COMPAT_CACHE": str(cache), "COMPAT_APT_MAX_AGE": str(10**9)}
+    return start_compat("check", *objects, "--kernel", kernel, "--format", "json", "--output", out, env=env), out
 
 
 def no_temporaries(cache: Path) -> list[Path]:
@@ -223,8 +218,7 @@ def test_every_kind_of_entry_damaged_in_place_is_rebuilt_once_and_the_run_gives_
     for kind in ("boot", "images", "initrd", "modules", "modsyms"):
         assert f"cache entry {kind}/" in stderr and "was damaged" in stderr, (kind, stderr)
     # Everything is intact again (rebuilt under the same keys), and nothing is left half-built.
-    verify = subprocess.run([sys.executable, "-m", "compat", "cache", "verify", "--json"], capture_output=True,
-                            text=True, env={**os.environ, "COMPAT_CACHE": str(cache)}, timeout=600)  # fmt: skip
+    verify = run_compat("cache", "verify", "--json", env={"COMPAT_CACHE": str(cache)}, timeout=600)  # fmt: skip
     assert verify.returncode == 0, verify.stderr
     # Only entries damaged here that this run did not need again (under the same key) are left to
     # find: verify removes them.

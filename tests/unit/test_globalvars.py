@@ -3,11 +3,6 @@ the verdict a loader's configuration changes on a real kernel."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 from bpf_build import build_source
 from compat_agent.elf.analysis import analyze_elf
@@ -77,23 +72,3 @@ def test_an_object_s_globals_come_from_its_symbol_table(configured):
     found = analyze_elf(configured.read_bytes()).variables
     assert found["unsafe_mode"][0] == ".rodata" and found["unsafe_mode"][2] == 4
     assert found["hits"][0] == ".bss" and found["hits"][2] == 4
-
-
-@pytest.mark.vm
-@pytest.mark.network
-def test_the_loader_s_configuration_decides_the_verdict(configured):
-    def check(*extra):
-        proc = subprocess.run([sys.executable, "-m", "compat", "check", str(configured), "--kernel", "6.1", *extra,
-                               "--format", "json", "--output", "-"], capture_output=True, text=True, timeout=3000,
-                              env={**os.environ})  # fmt: skip
-        return proc, json.loads(proc.stdout) if proc.stdout else {}
-
-    _, default = check()
-    assert default["results"][0]["verdict"] == "accepted"  # the unchecked read is dead code
-    _, unsafe = check("--set-global", "unsafe_mode=1")
-    r = unsafe["results"][0]
-    assert (r["verdict"], r["reason"]) == ("rejected", "verifier_rejection"), r
-    assert "[compat: global variable 'unsafe_mode' (.rodata) set to 1 (--set-global)]" in r["libbpf_log"]
-    assert unsafe["options"]["set_global"] == ["unsafe_mode=1"]
-    proc, _ = check("--set-global", "unsafe_mod=1")
-    assert proc.returncode == 2 and "no object defines a global variable 'unsafe_mod'" in proc.stderr

@@ -5,11 +5,7 @@ of programs/untyped_sections.bpf.c are in programs/expected.yaml, checked by tes
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-import pytest
 from compat_agent.elf.analysis import analyze_elf, elf_from_json, elf_to_json
 from compat_agent.elf.sections import CONTEXT, OPTION, choose, parse_rules
 
@@ -43,32 +39,3 @@ def test_the_type_comes_from_the_option_then_the_context_and_never_replaces_a_se
     by_section = choose("f", "encap_gre", "unspec", sk_buff, rules)
     assert (by_section.section, by_section.source) == ("lwt_xmit", OPTION)
     assert choose("g", "tc", "sched_cls", sk_buff, rules).section == "xdp"  # the user's word goes for any program
-
-
-@pytest.mark.vm
-@pytest.mark.network
-def test_program_type_option_checks_a_program_as_its_loader_does(built_programs):
-    proc = subprocess.run(
-        [sys.executable, "-m", "compat", "check", str(built_programs["untyped_sections"]), "--kernel", "6.1",
-         "--program-type", "lwt_*=lwt_in", "--program-type", "no_context=xdp",
-         "--format", "json", "--output", "-"],
-        capture_output=True, text=True, timeout=3000, env={**os.environ},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
-    assert doc["options"]["program_types"] == ["lwt_*=lwt_in", "no_context=xdp"]
-    cells = {r["program"]: r for r in doc["results"]}
-    lwt = cells["lwt_push"]  # the option wins over the guess (lwt_xmit)
-    assert (lwt["verdict"], lwt["prog_type"], lwt["prog_type_from"]) == ("accepted", "lwt_in", "option"), lwt
-    assert "[compat: program loaded as lwt_in" in lwt["libbpf_log"]
-    assert (cells["no_context"]["verdict"], cells["no_context"]["prog_type"]) == ("accepted", "xdp")
-    guessed = cells["xdp_first_byte"]
-    assert (guessed["prog_type"], guessed["prog_type_from"]) == ("xdp", "context")
-    assert "guessed from its context argument (struct xdp_md *)" in guessed["libbpf_log"]
-    # A section name libbpf does not know is a usage error before any guest boots, not a verdict.
-    typo = subprocess.run(
-        [sys.executable, "-m", "compat", "check", str(built_programs["untyped_sections"]), "--kernel", "6.1",
-         "--program-type", "tc_mark=tc_typo"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert typo.returncode == 2 and typo.stderr.count("\n") == 1 and "tc_typo" in typo.stderr, typo.stderr

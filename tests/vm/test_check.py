@@ -3,23 +3,17 @@ reasons and attach outcomes of programs/expected.yaml, a schema-valid result fil
 input handled one line per file while the good objects are still checked."""
 
 import json
-import os
 import re
 import subprocess
-import sys
 
 import jsonschema
 import pytest
 from bpf_build import build_source, compile_command, embedding_binary, expected_mismatches, find_clang
+from conftest import run_compat
 
 from compat.results.model import SCHEMA_FILE, RunResult
 
 pytestmark = [pytest.mark.vm, pytest.mark.network]
-
-
-def compat(*args):
-    return subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True, timeout=3000,
-                          env={**os.environ})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +21,7 @@ def full_run(built_programs, tmp_path_factory):
     out = tmp_path_factory.mktemp("check") / "result.json"
     objects = [str(p) for _, p in sorted(built_programs.items())]
     # --no-cache: the expected verdicts must come from the guests, not from an earlier run's result cache.
-    proc = compat("check", *objects, "--no-cache", "--format", "table", "--format", "json", "--output", "-",
+    proc = run_compat("check", *objects, "--no-cache", "--format", "table", "--format", "json", "--output", "-",
                   "--output", str(out))  # fmt: skip
     return proc, json.loads(out.read_text())
 
@@ -68,7 +62,7 @@ def test_table_names_the_real_cause_in_words(full_run):
 def test_bad_inputs_are_reported_and_the_rest_still_checked(built_programs, tmp_path):
     empty = tmp_path / "empty.o"
     empty.write_bytes(b"")
-    proc = compat("check", "/bin/ls", str(built_programs["counter"]), str(empty), str(tmp_path / "missing.o"),
+    proc = run_compat("check", "/bin/ls", str(built_programs["counter"]), str(empty), str(tmp_path / "missing.o"),
                   str(tmp_path), "--kernel", "6.12")  # fmt: skip
     assert proc.returncode == 2
     errors = proc.stderr.strip().splitlines()
@@ -111,7 +105,7 @@ def test_a_program_over_the_time_limit_gets_no_verdict_and_the_rest_of_its_objec
     source.write_text(SLOW_AND_QUICK)
     subprocess.run(compile_command(find_clang(), source, obj), check=True, timeout=300)
     # The slow program takes seconds of verification under emulation (1M insns), the limit 0.3 s.
-    proc = compat("check", str(obj), "--kernel", "6.12", "--no-cache", "--program-timeout", "0.3",
+    proc = run_compat("check", str(obj), "--kernel", "6.12", "--no-cache", "--program-timeout", "0.3",
                   "--format", "json", "--output", "-")  # fmt: skip
     assert proc.returncode == 3, proc.stderr  # a cell without a verdict
     cells = {r["program"]: r for r in json.loads(proc.stdout)["results"]}
@@ -123,7 +117,7 @@ def test_a_program_over_the_time_limit_gets_no_verdict_and_the_rest_of_its_objec
 def test_a_binary_is_checked_for_the_objects_it_embeds(built_programs, tmp_path):
     # A tool built with a libbpf skeleton (or Go's bpf2go) carries its objects inside.
     tool = embedding_binary(tmp_path / "tool", [built_programs["counter"], built_programs["xdp_no_bounds_check"]])
-    proc = compat("check", str(tool), "--kernel", "6.12", "--format", "json", "--output", "-")
+    proc = run_compat("check", str(tool), "--kernel", "6.12", "--format", "json", "--output", "-")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert [o["object"] for o in doc["objects"]] == ["tool:counter.o", "tool:xdp_no_bounds_check.o"]
@@ -152,7 +146,7 @@ def test_a_map_pinned_by_an_earlier_check_does_not_stand_in_for_the_next_one_s(t
     # Both objects pin a map named "shared", of different types, and are checked in one guest: the
     # second must not find the first's map in bpffs (libbpf would refuse to reuse it: EINVAL).
     objects = [str(build_source(PINNED % kind, tmp_path, f"pin_{kind.lower()}")) for kind in ("HASH", "ARRAY")]
-    proc = compat("check", *objects, "--kernel", "6.1", "--jobs", "1", "--no-cache", "--format", "json",
+    proc = run_compat("check", *objects, "--kernel", "6.1", "--jobs", "1", "--no-cache", "--format", "json",
                   "--output", "-")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert [r["verdict"] for r in json.loads(proc.stdout)["results"]] == ["accepted", "accepted"]
@@ -175,7 +169,7 @@ def test_an_instruction_the_kernel_does_not_know_is_named(tmp_path):
     source, obj = tmp_path / "atomics.bpf.c", tmp_path / "atomics.o"
     source.write_text(FETCH_ADD)
     subprocess.run([*compile_command(find_clang(), source, obj), "-mcpu=v3"], check=True, timeout=300)
-    proc = compat("check", str(obj), "--kernel", "5.10", "--kernel", "6.1", "--format", "json", "--output", "-")
+    proc = run_compat("check", str(obj), "--kernel", "5.10", "--kernel", "6.1", "--format", "json", "--output", "-")
     cells = {r["kernel"]: r for r in json.loads(proc.stdout)["results"]}
     assert cells["6.1"]["verdict"] == "accepted", cells["6.1"]
     assert cells["5.10"]["reason"] == "unsupported_instruction" and "Linux 5.12" in cells["5.10"]["message"]

@@ -1,11 +1,9 @@
 """Kernel resolution and fetching against the real Debian archive (network marker)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_compat
 
 from compat.errors import UserError
 from compat.kernels.kmod import modinfo, read_module, resolve_modules
@@ -105,9 +103,8 @@ def test_a_local_kernel_without_its_channel_drivers_says_so(real_cache, default_
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(f"schema: compat-matrix/v1\nkernels:\n  - id: bare\n    source: local\n    image: {k.vmlinuz}\n")
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(built_programs["counter"]), "--matrix",
-                           str(matrix), "--no-cache", "--format", "json", "--output", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ})  # fmt: skip
+    proc = run_compat("check", str(built_programs["counter"]), "--matrix", str(matrix), "--no-cache", "--format",
+                      "json", "--output", str(out), timeout=600)  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     cell = json.loads(out.read_text())["results"][0]
     assert cell["reason"] == "infrastructure_error"

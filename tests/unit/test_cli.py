@@ -1,17 +1,8 @@
 """The command line: output and exit statuses, bad input as one line on stderr (no traceback)."""
 
-import os
-import subprocess
-import sys
 
 import pytest
-
-
-def compat(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "compat", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+from conftest import run_compat
 
 
 def one_line_error(proc, status, words):
@@ -22,26 +13,26 @@ def one_line_error(proc, status, words):
 
 
 def test_usage_errors():
-    one_line_error(compat(), 2, "required")
-    one_line_error(compat("kernels", "frobnicate"), 2, "invalid choice")
+    one_line_error(run_compat(), 2, "required")
+    one_line_error(run_compat("kernels", "frobnicate"), 2, "invalid choice")
 
 
 def test_bad_matrix_and_kernel(tmp_path):
-    one_line_error(compat("kernels", "list", "--matrix", str(tmp_path / "none.yaml")), 2, "does not exist")
+    one_line_error(run_compat("kernels", "list", "--matrix", str(tmp_path / "none.yaml")), 2, "does not exist")
     bad = tmp_path / "m.yaml"
     bad.write_text("kernels: [{series: '6.1', colour: red}]")
-    one_line_error(compat("kernels", "list", "--matrix", str(bad)), 2, "unknown key 'colour'")
-    one_line_error(compat("kernels", "list", "--kernel", "nope"), 2, "unknown kernel 'nope'")
+    one_line_error(run_compat("kernels", "list", "--matrix", str(bad)), 2, "unknown key 'colour'")
+    one_line_error(run_compat("kernels", "list", "--kernel", "nope"), 2, "unknown kernel 'nope'")
 
 
 def test_qemu_missing(tmp_path):
-    one_line_error(compat("vm", "smoke", env={"COMPAT_QEMU": str(tmp_path / "no-qemu")}), 2, "qemu")
+    one_line_error(run_compat("vm", "smoke", env={"COMPAT_QEMU": str(tmp_path / "no-qemu")}), 2, "qemu")
 
 
 def test_corrupt_cache_dir_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    one_line_error(compat("--cache", str(blocker / "sub"), "cache", "info"), 2, "cannot create cache directory")
+    one_line_error(run_compat("--cache", str(blocker / "sub"), "cache", "info"), 2, "cannot create cache directory")
 
 
 def test_no_mirror_configured(tmp_path, monkeypatch, capsys):
@@ -58,35 +49,6 @@ def test_no_mirror_configured(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "no Debian mirror configured" in err[0] and "COMPAT_DEBIAN_MIRROR" in err[0]
 
 
-@pytest.mark.network
-def test_kernels_available_and_list():
-    proc = compat("kernels", "available", "6.1")
-    assert proc.returncode == 0, proc.stderr
-    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("6.1.")]
-    assert len(rows) >= 3 and "linux-image-6.1.0-" in rows[0]
-    one_line_error(compat("kernels", "available", "2.4"), 2, "no amd64 kernel of series 2.4")
-    proc = compat("kernels", "list")
-    assert proc.returncode == 0 and "sid" in proc.stdout
-
-
-@pytest.mark.network
-def test_local_image_that_is_not_a_kernel(tmp_path):
-    fake = tmp_path / "bzImage"
-    fake.write_bytes(b"MZ" + b"\0" * 8000)
-    one_line_error(compat("kernels", "fetch", "--kernel", str(fake)), 2, "is not a Linux kernel image")
-
-
-@pytest.mark.vm
-@pytest.mark.network
-def test_smoke_boots_a_local_kernel_image(real_cache, default_specs):
-    from compat.kernels.sources import KernelStore
-
-    vmlinuz = KernelStore(real_cache).fetch(default_specs[3]).vmlinuz
-    proc = compat("vm", "smoke", "--kernel", str(vmlinuz))
-    assert proc.returncode == 0, proc.stderr
-    assert "vmlinuz" in proc.stdout and "yes" in proc.stdout
-
-
 def _deep_json(depth: int) -> str:
     return '{"schema": "compat/v1", "kernels": ' + "[" * depth + "]" * depth + ', "objects": [], "results": []}'
 
@@ -100,18 +62,18 @@ def test_deeply_nested_result_files_are_one_line(tmp_path, depth):
     obj.write_bytes(b"\x7fELF")
     for args in (["report", str(deep)], ["merge", str(deep)],
                  ["--cache", str(tmp_path / "c"), "check", str(obj), "--baseline", str(deep)]):  # fmt: skip
-        one_line_error(compat(*args), 2, "not a compat result file (nested more than 64 levels deep)")
+        one_line_error(run_compat(*args), 2, "not a compat result file (nested more than 64 levels deep)")
 
 
 def test_matrix_defects_of_issue_14_through_the_cli(tmp_path):
     m = tmp_path / "m.yaml"
     m.write_text('kernels:\n  - id: "x"\n    series: 6.10\n')  # silently checked the 6.1 series
-    one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
+    one_line_error(run_compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
                    "'series' is the number 6.10 (line 3), not a string (write series: \"6.10\" in quotes")  # fmt: skip
     m.write_text("kernels: " + "[" * 5000 + "]" * 5000)  # RecursionError, exit 3
-    one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2, "nests more")
+    one_line_error(run_compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2, "nests more")
     m.write_text('kernels:\n  - {id: x, source: apt, mirror: "http://mirror.invalid/d", suite: ../../../x}\n')
-    one_line_error(compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
+    one_line_error(run_compat("--cache", str(tmp_path / "c"), "kernels", "list", "--matrix", str(m)), 2,
                    "suite '../../../x' is not a plain suite name")  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.yaml"]  # no apt root outside the cache
 
@@ -122,7 +84,7 @@ def test_result_depth_bound_is_exact_and_real_results_pass(tmp_path):
     from compat.errors import UserError
     from compat.results.model import MAX_DEPTH, RunResult, _depth_exceeds
 
-    golden = Path(__file__).parent / "golden" / "baseline.json.json"
+    golden = Path(__file__).parents[1] / "golden" / "baseline.json.json"
     assert RunResult.read_document(golden)["schema"] == "compat/v1"  # a real result, with its baseline, passes
     nested: list = []
     for _ in range(MAX_DEPTH - 1):

@@ -21,12 +21,12 @@ from compat_agent.wire.features import FEATURES, struct_ops_types
 from compat_agent.wire.textfacts import program_facts
 from compat_agent.wire.validate import WireError
 
-import tests.test_classify as cases
+import tests.unit.test_classify as cases
 from compat import factclassify
 from compat.results import classify as text_classify
 from compat.results.inventory import Inventory
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from classify_parity import with_facts
 
 AGENT_SECTION_CLAUSE = " (a section name such as tc, xdp or lwt_xmit)"  # check.py's words

@@ -3,12 +3,11 @@ import json
 import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_compat
 
 from compat.cache import Cache, sha256_json
 from compat.errors import InfraError, UserError
@@ -213,15 +212,12 @@ def test_prune_by_kind_of_data(tmp_path):
 
 
 def test_cli_prune(tmp_path):
-    import subprocess
-    import sys
 
     cache = Cache(tmp_path)
     _entry(cache, "images", "a", size=3_000_000, age_days=1)
 
     def compat(*args):
-        proc = subprocess.run([sys.executable, "-m", "compat", "--cache", str(tmp_path), "cache", *args],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        proc = run_compat("--cache", str(tmp_path), "cache", *args, timeout=120)  # fmt: skip
         assert "Traceback" not in proc.stderr
         return proc
 
@@ -392,8 +388,7 @@ def test_cli_cache_verify_removes_damaged_entries_and_says_so(tmp_path):
     (results / "ok.json").write_text(json.dumps(doc))
     (results / "bad.json").write_text(json.dumps(doc).replace('"n": 1', '"n": 2'))
     env = {**os.environ, "COMPAT_CACHE": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-m", "compat", "cache", "verify", "--json"],
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = run_compat("cache", "verify", "--json", env=env, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert (report["checked"], report["damaged"], report["removed"]) == (4, 2, 2)
@@ -401,6 +396,5 @@ def test_cli_cache_verify_removes_damaged_entries_and_says_so(tmp_path):
     assert {(d["kind"], d["key"]) for d in report["damaged_entries"]} == {("snapshots", "bad"), ("results", "bad.json")}
     assert good.exists() and not bad.exists() and (results / "ok.json").exists() and not (results / "bad.json").exists()
     # The table form; a second pass finds nothing more to do.
-    run = subprocess.run([sys.executable, "-m", "compat", "cache", "verify", "things"],
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = run_compat("cache", "verify", "things", env=env, timeout=120)  # fmt: skip
     assert run.returncode == 0 and "things" in run.stdout and "removed" in run.stdout, run.stdout

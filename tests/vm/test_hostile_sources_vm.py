@@ -14,19 +14,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import xml.dom.minidom
 from pathlib import Path
 
 import pytest
 from bpf_build import compile_command, find_clang
-
-from compat.objects.sourcemap import locate, source_roots
+from conftest import COMPAT
 
 ENV_MARKER = "COMPATLEAKMARKERENV"
 FILE_MARKER = "COMPATLEAKMARKERFILE"
 FORMATS = ("table", "json", "markdown", "github", "junit", "sarif")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The whole program on line 1 (no #include: a preprocessor line would push it to a later line):
 # /proc/self/environ has no newline, so line 1 is all of it. XDP reads the packet unchecked, so
@@ -100,46 +98,6 @@ def hostile(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     return build_hostile(tmp_path_factory.mktemp("hostile"))
 
 
-def _locate(obj: Path, proj: Path):
-    # the log 6.1 gives: instruction 1 fails, its text without "@ file:line"
-    log = "0: (61) r1 = *(u32 *)(r1 +0)\n1: (61) r1 = *(u32 *)(r1 +0)\ninvalid access to packet\n"
-    data = obj.read_bytes()
-    return locate(data, obj, "read_unchecked", "xdp", "verifier_rejection", "invalid access", log, source_roots([proj]))
-
-
-def test_environ_object_prints_no_host_file(hostile):
-    proj, objs = hostile
-    environ = Path("/proc/self/environ").read_bytes().split(b"\0")[0].decode(errors="replace")
-    loc = _locate(objs["environ"], proj)
-    assert (loc.file, loc.line) == ("/proc/self/environ", 1)  # shown, as the object records it
-    assert loc.text is None and loc.path is None  # never read
-    loc = _locate(objs["environ_embedded"], proj)
-    assert loc.path is None and loc.text == ONE_LINE.strip()  # the object's own copy of the line
-    assert environ not in (loc.text or "")
-
-
-@pytest.mark.parametrize("case", ["link", "dotdot"])
-def test_paths_out_of_the_source_root_are_not_read(hostile, case):
-    proj, objs = hostile
-    loc = _locate(objs[case], proj)
-    assert loc.path is None and FILE_MARKER not in (loc.text or "")
-    assert loc.text == FAILING_TEXT  # the BTF's copy of the line is still shown
-
-
-def test_source_under_the_root_is_read(hostile, tmp_path):
-    proj, objs = hostile
-    if not shutil.which("llvm-objcopy"):
-        pytest.skip("needs llvm-objcopy")
-    stripped = proj / "good_dwarf.o"
-    subprocess.run(["llvm-objcopy", "--remove-section", ".BTF.ext", "--remove-section", ".rel.BTF.ext",
-                    str(objs["good"]), str(stripped)], check=True)  # fmt: skip
-    loc = _locate(stripped, proj)
-    assert loc.how == "dwarf" and loc.text == FAILING_TEXT and loc.path == str(proj / "good.bpf.c")
-    assert _locate(stripped, tmp_path).path is None  # the same file is not read outside the roots
-    loc = _locate(objs["good"], proj)
-    assert loc.text == FAILING_TEXT and loc.path == str(proj / "good.bpf.c")
-
-
 def _assert_valid(fmt: str, text: str) -> None:
     if fmt in ("json", "sarif"):
         json.loads(text)
@@ -159,7 +117,7 @@ def test_compat_check_prints_no_host_file_in_any_format(hostile, tmp_path):
     subprocess.run(["llvm-objcopy", "--remove-section", ".BTF.ext", "--remove-section", ".rel.BTF.ext",
                     str(objs["good"]), str(objs["good_dwarf"])], check=True)  # fmt: skip
     outputs = {fmt: tmp_path / f"report.{fmt}" for fmt in FORMATS}
-    cmd = [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--no-cache", "--source-root", str(proj)]
+    cmd = [*COMPAT, "check", "--kernel", "6.1", "--no-cache", "--source-root", str(proj)]
     for fmt, path in outputs.items():
         cmd += ["--format", fmt, "--output", str(path)]
     cmd += [str(o) for o in objs.values()]
@@ -185,16 +143,3 @@ def test_compat_check_prints_no_host_file_in_any_format(hostile, tmp_path):
     for name in ("good.o", "good_dwarf.o"):  # the DWARF-only one has its text from the file alone
         assert sources[name]["path"] == str(proj / "good.bpf.c") and sources[name]["text"] == FAILING_TEXT
     assert FAILING_TEXT in outputs["table"].read_text()
-
-
-def test_source_root_must_be_a_directory(tmp_path, built_programs):
-    done = subprocess.run(
-        [sys.executable, "-m", "compat", "check", "--kernel", "6.1", "--source-root", str(tmp_path / "none"),
-         str(built_programs["xdp_no_bounds_check"])],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == (
-        f"compat: error: --source-root {tmp_path / 'none'}: not a directory "
-        "(give a directory of the objects' sources)\n"
-    )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from compat_agent.bpf.kernelbtf import got_slots
 
-AGENT = Path(__file__).resolve().parent.parent / "guest-agent"
+AGENT = Path(__file__).resolve().parents[2] / "guest-agent"
 
 pytestmark = pytest.mark.skipif(
     not ctypes.util.find_library("bpf") or not os.path.exists("/sys/kernel/btf/vmlinux"),

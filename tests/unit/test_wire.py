@@ -17,7 +17,7 @@ from compat_agent.wire.verifierlog import parse_stats as agent_parse_stats
 
 from compat.guest import guestmsg
 from compat.results import compare
-from tests.test_guestmsg import check_result, probe_result, program
+from tests.unit.test_guestmsg import check_result, probe_result, program
 
 HELLO = {"type": "hello", "release": "6.1.0-40-amd64", "btf": True, "agent": "0.1", "uptime": 1.5,
          "mem_total_kb": 1 << 20, "schema": "compat-agent/v1"}  # fmt: skip

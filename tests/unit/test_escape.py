@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 
 import jsonschema
 import pytest
+from conftest import run_compat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
@@ -343,17 +344,12 @@ def test_markdown_code_spans_survive_any_backticks():
 def test_cli_error_lines_show_hostile_file_names(tmp_path):
     """compat's own stderr lines that name an object escape it: a file name with a newline and a
     workflow command, or an ESC sequence, is one visible line."""
-    import subprocess
-    import sys
 
     bad = [tmp_path / "x\n::warning title=t::text.o", tmp_path / "y\x1b[31m.o"]
     for path in bad:
         path.write_bytes(b"garbage")
     missing = tmp_path / "gone\n::error::x.o"
-    proc = subprocess.run(
-        [sys.executable, "-m", "compat", "check", *map(str, bad), str(missing), "--kernel", "6.1"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = run_compat("check", *map(str, bad), str(missing), "--kernel", "6.1", timeout=60)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 3 and all(line.startswith("compat: error: ") for line in lines), lines
@@ -366,8 +362,6 @@ def test_cli_error_line_of_a_user_error_is_one_escaped_line(tmp_path):
     """A usage error that names a file (here a --baseline and a `compat report` input that do not
     exist) is one line: its newline and ESC are shown, not sent (failed before: the error line was
     split and its second line began with "::warning")."""
-    import subprocess
-    import sys
 
     obj = tmp_path / "a.o"  # the baseline is read first: the object is never opened
     obj.write_bytes(b"garbage")
@@ -376,7 +370,7 @@ def test_cli_error_line_of_a_user_error_is_one_escaped_line(tmp_path):
         ["report", str(tmp_path / "r\x1b[31m\n::error::x.json")],
     ]
     for args in runs:
-        proc = subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True, timeout=60)
+        proc = run_compat(*args, timeout=60)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("compat: error: "), lines

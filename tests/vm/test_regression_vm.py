@@ -4,14 +4,12 @@ adds bpf_loop (5.17) to programs/baseline/old/counter.bpf.c, so 5.10 rejects the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 from bpf_build import PROGRAMS_DIR, build_programs
+from conftest import run_compat
 
 from compat.results.model import SCHEMA_FILE
 
@@ -19,12 +17,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.network]
 
 REPO = PROGRAMS_DIR.parent
 NEW_SOURCE = PROGRAMS_DIR / "baseline" / "new" / "counter.bpf.c"
-
-
-def compat(*args):
-    env = {k: v for k, v in os.environ.items() if k != "GITHUB_WORKSPACE"}
-    return subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True, timeout=3000,
-                          cwd=REPO, env=env)  # fmt: skip
 
 
 def bpf_loop_line() -> int:
@@ -46,7 +38,7 @@ def regression_run(pair):
     args = ["check", str(new), "--baseline-object", str(old)]
     for fmt, path in files.items():
         args += ["--format", fmt, "--output", str(path)]
-    proc = compat(*args)
+    proc = run_compat(*args, cwd=REPO)
     return proc, {fmt: path.read_text() for fmt, path in files.items()}, files["json"]
 
 
@@ -84,8 +76,8 @@ def test_github_puts_an_error_on_the_bpf_loop_line(regression_run):
 def test_report_reproduces_the_saved_run(regression_run, tmp_path):
     _, outputs, saved = regression_run
     md, gh = tmp_path / "md", tmp_path / "gh"
-    proc = compat("report", str(saved), "--format", "markdown", "--format", "github", "--output", str(md),
-                  "--output", str(gh))  # fmt: skip
+    proc = run_compat("report", str(saved), "--format", "markdown", "--format", "github", "--output", str(md),
+                  "--output", str(gh), cwd=REPO)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert md.read_text() == outputs["markdown"] and gh.read_text() == outputs["github"]
 
@@ -93,9 +85,9 @@ def test_report_reproduces_the_saved_run(regression_run, tmp_path):
 def test_baseline_result_file(pair):
     out, old, new = pair
     saved = out / "old.json"
-    proc = compat("check", str(old), "--format", "json", "--output", str(saved))
+    proc = run_compat("check", str(old), "--format", "json", "--output", str(saved), cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    proc = compat("check", str(new), "--baseline", str(saved), "--format", "table")
+    proc = run_compat("check", str(new), "--baseline", str(saved), "--format", "table", cwd=REPO)
     assert proc.returncode == 1, proc.stderr
     assert "▲ REJECTED missing_helper" in proc.stdout
     assert Path(saved).name in proc.stdout.strip().splitlines()[-1]

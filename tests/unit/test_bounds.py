@@ -3,13 +3,11 @@ the fleet, and snapshots kept apart per image variant and guest memory."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import run_compat
 
 from compat.cache import Cache
 from compat.errors import InfraError
@@ -17,20 +15,6 @@ from compat.guest.fleet import Fleet
 from compat.guest.snapshot import KIND, Snapshots
 from compat.guest.vm import VM, VMConfig
 from compat.kernels.apt import AptRepo, AptSource
-
-
-def compat(*args):
-    return subprocess.run([sys.executable, "-m", "compat", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ})  # fmt: skip
-
-
-def run_main(capsys, *args) -> tuple[int, str]:
-    """compat's main() in this process (a usage error exits before anything runs): status, stderr."""
-    from compat.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    return e.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -60,10 +44,11 @@ def run_main(capsys, *args) -> tuple[int, str]:
         (["--program-type", "x=kprobex"], "libbpf knows no program type for section 'kprobex'"),
     ],
 )
-def test_bad_bounds_are_usage_errors(tmp_path, capsys, args, words):
+def test_bad_bounds_are_usage_errors(tmp_path, args, words):
     obj = tmp_path / "x.o"
     obj.write_bytes(b"\x7fELF")
-    status, err = run_main(capsys, "--cache", str(tmp_path / "cache"), "check", str(obj), *args)
+    proc = run_compat("--cache", tmp_path / "cache", "check", obj, *args)
+    status, err = proc.returncode, proc.stderr
     assert status == 2, err
     assert err.startswith("compat: error: ") and words in err and err.count("\n") == 1, err
     assert not (tmp_path / "cache" / "kernels").exists()  # refused before anything ran
@@ -81,8 +66,9 @@ def test_bad_bounds_are_usage_errors(tmp_path, capsys, args, words):
         (["kernels", "available", "6.1", "--flavour", "a/../b"], "--flavour: flavour 'a/../b' is not a plain"),
     ],
 )
-def test_numeric_options_of_every_command_have_ranges(tmp_path, capsys, args, words):
-    status, err = run_main(capsys, "--cache", str(tmp_path / "cache"), *args)
+def test_numeric_options_of_every_command_have_ranges(tmp_path, args, words):
+    proc = run_compat("--cache", tmp_path / "cache", *args)
+    status, err = proc.returncode, proc.stderr
     assert status == 2 and err.startswith("compat: error: ") and words in err and err.count("\n") == 1, err
 
 
@@ -105,7 +91,7 @@ def test_the_real_cli_refuses_what_crashed_it(built_programs):
     '*=nosuchtype' became verdicts. Now each is refused before anything boots."""
     obj = built_programs["counter"]
     for args in (["--jobs", "100000"], ["--timeout", "nan"], ["--program-type", "*=nosuchtype"]):
-        proc = compat("check", str(obj), "--kernel", "6.1", "--no-cache", *args)
+        proc = run_compat("check", str(obj), "--kernel", "6.1", "--no-cache", *args)
         assert proc.returncode == 2 and proc.stderr.startswith("compat: error: "), proc.stderr
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 

@@ -5,15 +5,10 @@ target the option names, on a real kernel."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from bpf_build import build_source
-from compat_agent.elf.sections import first_match
-
-from compat.kernels.modsyms import retargeted_section
+from conftest import run_compat
 
 PLACEHOLDERS = r"""
 #include <linux/bpf.h>
@@ -27,25 +22,14 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
-def test_the_first_rule_matching_a_name_or_section_gives_the_target():
-    rules = [("fe", "nosuch_fn"), ("*/dummy_fn", "vfs_read")]
-    assert first_match("fe", "fentry/dummy_fn", rules) == "nosuch_fn"
-    assert first_match("kp", "kprobe/dummy_fn", rules) == "vfs_read"
-    assert first_match("other", "xdp", rules) is None
-    # The host loads the module that defines the target the program will have.
-    assert retargeted_section("kp", "kprobe/dummy_fn", tuple(rules)) == "kprobe/vfs_read"
-    assert retargeted_section("x", "tp/syscalls/sys_enter_read", ()) == "tp/syscalls/sys_enter_read"
-
-
 @pytest.fixture(scope="module")
 def placeholders(tmp_path_factory):
     return build_source(PLACEHOLDERS, tmp_path_factory.mktemp("targets"), "placeholders")
 
 
 def check(obj, *extra):
-    proc = subprocess.run([sys.executable, "-m", "compat", "check", str(obj), "--kernel", "6.1", "--no-cache", *extra,
-                           "--format", "json", "--output", "-"], capture_output=True, text=True, timeout=3000,
-                          env={**os.environ})  # fmt: skip
+    proc = run_compat("check", str(obj), "--kernel", "6.1", "--no-cache", *extra, "--format", "json", "--output", "-",
+                      timeout=3000)  # fmt: skip
     doc = json.loads(proc.stdout) if proc.stdout else {}
     return proc, {r["program"]: r for r in doc.get("results", [])}, doc
 

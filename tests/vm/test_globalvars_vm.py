@@ -1,0 +1,57 @@
+"""--set-global: values parsed, encoded and placed in the objects that define the variable, and
+the verdict a loader's configuration changes on a real kernel."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bpf_build import build_source
+from conftest import run_compat
+
+CONFIGURED = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+const volatile int unsafe_mode = 0;  /* set by the loader (a skeleton's rodata) */
+int hits;
+
+SEC("xdp") int read_first(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	hits++;
+	if (unsafe_mode)
+		return *(volatile __u32 *)data ? XDP_PASS : XDP_DROP;  /* no bounds check */
+	if (data + 4 > data_end)
+		return XDP_PASS;
+	return *(__u32 *)data ? XDP_PASS : XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory):
+    return build_source(CONFIGURED, tmp_path_factory.mktemp("globals"), "configured")
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_the_loader_s_configuration_decides_the_verdict(configured):
+    def check(*extra):
+        proc = run_compat("check", str(configured), "--kernel", "6.1", *extra, "--format", "json", "--output", "-",
+                          timeout=3000)  # fmt: skip
+        return proc, json.loads(proc.stdout) if proc.stdout else {}
+
+    _, default = check()
+    assert default["results"][0]["verdict"] == "accepted"  # the unchecked read is dead code
+    _, unsafe = check("--set-global", "unsafe_mode=1")
+    r = unsafe["results"][0]
+    assert (r["verdict"], r["reason"]) == ("rejected", "verifier_rejection"), r
+    assert "[compat: global variable 'unsafe_mode' (.rodata) set to 1 (--set-global)]" in r["libbpf_log"]
+    assert unsafe["options"]["set_global"] == ["unsafe_mode=1"]
+    proc, _ = check("--set-global", "unsafe_mod=1")
+    assert proc.returncode == 2 and "no object defines a global variable 'unsafe_mod'" in proc.stderr
