@@ -375,3 +375,28 @@ def test_cli_error_line_of_a_user_error_is_one_escaped_line(tmp_path):
         lines = proc.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("compat: error: "), lines
         assert "\x1b" not in proc.stderr and "\\n::" in lines[0]
+
+
+def test_object_errors_use_the_one_escaper():
+    # objfile had its own escaper, which let bidi overrides (U+202E) and lone surrogates through;
+    # it now shows texts as every writer does (compat.text.visible), and controls as before.
+    from compat.objects.objfile import one_line
+    from compat.text import visible
+
+    for text in ["sec\u202eevil", "a\udc80b", "x\x1b[2Jy", "tab\there", "line\u2028sep", "ok"]:
+        assert one_line(text, 0) == visible(text) == escape.terminal(text)
+    assert one_line("sec\u202eevil", 0) == "sec\\u202eevil"
+    assert one_line("\x00\n\x85", 0) == "\\x00\\n\\x85"  # the old escaper's output, kept
+
+
+def test_probe_diff_shows_guest_names_escaped():
+    # `compat probe --diff` printed the helper, kfunc and type names the guest sent as they came.
+    from compat.cli import diff_lines
+    from compat.results.inventory import Inventory, diff
+
+    old = Inventory(kfuncs={"bpf_x"}, map_types={"hash": True})
+    new = Inventory(kfuncs={"bpf_x", "evil\x1b]0;owned\x07"}, map_types={"hash": True, "ring\nbuf": True})
+    lines = diff_lines(diff(old, new, {}))
+    assert "  + kfuncs: evil\\x1b]0;owned\\x07" in lines and "  + map types: ring\\nbuf" in lines
+    assert all(line.isprintable() for line in lines)
+    assert diff_lines(diff(old, old, {})) == ["  no change"]
