@@ -235,7 +235,7 @@ def test_cli_prune(tmp_path):
 
 
 def test_automatic_prune_runs_at_most_once_a_day(tmp_path, monkeypatch, capsys):
-    from compat.cli import _auto_prune
+    from compat.cli.cache import _auto_prune
 
     cache = Cache(tmp_path)
     monkeypatch.delenv("COMPAT_CACHE_KEEP_DAYS", raising=False)

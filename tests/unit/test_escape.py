@@ -391,7 +391,7 @@ def test_object_errors_use_the_one_escaper():
 
 def test_probe_diff_shows_guest_names_escaped():
     # `compat probe --diff` printed the helper, kfunc and type names the guest sent as they came.
-    from compat.cli import diff_lines
+    from compat.cli.kernels import diff_lines
     from compat.results.inventory import Inventory, diff
 
     old = Inventory(kfuncs={"bpf_x"}, map_types={"hash": True})

@@ -1,0 +1,224 @@
+"""compat check, report and merge: verdicts on objects, and their reports."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from compat.cache import Cache, replace_text
+from compat.errors import EXIT_USAGE, UserError
+from compat.kernels.matrix import load_matrix
+from compat.objects import globalvars
+
+from .cache import _auto_prune
+from .shown import _shown
+
+
+def _check_globals(values: tuple, objects: list) -> None:
+    """--set-global against the objects, before anything boots: a name no object defines, or a
+    value too big for a variable, is a one-line error."""
+    from compat.run.checker import elf_analysis
+
+    variables = []
+    for obj in objects:
+        info = elf_analysis(obj.data)
+        found = info.variables if info else {}
+        globalvars.resolve(list(values), found, obj.name)
+        variables.append(found)
+    globalvars.check_defined(list(values), variables)
+
+
+def _rule(option: str, rule: str, metavar: str, example: str) -> tuple[str, str]:
+    """One GLOB=VALUE of a rule option (--program-type, --attach-target)."""
+    glob, _, value = rule.partition("=")
+    if not glob.strip() or not value.strip() or any(c.isspace() for c in value.strip()):
+        raise UserError(f"{option} {rule!r}: give {metavar}, e.g. '{example}'")
+    return glob.strip(), value.strip()
+
+
+def _program_type(rule: str) -> tuple[str, str]:
+    """One --program-type GLOB=SECTION; a SECTION libbpf gives no type is a usage error naming
+    the ones it does (checked before anything boots, not turned into verdicts)."""
+    from compat.objects.objfile import LIBBPF_SECTIONS, libbpf_knows
+
+    glob, section = _rule("--program-type", rule, "GLOB=SECTION", "encap_*=lwt_xmit")
+    if not libbpf_knows(section):
+        known = ", ".join(name.replace("+", "[/…]") for name in LIBBPF_SECTIONS)
+        raise UserError(f"--program-type {rule!r}: libbpf knows no program type for section '{section}'",
+                        f"give a libbpf section name: {known}")  # fmt: skip
+    return glob, section
+
+
+def _formats(args) -> tuple[list[str], list[str]]:
+    """--format and --output, checked before anything runs."""
+    from compat.reports import RENDERERS
+
+    formats = args.formats or ["table"]
+    for fmt in formats:
+        if fmt not in RENDERERS:
+            raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}")
+    outputs = args.outputs or []
+    if len(outputs) > len(formats):
+        raise UserError("more --output than --format options", "give one --format per --output")
+    return formats, outputs
+
+
+def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -> None:
+    from compat.reports import render
+    from compat.results.gate import gate_summary
+
+    table_on_stdout = False
+    for i, fmt in enumerate(formats):
+        text = render(fmt, result, comparison)
+        if i < len(outputs) and outputs[i] != "-":
+            path = Path(outputs[i])
+            try:
+                replace_text(path, text)
+            except OSError as e:
+                raise UserError(f"cannot write {path}: {e.strerror}") from None
+        else:
+            table_on_stdout = table_on_stdout or fmt == "table"
+            sys.stdout.write(text)
+    sys.stdout.flush()
+    if not table_on_stdout:
+        print(f"compat: {_shown(gate_summary(result, comparison))}", file=sys.stderr)
+
+
+def _load_baseline(path: Path):
+    from compat.results.model import RunResult
+
+    if path.suffix == ".o":
+        raise UserError(f"--baseline {path}: takes a result file (JSON)", "use --baseline-object for an object file")
+    return RunResult.load(path)
+
+
+def cmd_check(args, cache: Cache) -> int:
+    from compat.guest.vm import DEFAULT_MEMORY_MB
+    from compat.objects.sourcemap import source_roots
+    from compat.results.compare import compare
+    from compat.results.gate import exit_status
+    from compat.run.checker import DEFAULT_OBJECT_TIMEOUT, DEFAULT_PROGRAM_TIMEOUT, Checker, CheckOptions, load_objects
+    from compat.run.shard import Shard, restrict
+
+    program_types = tuple(_program_type(rule) for rule in args.program_types or [])
+    attach_targets = tuple(
+        _rule("--attach-target", rule, "GLOB=TARGET", "file_read_*=vfs_read") for rule in args.attach_targets or []
+    )
+    global_values = tuple(globalvars.parse(text) for text in args.global_values or [])
+    for root in args.source_roots or []:
+        if not os.path.isdir(root):
+            raise UserError(f"--source-root {root}: not a directory", "give a directory of the objects' sources")
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    formats, outputs = _formats(args)
+    if args.baseline and args.baseline_objects:
+        raise UserError("--baseline and --baseline-object exclude each other", "give one kind of baseline")
+    baseline = _load_baseline(args.baseline) if args.baseline else None
+    matrix = load_matrix(args.matrix)
+    specs = matrix.select(list(args.kernel or []))
+    base_objects, base_infos = [], []
+    if args.baseline_objects:
+        base_objects, base_infos, base_bad = load_objects(args.baseline_objects)
+        if base_bad:
+            raise UserError(f"baseline object {base_bad[0]}")
+    objects, infos, bad = load_objects(args.objects)
+    for line in bad:
+        print(f"compat: error: {_shown(line)}", file=sys.stderr)
+    if not objects:
+        return EXIT_USAGE
+    if global_values:
+        _check_globals(global_values, objects + base_objects)
+    options = CheckOptions(
+        attach=args.attach, jobs=args.jobs, refresh=args.refresh,
+        object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
+        program_timeout=args.program_timeout or DEFAULT_PROGRAM_TIMEOUT,
+        memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
+        test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
+        result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
+        program_types=program_types, global_values=global_values, attach_targets=attach_targets,
+        source_roots=source_roots(args.source_roots) if args.source_roots else None,
+    )  # fmt: skip
+    checker = Checker(cache, specs, options)
+    if sys.stderr.isatty():
+        checker.progress = lambda line: print(f"compat: {_shown(line)}", file=sys.stderr, flush=True)
+    groups = [(objects, infos)] + ([(base_objects, base_infos)] if base_objects else [])
+    try:
+        runs = checker.run_groups(groups)
+    except KeyboardInterrupt:
+        checker.fleet.cancel()
+        raise
+    result = runs[0]
+    result.options["kernel_axis"] = matrix.axis
+    if base_objects:
+        baseline = runs[1]
+        baseline.options["kernel_axis"] = matrix.axis
+        comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
+    elif baseline is not None:
+        from compat.results.model import differing_options
+
+        for flag in differing_options([result, baseline]):
+            print(f"compat: warning: {args.baseline} was checked with other {flag} options than this run: "
+                  "a verdict that differs may be the options' doing", file=sys.stderr)  # fmt: skip
+        if options.shard:
+            baseline = restrict(baseline, result)  # the other shards' cells are not "removed"
+        comparison = compare(result, baseline, "file", str(args.baseline))
+    else:
+        comparison = compare(result)
+    _write_reports(result, comparison, formats, outputs)
+    status = exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
+    _auto_prune(cache)  # after the reports: whatever happens here, they are written
+    return status
+
+
+def cmd_merge(args, cache: Cache) -> int:
+    from compat.results.compare import compare
+    from compat.results.gate import exit_status
+    from compat.results.model import RunResult
+    from compat.run.shard import merge
+
+    formats, outputs = _formats(args)
+    docs = [(str(path), RunResult.read_document(path)) for path in args.results]
+    merged = merge([(source, RunResult.from_json(doc, source)) for source, doc in docs])
+    for line in merged.warnings:
+        print(f"compat: warning: {_shown(line)}", file=sys.stderr)
+    result = merged.result
+    axis = result.options.get("kernel_axis")
+    if args.baseline:
+        comparison = compare(result, _load_baseline(args.baseline), "file", str(args.baseline), axis=axis)
+    else:
+        # The baselines the shards compared with (each cut to its own cells) make one again.
+        saved = [(source, doc["comparison"]) for source, doc in docs if isinstance(doc.get("comparison"), dict)]
+        parts = [(f"{source} (its baseline)", c["baseline_result"]) for source, c in saved
+                 if isinstance(c.get("baseline_result"), dict)]  # fmt: skip
+        if parts:
+            info = saved[0][1].get("baseline") if isinstance(saved[0][1].get("baseline"), dict) else {}
+            baseline = merge([(source, RunResult.from_json(doc, source)) for source, doc in parts], strict=False).result
+            kind = info.get("kind") if info.get("kind") in ("object", "file") else "file"
+            comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=axis)
+        else:
+            comparison = compare(result, axis=axis)
+    _write_reports(result, comparison, formats, outputs)
+    return exit_status(result, comparison, args.fail_on)
+
+
+def cmd_report(args, cache: Cache) -> int:
+    from compat.results.compare import compare
+    from compat.results.gate import exit_status
+    from compat.results.model import RunResult
+
+    formats, outputs = _formats(args)
+    doc = RunResult.read_document(args.result)
+    result = RunResult.from_json(doc, str(args.result))
+    saved = doc.get("comparison") if isinstance(doc.get("comparison"), dict) else {}
+    if args.baseline:
+        comparison = compare(result, _load_baseline(args.baseline), "file", str(args.baseline))
+    elif isinstance(saved.get("baseline_result"), dict):
+        info = saved.get("baseline") if isinstance(saved.get("baseline"), dict) else {}
+        baseline = RunResult.from_json(saved["baseline_result"], f"{args.result} (its baseline)")
+        kind = info.get("kind") if info.get("kind") in ("object", "file") else "file"
+        comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=saved.get("axis"))
+    else:
+        comparison = compare(result, axis=saved.get("axis"))
+    _write_reports(result, comparison, formats, outputs)
+    return exit_status(result, comparison, args.fail_on)

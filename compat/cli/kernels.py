@@ -1,0 +1,166 @@
+"""compat kernels, image, vm and probe: the kernels, the guest image and what each kernel offers."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+from tabulate import tabulate
+
+from compat.cache import Cache
+from compat.errors import EXIT_INFRA, EXIT_OK, UserError
+from compat.kernels.matrix import KernelSpec
+
+from .shown import _shown, _shown_lines, _specs
+
+
+def cmd_kernels(args, cache: Cache) -> int:
+    from compat.kernels.sources import KernelStore, available
+
+    store = KernelStore(cache, refresh=args.refresh)
+    if args.action == "available":
+        from compat.kernels.matrix import check_name
+
+        check_name("flavour", args.flavour, "--flavour: ")
+        if args.suite is not None:
+            check_name("suite", args.suite, "--suite: ")
+        spec = KernelSpec(id="x", label="x", series=args.series, flavour=args.flavour, suite=args.suite)
+        if not args.series.replace(".", "").isdigit():
+            raise UserError(f"series '{args.series}' is not like 6.1")
+        rows = [
+            (p.version.split("-")[0], p.version, p.name, p.suite, f"{p.size / 1e6:.0f} MB")
+            for p in available(store, args.series, source_spec=spec)
+        ]
+        if not rows:
+            raise UserError(f"the archive has no {args.flavour} kernel of series {args.series}")
+        print(tabulate(rows, headers=["point release", "package version", "package", "suite", "size"]))
+        return EXIT_OK
+    specs = _specs(args)
+    if args.action == "list":
+        rows = []
+        for spec in specs:
+            r = store.resolve(spec)
+            rows.append(
+                (spec.id, spec.label, spec.describe(), r.version, r.release, "yes" if store.cached(r) else "no")
+            )
+        print(tabulate(rows, headers=["id", "label", "source", "version", "release", "cached"]))
+        return EXIT_OK
+    for spec in specs:
+        k = store.fetch(spec)
+        print(f"{spec.id}: {k.version} ({k.release}) {k.vmlinuz.parent}")
+    return EXIT_OK
+
+
+def cmd_image(args, cache: Cache) -> int:
+    from compat.guest.image import ImageBuilder, describe
+
+    builder = ImageBuilder(cache)
+    image = builder.build() if args.action == "build" else builder.cached()
+    if image is None:
+        print("no guest image is cached yet: 'compat image build' builds one")
+        return EXIT_OK
+    info = describe(image)
+    print(tabulate([(k, v) for k, v in info.items()], tablefmt="plain"))
+    print("packages:", ", ".join(image.packages))
+    return EXIT_OK
+
+
+def cmd_vm(args, cache: Cache) -> int:
+    from compat.guest.fleet import Fleet
+
+    fleet = Fleet(cache, _specs(args), jobs=args.jobs, refresh=args.refresh)
+    outcomes = fleet.run(lambda vm, kernel: vm.request({"type": "ping"})[0])
+    rows, failed = [], 0
+    for o in outcomes:
+        h = o.hello or {}
+        if o.error:
+            failed += 1
+            rows.append(
+                (
+                    o.spec.id,
+                    o.spec.label,
+                    o.kernel.version if o.kernel else "?",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    f"error: {o.error}",
+                )
+            )
+            continue
+        assert o.kernel is not None
+        rows.append(
+            (
+                o.spec.id,
+                o.spec.label,
+                o.kernel.version,
+                h.get("release"),
+                "yes" if h.get("btf") else "no",
+                h.get("libbpf"),
+                fleet.accel,
+                f"{o.boot_seconds:.2f}",
+            )
+        )
+    shown = [[_shown(v) if isinstance(v, str) else v for v in row] for row in rows]  # the guest's hello, errors
+    print(tabulate(shown, headers=["id", "label", "version", "uname -r", "BTF", "libbpf", "accel", "boot s"],
+                   disable_numparse=True))  # fmt: skip
+    for o in outcomes:
+        if o.error and o.console_tail:
+            tail = "\n".join(_shown_lines(o.console_tail))
+            print(f"\n--- console of {_shown(o.spec.id)} (last lines) ---\n{tail}", file=sys.stderr)
+    return EXIT_INFRA if failed else EXIT_OK
+
+
+def cmd_probe(args, cache: Cache) -> int:
+    import json
+
+    from compat.kernels.version import version_key
+    from compat.results.inventory import diff, merged_helper_names
+    from compat.run.checker import Checker, CheckOptions
+
+    checker = Checker(cache, _specs(args), CheckOptions(jobs=args.jobs, refresh=args.refresh))
+    checker.fleet.prepare()
+    outcomes = checker.fleet.run(lambda session, kernel: checker.probe(session, sorted(args.kfunc)))
+    good = sorted((o for o in outcomes if o.value), key=lambda o: (version_key(o.kernel.version), o.spec.order))
+    for o in outcomes:
+        if o.error:
+            print(f"compat: error: kernel {_shown(o.spec.id)}: {_shown(o.error)}", file=sys.stderr)
+    names = merged_helper_names([o.value for o in good])
+    if args.format == "json":
+        doc = {o.spec.id: {"version": o.kernel.version, **o.value.to_json()} for o in good}
+        print(json.dumps(doc, indent=1))
+    elif args.diff:
+        for prev, cur in itertools.pairwise(good):
+            print(f"{_shown(cur.spec.id)} ({_shown(cur.kernel.version)}) relative to "
+                  f"{_shown(prev.spec.id)} ({_shown(prev.kernel.version)}):")  # fmt: skip
+            print("\n".join(diff_lines(diff(prev.value, cur.value, names))))
+    else:
+        rows = []
+        for o in good:
+            inv = o.value
+            rows.append((o.spec.id, o.kernel.version, sum(inv.prog_types.values()), sum(inv.map_types.values()),
+                         len(inv.all_helpers()), len(inv.kfuncs)))  # fmt: skip
+        print(tabulate(rows, headers=["id", "version", "prog types", "map types", "helpers", "kfuncs"]))
+        for kf in sorted(args.kfunc):
+            for o in good:
+                allowed = sorted(t for t, ok in o.value.kfunc_allowed.get(kf, {}).items() if ok)
+                present = "present" if kf in o.value.kfuncs else "absent"
+                print(f"{_shown(kf)} on {_shown(o.spec.id)}: {present}; callable from: "
+                      f"{_shown(', '.join(allowed)) or 'none'}")  # fmt: skip
+    return EXIT_INFRA if any(o.error for o in outcomes) else EXIT_OK
+
+
+def diff_lines(d) -> list[str]:
+    """`compat probe --diff`'s lines for one kernel against the previous one (an InventoryDiff).
+    Helper, kfunc and type names come from the guest: each is shown escaped (one terminal line)."""
+    if d.empty():
+        return ["  no change"]
+    lines = []
+    for what, (added, removed) in (("program types", d.prog_types), ("map types", d.map_types),
+                                   ("helpers", d.helpers), ("kfuncs", d.kfuncs),
+                                   ("features", d.features)):  # fmt: skip
+        if added:
+            lines.append(f"  + {what}: {', '.join(_shown(n) for n in added)}")
+        if removed:
+            lines.append(f"  - {what}: {', '.join(_shown(n) for n in removed)}")
+    return lines
