@@ -564,8 +564,12 @@ def _write_manifest(root: Path, meta: dict, hashed: Iterable[str]) -> None:
 
 
 def _stamp(st: os.stat_result) -> list[int]:
-    """A file's identity for the cheap check: any write changes its mtime, a copy its inode."""
-    return [st.st_ino, st.st_mtime_ns]
+    """A file's identity for the cheap check: a copy changes its inode, any write its mtime and
+    its ctime; the ctime because no one can set it back (a write that restores the mtime with
+    utime still moves it). A hard link or chmod moves it too: that costs one full hash, after
+    which the new identity is recorded (_refresh_stamps). Stamps of older manifests, without the
+    ctime, never match: each such file is hashed once and stamped anew."""
+    return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None, moved: dict | None = None) -> bool:
@@ -584,7 +588,7 @@ def _intact(path: Path, manifest: dict, hashes: HashMemo | None = None, moved: d
             st = os.stat(os.path.join(base, rel))  # thousands of files in a kernel entry: kept lean
             if st.st_size != size:
                 return False
-            if full and stamps.get(rel) != [st.st_ino, st.st_mtime_ns]:
+            if full and stamps.get(rel) != _stamp(st):
                 if sha256_file(path / rel) != digests.get(rel):
                     return False
                 if moved is not None:
