@@ -94,12 +94,15 @@ def assert_nothing_left(tmpdir: Path, pid: int) -> None:
     assert half_built == [], f"half-built cache entries left behind: {half_built}"
 
 
-def wait_for_console(tmpdir: Path, text: str, skip: set[Path] = frozenset()) -> Path:
-    """The first console log of a guest (in its work dir: under the cache's tmp/, or tmpdir when
-    the cache's path is too long for its sockets) that shows text."""
+def wait_for_console(tmpdir: Path, text: str, pid: int, skip: set[Path] = frozenset()) -> Path:
+    """The first console log of a guest of the compat process pid (in its work dir: under the
+    cache's tmp/, or tmpdir when the cache's path is too long for its sockets) that shows text.
+    Only that process's work dirs (named with its owner tag, which starts with its pid): tests
+    running in parallel, or a run's leftovers, share the cache's tmp/."""
     deadline = time.monotonic() + WAIT
+    mine = f"compat-*-{pid}.*/console.log"
     while time.monotonic() < deadline:
-        for log in [*(Cache().root / TMP_KIND).glob("compat-*/console.log"), *tmpdir.glob("compat-*/console.log")]:
+        for log in [*(Cache().root / TMP_KIND).glob(mine), *tmpdir.glob(mine)]:
             try:
                 if log not in skip and text in log.read_text(errors="replace"):
                     return log
@@ -158,7 +161,7 @@ def test_qemu_killed_from_outside_is_retried_on_a_fresh_guest_then_an_error(obje
     seen: set[Path] = set()
     try:
         for _ in range(2):  # the first attempt and its retry on a fresh guest
-            log = wait_for_console(tmpdir, "compat-fault: hang", skip=seen)
+            log = wait_for_console(tmpdir, "compat-fault: hang", proc.pid, skip=seen)
             seen.add(log)
             pids = [p for p in qemu_pids(log.parent) if p not in killed]
             assert len(pids) == 1, pids
@@ -182,7 +185,7 @@ def test_interrupted_run_exits_130_and_leaves_nothing(objects, sig, tmp_path):
     good, other, make = objects
     proc, tmpdir, out = start([good, make("hang"), other], tmp_path, "--object-timeout", "600")
     try:
-        log = wait_for_console(tmpdir, "compat-fault: hang")
+        log = wait_for_console(tmpdir, "compat-fault: hang", proc.pid)
         assert qemu_pids(log.parent)
         proc.send_signal(sig)
         status, _stdout, stderr = finish(proc)
@@ -199,7 +202,7 @@ def test_run_deadline_keeps_finished_results_and_errors_the_rest(objects, tmp_pa
     good, other, make = objects
     proc, tmpdir, out = start([good, make("hang"), other], tmp_path, "--object-timeout", "600", "--timeout", "45")
     try:
-        hung = wait_for_console(tmpdir, "compat-fault: hang")
+        hung = wait_for_console(tmpdir, "compat-fault: hang", proc.pid)
         status, stdout, stderr = finish(proc)
     finally:
         if proc.poll() is None:
