@@ -24,6 +24,7 @@ print a line of /proc/self/environ, ~/.ssh/… or any other host file.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import posixpath
@@ -164,10 +165,10 @@ class LineTable:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LineTable | None:
-        try:
-            return cls(data)
-        except Exception:  # untrusted input: no table, no location
-            return None
+        """The object's table, or None when the object does not parse. Tables are read-only once
+        built and kept for the last few objects: every rejected cell of an object (each program on
+        each kernel) is located in the same table, which costs 5-40 ms to build."""
+        return _table(data)
 
     # -- the loaded program's layout ------------------------------------------------------------
     def function(self, name: str, section: str | None = None) -> _Func | None:
@@ -578,3 +579,12 @@ def _read_source(
             loc.text = text or loc.text
         loc.path = str(found)
         return
+
+
+@functools.lru_cache(maxsize=8)
+def _table(data: bytes) -> LineTable | None:
+    # Keyed by the bytes themselves (bytes cache their hash: the same object costs one hash).
+    try:
+        return LineTable(data)
+    except Exception:  # untrusted input: no table, no location
+        return None
