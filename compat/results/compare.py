@@ -16,6 +16,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 
+from compat_agent.wire import stats as stat_table
+
 from compat.kernels.version import version_key
 
 from .logdiff import LogDiff, diff_logs
@@ -33,8 +35,10 @@ TRANSITIONS = {
     REMOVED: "removed",
     NO_VERDICT: "no verdict (infrastructure error)",
 }
-STAT_KEYS = ("insns_processed", "states_total", "verification_time_us")
-STAT_LABELS = {"insns_processed": "insns", "states_total": "states", "verification_time_us": "time µs"}
+# The statistics comparisons show, and their report labels: the compared rows of the table.
+STAT_KEYS = stat_table.compared()
+STAT_LABELS = stat_table.labels()
+STEADY_STATS = stat_table.steady()  # a change of these is the program's (time always moves)
 AXES = ("version", "matrix")
 
 
@@ -115,7 +119,7 @@ class CellChange:
         only say where the verifier stopped; verification time always moves)."""
         if self.transition != STILL_ACCEPTED:
             return False
-        return any((d := self.stats.get(k)) is not None and bool(d.delta) for k in ("insns_processed", "states_total"))
+        return any((d := self.stats.get(k)) is not None and bool(d.delta) for k in STEADY_STATS)
 
     def to_json(self) -> dict:
         doc = asdict(self)

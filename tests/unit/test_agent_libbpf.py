@@ -16,7 +16,8 @@ from compat_agent.checker.check import explain
 from compat_agent.elf.analysis import analyze_elf, helpers_from_insns
 from compat_agent.elf.sections import attach_target
 from compat_agent.probe.probe import decl_tagged
-from compat_agent.wire.verifierlog import error_line, parse_stats
+from compat_agent.wire.stats import parse_stats
+from compat_agent.wire.verifierlog import error_line
 
 LOG_510_ACCEPT = (
     "verification time 107 usec\nstack depth 0\n"

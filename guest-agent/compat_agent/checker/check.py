@@ -40,7 +40,8 @@ from compat_agent.elf.sections import (
     first_match,
     parse_rules,
 )
-from compat_agent.wire.verifierlog import error_line, parse_stats
+from compat_agent.wire.stats import parse_stats
+from compat_agent.wire.verifierlog import error_line
 
 from . import legacy
 from .resources import FILE_ERRNOS, MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes

@@ -43,7 +43,8 @@ from compat_agent.elf.analysis import (
 )
 from compat_agent.elf.reader import cstr, is_elf64le, section_body, section_headers, section_names
 from compat_agent.elf.sections import ATTACH_TIME_TYPES, attach_target, choose, first_match
-from compat_agent.wire.verifierlog import error_line, parse_stats
+from compat_agent.wire.stats import parse_stats
+from compat_agent.wire.verifierlog import error_line
 
 from .resources import exhausted, map_bytes
 from .state import ProgState, explain, not_attempted

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from compat_agent.elf.sections import OPTION, SECTION, attach_target
+from compat_agent.wire.stats import STATS
 
 _POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
 _UNRESOLVED_KFUNC_RE = re.compile(r"kfunc '([^']+)' is referenced but wasn't resolved")
@@ -78,15 +79,8 @@ class ProgState:
 
     def record(self) -> dict:
         """The program's record in the check_result reply."""
-        stats = {
-            "insns_processed": None,
-            "states_total": None,
-            "states_peak": None,
-            "verification_time_us": None,
-            "stack_depth": None,
-            **self.stats,
-            "insn_cnt": self.insn_cnt,
-        }
+        # Every statistic of the table, in its order (None: the log did not say); insn_cnt is libbpf's.
+        stats = {**dict.fromkeys(s.json for s in STATS), **self.stats, "insn_cnt": self.insn_cnt}
         return {
             "program": self.name,
             "section": self.section,

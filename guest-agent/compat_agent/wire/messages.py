@@ -15,10 +15,11 @@ host checks with ``check_protocol``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from dataclasses import dataclass, field, make_dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from .facts import Fact, check_facts
+from .stats import STATS
 from .validate import (
     DIGITS,
     KFUNCS_MAX,
@@ -151,16 +152,27 @@ class AttachRecord(Message):
     reason: Text | None = None
 
 
-@dataclass
-class StatsRecord(Message):
-    """The verifier's statistics of one program (stats.py's table; None: the log did not say)."""
+def _stats_record() -> type[Message]:
+    """StatsRecord, made from stats.py's table: one optional field per statistic, in its order."""
+    return make_dataclass(
+        "StatsRecord",
+        [(s.json, s.wire_type(), field(default=None)) for s in STATS],
+        bases=(Message,),
+        namespace={"__module__": __name__, "__doc__": _STATS_DOC},
+    )
 
-    insns_processed: int | None = None
-    states_total: int | None = None
-    states_peak: int | None = None
-    verification_time_us: int | None = None
-    stack_depth: Annotated[list[int], Max(1024)] | None = None
-    insn_cnt: int | None = None
+
+_STATS_DOC = "The verifier's statistics of one program (stats.py's table; None: the log did not say)."
+if TYPE_CHECKING:  # what type checkers see: the fields are the table's rows, known at run time
+
+    @dataclass
+    class StatsRecord(Message):
+        """The verifier's statistics of one program (stats.py's table; None: the log did not say)."""
+
+        def __getattr__(self, name: str) -> int | list[int] | None: ...
+
+else:
+    StatsRecord = _stats_record()
 
 
 @dataclass

@@ -6,14 +6,17 @@ peak_states N mark_read N", "verification time N usec", "stack depth A+B"; None 
 reports it instead), its unit, its name in the JSON (guest records and result files alike),
 whether a bigger value is worse, whether comparisons show it, and its short label in reports.
 The agent's parser, the wire's StatsRecord, the result schema, compare.py and the reports read
-this table (phase 2 of issue 15 switches them over; tests hold them equal until then).
+this table: adding a statistic is one row here (then python tests/gen_schema_stats.py for the
+schema file; tests/unit/test_stats_table.py checks every consumer picks a new row up).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from .validate import Max
 
 Unit = Literal["insns", "states", "us", "bytes"]
 
@@ -29,7 +32,13 @@ class Stat:
     bigger_is_worse: bool = True
     compared: bool = False  # shown by comparisons (compare.py) and reports
     many: bool = False  # a list of integers (one per subprogram frame: "stack depth 16+8")
+    noisy: bool = False  # moves from run to run on the same program (time): no change of its own
     doc: str = ""
+
+    def wire_type(self) -> Any:
+        """The type of its field in the wire's StatsRecord (validate.py checks guest replies by it):
+        an integer, or a bounded list of them (one per stack frame); None when the log did not say."""
+        return (Annotated[list[int], Max(1024)] if self.many else int) | None
 
 
 STATS: tuple[Stat, ...] = (
@@ -39,7 +48,7 @@ STATS: tuple[Stat, ...] = (
     Stat("states_total", "states", "states", (r"total_states (\d+)",), compared=True,
          doc="verifier states created"),
     Stat("states_peak", "peak states", "states", (r"peak_states (\d+)",), doc="verifier states alive at once, at most"),
-    Stat("verification_time_us", "time µs", "us", (r"verification time (\d+) usec",), compared=True,
+    Stat("verification_time_us", "time µs", "us", (r"verification time (\d+) usec",), compared=True, noisy=True,
          doc="time the kernel spent verifying (5.3 and later say it)"),
     Stat("stack_depth", "stack", "bytes", (r"stack depth (\d+(?:\+\d+)*)",), many=True,
          doc="stack bytes per frame: the main program, then each subprogram"),
@@ -85,6 +94,11 @@ def parse_stats(log: str) -> dict[str, Any]:
 def compared() -> tuple[str, ...]:
     """The JSON names of the statistics comparisons show (compare.py's STAT_KEYS)."""
     return tuple(s.json for s in STATS if s.compared)
+
+
+def steady() -> tuple[str, ...]:
+    """The compared statistics whose change is a change of the program (not time, which always moves)."""
+    return tuple(s.json for s in STATS if s.compared and not s.noisy)
 
 
 def labels() -> dict[str, str]:

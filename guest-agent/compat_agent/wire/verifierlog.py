@@ -1,6 +1,6 @@
-"""Reading verifier logs: statistics and the error line, for every kernel 5.10 .. 7.x.
+"""Reading verifier logs: the error line, for every kernel 5.10 .. 7.x (the statistics: stats.py).
 
-Shared by the agent (which fills a result's stats and message) and the host (which classifies
+Shared by the agent (which fills a result's message) and the host (which classifies
 and locates rejections), so both read a log the same way. Formats differ across kernels: each
 figure is matched on its own, loosely, and the raw text is always kept by the callers.
 """
@@ -9,12 +9,6 @@ from __future__ import annotations
 
 import re
 
-# One pass over the log for every figure (a regex pass is dear under emulation).
-_STATS = re.compile(
-    r"processed (?P<insns_processed>\d+) insns|total_states (?P<states_total>\d+)|"
-    r"peak_states (?P<states_peak>\d+)|verification time (?P<verification_time_us>\d+) usec|"
-    r"stack depth (?P<stack_depth>\d+(?:\+\d+)*)|BPF program is too large\. Processed (?P<too_large>\d+) insn"
-)
 # Lines of a log that are statistics or framing, not the verifier's verdict.
 STATS_LINE = re.compile(
     r"^(processed \d+ insns|insns processed \d+|verification time|stack depth|max_states_per_insn|"
@@ -22,25 +16,17 @@ STATS_LINE = re.compile(
 )
 
 
-def parse_stats(log: str) -> dict:
-    """Verifier statistics from a log (missing ones are None); the last match of each wins."""
-    found: dict[str, str] = {}
-    for m in _STATS.finditer(log):
-        found[m.lastgroup] = m.group(m.lastgroup)
-    stats: dict = {
-        key: int(found[key]) if key in found else None
-        for key in ("insns_processed", "states_total", "states_peak", "verification_time_us")
-    }
-    if stats["insns_processed"] is None and "too_large" in found:
-        stats["insns_processed"] = int(found["too_large"])
-    stats["stack_depth"] = [int(x) for x in found["stack_depth"].split("+")] if "stack_depth" in found else None
-    return stats
+# Some kernels print an error without its newline, so the statistics line that follows is glued
+# to it ("invalid type id 5 in func infoprocessed 0 insns (limit ...)"): the error ends there.
+GLUED_STATS = re.compile(r"(?<=\S)processed \d+ insns")
 
 
 def error_line(log: str) -> str | None:
-    """The verifier's error: the last line of the log that is not a statistic."""
+    """The verifier's error: the last line of the log that is not a statistic (without the
+    statistics a kernel glued to it)."""
     for line in reversed(log.splitlines()):
         text = line.strip()
         if text and not STATS_LINE.match(text):
-            return text
+            glued = GLUED_STATS.search(text)
+            return text[: glued.start()].rstrip() if glued else text
     return None
