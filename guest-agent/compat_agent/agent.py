@@ -10,6 +10,7 @@ import time
 
 from compat_agent.checker.resources import lowered_open_files, raise_open_files
 from compat_agent.wire.framing import PORT_NAME, SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, read_frame
+from compat_agent.wire.messages import PROTOCOL_VERSION
 
 from . import AGENT_VERSION
 
@@ -78,6 +79,7 @@ def hello() -> dict:
         "type": "hello",
         "schema": SCHEMA,
         "agent": AGENT_VERSION,
+        "protocol": PROTOCOL_VERSION,  # the host refuses another (wire/messages.py check_protocol)
         "release": uname.release,
         "kernel_build": uname.version,
         "machine": uname.machine,

@@ -40,13 +40,15 @@ from compat_agent.elf.sections import (
     first_match,
     parse_rules,
 )
+from compat_agent.wire.facts import FACTS_MAX, Fact, fact
 from compat_agent.wire.stats import parse_stats
+from compat_agent.wire.textfacts import program_facts
 from compat_agent.wire.verifierlog import error_line
 
 from . import legacy
 from .resources import FILE_ERRNOS, MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
 from .resources import reply as exhausted_reply
-from .state import ProgState, explain, not_attempted
+from .state import ProgState, not_attempted
 
 FULL_LOG_BUDGET = 16 << 20  # all full logs of one reply (a frame's JSON is bounded at 32 MiB)
 FULL_LOG_MAX_INSNS = 250_000  # above this, a level-1 reload costs more than its log is worth
@@ -233,6 +235,7 @@ class Checker:
             elif choice and choice.source == OPTION:  # a section libbpf does not know: no type to load it as
                 why = f"--program-type names section '{choice.section}', which libbpf {lb.version()} does not know"
                 state.reject("prepare", None, why + " (a section name such as tc, xdp or lwt_xmit)", [])
+                state.facts.append(fact("unknown_type_option", section=choice.section, libbpf=lb.version()))
             target = first_match(prog.name, prog.section, self.target_rules)
             if target and state.verdict is None:
                 self._retarget(prog, state, target)
@@ -307,16 +310,19 @@ class Checker:
         for name in maps:
             culprit = next((r for r in rejected if r in self.struct_ops[name]["programs"]), None)
             if culprit:
+                p.facts.append(fact("struct_ops_sibling", map=name, program=culprit))
                 return (
                     f"not verified: its struct_ops map '{name}' cannot be created without program '{culprit}', "
                     "which was rejected"
                 )
         for name in maps:
             if name in self.failed_maps:
+                p.facts.append(fact("struct_ops_map_failed", map=name))
                 return f"not verified: its struct_ops map '{name}' could not be created"  # run() adds why
         if rejected and not self.struct_ops:  # the ELF was not read: which map is unknown
             names = ", ".join(f"'{n}'" for n in rejected)
             return f"not verified: its struct_ops map cannot be created because {names} was rejected"
+        p.facts.append(fact("struct_ops_unused", referenced=False))
         return "libbpf did not load this program (a struct_ops program no struct_ops map uses)"
 
     def _struct_ops_failed(self, lines: list[str]) -> dict[str, str]:
@@ -343,6 +349,7 @@ class Checker:
             if err:  # libbpf says nothing here: say what it would say at load, for the classifier
                 line = f"bpf_program__set_attach_target: failed to find kernel BTF type ID of '{target}': {err}"
                 state.reject("prepare", -err, None, [f"[compat: {line}]"])
+                state.facts.append(fact("attach_target_missing", target=target))
                 return
             self.retargeted[prog.name] = target
             state.retarget(target, loaded=True)
@@ -542,7 +549,7 @@ class Checker:
                 p.reject("prepare", err, _describe_prepare(plines, message), plines)
             else:
                 weak = [e for e in p.kfuncs if e in self.weak_kfuncs]
-                p.reject("load", err, explain(error_line(log), weak) or lb.errno_text(err), plines)
+                p.reject("load", err, p.explain(error_line(log), weak) or lb.errno_text(err), plines)
                 p.log, p.stats = log, stats.get(culprit, {})
                 if stopped and err == errno_mod.EAGAIN:  # no verdict: the verifier was stopped
                     # (what the log and stats say is of libbpf's last retry, stopped at once)
@@ -615,7 +622,7 @@ class Checker:
                 # instruction's error (missing weak kfunc, failed CO-RE relocation, map not created)
                 # only where the log shows the instruction.
                 weak = [e for e in p.kfuncs if e in self.weak_kfuncs]
-                p.message = explain(error_line(log), weak) or p.message
+                p.message = p.explain(error_line(log), weak) or p.message
             p.log, p.log_level = log, 1
             self.full_log_budget -= len(log)
 
@@ -649,6 +656,8 @@ class Checker:
                     result["open"].update(ok=True, errno=None, message=None)
                 except legacy.Unsupported as why:
                     result["open"]["message"] = f"{e.message} (compat's legacy-map loader cannot load it either: {why})"
+                    result["facts"] = [fact("legacy_unsupported", reason=str(why))]
+            add_facts(result)
             return result
         result["open"] = {"ok": True, "errno": None, "message": None, "libbpf_log": "\n".join(self.first.open_log)}
         self.inventory(self.first, elf)
@@ -673,7 +682,38 @@ class Checker:
             notes = [f"[compat: {note}]" for note in notes]
             for record in result["programs"]:
                 record["libbpf_log"] = "\n".join([*notes, record["libbpf_log"]]).rstrip("\n")
+        add_facts(result)
         return result
+
+
+def add_facts(result: dict) -> None:
+    """The facts of a check result (wire/facts.py): on every rejected program, the agent's own
+    (its record's) then what the texts the host used to read say (its message, libbpf's lines,
+    its verifier log, the object's open log: textfacts.py reads them here, where they are); on the
+    object, when libbpf could not open it, what its open failure says. The host classifies from
+    these alone."""
+    opened = result.get("open") or {}
+    open_log = opened.get("libbpf_log") or ""
+    if not opened.get("ok"):
+        said = program_facts(opened.get("message"), None, None, open_log, agent_prose=False)
+        result["facts"] = _bounded([*said, *result.get("facts", [])])
+    maps = [str(m.get("name")) for m in result.get("maps") or []]
+    for record in result.get("programs") or []:
+        if record.get("verdict") == "rejected":
+            said = program_facts(record.get("message"), record.get("libbpf_log"), record.get("log"), open_log, maps,
+                                 agent_prose=False)  # fmt: skip
+            record["facts"] = _bounded([*record.get("facts", []), *said])
+
+
+def _bounded(facts: list[Fact]) -> list[Fact]:
+    """At most FACTS_MAX facts (what the host takes): the maps a text names give way first (an
+    object with thousands of maps), then the last facts."""
+    if len(facts) <= FACTS_MAX:
+        return facts
+    named = [f for f in facts if f["code"] == "map_mentioned"]
+    room = max(FACTS_MAX - (len(facts) - len(named)), 0)
+    kept = {id(f) for f in named[:room]}
+    return [f for f in facts if f["code"] != "map_mentioned" or id(f) in kept][:FACTS_MAX]
 
 
 def obj_prog_fd(obj: lb.Object, name: str) -> int:

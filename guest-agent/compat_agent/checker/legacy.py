@@ -47,7 +47,7 @@ from compat_agent.wire.stats import parse_stats
 from compat_agent.wire.verifierlog import error_line
 
 from .resources import exhausted, map_bytes
-from .state import ProgState, explain, not_attempted
+from .state import ProgState, not_attempted
 
 # What libbpf 1.x says when it meets legacy map definitions.
 LEGACY_OPEN = re.compile(r"legacy map definitions in '[^']*' section|bad map relo against '[^']*' in section 'maps")
@@ -308,12 +308,12 @@ def _load_one(prog: LegacyProgram, state, typed: tuple[int, int], license: str, 
     found = exhausted(err, "program", prog.name, log)
     if found:  # the guest's limit, not the object's verdict (resources.py)
         raise found
-    state.reject("load", err, explain(error_line(log), []) or lb.errno_text(err), state.libbpf_log)
+    state.reject("load", err, state.explain(error_line(log), []) or lb.errno_text(err), state.libbpf_log)
     if err != errno_mod.E2BIG:
         again, full, stopped = load(prog.name, insns, *typed, license, kern_version, 1, checker.program_timeout)
         if again >= 0:
             os.close(again)
         if full.strip() and not stopped:
             state.log, state.log_level = full, 1
-            state.message = explain(error_line(full), []) or state.message
+            state.message = state.explain(error_line(full), []) or state.message
     return -1

@@ -11,23 +11,29 @@ import re
 from dataclasses import dataclass, field
 
 from compat_agent.elf.sections import OPTION, SECTION, attach_target
+from compat_agent.wire.facts import Fact, fact
 from compat_agent.wire.stats import STATS
 
 _POISON_KFUNC_RE = re.compile(r"unknown#2002\d{6}")
 _UNRESOLVED_KFUNC_RE = re.compile(r"kfunc '([^']+)' is referenced but wasn't resolved")
 
 
-def explain(message: str | None, weak_kfuncs: list[str]) -> str | None:
-    """Reword messages that speak libbpf-internal language (poisoned instructions)."""
+def explain(message: str | None, weak_kfuncs: list[str], facts: list[Fact] | None = None) -> str | None:
+    """Reword messages that speak libbpf-internal language (poisoned instructions) for display;
+    what the rewording says is added to facts as codes (the host classifies from those)."""
     if not message:
         return message
     m = _UNRESOLVED_KFUNC_RE.search(message)
     if m:
+        if facts is not None:
+            facts.append(fact("kfunc_unresolved", name=m.group(1)))
         return (
             f"calls kfunc '{m.group(1)}', which this kernel does not have "
             "(a __weak extern: guard the call with bpf_ksym_exists())"
         )
     if _POISON_KFUNC_RE.search(message):
+        if facts is not None:
+            facts.append(fact("poisoned_kfunc_call"))
         names = "', '".join(weak_kfuncs) if weak_kfuncs else "?"
         return f"calls a kfunc this kernel does not have (weak extern '{names}'): guard the call with bpf_ksym_exists()"
     return message
@@ -63,11 +69,22 @@ class ProgState:
     load_ms: float = 0.0
     attach: dict | None = None
     loaded: bool = True  # False: accepted in a load that failed later on (not in the final object)
+    facts: list[Fact] = field(default_factory=list)  # what the agent itself knows of a rejection (facts.py)
+    explained: list[Fact] = field(default_factory=list)  # what the rewording of its message says (explain)
 
     def reject(self, stage: str, errno: int | None, message: str | None, lines: list[str]) -> None:
         """Record a rejection at a stage (prepare: no verifier ran; load: the kernel refused)."""
         self.verdict, self.stage, self.errno, self.message = "rejected", stage, errno, message
         self.libbpf_log = lines
+
+    def explain(self, message: str | None, weak_kfuncs: list[str]) -> str | None:
+        """explain() for this program's message: the facts of the rewording go with the message
+        it returns (a later message that is not reworded keeps none of them)."""
+        found: list[Fact] = []
+        said = explain(message, weak_kfuncs, found)
+        if said:
+            self.explained = found
+        return said
 
     def retarget(self, target: str, loaded: bool = False) -> None:
         """Take --attach-target's target instead of the section's (loaded: libbpf loads the
@@ -102,6 +119,8 @@ class ProgState:
             "kfuncs": self.kfuncs,
             "load_ms": round(self.load_ms, 3),
             "attach": self.attach or not_attempted("the program was not loaded"),
+            # the agent's own facts; check.add_facts() adds what the kernel's and libbpf's texts say
+            **({"facts": [*self.explained, *self.facts]} if self.verdict == "rejected" else {}),
         }
 
 
