@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compat_agent import AGENT_VERSION
+from compat_agent.wire.messages import PROTOCOL_VERSION
 
 from compat.cache import Cache, mark_used, sha256_json, write_atomic
 from compat.results.inventory import Inventory
@@ -96,6 +97,7 @@ class ResultCache:
                 "kernel": kernel_key,
                 "image": self.image_key,
                 "agent": AGENT_VERSION,
+                "protocol": PROTOCOL_VERSION,  # a reply of another protocol (without facts) is never reused
                 "options": self.options,
             }
         )

@@ -128,7 +128,7 @@ JSON = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=JSON, kind=st.sampled_from(sorted(guestmsg.SHAPES)))
+@given(value=JSON, kind=st.sampled_from(sorted(guestmsg.KINDS)))
 def test_any_json_is_either_accepted_or_refused_in_one_line(value, kind):
     found = guestmsg.problem(value, kind)
     assert found is None or (isinstance(found, str) and "\n" not in found[:400])
@@ -239,3 +239,20 @@ def test_twice_failed_object_becomes_an_error_cell_never_a_verdict(tmp_path, fir
     assert cell.verdict == "error" and cell.reason == "infrastructure_error"
     assert session.requests == 2 and session.reboots == 2  # each failure leaves a fresh guest behind
     assert cell.message.startswith("6.12: ")
+
+
+def test_a_hello_in_another_protocol_is_an_infrastructure_error():
+    # The agent of another compat (protocol 1 sent no facts and no "protocol"): refused, naming both.
+    from compat_agent.wire.messages import PROTOCOL_VERSION
+
+    hello = {"type": "hello", "release": "6.1.0-40-amd64", "btf": True}
+    with pytest.raises(guestmsg.MalformedReply) as e:
+        guestmsg.validate(hello, "hello", "6.1")
+    assert str(e.value).startswith(f"6.1: the guest agent speaks protocol 1, this host {PROTOCOL_VERSION}")
+    assert guestmsg.validate({**hello, "protocol": PROTOCOL_VERSION}, "hello") is not None
+
+
+def test_facts_are_checked_against_the_fact_table():
+    bad = check_result(programs=[program(verdict="rejected", facts=[{"code": "no_such_code"}])])
+    with pytest.raises(guestmsg.MalformedReply, match=r"programs\[0\]\.facts\[0\]\.code: unknown fact code"):
+        guestmsg.validate(bad, "check_result")
