@@ -73,6 +73,7 @@ class KernelSpec:
     image: Path | None = None  # local source: bzImage / vmlinuz
     modules: Path | None = None  # local source: lib/modules/<release> directory
     required: bool = False  # a rejection on this kernel fails the gate
+    releases: str | None = None  # with series: "all", "since 6.12.90" or "last N" point releases (series.py)
     order: int = 0  # position in the matrix file (the kernel axis when versions tie)
 
     def describe(self) -> str:
@@ -80,6 +81,8 @@ class KernelSpec:
         if self.source == "local":
             return f"local {self.image}"
         what = self.package or self.version or (f"{self.series}.x" if self.series else "newest")
+        if self.releases:
+            what = f"{self.series}.* ({self.releases})"
         where = f" [{self.suite}]" if self.suite else ""
         return f"{self.source} {what} {self.flavour}{where}"
 
@@ -111,7 +114,7 @@ class Matrix:
                 known = ", ".join(self.ids()) or "(none)"
                 raise UserError(
                     f"unknown kernel '{name}' in {self.path}",
-                    f"known ids: {known}; or use debian:SERIES, debian:VERSION or a kernel image path",
+                    f"known ids: {known}; or use debian:SERIES, debian:VERSION, debian:SERIES.* or a kernel image path",
                 )
             if spec.id not in {c.id for c in chosen}:
                 chosen.append(spec)
@@ -121,6 +124,9 @@ class Matrix:
 def _adhoc_spec(name: str, order: int) -> KernelSpec | None:
     if name.startswith("debian:"):
         ver = name.split(":", 1)[1]
+        if ver.endswith(".*") and _SERIES_RE.match(ver[:-2]) and "." in ver[:-2]:
+            # Every point release of the series the archive offers (expanded by series.expand).
+            return KernelSpec(id=name, label=f"Debian {ver}", series=ver[:-2], releases="all", order=order)
         if _VERSION_RE.match(ver) and ver.count(".") == 2:
             return KernelSpec(id=name, label=f"Debian {ver}", version=ver, order=order)
         if _SERIES_RE.match(ver):
@@ -291,6 +297,11 @@ def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
         raise UserError(f"{where}: series '{series}' is not like 6.1")
     if version and not _VERSION_RE.match(version):
         raise UserError(f"{where}: version '{version}' is not like 6.1.176")
+    if values.get("releases") is not None:
+        values["releases"] = check_releases(values["releases"], series, where)
+        if source == "local" or not series or version or values.get("package"):
+            raise UserError(f"{where}: 'releases' goes with a 'series' of an archive, without 'version' or 'package'",
+                            'e.g. series: "6.12" with releases: all')  # fmt: skip
     if source == "local":
         if not values.get("image"):
             raise UserError(f"{where}: a local kernel needs 'image: PATH'")
@@ -314,6 +325,27 @@ def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
     values.setdefault("label", kid)
     values["order"] = index
     return KernelSpec(**values)
+
+
+_RELEASES_RE = re.compile(r"^(all|since\s+(?P<since>\d+\.\d+\.\d+)|last\s+(?P<last>\d{1,4}))$")
+
+
+def check_releases(text: str, series: str | None, where: str = "") -> str:
+    """A matrix entry's ``releases`` (which point releases of its series): ``all``, ``since X.Y.Z``
+    (that release and every newer one; X.Y.Z of the entry's series) or ``last N`` (the N newest),
+    normalised to single spaces; a UserError otherwise."""
+    where = f"{where}: " if where else ""
+    m = _RELEASES_RE.match(" ".join(str(text).split()))
+    if not m:
+        raise UserError(f"{where}releases {str(text)[:40]!r} is not all, since X.Y.Z or last N",
+                        'e.g. releases: all, releases: "since 6.12.90", releases: "last 5"')  # fmt: skip
+    since, last = m.group("since"), m.group("last")
+    if since and series and not since.startswith(series + "."):
+        raise UserError(f"{where}releases since {since} is outside the series {series}",
+                        f"give a point release of {series}, e.g. since {series}.1")  # fmt: skip
+    if last is not None and not 1 <= int(last) <= MAX_KERNELS:
+        raise UserError(f"{where}releases last {last} must be between 1 and {MAX_KERNELS}")
+    return " ".join(m.group(0).split())
 
 
 def _resolve_path(value: str, matrix_path: Path) -> Path:

@@ -10,21 +10,28 @@ import re
 import shutil
 import struct
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from debian.debian_support import Version
 
 from compat.cache import Cache, Entry, sha256_file, sha256_json
-from compat.errors import InfraError, UserError
+from compat.errors import CompatError, InfraError, UserError
 
 from .apt import AptRepo, AptSource, PackageVersion, debian_sources
 from .matrix import KernelSpec, check_name
 from .version import release_version, upstream_version, version_key
 
+# Kernels fetched at once: downloads wait on the network, unpacking (xz) takes a core: three keep
+# a fast mirror busy without starving the guests booting on a 2-core machine.
+FETCH_WORKERS = 3
 KIND = "kernels"
 BOOT_KIND = "boot"
+CHANGELOG_KIND = "changelogs"  # changelogs of kernels whose entries were cached without one
+CHANGELOG = "changelog.gz"  # in a kernel entry: the image package's Debian changelog (see changelog.py)
 # An image package: linux-image-<abi>-<flavour>, where every part of the ABI after X.Y.Z has a
 # digit (6.1.0-56, 6.1.0-0.deb11.52, 6.12.117+deb13, 6.8.0-40) so "cloud" or "rt" never pass
 # for ABI; X.Y-only names (linux-image-6.1-amd64) are meta packages.
@@ -54,6 +61,7 @@ class Kernel:
     vmlinuz: Path
     modules: Path | None
     packages: tuple[str, ...] = field(default=())
+    changelog: Path | None = None  # the package's Debian changelog (changelog.gz), when the entry kept it
 
     @property
     def id(self) -> str:
@@ -76,6 +84,7 @@ class KernelStore:
         self.refresh = refresh
         self.stop = stop  # see AptRepo
         self._repos: dict[tuple, AptRepo] = {}
+        self._repos_lock = threading.Lock()  # fetches run in threads (prefetch): one AptRepo per archive
 
     # -- archives ---------------------------------------------------------------------------
     def repo_for(self, spec: KernelSpec) -> AptRepo:
@@ -99,11 +108,12 @@ class KernelStore:
         else:
             sources = debian_sources()
         key = (*tuple(s.lines()[0] for s in sources), len(sources))
-        if key not in self._repos:
-            repo = AptRepo(self.cache, sources, stop=self.stop)
-            repo.update(force=self.refresh)
-            self._repos[key] = repo
-        return self._repos[key]
+        with self._repos_lock:
+            if key not in self._repos:
+                repo = AptRepo(self.cache, sources, stop=self.stop)
+                repo.update(force=self.refresh)
+                self._repos[key] = repo
+            return self._repos[key]
 
     def candidates(self, spec: KernelSpec) -> list[PackageVersion]:
         """Every image package version that matches the entry, newest first."""
@@ -135,6 +145,9 @@ class KernelStore:
         """Bind a matrix entry to packages (newest match) or to its local image."""
         if spec.source == "local":
             return self._resolve_local(spec)
+        if spec.releases:  # a series (debian:6.12.*): series.expand makes one spec per release first
+            raise UserError(f"kernel '{spec.id}' stands for several point releases ({spec.releases})",
+                            f"name one, e.g. debian:{spec.series}.1, or use a command that expands series")  # fmt: skip
         found = self.candidates(spec)
         if not found:
             what = spec.describe()
@@ -202,6 +215,64 @@ class KernelStore:
             )
         return self.kernel_from_entry(spec, entry)
 
+    def changelog(self, kernel: Kernel) -> Path | None:
+        """The kernel's Debian changelog: the one its entry kept, else (an entry cached before
+        compat kept changelogs) read from its packages once into the cache ("changelogs" entries:
+        a download, no unpacking of the rest). None for a local kernel or a package without one."""
+        if kernel.changelog is not None or kernel.spec.source == "local" or not kernel.packages:
+            return kernel.changelog
+        packages = []
+        for text in kernel.packages:
+            name, _, version = text.partition("=")
+            packages.append(PackageVersion(name, version, "", 0, ""))
+        repo = self.repo_for(kernel.spec)
+
+        def build(dest: Path) -> dict:
+            debs, root = dest / "debs", dest / "root"
+            root.mkdir()
+            for pkg in packages:
+                deb = repo.download(pkg, debs)
+                # Only the documentation directory: dpkg-deb's tar stream, filtered by tar (a package
+                # without one makes tar fail: not an error, it has no changelog).
+                stream = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+                subprocess.run(["tar", "-x", "-C", str(root), "--wildcards", "./usr/share/doc/*"],
+                               stdin=stream.stdout, capture_output=True)  # fmt: skip
+                assert stream.stdout is not None
+                stream.stdout.close()
+                stream.wait()
+                deb.unlink()
+            found = find_changelog(root, tuple(packages))
+            if found:
+                shutil.move(found, dest / CHANGELOG)
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(debs, ignore_errors=True)
+            return {"packages": list(kernel.packages), "found": bool(found)}
+
+        entry = self.cache.ensure(CHANGELOG_KIND, kernel.key, build)
+        path = entry.path / CHANGELOG
+        return path if path.is_file() else None
+
+    def prefetch(self, specs: Sequence[KernelSpec], workers: int = FETCH_WORKERS) -> Prefetch:
+        """Start fetching the kernels, ``workers`` at a time, in the order given; the caller takes
+        each one when it needs it (Prefetch.get waits for that kernel only), so a guest boots as
+        soon as its own kernel is there, while the others are still downloading."""
+        return Prefetch(self, specs, workers)
+
+    def fetch_all(self, specs: Sequence[KernelSpec], workers: int = FETCH_WORKERS) -> list[Kernel | CompatError]:
+        """Fetch the kernels in parallel; per spec, in order, the Kernel or the error that kept it
+        from being fetched (one failed download never loses the others)."""
+        pending = self.prefetch(specs, workers)
+        out: list[Kernel | CompatError] = []
+        try:
+            for spec in specs:
+                try:
+                    out.append(pending.get(spec))
+                except CompatError as e:
+                    out.append(e)
+        finally:
+            pending.cancel()
+        return out
+
     def boot_image(self, kernel: Kernel) -> Path:
         """What QEMU boots: the uncompressed vmlinux when the kernel has a PVH entry, else the
         bzImage (see bootimage.py: this saves the guest's slow decompression on every boot)."""
@@ -224,6 +295,8 @@ class KernelStore:
             vmlinuz=entry.file("vmlinuz"),
             modules=modules,
             packages=tuple(meta.get("packages", [])),
+            # Entries made before the changelog was kept have none: no suspects, not an error.
+            changelog=entry.file(CHANGELOG) if (entry.path / CHANGELOG).is_file() else None,
         )
 
     def _build_local(self, resolved: ResolvedKernel, dest: Path) -> dict:
@@ -259,6 +332,9 @@ class KernelStore:
         )
         config = _find_first(root, ["boot/config-*", "usr/lib/modules/*/config", "lib/modules/*/config"])
         shutil.move(vmlinuz, dest / "vmlinuz")
+        changelog = find_changelog(root, resolved.packages)
+        if changelog:
+            shutil.move(changelog, dest / CHANGELOG)
         if config:
             shutil.move(config, dest / "config")
         if moddir and moddir.is_dir():
@@ -271,6 +347,44 @@ class KernelStore:
             "suite": resolved.suite,
             "packages": [f"{p.name}={p.version}" for p in resolved.packages],
         }
+
+
+class Prefetch:
+    """Kernels being fetched in a small thread pool (KernelStore.prefetch)."""
+
+    def __init__(self, store: KernelStore, specs: Sequence[KernelSpec], workers: int):
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch")
+        self._futures: dict[str, Future[Kernel]] = {}
+        for spec in specs:
+            if spec.id not in self._futures:
+                self._futures[spec.id] = self._pool.submit(store.fetch, spec)
+        self._store = store
+
+    def get(self, spec: KernelSpec) -> Kernel:
+        """The fetched kernel (waits for its fetch only); raises what the fetch raised. A spec
+        that was not prefetched is fetched now, in the caller's thread."""
+        future = self._futures.get(spec.id)
+        if future is None or future.cancelled():
+            return self._store.fetch(spec)
+        return future.result()
+
+    def cancel(self) -> None:
+        """Drop the fetches not yet started (running ones stop through the store's stop())."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def find_changelog(root: Path, packages: tuple[PackageVersion, ...]) -> Path | None:
+    """The Debian changelog among extracted kernel packages: usr/share/doc/<package>/changelog.gz
+    (changelog.Debian.gz in some packages). A split kernel (sid: linux-image, -binary, -base,
+    -modules) may carry it in any of them, or link one package's doc directory to another's:
+    the image package's own file first, then the largest real file (the full kernel changelog)."""
+    doc = root / "usr/share/doc"
+    found = [p for name in ("changelog.gz", "changelog.Debian.gz") for p in doc.glob(f"*/{name}")
+             if p.is_file() and not p.is_symlink()]  # fmt: skip
+    if not found:
+        return None
+    image = packages[0].name if packages else ""
+    return max(found, key=lambda p: (p.parent.name == image, p.stat().st_size))
 
 
 def _find_first(root: Path, patterns: list[str]) -> Path | None:
