@@ -117,6 +117,11 @@ def cmd_check(args, cache: Cache) -> int:
     baseline = _load_baseline(args.baseline) if args.baseline else None
     matrix = load_matrix(args.matrix)
     specs = matrix.select(list(args.kernel or []))
+    if any(s.releases for s in specs):  # debian:6.12.*, or a matrix series with releases: its point releases
+        from compat.kernels.series import expand
+        from compat.kernels.sources import KernelStore
+
+        specs = expand(KernelStore(cache, refresh=args.refresh), specs)
     base_objects, base_infos = [], []
     if args.baseline_objects:
         base_objects, base_infos, base_bad = load_objects(args.baseline_objects)

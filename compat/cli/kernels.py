@@ -8,7 +8,7 @@ import sys
 from tabulate import tabulate
 
 from compat.cache import Cache
-from compat.errors import EXIT_INFRA, EXIT_OK, UserError
+from compat.errors import EXIT_INFRA, EXIT_OK, CompatError, UserError
 from compat.kernels.matrix import KernelSpec
 
 from .shown import _shown, _shown_lines, _specs
@@ -35,7 +35,7 @@ def cmd_kernels(args, cache: Cache) -> int:
             raise UserError(f"the archive has no {args.flavour} kernel of series {args.series}")
         print(tabulate(rows, headers=["point release", "package version", "package", "suite", "size"]))
         return EXIT_OK
-    specs = _specs(args)
+    specs = _specs(args, cache)
     if args.action == "list":
         rows = []
         for spec in specs:
@@ -45,10 +45,17 @@ def cmd_kernels(args, cache: Cache) -> int:
             )
         print(tabulate(rows, headers=["id", "label", "source", "version", "release", "cached"]))
         return EXIT_OK
-    for spec in specs:
-        k = store.fetch(spec)
+    for spec in specs:  # bad input (no such package) fails here, before any download
+        store.resolve(spec)
+    # Fetched in parallel (downloads wait on the network); one that fails does not stop the others.
+    failed = 0
+    for spec, k in zip(specs, store.fetch_all(specs), strict=True):
+        if isinstance(k, CompatError):
+            failed += 1
+            print(f"compat: error: kernel {_shown(spec.id)}: {_shown(k)}", file=sys.stderr)
+            continue
         print(f"{spec.id}: {k.version} ({k.release}) {k.vmlinuz.parent}")
-    return EXIT_OK
+    return EXIT_INFRA if failed else EXIT_OK
 
 
 def cmd_image(args, cache: Cache) -> int:
@@ -68,7 +75,7 @@ def cmd_image(args, cache: Cache) -> int:
 def cmd_vm(args, cache: Cache) -> int:
     from compat.guest.fleet import Fleet
 
-    fleet = Fleet(cache, _specs(args), jobs=args.jobs, refresh=args.refresh)
+    fleet = Fleet(cache, _specs(args, cache), jobs=args.jobs, refresh=args.refresh)
     outcomes = fleet.run(lambda vm, kernel: vm.request({"type": "ping"})[0])
     rows, failed = [], 0
     for o in outcomes:
@@ -118,7 +125,7 @@ def cmd_probe(args, cache: Cache) -> int:
     from compat.results.inventory import diff, merged_helper_names
     from compat.run.checker import Checker, CheckOptions
 
-    checker = Checker(cache, _specs(args), CheckOptions(jobs=args.jobs, refresh=args.refresh))
+    checker = Checker(cache, _specs(args, cache), CheckOptions(jobs=args.jobs, refresh=args.refresh))
     checker.fleet.prepare()
     outcomes = checker.fleet.run(lambda session, kernel: checker.probe(session, sorted(args.kfunc)))
     good = sorted((o for o in outcomes if o.value), key=lambda o: (version_key(o.kernel.version), o.spec.order))

@@ -20,6 +20,14 @@ def _shown_lines(text: str) -> list[str]:
     return terminal_lines(text)
 
 
-def _specs(args) -> list[KernelSpec]:
+def _specs(args, cache=None) -> list[KernelSpec]:
+    """The kernels a command names (matrix ids, --kernel); with a cache, a series
+    (debian:6.12.*, releases: in the matrix) expanded to its point releases."""
     wanted = list(getattr(args, "ids", None) or []) + list(args.kernel or [])
-    return load_matrix(args.matrix).select(wanted)
+    specs = load_matrix(args.matrix).select(wanted)
+    if cache is not None and any(s.releases for s in specs):
+        from compat.kernels.series import expand
+        from compat.kernels.sources import KernelStore
+
+        specs = expand(KernelStore(cache, refresh=getattr(args, "refresh", False)), specs)
+    return specs

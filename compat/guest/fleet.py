@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 from compat.cache import TMP_KIND, Cache
 from compat.errors import CompatError, InfraError
 from compat.kernels.matrix import KernelSpec
-from compat.kernels.sources import Kernel, KernelStore, ResolvedKernel
+from compat.kernels.sources import Kernel, KernelStore, Prefetch, ResolvedKernel
 
 from .accel import choose_accel
 from .image import Image, ImageBuilder
@@ -101,6 +101,7 @@ class Fleet:
         self.image: Image | None = None
         self.accel: str | None = None
         self.resolved: dict[str, ResolvedKernel] = {}
+        self._prefetch: Prefetch | None = None  # the kernels of the running run(), fetched in parallel
         self._live: set[VM] = set()
         self._live_lock = threading.Lock()
         self.snapshots = Snapshots(cache, variant="test-faults" if test_faults else "") if snapshots_enabled() else None
@@ -219,10 +220,17 @@ class Fleet:
         """
         if self.image is None:
             self.prepare()
-        self.ensure_accel()
         outcomes = [Outcome[T](spec=s) for s in self.specs if only is None or s.id in only]
         rank = {kid: i for i, kid in enumerate(first)}
         starting = sorted(outcomes, key=lambda o: rank.get(o.spec.id, len(rank)))
+        # Kernels download in their own small pool, in start order, while guests boot: a worker
+        # boots its kernel as soon as that one is fetched, not after the others.
+        self._prefetch = self.store.prefetch([o.spec for o in starting])
+        try:
+            self.ensure_accel()
+        except BaseException:
+            self._prefetch.cancel()
+            raise
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="vm")
         try:
             futures = [pool.submit(self._one, o, work, retries) for o in starting]
@@ -233,11 +241,12 @@ class Fleet:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self._prefetch.cancel()
         return outcomes
 
     def _one(self, outcome: Outcome[T], work: Callable[[Session, Kernel], T], retries: int) -> None:
         try:
-            outcome.kernel = self.store.fetch(outcome.spec)
+            outcome.kernel = self._prefetch.get(outcome.spec) if self._prefetch else self.store.fetch(outcome.spec)
         except CompatError as e:
             outcome.error = e
             return
