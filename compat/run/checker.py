@@ -43,6 +43,9 @@ from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, 
 from .shard import Shard, baseline_plan, plan
 
 PROBE_KIND = "probes"
+# In a validated check_result: symbol -> the module the host loaded first because it defines it
+# (set by the host after validation, so never the guest's word; cached with the reply).
+HOST_MODULES = "host_modules"
 DEFAULT_OBJECT_TIMEOUT = 900.0  # big multi-program objects under software emulation are slow
 # Per program (the agent stops the verifier): a pathological program gets no verdict, and the
 # rest of its object still does. Real programs near the 1M-instruction limit take a minute or
@@ -326,8 +329,9 @@ class Checker:
         sections = [retargeted_section(p.name, p.section, targets) for p in obj.programs]
         return index.modules_for(wanted_functions(sections, (request.get("elf") or {}).get("externs") or []))
 
-    def _load_modules(self, session: Session, obj: BpfObject) -> list[str]:
-        """Have the guest load the modules the object needs; notes on what was loaded, for its results."""
+    def _load_modules(self, session: Session, obj: BpfObject) -> tuple[list[str], dict[str, str]]:
+        """Have the guest load the modules the object needs: notes on what was loaded, for its
+        results to show, and which module the host loaded first for which symbol (the classifier's)."""
         owners, modules = self._modules(obj, session.kernel)
         vm = session.vm
         todo = [(n, b) for n, b in modules if n not in vm.modules_loaded]
@@ -341,23 +345,25 @@ class Checker:
             failed = reply.get("failed") if isinstance(reply.get("failed"), dict) else {}
             vm.modules_loaded.update(n for n, _ in todo if n not in failed)
         notes = []
+        loaded = {symbol: module for symbol, module in owners.items() if module not in failed}
         for module in sorted(set(owners.values())):
             uses = ", ".join(f for f, m in owners.items() if m == module)
             if module in failed:
                 notes.append(f"[compat: module {module} (defines {uses}) failed to load: {str(failed[module])[:200]}]")
             else:
                 notes.append(f"[compat: module {module} loaded first: it defines {uses}]")
-        return notes
+        return notes, loaded
 
     def _check_one(self, session: Session, obj: BpfObject, kw: KernelWork) -> dict:
         """One object on one guest; a guest that dies on it is rebooted and tried once more."""
         request = self._request(obj)
         for attempt in (1, 2):
             try:
-                notes = self._load_modules(session, obj)
+                notes, loaded = self._load_modules(session, obj)
                 reply, _ = session.request(request, obj.data, timeout=self.options.object_timeout)
                 if reply.get("type") == "check_result":
                     reply = guestmsg.validate(reply, "check_result", session.kernel.id, session.vm.console_tail())
+                    reply[HOST_MODULES] = loaded  # the host's own (whatever the guest put there), cached with it
                     for program in reply.get("programs") or [] if notes else []:
                         program["libbpf_log"] = "\n".join([*notes, program.get("libbpf_log") or ""]).rstrip("\n")
                     return reply
@@ -633,7 +639,8 @@ class Checker:
             verdict, reason = ERROR, "verifier_timeout"
             message = f"{gp.get('message') or 'the verifier was stopped'}: no verdict (--program-timeout: the limit)"
         elif verdict == REJECTED:
-            c = classify(gp, reply, kw.inventory, names)
+            modules = reply.get(HOST_MODULES)
+            c = classify(gp, reply, kw.inventory, names, modules if isinstance(modules, dict) else None)
             reason, message = c.reason, c.message
         type_from = gp.get("prog_type_from") if gp.get("prog_type_from") in (CONTEXT, OPTION) else None
         if type_from == CONTEXT and message:  # the guess may be why: the loader's type may allow it

@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 from compat_agent.bpf import libbpf as lb
-from compat_agent.checker.check import explain
+from compat_agent.checker.state import explain
 from compat_agent.elf.analysis import analyze_elf, helpers_from_insns
 from compat_agent.elf.sections import attach_target
 from compat_agent.probe.probe import decl_tagged

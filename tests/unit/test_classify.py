@@ -1,7 +1,36 @@
-"""Classification of rejections from guest records and probe results (pure host code)."""
+"""Classification of rejections from guest records and probe results (pure host code).
 
-from compat.results.classify import classify, last_error_line
+The cases are written as the guest's texts; classify() here gives each record the facts the
+agent sends for those texts (compat_agent.wire.textfacts, with the agent's own wording read
+back as its direct facts) and the modules the host loaded (from its note), then classifies from
+the facts alone, as the host does.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from compat_agent.wire.verifierlog import error_line
+
+from compat.results import classify as fact_classify
 from compat.results.inventory import Inventory, diff, helper_label
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from classify_parity import with_facts
+
+
+def classify(program: dict, obj: dict, inventory: Inventory | None, names: dict[int, str], **kw: Any):
+    """The host's classification of a record written as texts (its facts read from them first)."""
+    record, modules = with_facts(program, obj)
+    siblings = [with_facts(p, obj)[0] for p in obj.get("programs") or []]
+    return fact_classify.classify(record, {**obj, "programs": siblings}, inventory, names, modules, **kw)
+
+
+def last_error_line(log: str) -> str | None:
+    """The verifier's error line as the facts carry it (bounded)."""
+    line = error_line(log)
+    return line[:300] if line else None
+
 
 INV_510 = Inventory(
     prog_types={"tracepoint": True, "xdp": True, "syscall": False},
@@ -173,7 +202,10 @@ def test_unknown_section_name_needs_the_loader_to_set_the_type():
     c = classify(rec(prog_type="unspec", section="loadbalancer"), {}, INV_510, NAMES)
     assert (c.reason, c.message) == want
     # --program-type named a section libbpf does not know: the agent's words, not the generic ones.
-    words = "--program-type names section 'tcx_nope', which libbpf 1.5 does not know (a section name such as tc)"
+    words = (
+        "--program-type names section 'tcx_nope', which libbpf 1.5 does not know "
+        "(a section name such as tc, xdp or lwt_xmit)"
+    )
     c = classify(rec(prog_type="unspec", stage="prepare", message=words), {}, INV_510, NAMES)
     assert (c.reason, c.message) == ("object_error", words)
 

@@ -17,14 +17,13 @@ PACKAGES = {"compat": ROOT / "compat", "compat_agent": ROOT / "guest-agent" / "c
 
 # (rank, group, module prefixes), lowest first. Groups of the same rank may not import each other:
 # guests, object files and results are three separate things that only a run brings together.
-# (compat.factclassify moves into results/ with the wire contract.)
 LAYERS = [
     (0, "shared with the guest", ["compat_agent.wire", "compat_agent.elf", "compat_agent"]),
     (1, "base", ["compat.errors", "compat.paths", "compat.cache", "compat.text", "compat"]),
     (2, "kernels", ["compat.kernels"]),
     (3, "guest", ["compat.guest"]),
     (3, "objects", ["compat.objects"]),
-    (3, "results", ["compat.results", "compat.factclassify"]),
+    (3, "results", ["compat.results"]),
     (4, "run", ["compat.run"]),
     (5, "reports", ["compat.reports"]),
     (6, "cli", ["compat.cli", "compat.__main__"]),

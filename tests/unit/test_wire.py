@@ -198,7 +198,7 @@ def test_the_contract_is_pure_python_the_host_can_import():
     code = (
         "import sys\n"
         "import compat_agent.wire.messages, compat_agent.wire.textfacts, compat_agent.wire.stats\n"
-        "import compat_agent.wire.features, compat.factclassify\n"
+        "import compat_agent.wire.features, compat.results.classify\n"
         "print(sorted(m for m in sys.modules if m == 'ctypes' or m.startswith('compat_agent.') and 'wire' not in m))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
