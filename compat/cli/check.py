@@ -30,27 +30,6 @@ def _check_globals(values: tuple, objects: list) -> None:
     globalvars.check_defined(list(values), variables)
 
 
-def _rule(option: str, rule: str, metavar: str, example: str) -> tuple[str, str]:
-    """One GLOB=VALUE of a rule option (--program-type, --attach-target)."""
-    glob, _, value = rule.partition("=")
-    if not glob.strip() or not value.strip() or any(c.isspace() for c in value.strip()):
-        raise UserError(f"{option} {rule!r}: give {metavar}, e.g. '{example}'")
-    return glob.strip(), value.strip()
-
-
-def _program_type(rule: str) -> tuple[str, str]:
-    """One --program-type GLOB=SECTION; a SECTION libbpf gives no type is a usage error naming
-    the ones it does (checked before anything boots, not turned into verdicts)."""
-    from compat.objects.objfile import LIBBPF_SECTIONS, libbpf_knows
-
-    glob, section = _rule("--program-type", rule, "GLOB=SECTION", "encap_*=lwt_xmit")
-    if not libbpf_knows(section):
-        known = ", ".join(name.replace("+", "[/…]") for name in LIBBPF_SECTIONS)
-        raise UserError(f"--program-type {rule!r}: libbpf knows no program type for section '{section}'",
-                        f"give a libbpf section name: {known}")  # fmt: skip
-    return glob, section
-
-
 def _formats(args) -> tuple[list[str], list[str]]:
     """--format and --output, checked before anything runs."""
     from compat.reports import RENDERERS
@@ -95,18 +74,16 @@ def _load_baseline(path: Path):
 
 
 def cmd_check(args, cache: Cache) -> int:
-    from compat.guest.vm import DEFAULT_MEMORY_MB
     from compat.objects.sourcemap import source_roots
     from compat.results.compare import compare
     from compat.results.gate import exit_status
-    from compat.run.checker import DEFAULT_OBJECT_TIMEOUT, DEFAULT_PROGRAM_TIMEOUT, Checker, CheckOptions, load_objects
+    from compat.run import options as check_options
+    from compat.run.checker import DEFAULT_OBJECT_TIMEOUT, Checker, CheckOptions, load_objects
     from compat.run.shard import Shard, restrict
 
-    program_types = tuple(_program_type(rule) for rule in args.program_types or [])
-    attach_targets = tuple(
-        _rule("--attach-target", rule, "GLOB=TARGET", "file_read_*=vfs_read") for rule in args.attach_targets or []
-    )
-    global_values = tuple(globalvars.parse(text) for text in args.global_values or [])
+    # The options of the table (run/options.py), checked before anything boots.
+    table_values = check_options.from_args(args)
+    global_values = table_values["global_values"]
     for root in args.source_roots or []:
         if not os.path.isdir(root):
             raise UserError(f"--source-root {root}: not a directory", "give a directory of the objects' sources")
@@ -135,13 +112,10 @@ def cmd_check(args, cache: Cache) -> int:
     if global_values:
         _check_globals(global_values, objects + base_objects)
     options = CheckOptions(
-        attach=args.attach, jobs=args.jobs, refresh=args.refresh,
-        object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT,
-        program_timeout=args.program_timeout or DEFAULT_PROGRAM_TIMEOUT,
-        memory_mb=args.memory or DEFAULT_MEMORY_MB, deadline=deadline,
+        **table_values, jobs=args.jobs, refresh=args.refresh,
+        object_timeout=args.object_timeout or DEFAULT_OBJECT_TIMEOUT, deadline=deadline,
         test_faults=os.environ.get("COMPAT_TEST_FAULTS") == "1",  # compat's own tests only
         result_cache=args.result_cache, shard=Shard.parse(args.shard) if args.shard else None,
-        program_types=program_types, global_values=global_values, attach_targets=attach_targets,
         source_roots=source_roots(args.source_roots) if args.source_roots else None,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
@@ -160,11 +134,8 @@ def cmd_check(args, cache: Cache) -> int:
         baseline.options["kernel_axis"] = matrix.axis
         comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
     elif baseline is not None:
-        from compat.results.model import differing_options
-
-        for flag in differing_options([result, baseline]):
-            print(f"compat: warning: {args.baseline} was checked with other {flag} options than this run: "
-                  "a verdict that differs may be the options' doing", file=sys.stderr)  # fmt: skip
+        for warning in check_options.baseline_warnings([result, baseline], str(args.baseline)):
+            print(f"compat: warning: {warning}", file=sys.stderr)
         if options.shard:
             baseline = restrict(baseline, result)  # the other shards' cells are not "removed"
         comparison = compare(result, baseline, "file", str(args.baseline))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from compat import __version__
 from compat.errors import EXIT_USAGE, UserError
 from compat.results.gate import FAIL_ON
+from compat.run.options import Placed
+from compat.run.options import bounded as _bounded
+from compat.run.options import step_seconds as _step_seconds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,26 +27,7 @@ def _kernel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
 
 
-MIN_MEMORY_MB, MAX_MEMORY_MB = 256, 65536  # python + libbpf + a vmlinux BTF need ~200 MiB
-
-
 KEEP_DAYS = 30.0  # cache entries unused for this long are pruned (COMPAT_CACHE_KEEP_DAYS)
-
-
-def _bounded(kind: type[int] | type[float], low: float, high: float, what: str, *, above: bool = False):
-    """An argparse type: a finite number of kind from low (excluded when above) to high; anything
-    else (a word, nan, inf, out of range) is one usage line naming the range, exit 2."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except (ValueError, OverflowError):
-            value = math.nan
-        if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):
-            raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
-        return value
-
-    return parse
 
 
 # Ranges of the numeric options (README, "Resource bounds"). --jobs: each guest is one QEMU
@@ -55,7 +38,7 @@ def _bounded(kind: type[int] | type[float], low: float, high: float, what: str, 
 MAX_JOBS = 64
 
 
-MAX_RUN_SECONDS, MAX_STEP_SECONDS, MAX_DAYS, MAX_SHARDS = 7 * 86400, 86400, 36500, 10000
+MAX_RUN_SECONDS, MAX_DAYS, MAX_SHARDS = 7 * 86400, 36500, 10000
 
 
 _jobs = _bounded(int, 1, MAX_JOBS, f"a number of guests from 1 to {MAX_JOBS}")
@@ -63,13 +46,6 @@ _jobs = _bounded(int, 1, MAX_JOBS, f"a number of guests from 1 to {MAX_JOBS}")
 
 _run_seconds = _bounded(float, 0, MAX_RUN_SECONDS, f"a number of seconds above 0, at most {MAX_RUN_SECONDS} (7 days)",
                         above=True)  # fmt: skip
-
-
-_step_seconds = _bounded(float, 0, MAX_STEP_SECONDS, f"a number of seconds above 0, at most {MAX_STEP_SECONDS} (a day)",
-                         above=True)  # fmt: skip
-
-
-_memory = _bounded(int, MIN_MEMORY_MB, MAX_MEMORY_MB, f"a number of MiB from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}")
 
 
 _days_type = _bounded(float, 0, MAX_DAYS, f"a number of days from 0 to {MAX_DAYS}")
@@ -153,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _kernel_options(p)
     p.add_argument("--jobs", type=_jobs, help=f"VMs at once, 1-{MAX_JOBS} (default: number of cores)")
-    p.add_argument("--no-attach", dest="attach", action="store_false", help="load only; do not try to attach")
+    table = Placed(p)  # the check options' table (run/options.py): each row where --help has always had it
+    table.add("attach")
     _report_options(p)
     p.add_argument(
         "--baseline-object", action="append", dest="baseline_objects", metavar="OBJ",
@@ -161,42 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--object-timeout", type=_step_seconds, default=None, metavar="S",
                    help="seconds per object per kernel")  # fmt: skip
-    p.add_argument(
-        "--set-global",
-        action="append",
-        dest="global_values",
-        metavar="NAME=VALUE",
-        help="set a global variable (a loader's const volatile configuration in .rodata, or .data/.bss) in "
-        "every object that defines it before loading, as the loader does (repeatable)",
-    )
-    p.add_argument(
-        "--program-type",
-        action="append",
-        dest="program_types",
-        metavar="GLOB=SECTION",
-        help="load the programs whose name or section matches GLOB as the type of a libbpf section name "
-        "(tc, xdp, lwt_xmit, cgroup/connect4, ...): for sections that name no type, whose loader sets it "
-        "(repeatable; the first match wins)",
-    )
-    p.add_argument(
-        "--attach-target",
-        action="append",
-        dest="attach_targets",
-        metavar="GLOB=TARGET",
-        help="attach the programs whose name or section matches GLOB to TARGET (a kernel function, "
-        "tracepoint or LSM hook; BINARY:FUNCTION for a uprobe) instead of what their section names, as a "
-        "loader does that points a "
-        "placeholder such as fentry/dummy_file_read at the function of the moment with "
-        "bpf_program__set_attach_target (repeatable; the first match wins)",
-    )
-    p.add_argument(
-        "--program-timeout",
-        type=_step_seconds,
-        default=None,
-        metavar="S",
-        help="seconds the verifier may spend on one program: one over it gets no verdict, the rest of its "
-        "object still does",
-    )
+    table.add("global_values", "program_types", "attach_targets", "program_timeout")
     p.add_argument(
         "--timeout",
         type=_run_seconds,
@@ -204,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="deadline for the whole run: unfinished cells become errors, results so far are reported",
     )
-    p.add_argument("--memory", type=_memory, default=None, metavar="MIB", help="memory of each guest (default 512)")
+    table.add("memory_mb")
     p.add_argument(
         "--no-cache",
         dest="result_cache",
@@ -227,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; the current directory always is one; nothing outside them, nor under /proc, /sys, "
         "/dev, is read)",
     )
+    table.rest()  # options of the table placed nowhere above
 
     p = sub.add_parser("report", help="render a saved result file again (no VMs)")
     p.add_argument("result", type=Path, metavar="RESULT.json", help="a result file of compat check --format json")

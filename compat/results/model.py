@@ -185,20 +185,6 @@ class RunResult:
         return None
 
 
-# Options recorded in a result's options that change verdicts (option key, command-line flag).
-VERDICT_OPTIONS = (
-    ("program_types", "--program-type"),
-    ("set_global", "--set-global"),
-    ("attach_targets", "--attach-target"),
-)
-
-
-def differing_options(runs: list[RunResult]) -> list[str]:
-    """The flags of VERDICT_OPTIONS the runs were checked with differently: comparing or merging
-    their verdicts mixes configurations."""
-    return [flag for key, flag in VERDICT_OPTIONS if len({tuple(r.options.get(key) or ()) for r in runs}) > 1]
-
-
 def _check(run: RunResult) -> None:
     """The types reports rely on (a hand-edited or foreign file fails here, not in a renderer)."""
     for k in run.kernels:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from compat_agent.elf.analysis import ElfInfo, analyze_elf, elf_to_json
 from compat_agent.elf.sections import CONTEXT, OPTION
@@ -30,7 +31,6 @@ from compat.kernels.matrix import KernelSpec
 from compat.kernels.modsyms import ModuleIndex, retargeted_section, wanted_functions
 from compat.kernels.sources import Kernel
 from compat.kernels.version import version_key
-from compat.objects import globalvars
 from compat.objects.globalvars import Assignment
 from compat.objects.objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from compat.objects.sourcemap import locate
@@ -38,6 +38,8 @@ from compat.results.classify import classify
 from compat.results.inventory import Inventory, merged_helper_names
 from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 
+from .options import DEFAULT_PROGRAM_TIMEOUT, RequestContext, cache_key, recorded, request_fields
+from .options import OPTIONS as CHECK_OPTIONS
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
 from .shard import Shard, baseline_plan, plan
@@ -47,15 +49,15 @@ PROBE_KIND = "probes"
 # (set by the host after validation, so never the guest's word; cached with the reply).
 HOST_MODULES = "host_modules"
 DEFAULT_OBJECT_TIMEOUT = 900.0  # big multi-program objects under software emulation are slow
-# Per program (the agent stops the verifier): a pathological program gets no verdict, and the
-# rest of its object still does. Real programs near the 1M-instruction limit take a minute or
-# two under emulation.
-DEFAULT_PROGRAM_TIMEOUT = 300.0
 PROBE_TIMEOUT = 300.0
 
 
 @dataclass
 class CheckOptions:
+    """Everything a check is told. The fields named in run/options.py's table (attach, memory_mb,
+    program_timeout, program_types, global_values, attach_targets) come from its rows: the
+    command line, the request, the result cache key and the recorded options follow the table."""
+
     attach: bool = True
     jobs: int | None = None
     refresh: bool = False
@@ -72,6 +74,10 @@ class CheckOptions:
     # Directories source lines may be read from (sourcemap.source_roots: the current directory and
     # --source-root); None: the current directory. Not in the result cache key: no verdict depends on it.
     source_roots: tuple[Path, ...] | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The values of the table's options, by row name (what run/options.py's functions take)."""
+        return {o.name: getattr(self, o.name) for o in CHECK_OPTIONS}
 
 
 @dataclass
@@ -170,17 +176,21 @@ def check_request(
 ) -> dict:
     """The agent's check request for one object (sent with its bytes). It carries the agent's ELF
     analysis (externs, what each program calls), made here once instead of in every guest under
-    emulation; without it ({}: the analysis failed) the agent makes its own. program_timeout:
-    seconds the verifier may spend on one program (None: no limit); program_types: (glob,
-    libbpf section) pairs, --program-type; global_values: --set-global; attach_targets: (glob,
-    target) pairs, --attach-target."""
+    emulation; without it ({}: the analysis failed) the agent makes its own. The options' fields
+    come from run/options.py's table: program_timeout: seconds the verifier may spend on one
+    program (None: no limit); program_types: (glob, libbpf section) pairs, --program-type;
+    global_values: --set-global; attach_targets: (glob, target) pairs, --attach-target."""
+    values = {"attach": attach, "program_timeout": program_timeout, "program_types": program_types,
+              "global_values": global_values, "attach_targets": attach_targets}  # fmt: skip
+    return request_for(name, data, values)
+
+
+def request_for(name: str, data: bytes, values: dict[str, Any]) -> dict[str, Any]:
+    """The check request for one object with the table's option values (CheckOptions.values())."""
     info = elf_analysis(data)
-    return {
-        "type": "check", "object": name, "attach": attach, "elf": elf_to_json(info) if info else {},
-        "program_timeout": program_timeout, "program_types": [list(rule) for rule in program_types],
-        "globals": globalvars.resolve(list(global_values), info.variables if info else {}, name),
-        "attach_targets": [list(rule) for rule in attach_targets],
-    }  # fmt: skip
+    context = RequestContext(name, info.variables if info else {})
+    return {"type": "check", "object": name, "elf": elf_to_json(info) if info else {},
+            **request_fields(values, context)}  # fmt: skip
 
 
 class Checker:
@@ -312,10 +322,7 @@ class Checker:
         key = f"{obj.sha256}:{name}"
         found = self._requests.get(key)
         if found is None:
-            o = self.options
-            found = self._requests[key] = check_request(
-                name, obj.data, o.attach, o.program_timeout, o.program_types, o.global_values, o.attach_targets
-            )
+            found = self._requests[key] = request_for(name, obj.data, self.options.values())
         return found
 
     def _modules(self, obj: BpfObject, kernel: Kernel) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
@@ -414,13 +421,8 @@ class Checker:
                 merged = {o.sha256: o for o in todo.get(kid, []) + objs}
                 todo[kid] = list(merged.values())
         results_cache = ResultCache(
-            self.cache, image.key,
-            {"attach": self.options.attach, "memory_mb": self.options.memory_mb,
-             "program_types": [list(rule) for rule in self.options.program_types],
-             "globals": [a.to_json() for a in self.options.global_values],
-             "attach_targets": [list(rule) for rule in self.options.attach_targets]},
-            enabled=self.options.result_cache,
-        )  # fmt: skip
+            self.cache, image.key, cache_key(self.options.values()), enabled=self.options.result_cache
+        )
         served, hits = self._from_cache(results_cache, todo, state)
         history = History(self.cache)
         # Newer kernels boot slower (7.2: 3.5 s, 6.1: 2.3 s cold): with no history, they go first.
@@ -462,17 +464,13 @@ class Checker:
         self._remember(results_cache, history, image.key, todo, outcomes, state)
         names = merged_helper_names([o.value.inventory for o in outcomes if o.value])
         image_info = {"suite": image.suite, "python": image.python, "libbpf": image.libbpf, "key": image.key[:16]}
-        options: dict = {"attach": self.options.attach, "wall_seconds": wall}
+        # The table's options (run/options.py) recorded always first, those set after the run's own.
+        options: dict = {**recorded(self.options.values(), always=True), "wall_seconds": wall}
         if results_cache.enabled:
             options["result_cache"] = {"hits": results_cache.hits, "misses": results_cache.misses}
         if self.options.shard:
             options["shard"] = self.options.shard.to_json()
-        if self.options.program_types:
-            options["program_types"] = [f"{glob}={section}" for glob, section in self.options.program_types]
-        if self.options.global_values:
-            options["set_global"] = [a.to_json() for a in self.options.global_values]
-        if self.options.attach_targets:
-            options["attach_targets"] = [f"{glob}={target}" for glob, target in self.options.attach_targets]
+        options.update(recorded(self.options.values(), always=False))
         runs = []
         for (objects, infos), group_plan in zip(groups, plans, strict=True):
             results: list[ProgramResult] = []

@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from compat.errors import UserError
 from compat.objects.objfile import BpfObject
 from compat.results.compare import _pair_objects
-from compat.results.model import VERDICT_OPTIONS, KernelInfo, ObjectInfo, ProgramResult, RunResult, differing_options
+from compat.results.model import KernelInfo, ObjectInfo, ProgramResult, RunResult
+
+from . import options as check_options
 
 
 @dataclass(frozen=True)
@@ -179,22 +181,21 @@ def merge(results: list[tuple[str, RunResult]], strict: bool = True) -> Merged:
             + ", ".join(f"libbpf {i.get('libbpf')} {i.get('key')}" for i in images)
             + "): each kernel records its own libbpf"
         )
-    attach = {run.options.get("attach") for _, run in results}
-    if len(attach) > 1:
-        warnings.append("some result files were checked with --no-attach, others with attach checks")
+    # The check options (run/options.py's table): those always recorded first, as a check writes them.
+    runs = [run for _, run in results]
+    recorded, said = check_options.merged(runs, always=True)
+    warnings += said
     options: dict = {
-        "attach": first.options.get("attach") if len(attach) == 1 else None,
+        **recorded,
         "wall_seconds": max((run.options.get("wall_seconds") or 0.0) for _, run in results),
         "merged_from": len(results),
     }
     for name in ("kernel_axis",):
         if name in first.options:
             options[name] = first.options[name]
-    differ = differing_options([run for _, run in results])
-    warnings += [f"the result files were checked with different {flag} options" for flag in differ]
-    for name, flag in VERDICT_OPTIONS:
-        if flag not in differ and first.options.get(name):
-            options[name] = list(first.options[name])
+    recorded, said = check_options.merged(runs, always=False)
+    warnings += said
+    options.update(recorded)
     shards = [run.options.get("shard") for _, run in results if isinstance(run.options.get("shard"), dict)]
     if shards:
         options["shards"] = shards[0].get("count")

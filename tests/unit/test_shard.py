@@ -16,7 +16,8 @@ from synthetic_run import baseline, current
 
 from compat.errors import UserError
 from compat.results.compare import compare
-from compat.results.model import RunResult, differing_options
+from compat.results.model import RunResult
+from compat.run.options import differing_options
 from compat.run.shard import Shard, baseline_plan, merge, plan, restrict
 
 KERNELS = ["5.10", "6.1", "6.12", "sid"]

@@ -152,7 +152,7 @@ EXPECTED_STATS = [
 ]
 
 
-@pytest.mark.parametrize(("log", "expected"), zip(LOGS, EXPECTED_STATS, strict=True))
+@pytest.mark.parametrize(("log", "expected"), list(zip(LOGS, EXPECTED_STATS, strict=True)))
 def test_stats_table_parses_as_the_agent_did(log, expected):
     keys = ("insns_processed", "states_total", "states_peak", "verification_time_us", "stack_depth")
     assert stats.parse_stats(log) == dict(zip(keys, expected, strict=True))
