@@ -131,6 +131,8 @@ def read_text(path: Path) -> str:
             data = d.decompress(raw, MAX_TEXT)
             if d.unconsumed_tail:
                 raise ChangelogError(f"{path.name} expands to more than {MAX_TEXT >> 20} MiB")
+            if not d.eof:
+                raise zlib.error("truncated")
         except (zlib.error, EOFError, gzip.BadGzipFile) as e:
             raise ChangelogError(f"{path.name} is not a valid gzip file ({e})") from None
     else:
