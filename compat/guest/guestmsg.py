@@ -41,7 +41,7 @@ def problem(reply: Any, kind: str) -> str | None:
     return messages.problem(reply, kind)
 
 
-def validate(reply: Any, kind: str, who: str = "guest", console_tail: str = "") -> dict:
+def validate(reply: Any, kind: str, who: str = "guest", console_tail: str = "") -> dict[str, Any]:
     """reply, when it is a well-formed message of this kind (a hello: in this host's protocol
     version too); else MalformedReply (a GuestError)."""
     found = problem(reply, kind)
@@ -52,7 +52,8 @@ def validate(reply: Any, kind: str, who: str = "guest", console_tail: str = "") 
             raise MalformedReply(f"{who}: {e.problem}", console_tail) from None
     if found is not None:
         raise MalformedReply(f"{who}: malformed reply ({kind}): {found[:300]}", console_tail)
-    return reply
+    checked: dict[str, Any] = reply  # a message is a JSON object (problem() said so)
+    return checked
 
 
 def describe_error(reply: Any) -> str:
@@ -62,7 +63,7 @@ def describe_error(reply: Any) -> str:
         return f"unexpected reply {str(kind)[:40]!r}"
     if reply.get("code") == EXHAUSTED and reply.get("resource") in (OPEN_FILES, MEMORY):
         return exhaustion(reply)
-    text = reply.get("error") or reply["type"]
+    text: str = reply.get("error") or reply["type"]
     return text.replace("\n", " ")[:300]
 
 
@@ -82,7 +83,7 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.0f} MiB" if n < 10 << 30 else f"{n / (1 << 30):.0f} GiB"
 
 
-def exhaustion(reply: dict) -> str:
+def exhaustion(reply: dict[str, Any]) -> str:
     """A validated resource_exhausted error reply in words: which of the guest's limits ran out,
     where, and what raises it. Worded here from the reply's code and parameters (the guest's
     names are bounded and made printable: they are untrusted)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from compat_agent.wire import stats as stat_table
 
@@ -60,7 +61,7 @@ def order_kernels(kernels: list[KernelInfo], axis: str = "version") -> list[Kern
     if axis == "matrix":
         return sorted(kernels, key=lambda k: k.order)
 
-    def key(k: KernelInfo):
+    def key(k: KernelInfo) -> tuple[int, tuple[int, ...], int]:
         v = version_key(k.version or "")
         return (0, v, k.order) if v else (1, (), k.order)
 
@@ -77,7 +78,8 @@ class StatDelta:
     percent: float | None
 
     @classmethod
-    def of(cls, old, new) -> StatDelta:
+    def of(cls, old: Any, new: Any) -> StatDelta:
+        """The delta of two recorded values (numbers or None; anything else counts as unknown)."""
         delta = new - old if isinstance(old, int | float) and isinstance(new, int | float) else None
         percent = round(100.0 * delta / old, 1) if delta is not None and old else None
         return cls(old, new, delta, percent)
@@ -89,7 +91,7 @@ class StatDelta:
         return f"{_num(self.old)} → {_num(self.new)} ({self.delta:+,.0f}{pct})"
 
 
-def _num(v) -> str:
+def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
@@ -121,7 +123,7 @@ class CellChange:
             return False
         return any((d := self.stats.get(k)) is not None and bool(d.delta) for k in STEADY_STATS)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["log_diff"] = self.log_diff.to_json() if self.log_diff else None
         return doc
@@ -141,7 +143,7 @@ class Boundary:
     def kind(self) -> str:
         return "rejected_from" if self.newer_verdict == REJECTED else "accepted_from"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["kind"] = self.kind
         doc["log_diff"] = self.log_diff.to_json() if self.log_diff else None
@@ -173,7 +175,7 @@ class ProgramAxis:
         """Whether the axis says anything: some kernel rejects the program."""
         return bool(self.rejected_on())
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "object": self.object,
             "program": self.program,
@@ -203,7 +205,7 @@ class Comparison:
     programs: list[ProgramAxis]
     baseline: BaselineInfo | None = None
     cells: list[CellChange] = field(default_factory=list)
-    baseline_result: dict | None = None  # the baseline's result document, so reports can be re-rendered
+    baseline_result: dict[str, Any] | None = None  # the baseline's result document, so reports can be re-rendered
 
     def cell(self, obj: str, program: str, kernel: str) -> CellChange | None:
         index = self.__dict__.get("_cells")
@@ -229,7 +231,7 @@ class Comparison:
     def backport_regressions(self) -> list[ProgramAxis]:
         return [p for p in self.programs if p.rejected_from]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "axis": self.axis,
             "kernel_order": self.kernel_order,
@@ -285,8 +287,8 @@ def _label(r: ProgramResult, k: KernelInfo | None) -> str:
 def _axis(result: RunResult, kernels: list[KernelInfo]) -> list[ProgramAxis]:
     out = []
     for obj, prog in _programs(result):
-        cells = [(k, result.cell(obj, prog, k.id)) for k in kernels]
-        cells = [(k, r) for k, r in cells if r is not None]
+        found = [(k, result.cell(obj, prog, k.id)) for k in kernels]
+        cells = [(k, r) for k, r in found if r is not None]
         verdicts = {k.id: r.verdict for k, r in cells}
         judged = [(k, r) for k, r in cells if r.verdict in (ACCEPTED, REJECTED)]
         floor = next((k.id for k, r in judged if r.verdict == ACCEPTED), None)

@@ -79,12 +79,12 @@ def _layer(module: str) -> tuple[int, str]:
     return next((rank, group) for rank, group, prefixes in LAYERS if best in prefixes)
 
 
-def test_every_module_has_a_layer():
+def test_every_module_has_a_layer() -> None:
     host = [m for m in MODULES if m.split(".")[0] == "compat"]
     assert all(_layer(m) for m in host)
 
 
-def test_no_import_cycle():
+def test_no_import_cycle() -> None:
     # Tarjan's strongly connected components: any component of more than one module is a cycle.
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -120,7 +120,7 @@ def test_no_import_cycle():
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] == "compat"))
-def test_host_imports_only_downward(module):
+def test_host_imports_only_downward(module: str) -> None:
     rank, group = _layer(module)
     upward = []
     for target in sorted(GRAPH[module]):
@@ -138,13 +138,13 @@ def test_host_imports_only_downward(module):
     assert upward == [], f"{module} ({group}) imports"
 
 
-def test_the_agent_never_imports_the_host():
+def test_the_agent_never_imports_the_host() -> None:
     agent = [m for m in MODULES if m.split(".")[0] == "compat_agent"]
     wrong = {m: sorted(t for t in GRAPH[m] if t.split(".")[0] == "compat") for m in agent}
     assert {m: t for m, t in wrong.items() if t} == {}
 
 
-def test_the_shared_agent_packages_import_nothing_else_of_the_agent():
+def test_the_shared_agent_packages_import_nothing_else_of_the_agent() -> None:
     # wire/ and elf/ run on the host too: they must not pull in the bindings (ctypes, libbpf).
     shared = [m for m in MODULES if _layer_agent(m)]
     wrong = {m: sorted(t for t in GRAPH[m] if not _layer_agent(t) and t != "compat_agent") for m in shared}
@@ -155,7 +155,7 @@ def _layer_agent(module: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in HOST_MAY_IMPORT_FROM_AGENT[1:])
 
 
-def test_a_planted_upward_import_is_found(tmp_path, monkeypatch):
+def test_a_planted_upward_import_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The check itself works: a results module that imports the fleet (guest) or apt is reported.
     monkeypatch.setitem(GRAPH, "compat.results.compare", {*GRAPH["compat.results.compare"], "compat.guest.fleet"})
     with pytest.raises(AssertionError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from compat.objects.globalvars import parse as parse_global
 from compat.results.model import RunResult
@@ -16,7 +17,7 @@ from compat.run import options as table
 from compat.run.checker import CheckOptions
 from compat.run.options import BASELINE_WARNING, MERGE_WARNING, OPTIONS, Option, Placed, RequestContext
 
-RULES = {
+RULES: dict[str, Any] = {
     "attach": False,
     "memory_mb": 1024,
     "program_timeout": 30.0,
@@ -30,13 +31,13 @@ def _run(**options: object) -> RunResult:
     return RunResult(kernels=[], objects=[], results=[], options=dict(options))
 
 
-def test_every_row_is_a_typed_check_option():
+def test_every_row_is_a_typed_check_option() -> None:
     fields = {f.name for f in dataclasses.fields(CheckOptions)}
     assert {o.name for o in OPTIONS} <= fields
     assert set(CheckOptions(**RULES).values()) == {o.name for o in OPTIONS}
 
 
-def test_the_rows_write_what_was_written_by_hand():
+def test_the_rows_write_what_was_written_by_hand() -> None:
     values = CheckOptions(**RULES).values()
     ctx = RequestContext("k.o", {})
     request = table.request_fields(values, ctx)
@@ -56,7 +57,7 @@ def test_the_rows_write_what_was_written_by_hand():
     assert table.recorded(CheckOptions().values(), always=False) == {}  # unset: not recorded
 
 
-def test_warnings_keep_their_words():
+def test_warnings_keep_their_words() -> None:
     a, b = _run(attach=True, program_types=["x=xdp"]), _run(attach=False, attach_targets=["f=vfs_read"])
     assert table.differing_options([a, b]) == ["--program-type", "--attach-target"]
     assert table.baseline_warnings([a, b], "old.json") == [
@@ -85,7 +86,7 @@ FAKE = Option(
 )  # fmt: skip
 
 
-def test_one_more_row_reaches_every_consumer():
+def test_one_more_row_reaches_every_consumer() -> None:
     rows = (*OPTIONS, FAKE)
     parser = argparse.ArgumentParser()
     placed = Placed(parser, rows)
@@ -109,7 +110,7 @@ def test_one_more_row_reaches_every_consumer():
     ]
 
 
-def test_the_check_parser_has_every_row():
+def test_the_check_parser_has_every_row() -> None:
     from compat.cli.options import build_parser
 
     parser = build_parser()

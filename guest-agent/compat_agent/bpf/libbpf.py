@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 LIBBPF_SONAME = "libbpf.so.1"
 
@@ -343,6 +344,10 @@ class _Lib:
 
     def has(self, name: str) -> bool:
         return name not in self.missing
+
+    if TYPE_CHECKING:  # what type checkers see: the functions are set from _SIGNATURES at run time
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def _print(self, level: int, fmt: bytes, va_list: int) -> int:
         # On x86-64 a va_list argument is a pointer to the register save area: vsnprintf takes it

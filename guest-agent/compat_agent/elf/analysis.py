@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .reader import cstr, is_elf64le, section_body, section_headers, section_names
 
@@ -34,7 +36,7 @@ STT_SECTION = 3
 STRUCT_OPS_SECTIONS = (".struct_ops", ".struct_ops.link", "?.struct_ops", "?.struct_ops.link")
 BTF_LINKAGE_EXTERN = 2
 # Bytes that follow a BTF type's 12-byte header, by kind, as a function of vlen.
-_BTF_EXTRA = {
+_BTF_EXTRA: dict[int, Callable[[int], int]] = {
     1: lambda v: 4,  # INT
     3: lambda v: 12,  # ARRAY
     4: lambda v: 12 * v,  # STRUCT
@@ -64,10 +66,10 @@ class Sym:
 class ElfInfo:
     """What the object file says about itself, independent of any kernel."""
 
-    externs: list[dict] = field(default_factory=list)
+    externs: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[tuple[str, str], tuple[list[int], list[str]]] = field(default_factory=dict)
     # struct_ops map -> {"type": kernel struct, "link": BPF_F_LINK (.struct_ops.link), "programs": [...]}
-    struct_ops: dict[str, dict] = field(default_factory=dict)
+    struct_ops: dict[str, dict[str, Any]] = field(default_factory=dict)
     # program -> the names of the type its one argument points to (a typedef's, then its struct's)
     contexts: dict[str, list[str]] = field(default_factory=dict)
     # global variable -> (section, offset, size) (host only: not sent to the guest)
@@ -86,7 +88,7 @@ def _btf_types(btf: bytes) -> tuple[bytes, bytes, list[tuple[int, int, int, int,
         name_off, info, size = struct.unpack_from("<III", types, pos)
         kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
         table.append((kind, name_off, vlen, size, pos + 12))
-        pos += 12 + _BTF_EXTRA.get(kind, lambda v: 0)(vlen)
+        pos += 12 + (_BTF_EXTRA[kind](vlen) if kind in _BTF_EXTRA else 0)
     return types, strs, table
 
 
@@ -173,7 +175,7 @@ def btf_contexts(btf: bytes) -> dict[str, list[str]]:
     return out
 
 
-def symbols_and_relocations(data: bytes, secs: list[tuple]) -> tuple[list[Sym], dict[int, dict[int, int]]]:
+def symbols_and_relocations(data: bytes, secs: list[tuple[Any, ...]]) -> tuple[list[Sym], dict[int, dict[int, int]]]:
     """The symbol table, and per section the relocations against it ({offset: symbol index})."""
     syms: list[Sym] = []
     relocs: dict[int, dict[int, int]] = {}
@@ -273,11 +275,11 @@ def analyze_elf(data: bytes) -> ElfInfo:
         return sorted(helpers), sorted(kfuncs)
 
     for sym in syms:
-        sec = sym.shndx
-        if sym.kind != STT_FUNC or not (0 < sec < len(secs)) or names[sec] == ".text":
+        idx = sym.shndx
+        if sym.kind != STT_FUNC or not (0 < idx < len(secs)) or names[idx] == ".text":
             continue
-        if secs[sec][2] & SHF_EXECINSTR:
-            info.calls[(names[sec], sym.name)] = walk(sec, sym.value, sym.value + (sym.size or secs[sec][5]))
+        if secs[idx][2] & SHF_EXECINSTR:
+            info.calls[(names[idx], sym.name)] = walk(idx, sym.value, sym.value + (sym.size or secs[idx][5]))
             if sym.name in contexts:
                 info.contexts[sym.name] = contexts[sym.name]
 
@@ -285,26 +287,26 @@ def analyze_elf(data: bytes) -> ElfInfo:
     for sec_name, variables in struct_ops_vars.items():
         if sec_name not in names:
             continue
-        sec = names.index(sec_name)
-        slots = sorted(relocs.get(sec, {}).items())
-        placed = {sym.name: (sym.value, sym.size) for sym in syms if sym.shndx == sec and sym.kind != STT_SECTION}
+        idx = names.index(sec_name)
+        slots = sorted(relocs.get(idx, {}).items())
+        placed = {sym.name: (sym.value, sym.size) for sym in syms if sym.shndx == idx and sym.kind != STT_SECTION}
         for name, tname, offset, size in variables:
             offset, size = placed.get(name, (offset, size))  # clang leaves DATASEC offsets 0: libbpf reads them here
             progs = []
             for r_offset, sym_index in slots:
-                sym = syms[sym_index] if sym_index < len(syms) else None
-                if sym is None or not offset <= r_offset < offset + size:
+                slot: Sym | None = syms[sym_index] if sym_index < len(syms) else None
+                if slot is None or not offset <= r_offset < offset + size:
                     continue
-                if sym.kind == STT_SECTION and 0 < sym.shndx < len(secs):  # a static function: section + addend
-                    (addend,) = struct.unpack_from("<q", body(sec), r_offset)
-                    sym = next((f for f in funcs.get(sym.shndx, []) if f.value == addend), None)
-                if sym is not None and sym.kind == STT_FUNC and sym.name not in progs:
-                    progs.append(sym.name)
+                if slot.kind == STT_SECTION and 0 < slot.shndx < len(secs):  # a static function: section + addend
+                    (addend,) = struct.unpack_from("<q", body(idx), r_offset)
+                    slot = next((f for f in funcs.get(slot.shndx, []) if f.value == addend), None)
+                if slot is not None and slot.kind == STT_FUNC and slot.name not in progs:
+                    progs.append(slot.name)
             info.struct_ops[name] = {"type": tname, "link": sec_name.endswith(".link"), "programs": progs}
     return info
 
 
-def elf_to_json(info: ElfInfo) -> dict:
+def elf_to_json(info: ElfInfo) -> dict[str, Any]:
     """analyze_elf()'s result as JSON: the host analyses each object once (natively, not once per
     guest under emulation) and sends it with the check request."""
     return {
@@ -315,7 +317,7 @@ def elf_to_json(info: ElfInfo) -> dict:
     }
 
 
-def elf_from_json(doc: dict) -> ElfInfo | None:
+def elf_from_json(doc: dict[str, Any]) -> ElfInfo | None:
     """The host's analysis back, or None when it is not what elf_to_json() makes."""
     try:
         externs = [dict(e) for e in doc["externs"]]

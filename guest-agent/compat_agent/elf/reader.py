@@ -8,6 +8,7 @@ struct.error or IndexError: callers decide what that means.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 # Elf64_Shdr: name, type, flags, addr, offset, size, link, info, addralign, entsize
 SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")
@@ -26,19 +27,19 @@ def cstr(blob: bytes, off: int) -> str:
     return blob[off : end if end >= 0 else len(blob)].decode("utf-8", "replace")
 
 
-def section_headers(data: bytes) -> list[tuple]:
+def section_headers(data: bytes) -> list[tuple[Any, ...]]:
     """Every section header of the file, as SECTION_HEADER tuples."""
     (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     return [SECTION_HEADER.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
 
 
-def section_body(data: bytes, sec: tuple) -> bytes:
+def section_body(data: bytes, sec: tuple[Any, ...]) -> bytes:
     """A section's bytes in the file."""
     return data[sec[4] : sec[4] + sec[5]]
 
 
-def section_names(data: bytes, secs: list[tuple]) -> list[str]:
+def section_names(data: bytes, secs: list[tuple[Any, ...]]) -> list[str]:
     """The name of each section (from the section header string table)."""
     (shstrndx,) = struct.unpack_from("<H", data, 0x3E)
     shstr = section_body(data, secs[shstrndx])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from typing import Any
 
 SCHEMA = "compat/v1"
 PORT_NAME = "org.compat.0"  # the virtio-serial port the host creates and the agent opens
@@ -29,7 +30,7 @@ class ChannelClosed(ProtocolError):
     """The peer closed the channel (or the guest died)."""
 
 
-def encode(message: dict, payload: bytes = b"") -> bytes:
+def encode(message: dict[str, Any], payload: bytes = b"") -> bytes:
     """One frame holding message (a JSON object with a "type") and an optional payload."""
     if not isinstance(message.get("type"), str):
         raise ValueError("a message needs a string 'type'")
@@ -41,7 +42,7 @@ def encode(message: dict, payload: bytes = b"") -> bytes:
 
 def read_frame(
     read_exact: Callable[[int], bytes], max_json: int = MAX_JSON, max_payload: int = MAX_PAYLOAD
-) -> tuple[dict, bytes]:
+) -> tuple[dict[str, Any], bytes]:
     """Read one frame with read_exact(n) (which returns exactly n bytes or raises ChannelClosed).
 
     A side that expects smaller frames (the host: replies carry no payload) passes lower bounds.
