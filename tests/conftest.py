@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from bpf_sources import CONFIGURED, LEGACY, PLACEHOLDERS, build_hostile
 
 from compat.cache import Cache
 from compat.kernels.matrix import load_matrix
@@ -55,6 +56,36 @@ def real_cache() -> Cache:
 @pytest.fixture(scope="session")
 def default_specs():
     return load_matrix().kernels
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """Objects whose line info names host files, and the project they were built in (bpf_sources)."""
+    return build_hostile(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def legacy_object(tmp_path_factory) -> Path:
+    """An object with legacy struct bpf_map_def maps (bpf_sources.LEGACY)."""
+    from bpf_build import build_source
+
+    return build_source(LEGACY, tmp_path_factory.mktemp("legacy"), "legacy_maps")
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory) -> Path:
+    """An object whose loader's configuration decides its verdict (bpf_sources.CONFIGURED)."""
+    from bpf_build import build_source
+
+    return build_source(CONFIGURED, tmp_path_factory.mktemp("globals"), "configured")
+
+
+@pytest.fixture(scope="module")
+def placeholders(tmp_path_factory) -> Path:
+    """Programs with placeholder attach targets (bpf_sources.PLACEHOLDERS)."""
+    from bpf_build import build_source
+
+    return build_source(PLACEHOLDERS, tmp_path_factory.mktemp("targets"), "placeholders")
 
 
 @pytest.fixture(scope="session")

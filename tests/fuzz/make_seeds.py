@@ -21,49 +21,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: bpf_build
 
 from bpf_build import build_programs, build_source, compile_command, embedding_binary, find_clang  # noqa: E402
+from bpf_sources import LEGACY  # noqa: E402
 
 SEEDS = HERE / "seeds"
-
-LEGACY = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-struct bpf_map_def {
-	unsigned int type, key_size, value_size, max_entries, map_flags;
-};
-
-struct bpf_map_def SEC("maps") counts = {
-	.type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 8, .max_entries = 4,
-};
-struct bpf_map_def SEC("maps/events") events = {
-	.type = BPF_MAP_TYPE_PERF_EVENT_ARRAY, .key_size = 4, .value_size = 4,
-};
-
-static __attribute__((noinline)) int bump(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&counts, &key);
-
-	if (v)
-		__sync_fetch_and_add(v, 1);
-	return 0;
-}
-
-SEC("xdp") int count_packets(struct xdp_md *ctx) { bump(0); return XDP_PASS; }
-
-SEC("kprobe/do_nanosleep") int send_event(struct pt_regs *ctx)
-{
-	__u32 v = 1;
-
-	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &v, sizeof(v));
-	return 0;
-}
-
-SEC("socket") int keep_all(struct __sk_buff *skb) { return skb->len; }
-
-char _license[] SEC("license") = "GPL";
-unsigned int _version SEC("version") = 0x050a00;
-"""
-
 
 def main() -> int:
     SEEDS.mkdir(exist_ok=True)

@@ -4,7 +4,6 @@ the verdict a loader's configuration changes on a real kernel."""
 from __future__ import annotations
 
 import pytest
-from bpf_build import build_source
 from compat_agent.elf.analysis import analyze_elf
 
 from compat.errors import UserError
@@ -37,35 +36,6 @@ def test_each_object_gets_the_writes_of_the_variables_it_defines():
     check_defined([Assignment("small", 1)], [{}, variables])
     with pytest.raises(UserError, match="no object defines a global variable 'typo'"):
         check_defined([Assignment("typo", 1)], [variables])
-
-
-CONFIGURED = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-const volatile int unsafe_mode = 0;  /* set by the loader (a skeleton's rodata) */
-int hits;
-
-SEC("xdp") int read_first(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-
-	hits++;
-	if (unsafe_mode)
-		return *(volatile __u32 *)data ? XDP_PASS : XDP_DROP;  /* no bounds check */
-	if (data + 4 > data_end)
-		return XDP_PASS;
-	return *(__u32 *)data ? XDP_PASS : XDP_DROP;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
-
-
-@pytest.fixture(scope="module")
-def configured(tmp_path_factory):
-    return build_source(CONFIGURED, tmp_path_factory.mktemp("globals"), "configured")
 
 
 def test_an_object_s_globals_come_from_its_symbol_table(configured):

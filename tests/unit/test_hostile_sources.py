@@ -15,83 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bpf_build import compile_command, find_clang
+from bpf_sources import FAILING_TEXT, FILE_MARKER, ONE_LINE
 from conftest import run_compat
 
 from compat.objects.sourcemap import locate, source_roots
-
-FILE_MARKER = "COMPATLEAKMARKERFILE"
-
-# The whole program on line 1 (no #include: a preprocessor line would push it to a later line):
-# /proc/self/environ has no newline, so line 1 is all of it. XDP reads the packet unchecked, so
-# every kernel rejects it and compat looks its line up.
-ONE_LINE = (
-    "struct xdp_md { unsigned int data, data_end; }; "
-    '__attribute__((section("xdp"), used)) int read_unchecked(struct xdp_md *ctx) '
-    "{ void *data = (void *)(long)ctx->data; return *(volatile unsigned int *)data == 0 ? 1 : 2; } "
-    'char LICENSE[] __attribute__((section("license"), used)) = "GPL";\n'
-)
-PROGRAM = """\
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-SEC("xdp")
-int read_unchecked(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	__u32 first_word = *(volatile __u32 *)data;
-
-	return first_word == 0 ? XDP_DROP : XDP_PASS;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
-FAILING_TEXT = "__u32 first_word = *(volatile __u32 *)data;"
-SECRET = "".join(f"{FILE_MARKER} line {i}\n" for i in range(1, 40))
-
-
-def _clang(cwd: Path, source: str, out: Path, *extra: str) -> Path:
-    cmd = compile_command(find_clang(), Path(source), out)
-    cmd[1:1] = list(extra)
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, timeout=300)
-    return out
-
-
-def build_hostile(base: Path) -> tuple[Path, dict[str, Path]]:
-    """(project directory, {case: object}): the hostile objects and one honest one, in base/proj;
-    base/outside holds files outside the project that the objects point at."""
-    proj, outside = base / "proj", base / "outside"
-    (proj / "sub").mkdir(parents=True)
-    outside.mkdir()
-    objs = {}
-    # 1. a file named environ, its directory mapped to /proc/self: the object records
-    #    /proc/self/environ, line 1; once without the source text in BTF, once with it.
-    (proj / "environ").write_text(ONE_LINE)
-    prefix = f"-fdebug-prefix-map={proj}=/proc/self"
-    objs["environ"] = _clang(proj, "environ", proj / "environ.o", "-x", "c", prefix)
-    objs["environ_embedded"] = _clang(
-        proj, "environ", proj / "environ_embedded.o", "-x", "c", prefix, "-gdwarf-5", "-gembed-source"
-    )
-    # 2. a source that is a symlink out of the project once the object is built
-    (proj / "link.bpf.c").write_text(PROGRAM)
-    objs["link"] = _clang(proj, str(proj / "link.bpf.c"), proj / "link.o")
-    (proj / "link.bpf.c").unlink()
-    (outside / "secret.bpf.c").write_text(SECRET)
-    (proj / "link.bpf.c").symlink_to(outside / "secret.bpf.c")
-    # 3. a recorded path whose ".." leaves the project
-    (outside / "dotdot.bpf.c").write_text(PROGRAM)
-    objs["dotdot"] = _clang(proj, "sub/../../outside/dotdot.bpf.c", proj / "dotdot.o")
-    (outside / "dotdot.bpf.c").write_text(SECRET)
-    # 4. honest: a source under the project (test_source_under_the_root_is_read also strips its
-    #    line info to DWARF, where the line's text can only come from the file)
-    (proj / "good.bpf.c").write_text(PROGRAM)
-    objs["good"] = _clang(proj, str(proj / "good.bpf.c"), proj / "good.o")
-    return proj, objs
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
-    return build_hostile(tmp_path_factory.mktemp("hostile"))
 
 
 def _locate(obj: Path, proj: Path):

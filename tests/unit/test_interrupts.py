@@ -11,7 +11,6 @@ kernel. The phases are hit by watching their files appear: a VM's work directory
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,7 +21,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import COMPAT
 
 from compat import paths
 from compat.cache import TMP_KIND, Cache
@@ -144,20 +142,4 @@ def test_vm_work_dirs_live_under_the_cache_and_name_their_owner(tmp_path):
 KERNEL = "6.1"
 
 
-def start(
-    cache: Path, sys_tmp: Path, objs: list[str], *extra: str, env: dict | None = None, kernel: str = KERNEL
-) -> subprocess.Popen:
-    out = cache.parent / f"result-{uuid.uuid4().hex[:6]}.json"
-    environ = {**os.environ, "COMPAT_CACHE": str(cache), "TMPDIR": str(sys_tmp), "COMPAT_APT_MAX_AGE": "999999999",
-               "COMPAT_CACHE_KEEP_DAYS": "0", **(env or {})}  # fmt: skip
-    environ.pop("COMPAT_DEBUG", None)
-    cmd = [*COMPAT, "check", *objs, "--kernel", kernel, "--no-cache",
-           "--format", "json", "--output", str(out), *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.result_path = out  # type: ignore[attr-defined]
-    return proc
 
-
-def verdicts(proc: subprocess.Popen) -> dict[str, str]:
-    doc = json.loads(proc.result_path.read_text())  # type: ignore[attr-defined]
-    return {f"{r['object']}:{r['program']}@{r['kernel']}": r["verdict"] for r in doc["results"]}

@@ -7,24 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bpf_build import build_source
 from conftest import run_compat
-
-PLACEHOLDERS = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-SEC("fentry/dummy_fn") int fe(unsigned long long *ctx) { return 0; }
-SEC("kprobe/dummy_fn") int kp(void *ctx) { return 0; }
-SEC("uprobe") int up(void *ctx) { return 0; }  /* the loader names binary and function */
-
-char LICENSE[] SEC("license") = "GPL";
-"""
-
-
-@pytest.fixture(scope="module")
-def placeholders(tmp_path_factory):
-    return build_source(PLACEHOLDERS, tmp_path_factory.mktemp("targets"), "placeholders")
 
 
 def check(obj, *extra):

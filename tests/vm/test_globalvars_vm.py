@@ -6,36 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bpf_build import build_source
 from conftest import run_compat
-
-CONFIGURED = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-const volatile int unsafe_mode = 0;  /* set by the loader (a skeleton's rodata) */
-int hits;
-
-SEC("xdp") int read_first(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-
-	hits++;
-	if (unsafe_mode)
-		return *(volatile __u32 *)data ? XDP_PASS : XDP_DROP;  /* no bounds check */
-	if (data + 4 > data_end)
-		return XDP_PASS;
-	return *(__u32 *)data ? XDP_PASS : XDP_DROP;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
-
-
-@pytest.fixture(scope="module")
-def configured(tmp_path_factory):
-    return build_source(CONFIGURED, tmp_path_factory.mktemp("globals"), "configured")
 
 
 @pytest.mark.vm

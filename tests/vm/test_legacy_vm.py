@@ -7,67 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bpf_build import build_source
 from conftest import run_compat
-
-LEGACY = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-struct bpf_map_def {
-	unsigned int type, key_size, value_size, max_entries, map_flags;
-};
-
-struct bpf_map_def SEC("maps") counts = {
-	.type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 8, .max_entries = 4,
-};
-struct bpf_map_def SEC("maps/events") events = {
-	.type = BPF_MAP_TYPE_PERF_EVENT_ARRAY, .key_size = 4, .value_size = 4,  /* sized by the loader */
-};
-
-static __attribute__((noinline)) int bump(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&counts, &key);
-
-	if (v)
-		__sync_fetch_and_add(v, 1);
-	return 0;
-}
-
-SEC("xdp") int count_packets(struct xdp_md *ctx)
-{
-	bump(0);
-	return XDP_PASS;
-}
-
-SEC("xdp") int read_unchecked(struct xdp_md *ctx)
-{
-	return *(volatile __u32 *)(long)ctx->data ? XDP_PASS : XDP_DROP;
-}
-
-SEC("kprobe/do_nanosleep") int send_event(struct pt_regs *ctx)
-{
-	__u32 v = 1;
-
-	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &v, sizeof(v));
-	return 0;
-}
-
-SEC("kretprobe/compat_no_such_function") int gone(struct pt_regs *ctx) { return 0; }
-
-SEC("tracepoint/syscalls/sys_enter_getpid") int on_getpid(void *ctx) { return bump(1); }
-
-SEC("socket") int keep_all(struct __sk_buff *skb) { return skb->len; }
-
-SEC("perf_event") int sample(void *ctx) { return bump(2); }
-
-char _license[] SEC("license") = "GPL";
-"""
-
-
-@pytest.fixture(scope="module")
-def legacy_object(tmp_path_factory):
-    return build_source(LEGACY, tmp_path_factory.mktemp("legacy"), "legacy_maps")
 
 
 def check(obj, *extra) -> dict:
