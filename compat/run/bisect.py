@@ -216,6 +216,9 @@ def range_specs(
     the archive lacks, a bound outside it, swapped bounds); each spec's id is its version."""
     versions = release_versions(store, spec)
     chosen = select_range(versions, spec.series or "?", first, last)
+    if len(chosen) < 2:
+        raise UserError(f"the range {chosen[0]} to {chosen[-1]} holds one point release: nothing to bisect",
+                        "give --from and --to two different releases")  # fmt: skip
     return [dataclasses.replace(spec, id=v, label=f"Debian {v}", version=v, releases=None, order=i)
             for i, v in enumerate(chosen)]  # fmt: skip
 
