@@ -15,6 +15,7 @@ import threading
 from compat.cache import Cache
 from compat.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, CompatError
 
+from .bisect import cmd_bisect
 from .cache import cmd_cache
 from .check import cmd_check, cmd_merge, cmd_report
 from .kernels import cmd_image, cmd_kernels, cmd_probe, cmd_vm
@@ -30,6 +31,7 @@ COMMANDS = {
     "report": cmd_report,
     "merge": cmd_merge,
     "probe": cmd_probe,
+    "bisect": cmd_bisect,
 }
 
 
