@@ -192,4 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = vsub.add_parser("smoke", help="boot each kernel and report what the guest sees")
     _kernel_options(p)
     p.add_argument("--jobs", type=_jobs, help=f"VMs at once, 1-{MAX_JOBS} (default: number of cores)")
+
+    from .bisect_options import add_parser as add_bisect
+
+    add_bisect(sub, _jobs)
     return parser
