@@ -11,7 +11,7 @@ from compat.run.options import Placed
 BISECT_FORMATS = ("table", "json", "markdown")
 
 
-def add_parser(sub, jobs_type: Callable[[str], int]) -> None:
+def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
     """The bisect command's parser: its own options, then every row of the check options' table
     (run/options.py: --set-global, --program-type, --attach-target, …), as `compat check` has them;
     ``jobs_type`` is the parser's bounded --jobs type (cli/options.py)."""

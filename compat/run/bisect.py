@@ -28,7 +28,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from compat.cache import Cache
 from compat.errors import CompatError, UserError
@@ -363,7 +363,7 @@ def bisect(
     boundaries = []
     suspects_cache: dict[tuple[str, str], Suspects] = {}
     for key, changes in found.changes.items():
-        obj, prog = key  # type: ignore[misc]
+        obj, prog = cast(tuple[str, str], key)
         for ch in changes:
             before = source.results[(ch.before, obj, prog)]
             after = source.results[(ch.after, obj, prog)]
@@ -383,8 +383,8 @@ def bisect(
         checked=found.checked,
         rounds=found.rounds,
         boundaries=boundaries,
-        unchanged=[(k[0], k[1], v) for k, v in found.unchanged.items()],  # type: ignore[index]
-        no_verdict=[(k[0], k[1]) for k in found.no_verdict],  # type: ignore[index]
+        unchanged=[(*cast(tuple[str, str], k), v) for k, v in found.unchanged.items()],
+        no_verdict=[cast(tuple[str, str], k) for k in found.no_verdict],
         failed=dict(sorted(failed.items(), key=lambda kv: order.get(kv[0], 0))),
         objects=infos,
         wall_seconds=round(time.monotonic() - t0, 2),
