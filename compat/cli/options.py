@@ -78,7 +78,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", type=Path, metavar="OLD.json", help="compare with an earlier result file")
     p.add_argument("--fail-on", choices=FAIL_ON, default="regression",
                    help="what fails the gate (exit 1): regression (default; and required-kernel rejections "
-                   "without a baseline), rejection, never")  # fmt: skip
+                   "without a baseline), rejection, expectation (a selftest annotation not met), never")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

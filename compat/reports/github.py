@@ -2,7 +2,8 @@
 
 `::error file=…,line=…,title=…::…` for each cell that fails the gate (a regression, or a
 rejection on a required kernel with no baseline cell), one per program per kernel;
-`::warning` for every other rejection; `::error` without a file for cells without a verdict;
+`::warning` for every other rejection; `::error` without a file for cells without a verdict and
+for selftest programs whose annotations are not met;
 a closing `::notice` with the summary line. GitHub shows only the first 10 error and 10 warning
 annotations of a step: past 9 of a kind, one annotation says how many more there are, and the
 rest are printed as plain log lines, so that no finding is silently dropped.
@@ -82,6 +83,10 @@ def render(result: RunResult, comparison: Comparison) -> str:
         if loc is not None:
             props = {"file": common.display_path(loc.file), "line": loc.line, "col": loc.column, "title": title}
         annotations.append(("error" if p.fails_gate else "warning", message, props))
+    for r in f.unmet:
+        why = (r.expectation or {}).get("why")
+        annotations.append(("error", f"{r.object}:{r.program} on {r.kernel}: selftest expectation not met: {why}",
+                            {"title": f"compat: {r.program} expectation not met on {r.kernel}"}))  # fmt: skip
     for r in result.results:
         if r.verdict == ERROR:
             annotations.append(("error", f"{r.object}:{r.program} on {r.kernel}: no verdict: {r.message}",

@@ -1,6 +1,8 @@
 """JUnit XML: one test suite per kernel (kernel-axis order), one test case per program × kernel.
 
-A rejection is a <failure> (type = the failure class; "regression: " leads the message of a
+A selftest program whose annotations (comment:test_expect_*) are not met is a <failure> of type
+"expectation", one that meets them passes whatever its verdict. Otherwise a rejection is a
+<failure> (type = the failure class; "regression: " leads the message of a
 cell accepted in the baseline), a cell without a verdict an <error>; the failure text holds the
 reason, the source line and the log diff (regressions) or the log's last lines.
 """
@@ -53,7 +55,20 @@ def render(result: RunResult, comparison: Comparison) -> str:
             t = (r.load_ms or 0) / 1000
             seconds += t
             case = ET.SubElement(suite, "testcase", classname=classname(k.id, obj), name=_clean(prog), time=f"{t:.3f}")
-            if r.verdict == REJECTED:
+            e = r.expectation or {}
+            if e.get("met") is False:
+                # A selftest whose annotations are not met: the failure is the unmet expectation.
+                counts["failures"] += 1
+                failure = ET.SubElement(case, "failure", type="expectation",
+                                        message=_clean(f"expectation not met: {e.get('why')}"))  # fmt: skip
+                text = _failure_text(result, comparison, r) if r.verdict == REJECTED else str(e.get("why"))
+                failure.text = _text(text)
+            elif e.get("met") is True:
+                # A selftest meeting its annotations passes, whatever its verdict (a __failure test
+                # rejected as expected).
+                out = ET.SubElement(case, "system-out")
+                out.text = _text(f"{r.verdict}, as its annotations expect")
+            elif r.verdict == REJECTED:
                 counts["failures"] += 1
                 p = problems.get((obj, prog, k.id))
                 reason = common.reason_words(r.reason)

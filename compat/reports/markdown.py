@@ -7,6 +7,7 @@ off by its other rows), and last by cutting at a line."""
 
 from __future__ import annotations
 
+from compat.results import expectation
 from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.logdiff import LogDiff
@@ -19,6 +20,22 @@ ACCEPT, REJECT, REGRESSION, NO_VERDICT, FIXED, GONE = "✅", "❌", "🔺", "⚠
 MAX_CHARS = 60_000
 DIFF_LIMITS = (80, 25, 0)
 STATS_ROWS = 30  # statistics rows when the report must be shortened
+
+
+def _expectations(judged: list[ProgramResult]) -> list[str]:
+    """The annotated programs whose expectation is not met or not judged, with why."""
+    unmet = [r for r in judged if r.expectation and r.expectation.get("met") is False]
+    unjudged = [r for r in judged if r.expectation and r.expectation.get("met") is None]
+    if not unmet and not unjudged:
+        return [f"**Selftest expectations:** all {len(judged)} met", ""] if judged else []
+    out = [f"**Selftest expectations:** {len(judged) - len(unmet) - len(unjudged)} met, {len(unmet)} not met, "
+           f"{len(unjudged)} not judged", ""]  # fmt: skip
+    for r in unmet + unjudged:
+        e = r.expectation or {}
+        what = "✗ not met" if e.get("met") is False else "? not judged"
+        out.append(f"- {_code(f'{r.object}:{r.program}')} on {md(r.kernel)}: expected {md(e.get('expected') or '?')}, "
+                   f"{what}: {md(e.get('why') or '')}")  # fmt: skip
+    return [*out, ""]
 
 
 def _cell(r: ProgramResult | None, transition: str | None) -> str:
@@ -76,7 +93,9 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
         cells = []
         for k in kernels:
             change = comparison.cell(obj, prog, k.id)
-            cells.append(_cell(result.cell(obj, prog, k.id), change.transition if change else None))
+            r = result.cell(obj, prog, k.id)
+            emark = expectation.mark(r)
+            cells.append(_cell(r, change.transition if change else None) + (f" {emark}" if emark else ""))
         if (compact == 1 and all(c == ACCEPT for c in cells)) or (
             compact == 2 and (obj, prog) not in backported and not {REGRESSION, NO_VERDICT} & set(cells)
         ):
@@ -89,7 +108,11 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
     legend = f"{ACCEPT} accepted · {REJECT} rejected · {NO_VERDICT} no verdict (infrastructure error)"
     if comparison.baseline is not None:
         legend += f" · {REGRESSION} newly rejected (regression) · {FIXED} newly accepted · {GONE} removed"
+    judged = [r for r in result.results if r.expectation is not None]
+    if judged:
+        legend += " · selftest expectation: ✓ met, ✗ not met, ? not judged"
     out += ["", f"<sub>{legend}</sub>", ""]
+    out += _expectations(judged)
 
     axis = _axis(comparison, by_kernel, backports_only=compact == 2)
     if axis:

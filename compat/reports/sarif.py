@@ -3,7 +3,8 @@
 One result per regression (and per rejection on a required kernel that fails the gate without a
 baseline cell), located at the failing source line (physicalLocation.region.startLine), or at
 the object file when the object carries no line information. Rule ids are
-"regression/<failure class>" and "required-rejection/<failure class>".
+"regression/<failure class>" and "required-rejection/<failure class>"; a selftest program whose
+annotations are not met is a result of rule "expectation/not-met" at the object file.
 """
 
 from __future__ import annotations
@@ -86,6 +87,24 @@ def render(result: RunResult, comparison: Comparison) -> str:
                 "reason": j(r.reason) if r.reason else None,
                 "baseline_object": j(p.baseline_object) if p.baseline_object else None,
             },
+        })  # fmt: skip
+    for r in f.unmet:
+        rule_id = "expectation/not-met"
+        if rule_id not in rule_index:
+            rule_index[rule_id] = len(rules)
+            rules.append({"id": rule_id, "name": "expectation_not_met", "defaultConfiguration": {"level": "error"},
+                          "shortDescription": {"text": "A selftest program's annotations are not met"}})  # fmt: skip
+        obj = objects.get(r.object)
+        why = (r.expectation or {}).get("why")
+        cell = f"{rule_id}\0{r.object}\0{r.program}\0{r.kernel}".encode("utf-8", "surrogatepass")
+        results.append({
+            "ruleId": rule_id,
+            "ruleIndex": rule_index[rule_id],
+            "level": "error",
+            "message": {"text": f"{j(r.object)}:{j(r.program)} on {j(r.kernel)}: expectation not met: {j(str(why))}"},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(obj.path if obj else r.object)}}}],
+            "partialFingerprints": {"compatCell/v1": hashlib.sha256(cell).hexdigest()[:32]},
+            "properties": {"object": j(r.object), "program": j(r.program), "kernel": j(r.kernel)},
         })  # fmt: skip
     doc = {
         "$schema": SARIF_SCHEMA,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from compat.results import expectation
 from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
@@ -41,7 +42,9 @@ def render(result: RunResult, comparison: Comparison) -> str:
         cells = []
         for k in kernels:
             change = comparison.cell(obj, prog, k.id)
-            cells.append(_cell(result.cell(obj, prog, k.id), change.transition if change else None))
+            r = result.cell(obj, prog, k.id)
+            mark = expectation.mark(r)
+            cells.append(_cell(r, change.transition if change else None) + (f" {mark}" if mark else ""))
         rows.append([t(obj), t(prog), *cells])
     out = [tabulate(rows, headers=["object", "program", *(kernel_heading(k) for k in kernels)],
                         disable_numparse=True)] if rows else []
@@ -75,6 +78,7 @@ def render(result: RunResult, comparison: Comparison) -> str:
         out.append("\nProgram types their sections do not give (--program-type GLOB=SECTION sets them):")
         out.extend(f"  {t(line)}" for line in retyped)
 
+    out.extend(_expectations(result))
     out.extend(_regressions(result, comparison, f))
     out.extend(_axis(result, comparison))
     out.extend(_stats(result, comparison))
@@ -88,6 +92,23 @@ def render(result: RunResult, comparison: Comparison) -> str:
     # Every value above is escaped; this pass is the backstop: no control character and no line
     # GitHub Actions would read as a workflow command, whatever a future line forgets.
     return escape.no_commands("\n".join(escape.visible(line) for line in "\n".join(out).split("\n"))) + "\n"
+
+
+def _expectations(result: RunResult) -> list[str]:
+    """The annotated programs' expectations: a legend, those not met and those not judged, with why."""
+    judged = [r for r in result.results if r.expectation is not None]
+    if not judged:
+        return []
+    unmet = [r for r in judged if (r.expectation or {}).get("met") is False]
+    unjudged = [r for r in judged if (r.expectation or {}).get("met") is None]
+    out = [f"\nSelftest expectations (✓ met, ✗ not met, ? not judged): {len(judged) - len(unmet) - len(unjudged)} met, "
+           f"{len(unmet)} not met, {len(unjudged)} not judged"]  # fmt: skip
+    for r in unmet + unjudged:
+        e = r.expectation or {}
+        what = "not met" if e.get("met") is False else "not judged"
+        out.append(f"  {t(r.object)}:{t(r.program)} on {t(r.kernel)}: expected {t(e.get('expected') or '?')}, "
+                   f"{what}: {t(e.get('why') or '')}")  # fmt: skip
+    return out
 
 
 def _regressions(result: RunResult, comparison: Comparison, f) -> list[str]:
@@ -155,6 +176,6 @@ def summary_line(result: RunResult, comparison: Comparison | None = None) -> str
         text += f"; {bad} bad input(s)"
     if comparison is not None:
         f = facts(result, comparison)
-        if comparison.baseline is not None or f.required_rejections or comparison.backport_regressions():
+        if comparison.baseline is not None or f.required_rejections or f.unmet or comparison.backport_regressions():
             text += "; " + gate_summary(result, comparison, counts=False)
     return text

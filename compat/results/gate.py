@@ -6,6 +6,9 @@ Policies (--fail-on):
                         `required: true` when the baseline has no verdict for that cell (always so
                         without a baseline);
   rejection             fail on any rejection;
+  expectation           fail on any program whose verdict or verifier messages do not meet
+                        what its selftest annotations expect (comment:test_expect_*; see
+                        results/expectation.py); a program judged "not judged" does not fail;
   never                 verdicts never fail the gate (reports only).
 Exit statuses (compat/errors.py): 2 bad input (some object was not checked) before 1 the gate
 failed, before 3 an infrastructure error left some cell without a verdict, before 0.
@@ -20,7 +23,7 @@ from compat.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
 from .compare import ADDED, NO_VERDICT, CellChange, Comparison, kernel_name
 from .model import ERROR, REASONS, REJECTED, ProgramResult, RunResult
 
-FAIL_ON = ("regression", "rejection", "never")
+FAIL_ON = ("regression", "rejection", "expectation", "never")
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Facts:
     regressions: list[CellChange] = field(default_factory=list)
     required_rejections: list[ProgramResult] = field(default_factory=list)
     rejections: list[ProgramResult] = field(default_factory=list)
+    unmet: list[ProgramResult] = field(default_factory=list)  # expectations not met
     errors: int = 0
     bad_objects: int = 0
 
@@ -43,6 +47,7 @@ def facts(result: RunResult, comparison: Comparison) -> Facts:
         kernels=len(result.kernels),
         regressions=comparison.regressions(),
         rejections=[r for r in result.results if r.verdict == REJECTED],
+        unmet=[r for r in result.results if r.expectation is not None and r.expectation.get("met") is False],
         errors=sum(1 for r in result.results if r.verdict == ERROR) + sum(1 for k in result.kernels if k.error),
         bad_objects=sum(1 for o in result.objects if o.error),
     )
@@ -64,6 +69,8 @@ def exit_status(result: RunResult, comparison: Comparison, fail_on: str = "regre
     if fail_on == "rejection" and f.rejections:
         return EXIT_FAILED
     if fail_on == "regression" and (f.regressions or f.required_rejections):
+        return EXIT_FAILED
+    if fail_on == "expectation" and f.unmet:
         return EXIT_FAILED
     if f.errors:
         return EXIT_INFRA
@@ -93,6 +100,10 @@ def gate_summary(result: RunResult, comparison: Comparison, counts: bool = True)
         text += f"; {len(f.required_rejections)} rejection(s) on required kernels: " + ", ".join(
             f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)} ({_reason(r.reason)})"
             for r in f.required_rejections
+        )
+    if f.unmet:
+        text += f"; {len(f.unmet)} expectation(s) not met: " + ", ".join(
+            f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)}" for r in f.unmet
         )
     if comparison.backport_regressions():
         text += "; rejected on a newer kernel after an older one accepted: " + ", ".join(

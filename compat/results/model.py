@@ -97,6 +97,9 @@ class ProgramResult:
     source: dict | None = None  # where the rejection is in the C source (sourcemap.SourceLocation.to_json())
     # where prog_type came from when not from the section: "context" (guessed), "option" (--program-type)
     prog_type_from: str | None = None
+    # what the program's selftest annotations expect and whether the verdict meets it
+    # (compat/results/expectation.py); None, and absent from the file, for programs without any
+    expectation: dict | None = None
 
 
 @dataclass
@@ -120,7 +123,7 @@ class RunResult:
             "image": self.image,
             "kernels": [asdict(k) for k in self.kernels],
             "objects": [asdict(o) for o in self.objects],
-            "results": [asdict(r) for r in self.results],
+            "results": [_result_json(r) for r in self.results],
         }
 
     def dumps(self) -> str:
@@ -185,6 +188,14 @@ class RunResult:
         return None
 
 
+def _result_json(r: ProgramResult) -> dict:
+    """A result's record; ``expectation`` only for annotated programs (files stay as they were)."""
+    doc = asdict(r)
+    if doc.get("expectation") is None:
+        doc.pop("expectation", None)
+    return doc
+
+
 def _check(run: RunResult) -> None:
     """The types reports rely on (a hand-edited or foreign file fails here, not in a renderer)."""
     for k in run.kernels:
@@ -203,6 +214,8 @@ def _check(run: RunResult) -> None:
             raise ValueError("result 'stats' and 'attach' must be objects")
         if r.source is not None and not isinstance(r.source, dict):
             raise ValueError("result 'source' must be an object")
+        if r.expectation is not None and not isinstance(r.expectation, dict):
+            raise ValueError("result 'expectation' must be an object")
 
 
 # A result nests about 8 levels (comparison > baseline_result > results > a result > attach >

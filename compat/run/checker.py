@@ -98,6 +98,17 @@ def locate_sources(obj: BpfObject, results: list[ProgramResult], roots: tuple[Pa
             r.source = loc.to_json() if loc else None
 
 
+def judge_expectations(obj: BpfObject, results: list[ProgramResult]) -> None:
+    """Judge the results of a selftest object's annotated programs against their annotations
+    (the kernel's BPF selftests declare their expected verdicts and messages as BTF decl tags)."""
+    from compat.objects.expectations import read_specs
+    from compat.results.expectation import apply
+
+    found = read_specs(obj.data)
+    if found.annotated:
+        apply({name: spec.to_json() for name, spec in found.specs.items()}, results, found.malformed)
+
+
 def load_objects(paths: list[str]) -> tuple[list[BpfObject], list[ObjectInfo], list[str]]:
     """Validate every input; bad ones become one-line errors, the rest are checked. A file given
     twice is checked once; a binary stands for the BPF objects embedded in it, a directory for
@@ -481,6 +492,7 @@ class Checker:
                         continue
                     found = self._results(obj, o, state.get(o.spec.id), names)
                     locate_sources(obj, found, self.options.source_roots)
+                    judge_expectations(obj, found)
                     results.extend(found)
             checked = {x.sha256 for objs in group_plan.values() for x in objs}
             runs.append(
