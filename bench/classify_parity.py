@@ -6,8 +6,9 @@ For every rejected record of the result files (compat/v1, as `compat check --for
 writes them) it rebuilds the guest's program record as well as a result allows (the guest's
 message is the record's detail; libbpf's lines, the verifier log, helpers and stats are kept;
 the object's maps, externs, kfuncs and open log are not in a result), gives it the facts the
-agent sends for those texts (compat_agent.wire.textfacts, reading the agent's own wording back
-as its direct facts: results written before the agent sent facts) and the modules the host
+agent sends for those texts (what the kernel's and libbpf's words say, compat_agent.wire.textfacts;
+what the agent now sends as facts directly is read back from its old wording, here: results
+written before the agent sent facts keep only its sentences) and the modules the host
 loaded (read back from the host's own note), and classifies it with compat.results.classify,
 without an inventory and with every kernel inventory cached under --probes (default
 ~/.cache/compat/probes). Prints the records no inventory reproduces (at most --show) and a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +33,17 @@ from compat_agent.wire.textfacts import program_facts  # noqa: E402
 
 from compat.results import classify as fact_classify  # noqa: E402
 from compat.results.inventory import Inventory  # noqa: E402
+
+# The agent's own sentences in results written before it sent facts, and the facts it sends
+# for them today (checker/check.py, checker/state.py). Only this bench tool reads them: the
+# product's textfacts reads the kernel's and libbpf's words alone.
+_OLD_TYPE_OPTION = re.compile(r"^--program-type names section '(.*)', which libbpf (\S+) does not know")
+_OLD_LEGACY_UNSUPPORTED = re.compile(r"compat's legacy-map loader cannot load it either: ([^)\n]*)")
+_OLD_WEAK_KFUNC = re.compile(r"calls kfunc '(\w+)', which this kernel does not have")
+_OLD_POISONED = re.compile(r"calls a kfunc this kernel does not have")
+_OLD_SO_UNUSED = re.compile(r"a struct_ops program no struct_ops map uses")
+_OLD_SO_SIBLING = re.compile(r"its struct_ops map '([\w.]+)' cannot be created without program '(\w+)'")
+_OLD_SO_FAILED = re.compile(r"its struct_ops map '([\w.]+)' could not be created")
 
 _NOTE = "[compat: module "
 _LOADED = " loaded first: it defines "
@@ -53,19 +66,35 @@ def host_modules(libbpf_log: str) -> tuple[dict[str, str], str]:
     return modules, "\n".join(kept)
 
 
+def old_agent_facts(message: str, texts: str) -> list[dict[str, Any]]:
+    """The facts the agent sends directly today, read back from its sentences in an old result
+    (message: the program's; texts: every text of the record, joined)."""
+    facts: list[dict[str, Any]] = []
+    m = _OLD_TYPE_OPTION.match(message)
+    if m:
+        facts.append({"code": "unknown_type_option", "section": m.group(1), "libbpf": m.group(2)})
+    facts += [{"code": "legacy_unsupported", "reason": m.group(1)} for m in _OLD_LEGACY_UNSUPPORTED.finditer(texts)]
+    facts += [{"code": "kfunc_unresolved", "name": m.group(1)} for m in _OLD_WEAK_KFUNC.finditer(texts)]
+    if _OLD_POISONED.search(texts):
+        facts.append({"code": "poisoned_kfunc_call"})
+    if _OLD_SO_UNUSED.search(texts):
+        facts.append({"code": "struct_ops_unused", "referenced": False})
+    facts += [{"code": "struct_ops_sibling", "map": m.group(1), "program": m.group(2)}
+              for m in _OLD_SO_SIBLING.finditer(texts)]  # fmt: skip
+    facts += [{"code": "struct_ops_map_failed", "map": m.group(1)} for m in _OLD_SO_FAILED.finditer(texts)]
+    return facts
+
+
 def with_facts(program: dict[str, Any], obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A guest program record with the facts the guest will send (read from its texts here), and
-    the modules the host loaded first (from its notes)."""
+    """A guest program record with the facts the guest sends (the agent's own first, read back
+    from its old sentences, then what the kernel's and libbpf's texts say), and the modules the
+    host loaded first (from its notes)."""
     modules, libbpf_log = host_modules(str(program.get("libbpf_log") or ""))
     maps = [str(m.get("name")) for m in obj.get("maps") or [] if isinstance(m, dict)]
-    facts = program_facts(
-        program.get("message"),
-        libbpf_log,
-        program.get("log"),
-        str((obj.get("open") or {}).get("libbpf_log") or ""),
-        maps,
-    )
-    return {**program, "facts": facts}, modules
+    message, log = str(program.get("message") or ""), str(program.get("log") or "")
+    open_log = str((obj.get("open") or {}).get("libbpf_log") or "")
+    own = old_agent_facts(message, "\n".join((message, libbpf_log, log, open_log)))
+    return {**program, "facts": [*own, *program_facts(message, libbpf_log, log, open_log, maps)]}, modules
 
 
 def classified(

@@ -1,29 +1,43 @@
 """Classification of rejections from guest records and probe results (pure host code).
 
 The cases are written as the guest's texts; classify() here gives each record the facts the
-agent sends for those texts (compat_agent.wire.textfacts, with the agent's own wording read
-back as its direct facts) and the modules the host loaded (from its note), then classifies from
-the facts alone, as the host does.
+agent sends: what the agent knows itself, given by the case as the record's (or the object's)
+"facts" the way the agent emits them directly, then what the kernel's and libbpf's words in the
+texts say (compat_agent.wire.textfacts, as the agent reads them). Then it classifies from the
+facts alone, as the host does, with the modules the host loaded first given as data.
 """
 
-import sys
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
+from compat_agent.wire.facts import fact
+from compat_agent.wire.textfacts import program_facts
 from compat_agent.wire.verifierlog import error_line
 
 from compat.results import classify as fact_classify
 from compat.results.inventory import Inventory, diff, helper_label
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from classify_parity import with_facts
+
+def with_facts(program: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """A program record as the agent sends it: its own facts (the case's), then its texts' (add_facts)."""
+    maps = [str(m.get("name")) for m in obj.get("maps") or [] if isinstance(m, dict)]
+    open_log = str((obj.get("open") or {}).get("libbpf_log") or "")
+    said = program_facts(program.get("message"), program.get("libbpf_log"), program.get("log"), open_log, maps)
+    return {**program, "facts": [*(program.get("facts") or []), *said]}
 
 
-def classify(program: dict, obj: dict, inventory: Inventory | None, names: dict[int, str], **kw: Any):
-    """The host's classification of a record written as texts (its facts read from them first)."""
-    record, modules = with_facts(program, obj)
-    siblings = [with_facts(p, obj)[0] for p in obj.get("programs") or []]
-    return fact_classify.classify(record, {**obj, "programs": siblings}, inventory, names, modules, **kw)
+def classify(
+    program: dict,
+    obj: dict,
+    inventory: Inventory | None,
+    names: dict[int, str],
+    modules: Mapping[str, str] | None = None,
+    **kw: Any,
+):
+    """The host's classification of a record written as texts (its facts made first)."""
+    siblings = [with_facts(p, obj) for p in obj.get("programs") or []]
+    return fact_classify.classify(with_facts(program, obj), {**obj, "programs": siblings}, inventory, names, modules,
+                                  **kw)  # fmt: skip
 
 
 def last_error_line(log: str) -> str | None:
@@ -206,7 +220,8 @@ def test_unknown_section_name_needs_the_loader_to_set_the_type():
         "--program-type names section 'tcx_nope', which libbpf 1.5 does not know "
         "(a section name such as tc, xdp or lwt_xmit)"
     )
-    c = classify(rec(prog_type="unspec", stage="prepare", message=words), {}, INV_510, NAMES)
+    option = fact("unknown_type_option", section="tcx_nope", libbpf="1.5")  # the agent's fact for its words
+    c = classify(rec(prog_type="unspec", stage="prepare", message=words, facts=[option]), {}, INV_510, NAMES)
     assert (c.reason, c.message) == ("object_error", words)
 
 
@@ -222,8 +237,10 @@ def test_unresolved_weak_kfunc_at_load_is_missing_not_disallowed():
     libbpf = "kfunc 'bpf_rdonly_cast' is referenced but wasn't resolved"
     agent = ("calls kfunc 'bpf_rdonly_cast', which this kernel does not have "
              "(a __weak extern: guard the call with bpf_ksym_exists())")  # fmt: skip
-    for message, log in ((libbpf, f"5: <invalid kfunc call>\n{libbpf}\n"), (agent, "")):
-        r = rec(prog_type="lsm", message=message, log=log, kfuncs=["bpf_rdonly_cast"])
+    # libbpf's words, or the agent's rewording of them (it sends the fact with it: explain()).
+    reworded = [fact("kfunc_unresolved", name="bpf_rdonly_cast")]
+    for message, log, facts in ((libbpf, f"5: <invalid kfunc call>\n{libbpf}\n", []), (agent, "", reworded)):
+        r = rec(prog_type="lsm", message=message, log=log, kfuncs=["bpf_rdonly_cast"], facts=facts)
         c = classify(r, obj, inv, NAMES)
         assert (c.reason, c.message) == want
         # Even without the inventory having looked the kfunc up.
@@ -247,10 +264,11 @@ def test_legacy_map_sections():
         "libbpf cannot parse this object: it defines maps in legacy 'maps/...' sections (struct bpf_map_def), which "
         "libbpf 1.0 and later do not support: bad map relo against 'events' in section 'maps/events'",
     )
-    # The agent's legacy-map loader could not load it either: why is kept.
+    # The agent's legacy-map loader could not load it either: why is kept (the object's fact, check.py).
     why = "compat's legacy-map loader cannot load it either: it also has CO-RE relocations, which need libbpf 1.x"
+    unsupported = {"facts": [fact("legacy_unsupported", reason="it also has CO-RE relocations, which need libbpf 1.x")]}
     o = classify(rec(stage="open", errno=22, message=f"bad map relo against 'events' in section 'maps/events' ({why})"),
-                 {}, INV_510, NAMES)  # fmt: skip
+                 unsupported, INV_510, NAMES)  # fmt: skip
     assert o.message.endswith(f"'maps/events' ({why})")
     # Suricata's single 'maps' section: libbpf's own words are clear already.
     msg = "elf: legacy map definitions in 'maps' section are not supported by libbpf v1.0+"
@@ -290,7 +308,7 @@ def test_attach_target_in_a_module_without_module_btf():
         "prog 'ext4_read_entry': failed to find kernel BTF type ID of 'ext4_file_read_iter': -3",
         "log": "",
     }
-    got = classify(program, {}, None, {})
+    got = classify(program, {}, None, {}, {"ext4_file_read_iter": "ext4"})  # what the host loaded, as data
     assert got.reason == "missing_attach_target"
     assert "in module ext4" in got.message and "5.11" in got.message
 
@@ -337,7 +355,8 @@ def so_rec(**kw):
 def test_struct_ops_type_the_kernel_lacks():
     line = "struct_ops init_kern: struct sched_ext_ops is not found in kernel BTF"
     obj = {"maps": [so_map("simple_ops", "sched_ext_ops", errno=-2)]}
-    r = so_rec(message=f"not verified: its struct_ops map 'simple_ops' could not be created ({line})")
+    failed = [fact("struct_ops_map_failed", map="simple_ops")]  # the agent's fact for its note
+    r = so_rec(message=f"not verified: its struct_ops map 'simple_ops' could not be created ({line})", facts=failed)
     c = classify(r, obj, INV_61, NAMES)
     assert (c.reason, c.message) == (
         "missing_attach_target",
@@ -357,8 +376,9 @@ def test_struct_ops_type_the_kernel_lacks():
 def test_struct_ops_member_the_kernel_lacks():
     line = "struct_ops init_kern dummy_1: Cannot find member test_sleepable in kernel BTF"
     obj = {"maps": [so_map("dummy_1", "bpf_dummy_ops", errno=-95)]}
-    c = classify(so_rec(message=f"not verified: its struct_ops map 'dummy_1' could not be created ({line})"), obj,
-                 INV_61, NAMES)  # fmt: skip
+    failed = [fact("struct_ops_map_failed", map="dummy_1")]
+    c = classify(so_rec(message=f"not verified: its struct_ops map 'dummy_1' could not be created ({line})",
+                        facts=failed), obj, INV_61, NAMES)  # fmt: skip
     assert c.reason == "missing_attach_target"
     assert c.message.startswith(
         "struct_ops map dummy_1 sets test_sleepable, which this kernel's struct bpf_dummy_ops does not have"
@@ -372,15 +392,16 @@ def test_struct_ops_member_the_kernel_lacks():
 def test_struct_ops_link_map_before_6_4():
     message = ("not verified: its struct_ops map 'ca_update_1' could not be created "
                "(map 'ca_update_1': failed to create: Invalid argument(-22))")  # fmt: skip
+    failed = [fact("struct_ops_map_failed", map="ca_update_1")]
     obj = {"maps": [so_map("ca_update_1", link=True)]}
-    c = classify(so_rec(message=message), obj, INV_61, NAMES)
+    c = classify(so_rec(message=message, facts=failed), obj, INV_61, NAMES)
     assert c.reason == "unsupported_map_type"
     assert 'declared SEC(".struct_ops.link")' in c.message and "Linux 6.4" in c.message
     # Where links are supported, the failure is something else: said as a map that failed.
-    assert classify(so_rec(message=message), obj, INV_612, NAMES).reason == "object_error"
+    assert classify(so_rec(message=message, facts=failed), obj, INV_612, NAMES).reason == "object_error"
     # A kernel without struct_ops maps at all: the map type is the reason.
     old = Inventory(map_types={"struct_ops": False}, features={"struct_ops_link": False})
-    c = classify(so_rec(message=message), obj, old, NAMES)
+    c = classify(so_rec(message=message, facts=failed), obj, old, NAMES)
     assert (c.reason, c.message) == (
         "unsupported_map_type",
         "map type struct_ops (map ca_update_1) is not supported by this kernel",
@@ -391,7 +412,8 @@ def test_struct_ops_program_not_verified_carries_its_siblings_reason():
     log = "BPF_CALL uses reserved fields\nprocessed 0 insns (limit 1000000) max_states_per_insn 0\n"
     culprit = rec(program="cc_cong_avoid", prog_type="struct_ops", log=log, kfuncs=["tcp_reno_cong_avoid"])
     sibling = so_rec(program="cc_ssthresh", message="not verified: its struct_ops map 'compat_cc' cannot be created "
-                     "without program 'cc_cong_avoid', which was rejected")  # fmt: skip
+                     "without program 'cc_cong_avoid', which was rejected",
+                     facts=[fact("struct_ops_sibling", map="compat_cc", program="cc_cong_avoid")])  # fmt: skip
     obj = {"programs": [culprit, sibling], "maps": [so_map("compat_cc", ok=None, errno=None)],
            "externs": [{"name": "tcp_reno_cong_avoid", "kind": "kfunc", "weak": False}]}  # fmt: skip
     inv = Inventory(prog_types={"struct_ops": True}, map_types={"struct_ops": True}, kfuncs={"tcp_reno_cong_avoid"},
@@ -437,8 +459,8 @@ def test_struct_ops_callbacks_the_kernel_declares_otherwise():
 
 
 def test_struct_ops_program_no_map_uses():
-    c = classify(so_rec(message="libbpf did not load this program (a struct_ops program no struct_ops map uses)"),
-                 {}, INV_61, NAMES)  # fmt: skip
+    c = classify(so_rec(message="libbpf did not load this program (a struct_ops program no struct_ops map uses)",
+                        facts=[fact("struct_ops_unused", referenced=False)]), {}, INV_61, NAMES)  # fmt: skip
     assert c.reason == "object_error" and "no struct_ops map of the object uses this struct_ops program" in c.message
     line = """SEC("struct_ops") program isn't referenced anywhere, did you forget to use it?"""
     c = classify(so_rec(errno=22, message=line), {}, INV_61, NAMES)

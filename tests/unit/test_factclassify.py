@@ -6,7 +6,7 @@ validates the facts an untrusted guest sends).
 from __future__ import annotations
 
 import inspect
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,6 @@ import tests.unit.test_classify as cases
 from compat.results import classify as factclassify
 from compat.results.inventory import Inventory
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from classify_parity import with_facts
-
 AGENT_SECTION_CLAUSE = " (a section name such as tc, xdp or lwt_xmit)"  # check.py's words
 CASES = [f for name, f in inspect.getmembers(cases, inspect.isfunction) if name.startswith("test_")]
 CLASSIFY = cases.classify
@@ -33,10 +30,11 @@ def _blank(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "libbpf_log": "", "log": ""}
 
 
-def _both(program: dict, obj: dict, inventory: Inventory | None, names: dict[int, str], **kw: Any):
-    found = CLASSIFY(program, obj, inventory, names, **kw)
-    record, modules = with_facts(program, obj)
-    siblings = [with_facts(p, obj)[0] for p in obj.get("programs") or []]
+def _both(program: dict, obj: dict, inventory: Inventory | None, names: dict[int, str],
+          modules: Mapping[str, str] | None = None, **kw: Any):  # fmt: skip
+    found = CLASSIFY(program, obj, inventory, names, modules, **kw)
+    record = cases.with_facts(program, obj)
+    siblings = [cases.with_facts(p, obj) for p in obj.get("programs") or []]
     # No text is read: the same facts with the texts blanked (the message stays: it is what the
     # record says when nothing else does) classify the same.
     blank = factclassify.classify(
@@ -53,11 +51,12 @@ def test_classifies_from_facts_alone(case, monkeypatch):
 
 
 def test_agent_wording_of_the_program_type_option():
-    # The agent's own sentence (check.py): rebuilt from the fact, word for word.
+    # The agent's own sentence (check.py): the host words it again from the agent's fact, word for word.
     words = "--program-type names section 'tcx_nope', which libbpf 1.5 does not know" + AGENT_SECTION_CLAUSE
-    r = cases.rec(prog_type="unspec", stage="prepare", message=words)
+    option = fact("unknown_type_option", section="tcx_nope", libbpf="1.5")
+    r = cases.rec(prog_type="unspec", stage="prepare", message=words, facts=[option])
     assert _both(r, {}, cases.INV_510, cases.NAMES).message == words
-    assert program_facts(words, "", "")[0] == {"code": "unknown_type_option", "section": "tcx_nope", "libbpf": "1.5"}
+    assert program_facts(words, "", "") == []  # the sentence itself makes no fact
 
 
 def test_module_btf_comes_from_the_hosts_knowledge_not_its_note():
@@ -87,7 +86,7 @@ def test_every_fact_textfacts_makes_is_in_the_table_and_valid():
         for f in program_facts(message, libbpf_log, log, map_names=["m"]):
             check_fact(f)
             seen.add(f["code"])
-    assert {"legacy_maps", "legacy_unsupported", "missing_extern", "kfunc_unresolved", "map_create_failed",
+    assert {"legacy_maps", "missing_extern", "kfunc_unresolved", "map_create_failed",
             "inner_map_failed", "struct_ops_mismatch", "unknown_insn", "no_argument", "not_sleepable",
             "too_complex", "verifier_error", "map_mentioned"} <= seen  # fmt: skip
     assert seen <= set(FACTS)
@@ -132,20 +131,26 @@ def test_the_classifier_has_no_regular_expression():
     assert "import re" not in source and "re.compile" not in source
 
 
-def test_without_the_agents_prose_only_kernel_and_libbpf_words_make_facts():
-    from compat_agent.wire.facts import FACTS
-
+def test_only_kernel_and_libbpf_words_make_facts():
+    # Every sentence the agent writes itself (check.py, state.py, legacy.py): none makes a fact;
+    # the agent sends those facts directly. Only libbpf's words it quotes do.
     texts = (
-        "not verified: its struct_ops map 'm' could not be created (calls a kfunc this kernel does not have)",
+        "not verified: its struct_ops map 'm' could not be created (calls a kfunc this kernel does not have)\n"
+        "not verified: its struct_ops map 'm' cannot be created without program 'q', which was rejected\n"
+        "libbpf did not load this program (a struct_ops program no struct_ops map uses)\n"
+        "--program-type names section 'x', which libbpf 1.5 does not know (a section name such as tc)\n"
+        "(compat's legacy-map loader cannot load it either: it also has CO-RE relocations)",
         "[compat: bpf_program__set_attach_target: failed to find kernel BTF type ID of 'f': -3]\n"
-        "calls kfunc 'k', which this kernel does not have",
+        "calls kfunc 'k', which this kernel does not have (a __weak extern: guard the call with bpf_ksym_exists())\n"
+        "calls a kfunc this kernel does not have (weak extern 'k'): guard the call with bpf_ksym_exists()",
         "",
     )
-    codes = {f["code"] for f in program_facts(*texts, agent_prose=False)}
-    assert all(FACTS[c].origin != "agent" for c in codes)
-    assert "kfunc_unresolved" not in codes and "poisoned_kfunc_call" not in codes
-    with_prose = {f["code"] for f in program_facts(*texts)}
-    assert {"struct_ops_map_failed", "kfunc_unresolved", "poisoned_kfunc_call"} <= with_prose
+    facts = program_facts(*texts)
+    assert all(FACTS[f["code"]].origin != "agent" for f in facts)
+    assert facts == [fact("attach_target_missing", target="f")]  # libbpf's words, quoted in the agent's line
+    assert "agent_prose" not in inspect.signature(program_facts).parameters
+    source = Path(inspect.getfile(program_facts)).read_text()
+    assert "AGENT" not in source and "does not have" not in source
 
 
 def test_e2big_without_the_words_quotes_the_first_processed_count():

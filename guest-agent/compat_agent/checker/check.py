@@ -695,13 +695,12 @@ def add_facts(result: dict) -> None:
     opened = result.get("open") or {}
     open_log = opened.get("libbpf_log") or ""
     if not opened.get("ok"):
-        said = program_facts(opened.get("message"), None, None, open_log, agent_prose=False)
+        said = program_facts(opened.get("message"), None, None, open_log)
         result["facts"] = _bounded([*said, *result.get("facts", [])])
     maps = [str(m.get("name")) for m in result.get("maps") or []]
     for record in result.get("programs") or []:
         if record.get("verdict") == "rejected":
-            said = program_facts(record.get("message"), record.get("libbpf_log"), record.get("log"), open_log, maps,
-                                 agent_prose=False)  # fmt: skip
+            said = program_facts(record.get("message"), record.get("libbpf_log"), record.get("log"), open_log, maps)
             record["facts"] = _bounded([*record.get("facts", []), *said])
 
 

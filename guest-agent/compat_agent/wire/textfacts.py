@@ -7,11 +7,11 @@ facts. ``program_facts`` takes a program's texts in the order the host has alway
 facts in the order they occur, so "the first one" means what it meant when the host searched
 the joined text.
 
-The patterns marked AGENT match words the agent itself writes today (its rewording of a weak
-kfunc, the struct_ops notes, --program-type, the retarget line, the legacy loader's reason):
-they rebuild those facts from results written before the agent emitted facts, and from today's
-agent until it does (phase 2 of issue 15 has the agent emit them directly and drops them here
-with ``agent_prose=False``).
+Only the kernel's and libbpf's words are read here. What the agent knows itself (its rewording
+of a weak kfunc, the struct_ops notes, --program-type, --attach-target, the legacy loader's
+reason) it sends as facts directly (checker/state.py, checker/check.py), so rewording one of its
+sentences changes no fact. A message of the agent that quotes libbpf's line (the reason of a
+failed map, the --attach-target line in libbpf's own words) still yields libbpf's fact.
 """
 
 from __future__ import annotations
@@ -24,18 +24,15 @@ from .verifierlog import error_line
 
 # libbpf marks calls to unresolved weak kfuncs and failed CO-RE relocations with these.
 _POISON_KFUNC = re.compile(r"unknown#20020000\d\d")
-_POISON_KFUNC_AGENT = re.compile(r"calls a kfunc this kernel does not have")  # AGENT (check.explain)
 _POISON_CORE = re.compile(r"unknown#195896080|failed to resolve CO-RE relocation|CO-RE relocating .* failed")
 _CORE_TARGET = re.compile(
     r"failed to resolve CO-RE relocation <[^>]*> \[\d+\] (?:(?:struct|union|enum|typedef) )?([\w.:]+)"
 )
-# libbpf's own words (an extern it could not resolve, a weak kfunc whose call it poisoned), and
-# the agent's rewording of the second (AGENT, check.explain).
+# libbpf's own words: an extern it could not resolve, a weak kfunc whose call it poisoned.
 _MISSING_EXTERN = re.compile(
-    r"extern \((func ksym|var ksym|kcfg)\) '(\w+)': not found|kfunc '(\w+)' is referenced but wasn't resolved|"
-    r"calls kfunc '(\w+)', which this kernel does not have"
+    r"extern \((func ksym|var ksym|kcfg)\) '(\w+)': not found|kfunc '(\w+)' is referenced but wasn't resolved"
 )
-# libbpf's words, and the agent's --attach-target line (AGENT, check._retarget), which repeats them.
+# libbpf's words (which the agent's --attach-target line quotes; it sends the fact itself as well).
 _ATTACH_TARGET = re.compile(
     r"failed to find kernel BTF type ID of '(\w+)'|Failed to find BTF for ['\"]?(\w+)|attach_btf_id.*?(\w+)"
 )
@@ -50,7 +47,6 @@ _NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^'
 # libbpf 1.0 dropped struct bpf_map_def maps; in 'maps/<name>' sections (gobpf, iproute2)
 # they only show up as relocations against a section libbpf does not know as a map section.
 _LEGACY_MAP_RELO = re.compile(r"bad map relo against '[^']*' in section 'maps/[^']*'")
-_LEGACY_UNSUPPORTED = re.compile(r"compat's legacy-map loader cannot load it either: ([^)\n]*)")  # AGENT
 _LINKED_EXTERN = re.compile(r"unrecognized extern section '([^']+)'|failed to find BTF for extern '([^']+)'")
 _NOT_SLEEPABLE = re.compile(r"^(\S+) is not sleepable$", re.M)
 _COMPLEXITY = re.compile(
@@ -68,18 +64,13 @@ _NO_ARGUMENT = re.compile(r"func '(\w+)' doesn't have (\d+)-th argument")
 _UNSUPPORTED_MEMBER = re.compile(r"attach to unsupported member (\w+) of struct (\w+)")
 _NO_SLEEPABLE_TYPE = re.compile(r"Only (.+) programs can be sleepable")
 _INCOMPATIBLE_KFUNC = re.compile(r"extern \(func ksym\) '(\w+)': func_proto \[\d+\] incompatible with (\S+) \[")
-# struct_ops: the agent's notes on a program it could not verify because of its map (AGENT,
-# check._struct_ops_not_loaded), and libbpf's words when it cannot match a map to the kernel.
-_SO_SIBLING = re.compile(r"its struct_ops map '([\w.]+)' cannot be created without program '(\w+)'")  # AGENT
-_SO_FAILED = re.compile(r"its struct_ops map '([\w.]+)' could not be created")  # AGENT
-_SO_UNUSED_AGENT = re.compile(r"a struct_ops program no struct_ops map uses")  # AGENT
+# struct_ops: libbpf's words on a program no map uses, and when it cannot match a map to the kernel.
 _SO_UNREFERENCED = re.compile(r"program isn't referenced anywhere")
 _SO_NO_TYPE = re.compile(r"struct_ops init_kern: struct (\w+) is not found in kernel BTF")
 _SO_NO_MEMBER = re.compile(r"struct_ops init_kern ([\w.]+): Cannot find member (\w+) in kernel BTF")
 _SO_MISMATCH = re.compile(
     r"struct_ops init_kern ([\w.]+): (?:Unmatched member type|Error in size of member|kernel member|bitfield) (\w+)"
 )
-_UNKNOWN_TYPE_OPTION = re.compile(r"^--program-type names section '(.*)', which libbpf (\S+) does not know")  # AGENT
 
 
 def _first(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
@@ -96,26 +87,17 @@ def program_facts(
     log: str | None,
     open_log: str | None = None,
     map_names: Iterable[str] = (),
-    agent_prose: bool = True,
 ) -> list[Fact]:
-    """The facts in a rejected program's texts: its message, libbpf's lines, its verifier log and
-    the object's open log (libbpf's, at bpf_object__open). map_names: the object's maps, so that a
-    text naming one says so (map_mentioned). agent_prose: also read the agent's own wording (see
-    the module's doc)."""
+    """The facts the kernel's and libbpf's words give in a rejected program's texts: its message,
+    libbpf's lines, its verifier log and the object's open log (libbpf's, at bpf_object__open).
+    map_names: the object's maps, so that a text naming one says so (map_mentioned)."""
     message, libbpf_log, log = message or "", libbpf_log or "", log or ""
     text = "\n".join((message, libbpf_log, log)) + "\n" + (open_log or "")
     out: list[Fact] = []
     add = out.append
 
-    if agent_prose:
-        m = _UNKNOWN_TYPE_OPTION.match(message)
-        if m:
-            add({"code": "unknown_type_option", "section": m.group(1), "libbpf": m.group(2)})
     for m in _first(_LEGACY_MAP_RELO, text):
         add({"code": "legacy_maps", "relocation": m.group(0)})
-    if agent_prose:
-        for m in _first(_LEGACY_UNSUPPORTED, text):
-            add({"code": "legacy_unsupported", "reason": m.group(1)})
     for m in _first(_LINKED_EXTERN, text):
         add({"code": "linked_extern", "section": m.group(1), "name": m.group(2)})
     for m in _first(_NO_PROG_TYPE, text):
@@ -124,27 +106,19 @@ def program_facts(
     for m in _first(_MISSING_EXTERN, text):
         if m.group(2):
             add({"code": "missing_extern", "name": m.group(2), "kind": m.group(1)})
-        elif m.group(3) or agent_prose:
-            add({"code": "kfunc_unresolved", "name": m.group(3) or m.group(4)})
+        else:
+            add({"code": "kfunc_unresolved", "name": m.group(3)})
     for m in _first(_INCOMPATIBLE_KFUNC, text):
         add({"code": "incompatible_kfunc", "kfunc": m.group(1), "proto": m.group(2)})
-    if _POISON_KFUNC.search(text) or (agent_prose and _POISON_KFUNC_AGENT.search(text)):
+    if _POISON_KFUNC.search(text):
         add({"code": "poisoned_kfunc_call"})
     if _NO_KFUNC_CALLS.search(log):
         add({"code": "no_kfunc_calls"})
     for m in _first(_KFUNC_NOT_ALLOWED, text):
         add({"code": "kfunc_not_allowed", "kfunc": m.group(1)})
 
-    if agent_prose:
-        for _ in _first(_SO_UNUSED_AGENT, text):
-            add({"code": "struct_ops_unused", "referenced": False})
     for _ in _first(_SO_UNREFERENCED, text):
         add({"code": "struct_ops_unused", "referenced": True})
-    if agent_prose:
-        for m in _first(_SO_SIBLING, text):
-            add({"code": "struct_ops_sibling", "map": m.group(1), "program": m.group(2)})
-        for m in _first(_SO_FAILED, text):
-            add({"code": "struct_ops_map_failed", "map": m.group(1)})
     for m in _first(_SO_NO_TYPE, text):
         add({"code": "struct_ops_no_type", "type": m.group(1)})
     for m in _first(_SO_NO_MEMBER, text):
