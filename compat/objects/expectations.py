@@ -260,7 +260,7 @@ def read_specs(data: bytes) -> ObjectSpecs:
         tagged = func_tags(btf)
     except Malformed as e:
         return ObjectSpecs(malformed=f"annotation malformed: {e}")
-    except (struct.error, IndexError, ValueError, KeyError, UnicodeDecodeError) as e:
+    except (struct.error, IndexError, ValueError, KeyError, OverflowError, MemoryError) as e:
         # Only an object that shows test tags at all is called malformed; others are not tests.
         if b"comment:test_" in data:
             return ObjectSpecs(malformed=f"annotation malformed: unreadable .BTF ({e.__class__.__name__})")

@@ -32,9 +32,10 @@ def _expectations(judged: list[ProgramResult]) -> list[str]:
            f"{len(unjudged)} not judged", ""]  # fmt: skip
     for r in unmet + unjudged:
         e = r.expectation or {}
-        what = "✗ not met" if e.get("met") is False else "? not judged"
+        why = str(e.get("why") or "")
+        what = "✗ not met: " if e.get("met") is False else "? " if "not judged" in why else "? not judged: "
         out.append(f"- {_code(f'{r.object}:{r.program}')} on {md(r.kernel)}: expected {md(e.get('expected') or '?')}, "
-                   f"{what}: {md(e.get('why') or '')}")  # fmt: skip
+                   f"{what}{md(why)}")  # fmt: skip
     return [*out, ""]
 
 

@@ -105,9 +105,10 @@ def _expectations(result: RunResult) -> list[str]:
            f"{len(unmet)} not met, {len(unjudged)} not judged"]  # fmt: skip
     for r in unmet + unjudged:
         e = r.expectation or {}
-        what = "not met" if e.get("met") is False else "not judged"
+        why = str(e.get("why") or "")
+        what = "not met: " if e.get("met") is False else "" if "not judged" in why else "not judged: "
         out.append(f"  {t(r.object)}:{t(r.program)} on {t(r.kernel)}: expected {t(e.get('expected') or '?')}, "
-                   f"{what}: {t(e.get('why') or '')}")  # fmt: skip
+                   f"{what}{t(why)}")  # fmt: skip
     return out
 
 
