@@ -1,7 +1,8 @@
 """From a rejected program to the line of BPF C source that made it fail.
 
 Sources of the location, best first:
-1. for a missing helper or kfunc: the call instruction of that helper/kfunc in the program
+1. for a missing helper or kfunc (the ids and names the classification blamed, as data): the
+   call instruction of that helper/kfunc in the program
    (the kernel often fails such programs before it verifies a single instruction, e.g. 5.10 on
    bpf_loop), found in the object's own code;
 2. the verifier log's own source annotations: the "; <source line> @ file.bpf.c:12" line nearest
@@ -60,8 +61,6 @@ _ANNOTATION = re.compile(r"^; ?(?P<text>.*?)(?: @ (?P<file>[^\s:]+):(?P<line>\d+
 # "12: (85) call bpf_loop#181" or "11: <invalid CO-RE relocation>" — an instruction of the trace;
 # its number is the loaded program's index.
 _INSN = re.compile(r"^(\d+): (?:\([0-9a-f]{2}\)|<)")
-_HELPER_ID = re.compile(r"(?:helper|\w) \((\d+)\)|helper #(\d+)")
-_KFUNC_NAME = re.compile(r"\bkfuncs? ([\w, ]+?) (?:is|are|which)\b")
 
 
 @dataclass
@@ -396,33 +395,23 @@ def log_location(log: str) -> tuple[int | None, tuple[str, str | None, int | Non
     return insn, annotation
 
 
-def missing_helpers(message: str | None) -> set[int]:
-    return {int(a or b) for a, b in _HELPER_ID.findall(message or "")}
-
-
-def missing_kfuncs(message: str | None) -> set[str]:
-    out = set()
-    for group in _KFUNC_NAME.findall(message or ""):
-        out.update(n.strip() for n in group.split(",") if n.strip())
-    return out
-
-
 def locate(
     data: bytes,
     object_path: str | Path | None,
     program: str,
     section: str | None,
-    reason: str | None,
-    message: str | None,
     log: str,
     roots: Sequence[Path] | None = None,
+    helpers: Iterable[int] = (),
+    kfuncs: Iterable[str] = (),
 ) -> SourceLocation | None:
     """The source line a rejected program fails on, or None when the object does not say.
 
     roots: the directories source files may be read from (`source_roots()`; default: the
-    current directory alone)."""
+    current directory alone). helpers, kfuncs: the helper ids and kfunc names the classification
+    blamed (results.classify.Classified): the first call of one of them is the line."""
     table = LineTable.from_bytes(data)
-    loc = _locate(table, program, section, reason, message, log or "")
+    loc = _locate(table, program, section, frozenset(helpers), frozenset(kfuncs), log or "")
     # The log comes from the guest (untrusted): a file name that only the log gives, and the
     # object's own line info does not record, is shown but never opened on the host.
     if loc is not None and (loc.how != "log" or _full_name(table, loc.file) is not None):
@@ -437,10 +426,17 @@ def locate(
     return loc
 
 
-def _locate(table, program, section, reason, message, log) -> SourceLocation | None:
+def _locate(
+    table: LineTable | None,
+    program: str,
+    section: str | None,
+    helpers: frozenset[int],
+    kfuncs: frozenset[str],
+    log: str,
+) -> SourceLocation | None:
     how = table.source if table else "btf"
-    if table is not None and reason in ("missing_helper", "missing_kfunc"):
-        insn = table.find_call(program, section, missing_helpers(message), missing_kfuncs(message))
+    if table is not None and (helpers or kfuncs):
+        insn = table.find_call(program, section, set(helpers), set(kfuncs))
         row = table.insn_line(program, section, insn) if insn is not None else None
         if row is not None:
             return SourceLocation(row.file, row.line, row.column or None, row.text.strip() or None, insn, "call")

@@ -34,10 +34,14 @@ Record = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Classified:
-    """A rejection's class (reason) and its account in words (message)."""
+    """A rejection's class (reason) and its account in words (message), with the helpers (ids) and
+    kfuncs (names) it blames as missing or not allowed: their calls locate the rejection in the
+    source (objects.sourcemap), so the message is never read back for them."""
 
     reason: str
     message: str
+    helpers: tuple[int, ...] = ()
+    kfuncs: tuple[str, ...] = ()
 
 
 class _Facts:
@@ -137,9 +141,9 @@ def classify(
         labels = f"helper{'s' if len(missing) > 1 else ''} " + ", ".join(helper_label(h, helper_names) for h in missing)
         anywhere = inv.all_helpers()
         if all(h not in anywhere for h in missing):
-            return Classified("missing_helper", f"{labels} {_is(missing)} not available on this kernel")
+            return Classified("missing_helper", f"{labels} {_is(missing)} not available on this kernel", tuple(missing))
         what = f"{labels} {_is(missing)} not available to {prog_type} programs on this kernel"
-        return Classified("missing_helper", what)
+        return Classified("missing_helper", what, tuple(missing))
 
     kfunc = _kfunc_problem(program, obj, inv, facts, prog_type)
     if kfunc:
@@ -279,16 +283,17 @@ def _kfunc_problem(
         # A strong kfunc extern that libbpf could not resolve fails the whole object.
         own = [k for k in missing if k in mine]
         if own:
-            return Classified("missing_kfunc", f"{_kfuncs(own)} {_is(own)} not available on this kernel")
+            what = f"{_kfuncs(own)} {_is(own)} not available on this kernel"
+            return Classified("missing_kfunc", what, kfuncs=tuple(own))
         what = f"the object needs {_kfuncs(missing)}, which this kernel lacks (libbpf fails the whole object)"
-        return Classified("missing_kfunc", what)
+        return Classified("missing_kfunc", what, kfuncs=tuple(missing))
     if weak_calls and program.get("stage") == "load":
         # Only a weak kfunc gets this far unresolved: libbpf poisons the call and the verifier refuses it.
-        return Classified("missing_kfunc", _unguarded(weak_calls))
+        return Classified("missing_kfunc", _unguarded(weak_calls), kfuncs=tuple(weak_calls))
     if facts.has("poisoned_kfunc_call"):
         weak = [e["name"] for e in externs if e.get("weak") and (not mine or e["name"] in mine)]
         absent = [k for k in weak if _absent(k, inv)] or weak
-        return Classified("missing_kfunc", _unguarded(absent))
+        return Classified("missing_kfunc", _unguarded(absent), kfuncs=tuple(absent))
     if mine and facts.has("no_kfunc_calls"):
         what = (
             f"this kernel cannot call kfuncs (Linux {since('kfunc_calls')} and later can): the program calls "
@@ -298,14 +303,17 @@ def _kfunc_problem(
     allowed = facts.first("kfunc_not_allowed")
     if allowed and allowed["kfunc"] in mine:  # for the program types the probe does not load (struct_ops, ext)
         return Classified(
-            "missing_kfunc", f"kfunc {allowed['kfunc']} is not allowed in {prog_type} programs on this kernel"
+            "missing_kfunc",
+            f"kfunc {allowed['kfunc']} is not allowed in {prog_type} programs on this kernel",
+            kfuncs=(allowed["kfunc"],),
         )
     for name in sorted(mine):
         # A kfunc the kernel lacks is "not allowed" in every program type: that is not the reason.
         if name in unresolved or _absent(name, inv):
             continue
         if inv.kfunc_allowed.get(name, {}).get(prog_type or "") is False:
-            return Classified("missing_kfunc", f"kfunc {name} is not allowed in {prog_type} programs on this kernel")
+            what = f"kfunc {name} is not allowed in {prog_type} programs on this kernel"
+            return Classified("missing_kfunc", what, kfuncs=(name,))
     return None
 
 
@@ -334,7 +342,7 @@ def _struct_ops_problem(
         if record is not None:
             c = classify(record, obj, inv, helper_names, modules, _sibling=True)
             what = f"not verified: struct_ops map {name} cannot be created without {culprit}, which this kernel rejects"
-            return Classified(c.reason, f"{what}: {c.message}")
+            return Classified(c.reason, f"{what}: {c.message}", c.helpers, c.kfuncs)
     no_type = facts.first("struct_ops_no_type")
     if no_type:
         tname = str(no_type["type"]).removeprefix("bpf_struct_ops_")

@@ -34,7 +34,7 @@ from compat.kernels.version import version_key
 from compat.objects.globalvars import Assignment
 from compat.objects.objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from compat.objects.sourcemap import locate
-from compat.results.classify import classify
+from compat.results.classify import Classified, classify
 from compat.results.inventory import Inventory, merged_helper_names
 from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 
@@ -89,12 +89,18 @@ class KernelWork:
     failures: dict[str, GuestError] = field(default_factory=dict)  # object sha256 -> what killed the guest
 
 
-def locate_sources(obj: BpfObject, results: list[ProgramResult], roots: tuple[Path, ...] | None = None) -> None:
-    """Record the source line of each rejection while the object is at hand (reports need no object);
-    source files are read only under roots (sourcemap.source_roots; None: the current directory)."""
-    for r in results:
+def locate_sources(
+    obj: BpfObject,
+    judged: list[tuple[ProgramResult, Classified | None]],
+    roots: tuple[Path, ...] | None = None,
+) -> None:
+    """Record the source line of each rejection while the object is at hand (reports need no object),
+    at the call of a helper or kfunc its classification blamed when there is one; source files are
+    read only under roots (sourcemap.source_roots; None: the current directory)."""
+    for r, c in judged:
         if r.verdict == REJECTED:
-            loc = locate(obj.data, obj.path, r.program, r.section or None, r.reason, r.message, r.log, roots)
+            helpers, kfuncs = (c.helpers, c.kfuncs) if c else ((), ())
+            loc = locate(obj.data, obj.path, r.program, r.section or None, r.log, roots, helpers, kfuncs)
             r.source = loc.to_json() if loc else None
 
 
@@ -490,8 +496,9 @@ class Checker:
                 for o in here:
                     if all(x.sha256 != obj.sha256 for x in group_plan[o.spec.id]):
                         continue
-                    found = self._results(obj, o, state.get(o.spec.id), names)
-                    locate_sources(obj, found, self.options.source_roots)
+                    judged = self._judged(obj, o, state.get(o.spec.id), names)
+                    locate_sources(obj, judged, self.options.source_roots)
+                    found = [r for r, _ in judged]
                     judge_expectations(obj, found)
                     results.extend(found)
             checked = {x.sha256 for objs in group_plan.values() for x in objs}
@@ -614,6 +621,14 @@ class Checker:
         )
 
     def _results(self, obj: BpfObject, o: Outcome, kw: KernelWork | None, names: dict[int, str]) -> list[ProgramResult]:
+        """The results of an object's programs on one kernel."""
+        return [r for r, _ in self._judged(obj, o, kw, names)]
+
+    def _judged(
+        self, obj: BpfObject, o: Outcome, kw: KernelWork | None, names: dict[int, str]
+    ) -> list[tuple[ProgramResult, Classified | None]]:
+        """The results of an object's programs on one kernel, each with its classification (None
+        unless the program was rejected): what it blames locates the rejection in the source."""
         kernel = o.spec.id
         base = {"object": obj.name, "object_sha256": obj.sha256, "kernel": kernel}
         sections = {p.name: p.section for p in obj.programs}
@@ -624,7 +639,8 @@ class Checker:
             tail = getattr(err, "console_tail", "") or o.console_tail
             infra = {"verdict": ERROR, "reason": "infrastructure_error", "message": str(err), "log": tail}
             return [
-                ProgramResult(**base, program=p.name, section=p.section, prog_type=None, **infra) for p in obj.programs
+                (ProgramResult(**base, program=p.name, section=p.section, prog_type=None, **infra), None)
+                for p in obj.programs
             ]
         assert kw is not None
         out = []
@@ -642,9 +658,12 @@ class Checker:
         return out
 
     @staticmethod
-    def _program_result(base, name, section, gp, reply, kw: KernelWork, names) -> ProgramResult:
+    def _program_result(
+        base, name, section, gp, reply, kw: KernelWork, names
+    ) -> tuple[ProgramResult, Classified | None]:
         verdict = gp.get("verdict") if gp.get("verdict") in (ACCEPTED, REJECTED) else REJECTED
         reason = message = None
+        c: Classified | None = None
         if gp.get("verdict") == TIMEOUT:
             verdict, reason = ERROR, "verifier_timeout"
             message = f"{gp.get('message') or 'the verifier was stopped'}: no verdict (--program-timeout: the limit)"
@@ -655,7 +674,7 @@ class Checker:
         type_from = gp.get("prog_type_from") if gp.get("prog_type_from") in (CONTEXT, OPTION) else None
         if type_from == CONTEXT and message:  # the guess may be why: the loader's type may allow it
             message += f" (as {gp.get('prog_type')}, a type guessed from its context: --program-type sets another)"
-        return ProgramResult(
+        result = ProgramResult(
             **base,
             program=name,
             section=section or gp.get("section") or "",
@@ -675,3 +694,4 @@ class Checker:
             load_ms=gp.get("load_ms"),
             prog_type_from=type_from,
         )
+        return result, c

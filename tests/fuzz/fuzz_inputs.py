@@ -227,8 +227,8 @@ LOGS = [
 ]
 
 
-REASONS = [("missing_helper", "helper bpf_loop (181) is not available"),
-           ("missing_kfunc", "kfuncs bpf_iter_num_new are not available"), ("verifier_rejection", "x")]  # fmt: skip
+# What a classification blames (results.classify.Classified: helper ids, kfunc names), or nothing.
+REASONS: list[tuple[tuple[int, ...], tuple[str, ...]]] = [((181,), ()), ((), ("bpf_iter_num_new",)), ((), ())]
 GLOBALS = (Assignment("counter", 1), Assignment("step", -1))  # set wherever a mutated object has them
 
 
@@ -280,11 +280,11 @@ def fuzz_objects(seeds: list[bytes], count: int, rng: random.Random, hang: float
             check_refusal(str(e), str(path))
             return "refused"
         for obj in objects:
-            # One located rejection per object (a program and a reason at random): locate parses the
+            # One located rejection per object (a program and a blame at random): locate parses the
             # object's line info on every call, the same for each program (the cost of a fuzz input).
             p = rng.choice(obj.programs)
-            reason, message = rng.choice(REASONS)
-            loc = locate(obj.data, obj.path, p.name, p.section, reason, message, rng.choice(LOGS))
+            helpers, kfuncs = rng.choice(REASONS)
+            loc = locate(obj.data, obj.path, p.name, p.section, rng.choice(LOGS), helpers=helpers, kfuncs=kfuncs)
             if loc is not None:
                 json.dumps(loc.to_json(), allow_nan=False)
                 if loc.path and loc.path.startswith(("/etc", "/proc")):

@@ -69,6 +69,29 @@ def test_missing_helper_beats_a_misleading_verifier_message():
     assert c.message == "helper bpf_loop (181) is not available on this kernel"
 
 
+def test_the_classification_carries_the_helpers_and_kfuncs_it_blames():
+    # objects.sourcemap locates the rejection at their calls: it reads them here, not in the message.
+    c = classify(rec(helpers=[14, 181]), {}, INV_510, {})  # no name for 181: "#181"
+    assert (c.message, c.helpers, c.kfuncs) == ("helper #181 is not available on this kernel", (181,), ())
+    obj = {"externs": [{"name": "bpf_iter_num_new", "kind": "kfunc", "weak": False},
+                       {"name": "bpf_iter_num_next", "kind": "kfunc", "weak": False}]}  # fmt: skip
+    log = ("libbpf: extern (func ksym) 'bpf_iter_num_new': not found in kernel or module BTFs\n"
+           "libbpf: extern (func ksym) 'bpf_iter_num_next': not found in kernel or module BTFs")  # fmt: skip
+    mine = classify(rec(stage="prepare", libbpf_log=log, kfuncs=["bpf_iter_num_new", "bpf_iter_num_next"]), obj,
+                    INV_510, NAMES)  # fmt: skip
+    assert (mine.reason, mine.helpers, mine.kfuncs) == ("missing_kfunc", (), ("bpf_iter_num_new", "bpf_iter_num_next"))
+    other = classify(rec(stage="prepare", libbpf_log=log), obj, INV_510, NAMES)
+    assert other.kfuncs == ("bpf_iter_num_new", "bpf_iter_num_next")
+    verifier = classify(rec(log="R0 !read_ok\nprocessed 1 insns"), {}, INV_510, NAMES)
+    assert (verifier.helpers, verifier.kfuncs) == ((), ())
+    # A struct_ops program not verified because of its sibling blames what the sibling's reason blames.
+    culprit = rec(program="a", prog_type="struct_ops", helpers=[181])
+    sibling = so_rec(program="b", facts=[fact("struct_ops_sibling", map="m", program="a")])
+    inv = Inventory(prog_types={"struct_ops": True}, helpers={"struct_ops": [1]})
+    c = classify(sibling, {"programs": [culprit, sibling]}, inv, NAMES)
+    assert (c.reason, c.helpers) == ("missing_helper", (181,))
+
+
 def test_helper_present_for_other_program_types():
     c = classify(rec(prog_type="xdp", helpers=[14]), {}, INV_510, NAMES)
     assert c.reason == "missing_helper" and "not available to xdp programs" in c.message

@@ -42,9 +42,8 @@ def test_missing_helper_points_at_its_call(built_programs, new_counter):
         obj,
         "sum_with_loop",
         "tracepoint/syscalls/sys_enter_getpid",
-        "missing_helper",
-        "helper bpf_loop (181) is not available on this kernel",
         "number of funcs in func_info doesn't match number of subprogs\n",
+        helpers=(181,),  # what the classification blamed
     )
     assert loc is not None and loc.how == "call"
     assert Path(loc.file) == src and loc.line == line_of(src, "bpf_loop(16")
@@ -55,9 +54,8 @@ def test_missing_helper_points_at_its_call(built_programs, new_counter):
         new_counter,
         "count_getpid",
         None,
-        "missing_helper",
-        "helper bpf_loop (181) is not available on this kernel",
         "",
+        helpers=(181,),
     )
     assert (Path(loc.file), loc.line) == (src, line_of(src, "bpf_loop(1, add_one"))
 
@@ -70,11 +68,39 @@ def test_missing_kfunc_points_at_its_call(built_programs):
         obj,
         "sum_with_iter",
         None,
-        "missing_kfunc",
-        "kfunc bpf_iter_num_new is not available on this kernel",
         "",
+        kfuncs=("bpf_iter_num_new",),
     )
     assert loc.how == "call" and loc.line == line_of(src, "bpf_iter_num_new(&it")
+
+
+def test_the_call_is_found_from_what_the_classification_blamed_not_its_words(built_programs, tmp_path):
+    # The checker passes the helper ids / kfunc names classify() blamed; no message is read for them.
+    from compat.cache import Cache
+    from compat.guest.fleet import Outcome
+    from compat.kernels.matrix import KernelSpec
+    from compat.objects.objfile import read_objects
+    from compat.results.inventory import Inventory
+    from compat.run.checker import Checker, CheckOptions, KernelWork, locate_sources
+
+    src = PROGRAMS_DIR / "bpf_loop.bpf.c"
+    [obj] = read_objects(built_programs["bpf_loop"])
+    gp = {"program": "sum_with_loop", "prog_type": "tracepoint", "verdict": "rejected", "stage": "load", "errno": 22,
+          "message": "number of funcs in func_info doesn't match number of subprogs", "log": "", "libbpf_log": "",
+          "helpers": [14, 181], "kfuncs": [], "facts": []}  # fmt: skip
+    inv = Inventory(prog_types={"tracepoint": True}, helpers={"tracepoint": [1, 14]})
+    kw = KernelWork(inventory=inv, replies={obj.sha256: {"programs": [gp]}})
+    checker = Checker(Cache(tmp_path), [], CheckOptions())
+    judged = checker._judged(obj, Outcome(spec=KernelSpec(id="5.10", label="5.10")), kw, {181: "bpf_loop"})
+    [(result, c)] = judged
+    assert (c.reason, c.helpers, c.kfuncs) == ("missing_helper", (181,), ())
+    locate_sources(obj, judged)
+    assert result.source["how"] == "call" and result.source["line"] == line_of(src, "bpf_loop(16")
+    # The same rejection without the blame: the message's words locate nothing (the program's first line).
+    loc = locate(obj.data, obj.path, "sum_with_loop", None, "")
+    assert loc.how == "program" and not hasattr(sourcemap, "missing_helpers")
+    # A blamed helper the program does not call: the next evidence decides.
+    assert locate(obj.data, obj.path, "sum_with_loop", None, "", helpers=(999,)).how == "program"
 
 
 def test_log_instruction_through_btf_line_info(built_programs):
@@ -88,7 +114,7 @@ def test_log_instruction_through_btf_line_info(built_programs):
         "R1 offset is outside of the packet\nprocessed 2 insns (limit 1000000)\n"
     )
     assert log_location(log) == (1, ("__u32 first_word = *(volatile __u32 *)data;", None, None))
-    loc = locate(obj.read_bytes(), obj, "read_unchecked", "xdp", "verifier_rejection", "x", log)
+    loc = locate(obj.read_bytes(), obj, "read_unchecked", "xdp", log)
     assert loc.how == "btf" and loc.insn == 1 and loc.line == line_of(src, "first_word = *(volatile")
 
 
@@ -100,10 +126,10 @@ def test_log_annotation_with_file_and_line(built_programs):
         f"; __u32 first_word = *(volatile __u32 *)data; @ xdp_no_bounds_check.bpf.c:{line}\n"
         "1: (61) r1 = *(u32 *)(r1 +0)\nR1 offset is outside of the packet\nverification time 5 usec\n"
     )
-    loc = locate(obj.read_bytes(), obj, "read_unchecked", "xdp", "verifier_rejection", "x", log)
+    loc = locate(obj.read_bytes(), obj, "read_unchecked", "xdp", log)
     assert (loc.how, Path(loc.file), loc.line, loc.insn) == ("log", src, line, 1)
     # without the object's line info, the log alone still gives file and line
-    loc = locate(b"not an elf", None, "read_unchecked", "xdp", "verifier_rejection", "x", log)
+    loc = locate(b"not an elf", None, "read_unchecked", "xdp", log)
     assert (loc.how, loc.file, loc.line, loc.text) == (
         "log",
         "xdp_no_bounds_check.bpf.c",
@@ -130,19 +156,19 @@ def test_core_relocation_instruction(built_programs):
         "failed to resolve CO-RE relocation <byte_off> [18] struct task_struct.__state (0:0 @ offset 0)\n"
         "processed 11 insns (limit 1000000)\n"
     )
-    loc = locate(obj.read_bytes(), obj, "record_state_naive", None, "core_relocation", "x", log)
+    loc = locate(obj.read_bytes(), obj, "record_state_naive", None, log)
     assert loc.insn == 11 and loc.how == "btf"
 
 
 def test_no_failing_instruction_gives_the_program_line(built_programs):
     src = PROGRAMS_DIR / "complexity_limit.bpf.c"
     obj = built_programs["complexity_limit"]
-    loc = locate(obj.read_bytes(), obj, "hash_forever", None, "complexity_limit", "x", "processed 1000001 insns\n")
+    loc = locate(obj.read_bytes(), obj, "hash_forever", None, "processed 1000001 insns\n")
     assert loc.how == "program" and Path(loc.file) == src and loc.insn is None
 
 
 def test_untrusted_input_gives_no_location():
-    assert locate(b"\x7fELF" + b"\xff" * 100, None, "p", None, "verifier_rejection", "x", "") is None
+    assert locate(b"\x7fELF" + b"\xff" * 100, None, "p", None, "") is None
     assert SourceLocation.from_json({"file": "a.c", "line": "x"}) is None
     assert str(SourceLocation.from_json({"file": "a.c", "line": 3, "extra": 1})) == "a.c:3"
 
@@ -164,15 +190,15 @@ def test_source_found_next_to_the_object_else_text_from_btf(tmp_path):
         shutil.move(work / name, moved / name)
     obj = moved / "counter.o"
     roots = source_roots([moved])
-    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "", roots)
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "", roots, helpers=(181,))
     assert loc.file == str(work / "counter.bpf.c")  # the path the object records
     assert loc.path == str(moved / "counter.bpf.c")  # found next to the object, under a source root
     assert loc.text == "bpf_loop(1, add_one, &step, 0);"
     # outside every source root (the default root is the current directory): not looked at
-    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "")
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "", helpers=(181,))
     assert loc.path is None and loc.text == "bpf_loop(1, add_one, &step, 0);"  # the BTF's copy of the line
     (moved / "counter.bpf.c").unlink()
-    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "", roots)
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "", roots, helpers=(181,))
     assert loc.path is None and loc.text == "bpf_loop(1, add_one, &step, 0);"  # the BTF's copy of the line
 
 
@@ -182,7 +208,7 @@ def test_btf_text_is_preferred_to_the_file(tmp_path):
     obj = _compile(tmp_path, tmp_path / "counter.bpf.c", tmp_path, "counter")
     (tmp_path / "counter.bpf.c").write_text("edited since the build\n" * 100)
     roots = source_roots([tmp_path])
-    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "missing_helper", "helper bpf_loop (181)", "", roots)
+    loc = locate(obj.read_bytes(), obj, "count_getpid", None, "", roots, helpers=(181,))
     assert loc.text == "bpf_loop(1, add_one, &step, 0);" and loc.path == str(tmp_path / "counter.bpf.c")
 
 
@@ -263,7 +289,7 @@ def test_dwarf_line_table_without_btf_ext(built_programs, tmp_path):
     )
     table = LineTable(stripped.read_bytes())
     assert table.source == "dwarf"
-    loc = locate(stripped.read_bytes(), stripped, "sum_with_loop", None, "missing_helper", "helper bpf_loop (181)", "")
+    loc = locate(stripped.read_bytes(), stripped, "sum_with_loop", None, "", helpers=(181,))
     assert Path(loc.file) == src and loc.line == line_of(src, "bpf_loop(16")
     # DWARF carries no text: it comes from the source file, under the current directory
     assert loc.text == "bpf_loop(16, add_index, &sum, 0);" and loc.path == str(src)
