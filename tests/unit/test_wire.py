@@ -1,5 +1,6 @@
-"""The wire contract (compat_agent.wire): typed messages that validate untrusted JSON exactly as
-compat/guestmsg.py does, the table of verifier statistics, and what is derived from them."""
+"""The wire contract (compat_agent.wire): typed messages that validate untrusted JSON (the host's
+compat/guest/guestmsg.py validates with them), the table of verifier statistics, and what is
+derived from them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from compat_agent.wire import messages as wire
 from compat_agent.wire import stats
 from compat_agent.wire.validate import WireError
 
-from compat.guest import guestmsg
 from compat.results import compare
 from tests.unit.test_guestmsg import check_result, probe_result, program
 
@@ -68,21 +68,20 @@ REPLIES = [
 
 
 @pytest.mark.parametrize("kind,reply", REPLIES, ids=[k for k, _ in REPLIES])
-def test_every_field_is_checked_as_guestmsg_checks_it(kind, reply):
+def test_every_field_is_checked(kind, reply):
     # Each field of a well-formed reply replaced by each bad value, and each field dropped: the
-    # typed definitions say exactly what guestmsg says, word for word (None when both accept).
-    assert guestmsg.problem(reply, kind) is None and wire.problem(reply, kind) is None
-    variants = [reply, "not an object", None, []]
+    # typed definitions answer every variant with a problem or None, never an exception; a
+    # message that is not an object never passes, and most bad values are refused.
+    assert wire.problem(reply, kind) is None
+    for not_an_object in ("not an object", None, [], 1):
+        assert isinstance(wire.problem(not_an_object, kind), str)
+    variants = []
     for path in _paths(reply):
         variants.append(_drop(reply, path))
         variants += [_set(reply, path, bad) for bad in BAD_VALUES]
-    differ = []
-    for v in variants:
-        old, new = guestmsg.problem(v, kind), wire.problem(v, kind)
-        if old != new:
-            differ.append((old, new))
-    assert not differ, differ[:5]
-    assert len(variants) > 30
+    problems = [wire.problem(v, kind) for v in variants]
+    assert all(p is None or isinstance(p, str) for p in problems)
+    assert len(variants) > 30 and sum(p is not None for p in problems) > len(variants) // 2
 
 
 def test_from_json_builds_typed_records_and_to_json_gives_the_same_shape():
