@@ -1,496 +1,40 @@
-"""The Linux kernel's BPF selftests, built from Debian's 6.12 source package, as a test corpus.
+"""The Linux kernel's BPF selftests, built from Debian's linux-source package, as a test corpus.
 
     python3 bench/selftests.py [--dest DIR] [--limit N] [--jobs N] [--timeout S] [--list] [--refresh]
+                               [--series 6.12] [--source VERSION]
 
-The objects compat meets in the field are written by others; the kernel's own selftests
-(tools/testing/selftests/bpf/progs/*.c) are the largest public collection of them and use
-everything: programs meant to fail (``__failure``), struct_ops, kfuncs, CO-RE, global
-subprograms, freplace, iterators, LSM, tracing... This script builds them the way the
-selftests Makefile does, without the kernel's build system:
-
-- the source comes from Debian's ``linux-source-6.12`` package, fetched through compat's own
-  private apt root as bench/corpus.py does (apt verifies it against the signed index; the
-  host's apt configuration is never touched). Only the directories the programs need are
-  extracted: the selftests, libbpf's headers, tools/include, the uapi headers and
-  scripts/bpf_doc.py (which generates bpf_helper_defs.h);
-- vmlinux.h is dumped by bpftool from the BTF of the matrix's 6.12 kernel (the uncompressed
-  vmlinux compat already keeps in its cache to boot that kernel);
-- every progs/*.c is compiled with the Makefile's flags (``-g -O2 --target=bpf -mcpu=v3
-  -D__TARGET_ARCH_x86 -DENABLE_ATOMICS_TESTS``, per-file ``-CFLAGS``, clang's system includes
-  with ``-idirafter``; the newest clang-N installed), in parallel, each under a timeout. A file
-  that does not compile is recorded with one line of why and skipped. The objects the Makefile
-  links from several (LINKED_SKELS) are linked with ``bpftool gen object`` as <name>.linked.bpf.o.
-
-Nothing is ever loaded into the host kernel: this only compiles.
-
-Importable: ``selftests(dest, limit)`` returns the paths of the built objects. Results,
-failures included, are kept in dest with a manifest (schema MANIFEST_SCHEMA): a second call
-for the same selection asks apt nothing and compiles nothing.
+The build itself is in the product (compat/objects/selftests.py, used by `compat selftests`):
+this is its command line for the benchmarks and the corpus. See that module for how the objects
+are built. Importable as before: ``selftests(dest, limit)`` returns the paths of the built
+objects, ``build(dest, limit, ...)`` their Build records.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import tarfile
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# Runnable from a checkout without installing compat: the package sits one level up, and
-# corpus.py beside this file.
+# Runnable from a checkout without installing compat: the package sits one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import _choose
-from debian.debfile import DebFile
-
-from compat.cache import Cache, sha256_file, sha256_json, write_atomic
-from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
-from compat.kernels.matrix import load_matrix
-from compat.kernels.sources import KernelStore
-from compat.paths import cache_root
-
-PACKAGE = "linux-source-6.12"
-KERNEL = "debian:6.12"  # the kernel whose BTF becomes vmlinux.h: the same series as the source
-TARBALL = "usr/src/linux-source-6.12.tar.xz"
-SELFTESTS = "tools/testing/selftests/bpf"
-# What the programs include, relative to the top of the source tree. Everything else of the
-# 150 MB tarball (drivers, fs, ...) is skipped while streaming it.
-EXTRACT = (
-    SELFTESTS + "/",
-    "tools/lib/bpf/",
-    "tools/include/",
-    "include/uapi/",
-    "arch/x86/include/uapi/",
-    "scripts/bpf_doc.py",
+from compat.errors import CompatError
+from compat.objects.selftests import (  # noqa: F401  (re-exported for the benchmarks)
+    DEFAULT_SERIES,
+    DEFAULT_TIMEOUT,
+    MANIFEST,
+    MANIFEST_SCHEMA,
+    SELFTESTS,
+    Build,
+    Recipe,
+    _compile,
+    _recipe,
+    build,
+    default_dest,
+    newest_clang,
+    sample,
+    selftests,
 )
-MANIFEST = "selftests.json"
-MANIFEST_SCHEMA = "compat-selftests/v1"
-# Bumped when the way objects are built changes, so that cached objects are rebuilt.
-RECIPE = 1
-DEFAULT_TIMEOUT = 300.0  # s per file: pyperf600 and the verifier scale tests take minutes
-MAX_ERROR = 300  # characters of a compile error kept in the manifest
-
-
-@dataclass
-class Build:
-    """The outcome of compiling one progs/*.c file."""
-
-    source: str  # the file name under progs/
-    status: str  # "ok", "failed" or "timeout"
-    object: str | None  # relative to dest, when built
-    size: int
-    sha256: str | None
-    seconds: float
-    error: str  # one line: why it did not build ("" when it did)
-
-
-def default_dest() -> Path:
-    """compat's cache directory (COMPAT_CACHE, XDG_CACHE_HOME, ~/.cache), subfolder selftests/."""
-    return cache_root() / "selftests"
-
-
-def selftests(dest: Path | None = None, limit: int | None = None, **options) -> list[Path]:
-    """The paths of the built selftests objects of the selection (all, or a sample of limit);
-    options are build()'s (jobs, timeout, clang, refresh, warn).
-
-    With a manifest that already covers the selection (built or failed), apt is not asked and
-    nothing is compiled; refresh=True asks apt for the newest source package again.
-    """
-    dest = Path(dest) if dest else default_dest()
-    builds = build(dest, limit, **options)
-    return [dest / b.object for b in builds if b.status == "ok" and b.object]
-
-
-def build(
-    dest: Path,
-    limit: int | None = None,
-    *,
-    jobs: int | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    clang: str | None = None,
-    refresh: bool = False,
-    warn=print,
-) -> list[Build]:
-    """The Build of every source of the selection, compiling only what the manifest lacks."""
-    dest.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(dest)
-    if not refresh and manifest is not None and not clang and "linked" in manifest:
-        wanted = sample(manifest["sources"], limit)
-        names = [*wanted, *_linked_of(manifest["linked"], wanted)]
-        builds = manifest["builds"]
-        if all(name in builds and _intact(dest, builds[name]) for name in names):
-            return [builds[name] for name in names]
-
-    cache = Cache()
-    repo = AptRepo(cache, debian_sources())
-    pkg = _choose(repo.versions([PACKAGE])).get(PACKAGE)
-    if pkg is None:
-        raise SystemExit(f"selftests: {PACKAGE} is not in the archive index (suites trixie, sid)")
-    src = _source_tree(repo, pkg, dest, warn)
-    compiler = clang or newest_clang()
-    vmlinux = _vmlinux(cache)
-    key = sha256_json(
-        {
-            "recipe": RECIPE,
-            "package": [pkg.name, pkg.version, pkg.sha256],
-            "vmlinux": cache.file_sha256(vmlinux),
-            "clang": _clang_version(compiler),
-        }
-    )[:16]
-    if manifest is None or manifest["key"] != key:
-        if manifest is not None:
-            shutil.rmtree(dest / "obj", ignore_errors=True)  # objects of another source or compiler
-        sources = sorted(p.name for p in (src / SELFTESTS / "progs").glob("*.c"))
-        manifest = {"schema": MANIFEST_SCHEMA, "key": key, "package": f"{pkg.name}={pkg.version}",
-                    "clang": _clang_version(compiler), "sources": sources, "builds": {}}  # fmt: skip
-    manifest["linked"] = _linked_groups(src)
-    include = _include_dir(src, dest / "include" / key, vmlinux)
-    wanted = sample(manifest["sources"], limit)
-    builds: dict[str, Build] = manifest["builds"]
-    todo = [name for name in wanted if name not in builds or not _intact(dest, builds[name])]
-    if todo:
-        recipe = _recipe(src, include, compiler)
-        out_dir = dest / "obj"
-        out_dir.mkdir(exist_ok=True)
-        started = time.monotonic()
-        done = 0
-
-        def one(name: str) -> Build:
-            return _compile(recipe, src / SELFTESTS / "progs" / name, out_dir, dest, timeout)
-
-        workers = jobs or min(2, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(one, todo):
-                builds[result.source] = result
-                done += 1
-                if done % 50 == 0 or done == len(todo):
-                    warn(f"selftests: compiled {done}/{len(todo)} in {time.monotonic() - started:.0f} s")
-                    _write_manifest(dest, manifest)  # an interrupted run keeps what it built
-    # The objects the Makefile links from several (LINKED_SKELS): test_usdt_multispec.bpf.o alone
-    # has an unresolved extern, only test_usdt.linked.bpf.o is what test_progs loads.
-    groups = _linked_of(manifest["linked"], wanted)
-    missing = [name for name in groups if name not in builds or not _intact(dest, builds[name])]
-    for name in missing:
-        builds[name] = _link(name, [builds[dep] for dep in groups[name]], dest, timeout)
-    if missing:
-        _write_manifest(dest, manifest)
-    return [builds[name] for name in [*wanted, *groups]]
-
-
-def sample(sources: list[str], limit: int | None) -> list[str]:
-    """A deterministic sample: every k-th of the sorted names, so it spans the alphabet (and so
-    the kinds of programs: the selftests group their files by name prefix)."""
-    names = sorted(sources)
-    if not limit or limit >= len(names):
-        return names
-    step = len(names) // limit
-    return names[::step][:limit]
-
-
-# -- the source --------------------------------------------------------------------------------
-
-
-def _source_tree(repo: AptRepo, pkg: PackageVersion, dest: Path, warn) -> Path:
-    """The extracted parts of the kernel source of one package version (extracted once)."""
-    tree = dest / "src" / pkg.version
-    if (tree / ".complete").is_file():
-        return tree
-    warn(f"selftests: downloading {pkg.name}={pkg.version} ({pkg.size >> 20} MiB) and extracting the BPF parts")
-    with tempfile.TemporaryDirectory(prefix="compat-selftests-") as tmp:
-        deb = repo.download(pkg, Path(tmp))
-        return _build_once(tree, lambda staging: _extract(deb, staging))
-
-
-def _build_once(final: Path, fill) -> Path:
-    """final, filled by fill(staging) in a staging directory that takes final's name only once
-    complete (an interrupted build is redone); the other versions beside it are removed."""
-    shutil.rmtree(final, ignore_errors=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
-        fill(staging)
-        (staging / ".complete").touch()
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for old in final.parent.iterdir():
-        if old != final and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)  # an older version
-    return final
-
-
-def _extract(deb: Path, out: Path) -> None:
-    """Stream the tarball inside the package and extract only the EXTRACT paths into out.
-
-    The tarball's top directory (linux-source-6.12/) is dropped. tarfile's "data" filter
-    refuses absolute paths, links out of the tree and device files, so a hostile archive
-    cannot write outside out.
-    """
-    with DebFile(str(deb)) as debfile:
-        outer: tarfile.TarFile = debfile.data.tgz()
-        for info in outer:
-            if info.name.lstrip("./") != TARBALL:
-                continue
-            f = outer.extractfile(info)
-            if f is None:
-                break
-            with tarfile.open(fileobj=f, mode="r|xz") as inner:
-                for member in inner:
-                    rel = member.name.split("/", 1)[1] if "/" in member.name else ""
-                    if not rel.startswith(EXTRACT):
-                        continue
-                    member.name = rel
-                    inner.extract(member, out, filter="data")
-            return
-    raise SystemExit(f"selftests: {deb.name} has no {TARBALL}")
-
-
-def _vmlinux(cache: Cache) -> Path:
-    """The uncompressed vmlinux of the matrix's 6.12 kernel, which carries its BTF.
-
-    compat keeps it in its cache to boot the kernel (compat/kernels/bootimage.py); fetching it here
-    is what `compat kernels fetch` would do, so the check that follows finds it warm.
-    """
-    store = KernelStore(cache)
-    kernel = store.fetch(load_matrix().select([KERNEL])[0])
-    image = store.boot_image(kernel)
-    if image == kernel.vmlinuz:
-        raise SystemExit(f"selftests: {KERNEL} has no extractable vmlinux (no PVH entry?): cannot dump its BTF")
-    return image
-
-
-def _include_dir(src: Path, include: Path, vmlinux: Path) -> Path:
-    """The headers the Makefile generates or installs, in one directory (built once per key):
-
-    - vmlinux.h from the kernel's BTF;
-    - bpf/*.h: libbpf's headers, as `make install_headers` puts them, with bpf_helper_defs.h
-      generated from the uapi bpf.h by scripts/bpf_doc.py;
-    - usr/include: the uapi headers, cleaned as scripts/headers_install.sh does (its sed part;
-      the unifdef of __KERNEL__ is unnecessary since clang never defines it). The generated
-      asm headers (unistd_64.h...) are missing and come from the host's through -idirafter.
-    """
-    if (include / ".complete").is_file():
-        return include
-
-    def fill(staging: Path) -> None:
-        (staging / "bpf").mkdir(parents=True)
-        with open(staging / "vmlinux.h", "w") as f:
-            subprocess.run(["bpftool", "btf", "dump", "file", str(vmlinux), "format", "c"], stdout=f, check=True)
-        for header in (src / "tools/lib/bpf").glob("*.h"):
-            shutil.copy(header, staging / "bpf" / header.name)
-        with open(staging / "bpf" / "bpf_helper_defs.h", "w") as f:
-            subprocess.run(
-                [sys.executable, str(src / "scripts/bpf_doc.py"), "--header", "--file",
-                 str(src / "tools/include/uapi/linux/bpf.h")],
-                stdout=f, check=True,
-            )  # fmt: skip
-        for uapi in (src / "include/uapi", src / "arch/x86/include/uapi"):
-            for header in uapi.rglob("*.h"):
-                target = staging / "usr/include" / header.relative_to(uapi)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(_headers_install(header.read_text(errors="replace")))
-
-    return _build_once(include, fill)
-
-
-# The sed expressions of scripts/headers_install.sh, in the same order.
-_HEADERS_INSTALL = (
-    (re.compile(r"([\s(])(__user|__force|__iomem)\s"), r"\1"),
-    (re.compile(r"__attribute_const__(\s|$)", re.M), r"\1"),
-    (re.compile(r"^#include <linux/compiler(|_types)\.h>", re.M), ""),
-    (re.compile(r"(^|[^a-zA-Z0-9])__packed([^a-zA-Z0-9_]|$)", re.M), r"\1__attribute__((packed))\2"),
-    (re.compile(r"(^|[\s(])(inline|asm|volatile)([\s(]|$)", re.M), r"\1__\2__\3"),
-    (re.compile(r"#(ifndef|define|endif\s*/[*])\s*_UAPI"), r"#\1 "),
-)
-
-
-def _headers_install(text: str) -> str:
-    lines = []
-    for line in text.split("\n"):  # sed works line by line: no pattern may span lines
-        for pattern, repl in _HEADERS_INSTALL:
-            line = pattern.sub(repl, line)
-        lines.append(line)
-    return "\n".join(lines)
-
-
-# -- compiling ---------------------------------------------------------------------------------
-
-
-def newest_clang() -> str:
-    """The newest clang-N on PATH (Debian installs several side by side), else plain clang.
-
-    The selftests follow upstream clang: Debian 12's default clang 14 cannot assemble the
-    inline asm of a few verifier_*.c files (5 of 798 in 6.12), clang-19 (bookworm too) builds all.
-    """
-    best = (0, "clang")
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        for path in Path(d).glob("clang-[0-9]*") if Path(d).is_dir() else []:
-            m = re.fullmatch(r"clang-(\d+)", path.name)
-            if m and os.access(path, os.X_OK) and int(m.group(1)) > best[0]:
-                best = (int(m.group(1)), str(path))
-    if shutil.which(best[1]) is None:
-        raise SystemExit("selftests: clang is not installed (apt-get install clang)")
-    return best[1]
-
-
-def _clang_version(clang: str) -> str:
-    return subprocess.run([clang, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
-
-
-@dataclass
-class Recipe:
-    """The compiler command of the selftests Makefile (CLANG_BPF_BUILD_RULE) for this tree."""
-
-    clang: str
-    flags: list[str]  # everything but the input, the output and the per-file flags
-    per_file: dict[str, list[str]]  # progs/X.c-CFLAGS of the Makefile
-
-
-def _recipe(src: Path, include: Path, clang: str) -> Recipe:
-    selftests_dir = src / SELFTESTS
-    flags = [
-        # BPF_CFLAGS, less -Werror: a newer clang's new warnings do not change the object
-        "-g", "-Wall", "-D__TARGET_ARCH_x86", "-mlittle-endian",
-        f"-I{include}", f"-I{selftests_dir}", f"-I{src / 'tools/include/uapi'}", f"-I{include / 'usr/include'}",
-        "-Wno-compare-distinct-pointer-types",
-        *_sys_includes(clang),  # CLANG_CFLAGS
-        "-DENABLE_ATOMICS_TESTS",  # the default test_progs flavour's TRUNNER_BPF_CFLAGS
-        "-O2", "--target=bpf", "-mcpu=v3",
-    ]  # fmt: skip
-    per_file: dict[str, list[str]] = {}
-    makefile = (selftests_dir / "Makefile").read_text()
-    for m in re.finditer(r"^progs/([\w.-]+\.c)-CFLAGS\s*:?=\s*(.*)$", makefile, re.M):
-        per_file[m.group(1)] = m.group(2).split()
-    return Recipe(clang, flags, per_file)
-
-
-def _sys_includes(clang: str) -> list[str]:
-    """clang's default include directories for the host, as -idirafter (the Makefile's
-    get_sys_includes): --target=bpf alone does not find asm/, sys/cdefs.h and the like."""
-    proc = subprocess.run([clang, "-v", "-E", "-"], input="", capture_output=True, text=True)
-    out, inside = [], False
-    for line in proc.stderr.splitlines():
-        if line.startswith("#include <...> search starts here:"):
-            inside = True
-        elif line.startswith("End of search list."):
-            break
-        elif inside and line.startswith(" /"):
-            out += ["-idirafter", line.strip()]
-    return out
-
-
-def _compile(recipe: Recipe, source: Path, out_dir: Path, dest: Path, timeout: float) -> Build:
-    """Compile one file; a failure or a timeout is a Build with its reason, never an exception."""
-    out = out_dir / (source.stem + ".bpf.o")
-    tmp = out.with_name(f".{out.name}.tmp")
-    cmd = [recipe.clang, *recipe.flags, *recipe.per_file.get(source.name, []), "-c", str(source), "-o", str(tmp)]
-    started = time.monotonic()
-    # Own process group: a timeout kills clang and anything it spawned (cc1 out of process).
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        tmp.unlink(missing_ok=True)
-        return Build(source.name, "timeout", None, 0, None, round(time.monotonic() - started, 1),
-                     f"clang did not finish in {timeout:g} s")  # fmt: skip
-    seconds = round(time.monotonic() - started, 1)
-    if proc.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        return Build(source.name, "failed", None, 0, None, seconds, _first_error(stderr, proc.returncode))
-    tmp.rename(out)
-    return Build(source.name, "ok", str(out.relative_to(dest)), out.stat().st_size, sha256_file(out), seconds, "")
-
-
-def _linked_of(groups: dict[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
-    """The linked objects all of whose parts are in the selection."""
-    return {name: deps for name, deps in groups.items() if set(deps) <= set(wanted)}
-
-
-def _linked_groups(src: Path) -> dict[str, list[str]]:
-    """{"linked_funcs.linked": ["linked_funcs1.c", "linked_funcs2.c"], ...}: every LINKED_SKELS
-    skeleton of the Makefile and the sources of the objects it is linked from."""
-    makefile = (src / SELFTESTS / "Makefile").read_text().replace("\\\n", " ")
-    listed = re.search(r"^LINKED_SKELS\s*:?=(.*)$", makefile, re.M)
-    groups = {}
-    for skel in listed.group(1).split() if listed else []:
-        deps = re.search(rf"^{re.escape(skel)}-deps\s*:?=(.*)$", makefile, re.M)
-        if deps:
-            name = skel.removesuffix(".skel.h") + ".linked"
-            groups[name] = [d.removesuffix(".bpf.o") + ".c" for d in deps.group(1).split()]
-    return groups
-
-
-def _link(name: str, parts: list[Build], dest: Path, timeout: float) -> Build:
-    """Link built objects into one with bpftool gen object, as the Makefile does."""
-    if any(p.status != "ok" or not p.object for p in parts):
-        return Build(name, "failed", None, 0, None, 0.0, "a part did not build: " + ", ".join(p.source for p in parts))
-    out = dest / "obj" / f"{name}.bpf.o"
-    cmd = ["bpftool", "gen", "object", str(out), *(str(dest / p.object) for p in parts if p.object)]
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc = None
-    seconds = round(time.monotonic() - started, 1)
-    if proc is None or proc.returncode != 0 or not out.is_file():
-        out.unlink(missing_ok=True)
-        why = _first_error(proc.stderr, proc.returncode) if proc else f"bpftool did not finish in {timeout:g} s"
-        return Build(name, "failed", None, 0, None, seconds, why)
-    return Build(name, "ok", str(out.relative_to(dest)), out.stat().st_size, sha256_file(out), seconds, "")
-
-
-def _first_error(stderr: str, returncode: int) -> str:
-    """The first `error:` line of clang's output, without the long source path, on one line."""
-    for line in stderr.splitlines():
-        if "error:" in line or "fatal error" in line:
-            line = re.sub(r"^\S*/(progs/|tools/)", r"\1", line.strip())
-            return line[:MAX_ERROR]
-    tail = stderr.strip().splitlines()
-    return (tail[-1] if tail else f"clang exited with {returncode}")[:MAX_ERROR]
-
-
-# -- manifest ----------------------------------------------------------------------------------
-
-
-def _intact(dest: Path, b: Build) -> bool:
-    """A failure stays a failure (same source, same compiler); a built object must be unchanged."""
-    if b.status != "ok":
-        return True
-    path = dest / (b.object or "")
-    try:
-        return path.stat().st_size == b.size and sha256_file(path) == b.sha256
-    except OSError:
-        return False
-
-
-def _read_manifest(dest: Path) -> dict | None:
-    try:
-        doc = json.loads((dest / MANIFEST).read_text())
-        if doc.get("schema") != MANIFEST_SCHEMA:
-            return None
-        doc["builds"] = {name: Build(**b) for name, b in doc["builds"].items()}
-        doc["sources"] = list(doc["sources"])
-        return doc
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # absent or from another version of this script: rebuilt
-
-
-def _write_manifest(dest: Path, manifest: dict) -> None:
-    doc = dict(manifest, builds={name: asdict(b) for name, b in sorted(manifest["builds"].items())})
-    write_atomic(dest / MANIFEST, json.dumps(doc, indent=1))
 
 
 def main() -> None:
@@ -502,14 +46,19 @@ def main() -> None:
     ap.add_argument("--clang", help="the compiler (default: the newest clang-N on PATH)")
     ap.add_argument("--refresh", action="store_true", help="ask the archive again for the newest source package")
     ap.add_argument("--list", action="store_true", help="print every file's outcome instead of the object paths")
+    ap.add_argument("--series", default=DEFAULT_SERIES, help="the kernel series whose linux-source to build")
+    ap.add_argument("--source", help="the Debian version of linux-source-SERIES (default: the newest)")
     args = ap.parse_args()
-    dest = args.dest or default_dest()
+    dest = args.dest or default_dest(args.series)
 
     def warn(line: str) -> None:
         print(line, file=sys.stderr)
 
-    builds = build(dest, args.limit, jobs=args.jobs, timeout=args.timeout, clang=args.clang, refresh=args.refresh,
-                   warn=warn)  # fmt: skip
+    try:
+        builds = build(dest, args.limit, jobs=args.jobs, timeout=args.timeout, clang=args.clang,
+                       refresh=args.refresh, warn=warn, series=args.series, source=args.source)  # fmt: skip
+    except CompatError as e:
+        raise SystemExit(f"selftests: {e}") from None
     if args.list:
         for b in builds:
             print(f"{b.status:8} {b.seconds:6.1f}s {b.source}" + (f"  {b.error}" if b.error else ""))

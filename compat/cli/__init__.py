@@ -20,6 +20,7 @@ from .cache import cmd_cache
 from .check import cmd_check, cmd_merge, cmd_report
 from .kernels import cmd_image, cmd_kernels, cmd_probe, cmd_vm
 from .options import build_parser
+from .selftests import cmd_selftests
 from .shown import _shown
 
 COMMANDS = {
@@ -32,6 +33,7 @@ COMMANDS = {
     "merge": cmd_merge,
     "probe": cmd_probe,
     "bisect": cmd_bisect,
+    "selftests": cmd_selftests,
 }
 
 

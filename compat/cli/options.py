@@ -196,4 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bisect_options import add_parser as add_bisect
 
     add_bisect(sub, _jobs)
+    from .selftests_options import add_parser as add_selftests
+
+    add_selftests(sub, _jobs)
     return parser
