@@ -38,11 +38,11 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
     from compat.run.selftests import release_specs, sweep
 
     formats, outputs = _formats(args)
+    require_tools()  # before the archive is asked anything
     spec = series_spec(args.series, load_matrix(args.matrix), args.flavour)
     series = spec.series or args.series
     store = KernelStore(cache, refresh=args.refresh)
     specs = release_specs(store, spec, args.first, args.last)  # bad ranges fail before any build
-    require_tools()
 
     def progress(line: str) -> None:
         print(f"compat: {_shown(line)}", file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
 """Selftest expectations on real objects: three verifier selftests of Debian's linux-source-6.12,
-built as the selftests Makefile does (bench/selftests.py's recipe), their annotations read by
+built as the selftests Makefile does (compat/objects/selftests.py), their annotations read by
 compat/objects/expectations.py and their verdicts on a real 6.12 guest judged against them.
 
 Needs the network (the source package, once into the cache) and clang, bpftool."""
@@ -8,37 +8,26 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_compat
 
 from compat.objects.expectations import REJECTED, read_specs
+from compat.objects.selftests import build, default_dest
 
-ROOT = Path(__file__).resolve().parents[2]
 FILES = ("verifier_cgroup_inv_retcode.c", "verifier_bounds_deduction.c", "verifier_precision.c")
 
 
 @pytest.fixture(scope="module")
-def selftest_objects(tmp_path_factory) -> dict[str, Path]:
+def selftest_objects() -> dict[str, Path]:
+    """The three files, built into the cache's selftests folder (compiled once; later runs reuse them)."""
     if shutil.which("bpftool") is None:
         pytest.skip("bpftool is not installed (apt-get install bpftool)")
-    sys.path.insert(0, str(ROOT / "bench"))
-    import selftests as st  # bench/selftests.py: the source, the headers and the Makefile's recipe
-
-    dest = st.default_dest()
-    st.build(dest, limit=1, warn=lambda line: None)  # the source tree and the headers, once
-    src = next(p for p in (dest / "src").iterdir() if (p / ".complete").is_file())
-    include = next(p for p in (dest / "include").iterdir() if (p / ".complete").is_file())
-    recipe = st._recipe(src, include, st.newest_clang())
-    out = tmp_path_factory.mktemp("selftests")
-    built = {}
-    for name in FILES:
-        b = st._compile(recipe, src / st.SELFTESTS / "progs" / name, out, out, 300)
-        assert b.status == "ok", b.error
-        built[name] = out / (b.object or "")
-    return built
+    dest = default_dest()
+    builds = build(dest, names=list(FILES), warn=lambda line: None)
+    assert all(b.status == "ok" for b in builds), [b.error for b in builds]
+    return {name: dest / (b.object or "") for name, b in zip(FILES, builds, strict=False)}
 
 
 def test_annotations_of_real_selftests(selftest_objects):
@@ -72,3 +61,24 @@ def test_real_verdicts_meet_the_kernels_own_annotations(selftest_objects, tmp_pa
     assert flagged["met"] is None and "BPF_F_ANY_ALIGNMENT" in flagged["why"]
     assert records["deducing_bounds_from_const_1"]["expectation"]["unpriv"]["why"].endswith("(no unprivileged mode)")
     assert all(r["expectation"]["met"] is not False for r in records.values() if "expectation" in r)
+
+
+def test_selftests_command_over_two_releases(tmp_path):
+    """compat selftests on the two newest 6.12 releases with a small sample: per release counts,
+    every annotated program judged on both, a JSON document; a second run boots nothing."""
+    out = tmp_path / "s.json"
+    args = ("selftests", "--series", "6.12", "--from", "6.12.117", "--to", "6.12.118", "--limit", "40",
+            "--format", "json", "--output", out)  # fmt: skip
+    proc = run_compat(*args)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["releases"] == ["6.12.117", "6.12.118"] and doc["source"].startswith("linux-source-6.12=")
+    assert doc["programs"] and all(len(p["outcomes"]) == 2 for p in doc["programs"])
+    per = {r["version"]: r for r in doc["per_release"]}
+    assert all(per[v]["met"] > 0 for v in doc["releases"])
+    # Every expectation not met says why (the verdict, or which expected message is missing).
+    failing = {f["program"]: f for f in per["6.12.118"]["failing"]}
+    for f in failing.values():
+        assert f["met"] is False and f["why"]
+    again = run_compat(*args)
+    assert again.returncode == 0 and json.loads(out.read_text())["per_release"] == doc["per_release"]
