@@ -22,6 +22,52 @@ def kernels(result: RunResult, comparison: Comparison) -> list[KernelInfo]:
     return ordered + [k for k in result.kernels if k.id not in comparison.kernel_order]
 
 
+def series_groups(kernels: list[KernelInfo]) -> list[tuple[str, list[KernelInfo]]]:
+    """Consecutive point releases of one expanded stable series (``debian:6.12.*``, ``releases:``,
+    bisect, selftests: KernelInfo.series) as one group: the kernel axis 5.10, 6.12.43, 6.12.57
+    reads as 5.10 and 6.12 [two releases]. Any other kernel is a group of its own, so a matrix of
+    one kernel per series, or two releases named one by one, reads as it always did."""
+    groups: list[tuple[str, list[KernelInfo]]] = []
+    for k in kernels:
+        series = k.series
+        if series and groups and groups[-1][0] == series and groups[-1][1][-1].series == series:
+            groups[-1][1].append(k)
+        else:
+            groups.append((series or k.id, [k]))
+    return groups
+
+
+def series_headings(kernels: list[KernelInfo]) -> dict[str, tuple[str, str]]:
+    """{kernel id: (series line, point release line)} for the kernels of a series with more than
+    one point release in the run: the series heads its first column, its releases sit under it.
+    Empty for a matrix of one kernel per series (the reports stay as they were)."""
+    out: dict[str, tuple[str, str]] = {}
+    for series, members in series_groups(kernels):
+        if len(members) < 2:
+            continue
+        for i, k in enumerate(members):
+            out[k.id] = (f"{series} series" if i == 0 else "", kernel_version(k, k.id))
+    return out
+
+
+def axis_order(kernels: list[KernelInfo], ids: list[str], sep: str, esc) -> str:
+    """The kernel axis in words, a series of several point releases as one entry:
+    '5.10 < 6.12 [6.12.43 … 6.12.118: 22 point releases]'."""
+    by_id = {k.id: k for k in kernels}
+    known = [by_id[i] for i in ids if i in by_id]
+    if not series_headings(known):
+        return sep.join(esc(i) for i in ids)
+    parts = []
+    for series, members in series_groups(known):
+        if len(members) == 1:
+            parts.append(esc(members[0].id))
+        else:
+            first, last = kernel_version(members[0]), kernel_version(members[-1])
+            parts.append(f"{esc(series)} [{esc(first)} … {esc(last)}: {len(members)} point releases]")
+    parts += [esc(i) for i in ids if i not in by_id]
+    return sep.join(parts)
+
+
 def programs(result: RunResult, comparison: Comparison | None = None) -> list[tuple[str, str]]:
     """(object, program) of the run in first-seen order, then those only the baseline has."""
     seen: dict[tuple[str, str], None] = {}

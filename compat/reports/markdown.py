@@ -85,7 +85,11 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
         out.append(f"\n{REJECT} **{len(f.required_rejections)} rejection(s) on required kernels**")
     out.append("")
 
-    header = ["program", *(f"{md(k.id)}<br><sub>{md(common.kernel_version(k))}</sub>" for k in kernels)]
+    grouped = common.series_headings(kernels)
+    # A series of several point releases: the series heads its first column, each release under it.
+    top = {k.id: (grouped[k.id][0] or "·", grouped[k.id][1]) if k.id in grouped else (k.id, common.kernel_version(k))
+           for k in kernels}  # fmt: skip
+    header = ["program", *(f"{md(top[k.id][0])}<br><sub>{md(top[k.id][1])}</sub>" for k in kernels)]
     out.append("| " + " | ".join(header) + " |")
     out.append("|---|" + "|".join(":-:" for _ in kernels) + "|")
     backported = {(p.object, p.program) for p in comparison.programs if p.rejected_from}
@@ -117,7 +121,8 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
 
     axis = _axis(comparison, by_kernel, backports_only=compact == 2)
     if axis:
-        out += [f"**Kernel axis** ({' → '.join(md(k) for k in comparison.kernel_order)}):", "", *axis, ""]
+        order = common.axis_order(result.kernels, comparison.kernel_order, " → ", md)
+        out += [f"**Kernel axis** ({order}):", "", *axis, ""]
 
     if f.regressions:
         out += ["### Regressions", ""]

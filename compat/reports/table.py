@@ -46,8 +46,10 @@ def render(result: RunResult, comparison: Comparison) -> str:
             mark = expectation.mark(r)
             cells.append(_cell(r, change.transition if change else None) + (f" {mark}" if mark else ""))
         rows.append([t(obj), t(prog), *cells])
-    out = [tabulate(rows, headers=["object", "program", *(kernel_heading(k) for k in kernels)],
-                        disable_numparse=True)] if rows else []
+    grouped = common.series_headings(kernels)
+    # A series of several point releases: the series heads its first column, each release under it.
+    headings = ["\n".join(t(x) for x in grouped[k.id]) if k.id in grouped else kernel_heading(k) for k in kernels]
+    out = [tabulate(rows, headers=["object", "program", *headings], disable_numparse=True)] if rows else []
     if comparison.baseline is not None:
         out.append(
             f"baseline: {t(comparison.baseline.label)} ({comparison.baseline.kind}); "
@@ -150,7 +152,7 @@ def _axis(result: RunResult, comparison: Comparison) -> list[str]:
                 lines.append(f"      {t(b.older)} → {t(b.newer)}: {t(b.log_diff.divergence.describe())}")
     if not lines:
         return []
-    order = " < ".join(t(k) for k in comparison.kernel_order)
+    order = common.axis_order(result.kernels, comparison.kernel_order, " < ", t)
     return [f"\nKernel axis ({order}):", *lines]
 
 

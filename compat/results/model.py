@@ -57,6 +57,9 @@ class KernelInfo:
     order: int = 0
     required: bool = False
     error: str | None = None  # the kernel could not be fetched or booted
+    # the stable series this point release was expanded from (debian:6.12.*, releases: all, bisect,
+    # selftests): reports group such kernels under their series; None, and absent from the file, else
+    series: str | None = None
 
 
 @dataclass
@@ -121,7 +124,7 @@ class RunResult:
             "created": self.created,
             "options": self.options,
             "image": self.image,
-            "kernels": [asdict(k) for k in self.kernels],
+            "kernels": [_kernel_json(k) for k in self.kernels],
             "objects": [asdict(o) for o in self.objects],
             "results": [_result_json(r) for r in self.results],
         }
@@ -186,6 +189,14 @@ class RunResult:
             if r is not None and (r.object, r.program, r.kernel) == key:
                 return r
         return None
+
+
+def _kernel_json(k: KernelInfo) -> dict:
+    """A kernel's record; ``series`` only for a point release of an expanded series."""
+    doc = asdict(k)
+    if doc.get("series") is None:
+        doc.pop("series", None)
+    return doc
 
 
 def _result_json(r: ProgramResult) -> dict:

@@ -618,6 +618,8 @@ class Checker:
             order=o.spec.order,
             required=o.spec.required,
             error=str(o.error) if o.error else None,
+            # A point release of an expanded series (its spec keeps the series): grouped in the reports.
+            series=o.spec.series if o.spec.series and o.spec.version else None,
         )
 
     def _results(self, obj: BpfObject, o: Outcome, kw: KernelWork | None, names: dict[int, str]) -> list[ProgramResult]:

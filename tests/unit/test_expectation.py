@@ -158,3 +158,26 @@ def test_schema_and_reports_carry_the_expectation():
     assert 'type="expectation"' in render("junit", run, compare(run))
     assert "expectation/not-met" in render("sarif", run, compare(run))
     assert "expectation not met" in render("github", run, compare(run))
+
+
+# -- the kernel axis: point releases of an expanded series under their series ------------------
+
+
+def test_series_point_releases_grouped_in_table_and_markdown():
+    run = copy.deepcopy(current())
+    for k in run.kernels:
+        if k.id.startswith("6.1."):
+            k.series = "6.1"  # as a 6.1 series expansion (debian:6.1.*) records it
+    table = render("table", run, compare(run))
+    head = table.splitlines()[:2]
+    assert "6.1 series" in head[0] and "6.1.170" in head[1] and "6.1.176" in head[1]
+    assert "Kernel axis (5.10 < 6.1 [6.1.170 … 6.1.176: 2 point releases] < sid)" in table
+    assert "accepted on 6.1.170, rejected from 6.1.176" in table
+    markdown = render("markdown", run, compare(run))
+    assert "| 6.1 series<br><sub>6.1.170</sub> | ·<br><sub>6.1.176</sub> |" in markdown
+    doc = json.loads(render("json", run, compare(run)))
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+    assert [k.get("series") for k in doc["kernels"] if k["id"].startswith("6.1.")] == ["6.1", "6.1"]
+    # Without the series mark (two releases named one by one, the default matrix) nothing changes.
+    plain = render("table", current(), compare(current()))
+    assert "series" not in plain.splitlines()[0] and all("series" not in k for k in current().to_json()["kernels"])
