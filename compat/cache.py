@@ -57,6 +57,13 @@ REMOVING_RE = re.compile(r"^\.tmp-rm-[0-9a-f]{8}$")
 # directories, "compat-<kernel>-<8 random>", in the system's temporary directory).
 VM_WORK_FILES = frozenset({"console.log", "console.log.old", "qemu.err", "ch.sock", "con.sock", "qmp.sock"})
 NOT_ENTRIES = frozenset({"state", "locks", "apt", "corpus", "tmp"})  # no manifests: not verified
+# Every kind of entries compat makes (the modules that make them name their KIND from this set;
+# tests/unit/test_cache.py holds them to it): `compat cache clean|prune|verify KIND` takes these,
+# any kind directory the cache holds now (a "selftests-<series>" build, say) and nothing else.
+KINDS = frozenset({
+    "apt", "boot", "changelogs", "corpus", "images", "initrd", "kernels", "locks", "modsyms",
+    "modules", "probes", "results", "selftests", "snapshots", "state", TMP_KIND,
+})  # fmt: skip
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -340,6 +347,23 @@ class Cache:
                     continue
                 found.append(self.verify_entry(kind, path.name, repair=repair))
         return found
+
+    def known_kinds(self) -> list[str]:
+        """The kinds a user may name: those compat makes and those this cache holds now."""
+        held = [p.name for p in _listdir(self.root) if p.is_dir() and _is_kind_name(p.name)]
+        return sorted(KINDS.union(held))
+
+    def kind_names(self, names: Iterable[str]) -> list[str]:
+        """The names, each a known kind: anything else (a typo, a path, which must never reach a
+        removal) is a UserError that lists the known kinds. The one check of `compat cache
+        clean|prune|verify KIND…` (the methods themselves take any kind name and find nothing)."""
+        names = _kind_names(names)
+        known = self.known_kinds()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UserError(f"unknown kind of cache entries: {', '.join(unknown)}",
+                            f"known kinds: {', '.join(known)}")  # fmt: skip
+        return names
 
     def entries(self, kind: str) -> list[Path]:
         d = self.root / kind

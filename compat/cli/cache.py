@@ -15,6 +15,9 @@ from .options import KEEP_DAYS, _days
 
 
 def cmd_cache(args, cache: Cache) -> int:
+    """compat cache info|clean|prune|verify: one line and exit 2 for a kind compat does not know."""
+    if getattr(args, "kinds", None):
+        cache.kind_names(args.kinds)
     if args.action == "clean":
         freed = cache.clean(args.kinds or None)
         print(f"freed {freed / 1e6:.0f} MB in {cache.root}")
