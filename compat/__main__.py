@@ -1,5 +1,7 @@
 """python -m compat."""
 
+import sys
+
 from .cli import main
 
-main()
+sys.exit(main())

@@ -13,7 +13,7 @@ import sys
 import threading
 
 from compat.cache import Cache
-from compat.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, CompatError
+from compat.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError
 
 from .bisect import cmd_bisect
 from .cache import cmd_cache
@@ -38,8 +38,12 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the compat command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the compat command: its exit status, returned (python -m compat and the
+    console script exit with it; a caller in Python gets it, never SystemExit)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, a usage error: argparse has printed what to say
+        return e.code if isinstance(e.code, int) else EXIT_USAGE if e.code else EXIT_OK
     # A CI job being cancelled (SIGTERM) cleans up like Ctrl-C: guests killed, temporaries removed.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    sys.exit(status)
+    return status
 
 
 def _interrupt(signum, frame):

@@ -4,6 +4,7 @@ verbosity, machine-readable output of every command."""
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,65 @@ def test_choose_accel_fast_and_said(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("COMPAT_ACCEL", "fast")
     with pytest.raises(UserError):
         choose_accel(cache, probe_boot)
+
+
+# -- the Python API ------------------------------------------------------------------------------
+
+GOLDEN = ROOT / "tests" / "golden" / "baseline.json.json"
+
+
+def test_import_compat_is_cheap():
+    """`import compat` loads no run machinery, no reports, no guests: the API comes on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, compat; heavy = [m for m in sys.modules if m.startswith(('compat.', 'yaml', 'tabulate'))]; "
+            "print(heavy); compat.report; print('compat.api' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "True"
+
+
+def test_api_report_and_compare_on_a_saved_result(tmp_path):
+    """compat.report and compat.compare on a saved result file, as `compat report` renders it."""
+    import compat
+    from compat.results.model import RunResult
+
+    result = RunResult.load(GOLDEN)
+    comparison = compat.compare(result, GOLDEN)
+    assert comparison.baseline is not None and comparison.kernel_order
+    text = compat.report(GOLDEN, "markdown", comparison)
+    assert text == compat.report(result, "markdown", comparison)
+    cli = run_compat("report", GOLDEN, "--baseline", GOLDEN, "--format", "markdown")
+    assert cli.stdout == text
+    assert json.loads(compat.report(result, "json"))["schema"] == "compat/v1"
+    assert compat.gate(result, comparison) == cli.returncode
+    with pytest.raises(UserError):
+        compat.report(result, "nonsense")
+    with pytest.raises(UserError):
+        compat.compare(tmp_path / "missing.json")
+
+
+def test_api_check_refuses_bad_options_before_booting(tmp_path):
+    """Options are the table's rows, with the command line's bounds; anything else is compat's
+    own UserError, never SystemExit or TypeError, before anything boots."""
+    import compat
+
+    with pytest.raises(UserError, match="unknown check option"):
+        compat.check([tmp_path / "a.o"], cache=tmp_path, bogus=1)
+    with pytest.raises(UserError, match="memory_mb"):
+        compat.check([tmp_path / "a.o"], cache=tmp_path, memory_mb=1)
+    with pytest.raises(UserError, match="--program-type"):
+        compat.check([tmp_path / "a.o"], cache=tmp_path, program_types=["nonsense"])
+    with pytest.raises(UserError):
+        compat.check([tmp_path / "missing.o"], cache=tmp_path, kernels=["6.1"])
+    assert not (tmp_path / "snapshots").exists()
+
+
+def test_cli_main_returns_its_status(tmp_path, capsys):
+    """compat.cli.main() returns the exit status (usage errors and --help too), never SystemExit."""
+    from compat.cli import main
+
+    assert main(["--cache", str(tmp_path), "cache", "clean", "bogus"]) == EXIT_USAGE
+    assert main(["--help"]) == 0
+    assert main(["no-such-command"]) == EXIT_USAGE
+    capsys.readouterr()

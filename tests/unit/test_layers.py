@@ -26,7 +26,7 @@ LAYERS = [
     (3, "results", ["compat.results"]),
     (4, "run", ["compat.run"]),
     (5, "reports", ["compat.reports"]),
-    (6, "cli", ["compat.cli", "compat.__main__"]),
+    (6, "cli", ["compat.cli", "compat.__main__", "compat.api"]),
 ]
 # What the host may import from the agent: its version, the wire contract and the ELF readers,
 # never the libbpf bindings, the checker, the attach checks or the probes.
