@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -44,13 +45,13 @@ def _formats(args) -> tuple[list[str], list[str]]:
     return formats, outputs
 
 
-def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -> None:
+def _write_reports(result, comparison, formats: list[str], outputs: list[str], fail_on: str = "regression") -> None:
     from compat.reports import render
     from compat.results.gate import gate_summary
 
     table_on_stdout = False
     for i, fmt in enumerate(formats):
-        text = render(fmt, result, comparison)
+        text = render(fmt, result, comparison, fail_on)
         if i < len(outputs) and outputs[i] != "-":
             path = Path(outputs[i])
             try:
@@ -62,7 +63,7 @@ def _write_reports(result, comparison, formats: list[str], outputs: list[str]) -
             sys.stdout.write(text)
     sys.stdout.flush()
     if not table_on_stdout:
-        print(f"compat: {_shown(gate_summary(result, comparison))}", file=sys.stderr)
+        logging.getLogger("compat").warning("%s", _shown(gate_summary(result, comparison)))  # none with -q
 
 
 def _load_baseline(path: Path):
@@ -119,8 +120,7 @@ def cmd_check(args, cache: Cache) -> int:
         source_roots=source_roots(args.source_roots) if args.source_roots else None,
     )  # fmt: skip
     checker = Checker(cache, specs, options)
-    if sys.stderr.isatty():
-        checker.progress = lambda line: print(f"compat: {_shown(line)}", file=sys.stderr, flush=True)
+    checker.progress = cache.progress.line  # a line per finished kernel (none with -q)
     groups = [(objects, infos)] + ([(base_objects, base_infos)] if base_objects else [])
     try:
         runs = checker.run_groups(groups)
@@ -135,13 +135,13 @@ def cmd_check(args, cache: Cache) -> int:
         comparison = compare(result, baseline, "object", ", ".join(str(o.path) for o in base_objects))
     elif baseline is not None:
         for warning in check_options.baseline_warnings([result, baseline], str(args.baseline)):
-            print(f"compat: warning: {warning}", file=sys.stderr)
+            logging.getLogger("compat").warning("warning: %s", warning)  # none with -q
         if options.shard:
             baseline = restrict(baseline, result)  # the other shards' cells are not "removed"
         comparison = compare(result, baseline, "file", str(args.baseline))
     else:
         comparison = compare(result)
-    _write_reports(result, comparison, formats, outputs)
+    _write_reports(result, comparison, formats, outputs, args.fail_on)
     status = exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
     _auto_prune(cache)  # after the reports: whatever happens here, they are written
     return status
@@ -157,7 +157,7 @@ def cmd_merge(args, cache: Cache) -> int:
     docs = [(str(path), RunResult.read_document(path)) for path in args.results]
     merged = merge([(source, RunResult.from_json(doc, source)) for source, doc in docs])
     for line in merged.warnings:
-        print(f"compat: warning: {_shown(line)}", file=sys.stderr)
+        logging.getLogger("compat").warning("warning: %s", _shown(line))  # none with -q
     result = merged.result
     axis = result.options.get("kernel_axis")
     if args.baseline:
@@ -174,7 +174,7 @@ def cmd_merge(args, cache: Cache) -> int:
             comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=axis)
         else:
             comparison = compare(result, axis=axis)
-    _write_reports(result, comparison, formats, outputs)
+    _write_reports(result, comparison, formats, outputs, args.fail_on)
     return exit_status(result, comparison, args.fail_on)
 
 
@@ -196,5 +196,5 @@ def cmd_report(args, cache: Cache) -> int:
         comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=saved.get("axis"))
     else:
         comparison = compare(result, axis=saved.get("axis"))
-    _write_reports(result, comparison, formats, outputs)
+    _write_reports(result, comparison, formats, outputs, args.fail_on)
     return exit_status(result, comparison, args.fail_on)

@@ -22,9 +22,18 @@ RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {
 }
 
 
-def render(fmt: str, result: RunResult, comparison: Comparison | None = None) -> str:
+# The formats whose findings follow the gate's policy (--fail-on): their renderers take fail_on.
+GATED: dict[str, Callable[..., str]] = {"junit": junit.render}
+
+
+def render(fmt: str, result: RunResult, comparison: Comparison | None = None, fail_on: str = "regression") -> str:
+    """The report of result (and its comparison with a baseline) in the format fmt; fail_on is the
+    gate's policy (--fail-on), which JUnit's failures follow."""
     try:
         renderer = RENDERERS[fmt]
     except KeyError:
         raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}") from None
-    return renderer(result, comparison if comparison is not None else compare(result))
+    comparison = comparison if comparison is not None else compare(result)
+    if fmt in GATED:
+        return GATED[fmt](result, comparison, fail_on=fail_on)
+    return renderer(result, comparison)

@@ -1,10 +1,19 @@
 """JUnit XML: one test suite per kernel (kernel-axis order), one test case per program × kernel.
 
-A selftest program whose annotations (comment:test_expect_*) are not met is a <failure> of type
-"expectation", one that meets them passes whatever its verdict. Otherwise a rejection is a
-<failure> (type = the failure class; "regression: " leads the message of a
-cell accepted in the baseline), a cell without a verdict an <error>; the failure text holds the
-reason, the source line and the log diff (regressions) or the log's last lines.
+The failures follow the gate (--fail-on, results/gate.py): a test case is a <failure> exactly when
+its cell is one that makes the gate fail, so a build passes in Jenkins or GitLab exactly when
+compat exits 0 for its verdicts:
+  regression (default)  a regression against the baseline ("regression: " leads the message), and
+                        a rejection on a required kernel the baseline has no verdict for;
+  rejection             every rejection;
+  expectation           every selftest program whose annotations are not met (type "expectation");
+  never                 none.
+Any other rejection is a passing test case with its verdict, reason and message in <system-out>:
+the program ran on that kernel and was rejected as the policy allows (the kernel predates a
+feature it uses). It is not <skipped>: in Jenkins and GitLab a skipped test is one that did not
+run, counted apart as work left to do, while this one ran and its outcome is final. A cell
+without a verdict is an <error> under every policy (compat exits 3 for it). The failure text
+holds the reason, the source line and the log diff (regressions) or the log's last lines.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from compat.results.compare import Comparison
-from compat.results.gate import facts
+from compat.results.gate import Facts, facts
 from compat.results.model import ACCEPTED, ERROR, REJECTED, RunResult
 
 from . import common, escape
@@ -33,8 +42,24 @@ def classname(kernel: str, obj: str) -> str:
     return f"compat.{escape.junit_name(kernel)}.{escape.junit_name(obj)}"
 
 
-def render(result: RunResult, comparison: Comparison) -> str:
+def failing_cells(f: Facts, fail_on: str) -> set[tuple[str, str, str]]:
+    """(object, program, kernel) of the cells that make the gate fail under the policy fail_on."""
+    if fail_on == "rejection":
+        cells = [(r.object, r.program, r.kernel) for r in f.rejections]
+    elif fail_on == "regression":
+        cells = [(c.object, c.program, c.kernel) for c in f.regressions]
+        cells += [(r.object, r.program, r.kernel) for r in f.required_rejections]
+    elif fail_on == "expectation":
+        cells = [(r.object, r.program, r.kernel) for r in f.unmet]
+    else:
+        cells = []
+    return set(cells)
+
+
+def render(result: RunResult, comparison: Comparison, fail_on: str = "regression") -> str:
+    """The JUnit XML document; fail_on is the gate's policy (--fail-on), which the failures follow."""
     f = facts(result, comparison)
+    failing = failing_cells(f, fail_on)
     problems = {(p.result.object, p.result.program, p.result.kernel): p for p in common.problems(result, comparison, f)}
     root = ET.Element("testsuites", name="compat")
     totals = {"tests": 0, "failures": 0, "errors": 0}
@@ -56,19 +81,19 @@ def render(result: RunResult, comparison: Comparison) -> str:
             seconds += t
             case = ET.SubElement(suite, "testcase", classname=classname(k.id, obj), name=_clean(prog), time=f"{t:.3f}")
             e = r.expectation or {}
-            if e.get("met") is False:
+            fails = (obj, prog, k.id) in failing
+            if r.verdict == ERROR:
+                counts["errors"] += 1
+                error = ET.SubElement(case, "error", type=_clean(r.reason or "error"), message=_clean(str(r.message)))
+                error.text = _text(r.log[-4000:]) if r.log else None
+            elif fails and fail_on == "expectation":
                 # A selftest whose annotations are not met: the failure is the unmet expectation.
                 counts["failures"] += 1
                 failure = ET.SubElement(case, "failure", type="expectation",
                                         message=_clean(f"expectation not met: {e.get('why')}"))  # fmt: skip
                 text = _failure_text(result, comparison, r) if r.verdict == REJECTED else str(e.get("why"))
                 failure.text = _text(text)
-            elif e.get("met") is True:
-                # A selftest meeting its annotations passes, whatever its verdict (a __failure test
-                # rejected as expected).
-                out = ET.SubElement(case, "system-out")
-                out.text = _text(f"{r.verdict}, as its annotations expect")
-            elif r.verdict == REJECTED:
+            elif fails:
                 counts["failures"] += 1
                 p = problems.get((obj, prog, k.id))
                 reason = common.reason_words(r.reason)
@@ -76,13 +101,11 @@ def render(result: RunResult, comparison: Comparison) -> str:
                 failure = ET.SubElement(case, "failure", type=_clean(r.reason or "rejected"),
                                         message=_clean(f"{lead}{reason}: {r.message}"))  # fmt: skip
                 failure.text = _text(_failure_text(result, comparison, r))
-            elif r.verdict == ERROR:
-                counts["errors"] += 1
-                error = ET.SubElement(case, "error", type=_clean(r.reason or "error"), message=_clean(str(r.message)))
-                error.text = _text(r.log[-4000:]) if r.log else None
-            elif r.verdict == ACCEPTED and r.attach.get("status") == "failed":
-                out = ET.SubElement(case, "system-out")
-                out.text = _text(f"loads, but attach failed: {r.attach.get('reason')}")
+            else:
+                lines = _passing_lines(r, fail_on)
+                if lines:
+                    out = ET.SubElement(case, "system-out")
+                    out.text = _text("\n".join(lines))
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
@@ -92,6 +115,23 @@ def render(result: RunResult, comparison: Comparison) -> str:
     ET.indent(root, space="  ")
     text = escape.xml_document(ET.tostring(root, encoding="unicode"))
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
+
+
+def _passing_lines(r, fail_on: str) -> list[str]:
+    """What a passing test case says of its cell: a rejection the gate allows, an expectation's
+    judgement, a failed attach."""
+    lines = []
+    e = r.expectation or {}
+    if r.verdict == REJECTED:
+        lines.append(f"rejected ({common.reason_words(r.reason)}): {r.message}")
+        lines.append(f"not a failure under --fail-on {fail_on}")
+    if e.get("met") is True:
+        lines.append(f"{r.verdict}, as its annotations expect")
+    elif e.get("met") is False:
+        lines.append(f"expectation not met: {e.get('why')} (a failure under --fail-on expectation)")
+    if r.verdict == ACCEPTED and r.attach.get("status") == "failed":
+        lines.append(f"loads, but attach failed: {r.attach.get('reason')}")
+    return lines
 
 
 def _failure_text(result: RunResult, comparison: Comparison, r) -> str:

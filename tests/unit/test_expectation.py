@@ -163,7 +163,7 @@ def test_schema_and_reports_carry_the_expectation():
     table = render("table", run, compare(run))
     assert "✗" in table and "1 not met" in table
     assert "✗ not met" in render("markdown", run, compare(run))
-    assert 'type="expectation"' in render("junit", run, compare(run))
+    assert 'type="expectation"' in render("junit", run, compare(run), fail_on="expectation")
     assert "expectation/not-met" in render("sarif", run, compare(run))
     assert "expectation not met" in render("github", run, compare(run))
 

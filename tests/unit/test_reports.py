@@ -219,12 +219,55 @@ def test_junit_structure():
     cases = root.findall("testsuite/testcase")
     assert len(cases) == 4 * 4 == int(root.get("tests"))  # one per program × kernel (xdp_old is gone)
     failures = root.findall("testsuite/testcase/failure")
-    assert len(failures) == 2 == int(root.get("failures"))  # one per rejection
+    # the regression fails; filter.o:xdp_filter's rejection on the required 6.1.176 was rejected in
+    # the baseline too: the gate passes it, so it passes, its verdict in system-out
+    assert len(failures) == 1 == int(root.get("failures"))
     assert failures[0].get("type") == "missing_helper" and failures[0].get("message").startswith("regression: ")
     assert "src/counter.bpf.c:31" in failures[0].text
+    allowed = next(c for c in cases if (c.get("classname"), c.get("name")) == ("compat.6_1_176.filter_o", "xdp_filter"))
+    assert allowed.find("failure") is None and allowed.find("skipped") is None
+    assert "rejected (verifier rejection)" in allowed.find("system-out").text
     assert len(root.findall("testsuite/testcase/error")) == 1 == int(root.get("errors"))
     for suite in suites:
         assert int(suite.get("tests")) == len(suite.findall("testcase"))
+
+
+def _junit_counts(xml: str) -> tuple[int, int]:
+    root = ET.fromstring(xml.split("\n", 1)[1])
+    assert len(root.findall("testsuite/testcase/failure")) == int(root.get("failures"))
+    return int(root.get("failures")), int(root.get("errors"))
+
+
+def test_junit_failures_follow_the_gate(tmp_path):
+    """A result checked against itself as baseline passes the gate: its JUnit has no failure (it had
+    one per rejection, which turned Jenkins and GitLab builds red while compat exited 0)."""
+    run = current()
+    run.results = [r for r in run.results if r.verdict != "error"]  # no exit 3 to muddle the gate
+    saved = tmp_path / "run.json"
+    saved.write_text(render("json", run, compare(run)))
+    out = tmp_path / "junit.xml"
+    proc = run_compat("report", str(saved), "--baseline", str(saved), "--format", "junit", "--output", str(out),
+                      cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert _junit_counts(out.read_text()) == (0, 0)
+    rejections = sum(r.verdict == "rejected" for r in run.results)
+    assert out.read_text().count("<system-out>rejected (") == rejections > 0
+    # --fail-on rejection: every rejection fails the gate and is a failure
+    proc = run_compat("report", str(saved), "--baseline", str(saved), "--fail-on", "rejection", "--format", "junit",
+                      "--output", str(out), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1 and _junit_counts(out.read_text()) == (rejections, 0)
+    # --fail-on never: no failure at all
+    assert _junit_counts(render("junit", run, compare(run), fail_on="never")) == (0, 0)
+
+
+def test_junit_regression_is_a_failure_and_errors_stay_errors():
+    now = current()
+    comparison = comparison_with_baseline()
+    assert _junit_counts(render("junit", now, comparison)) == (1, 1)  # the regression; sid's guest died
+    # without a baseline, the rejection on the required kernel fails the gate: a failure
+    xml = render("junit", now, compare(now))
+    assert _junit_counts(xml) == (1, 1) and 'message="required kernel: ' in xml
+    assert _junit_counts(render("junit", now, comparison, fail_on="rejection")) == (2, 1)
 
 
 def test_markdown_stays_under_the_comment_limit():
