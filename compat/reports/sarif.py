@@ -1,10 +1,19 @@
 """SARIF 2.1.0 (GitHub code scanning and other static-analysis viewers).
 
-One result per regression (and per rejection on a required kernel that fails the gate without a
-baseline cell), located at the failing source line (physicalLocation.region.startLine), or at
-the object file when the object carries no line information. Rule ids are
-"regression/<failure class>" and "required-rejection/<failure class>"; a selftest program whose
-annotations are not met is a result of rule "expectation/not-met" at the object file.
+One result per program, rule and source location: a program rejected for one reason on several
+kernels at one line is one result listing those kernels (in its message and properties.kernels),
+not one result per kernel that GitHub would collapse into one alert anyway (it fingerprints by the
+line). The results are the cells that fail the gate: regressions, and rejections on a required
+kernel without a baseline cell; located at the failing source line
+(physicalLocation.region.startLine), or at the object file when the object carries no line
+information. Rule ids are "regression/<failure class>" and "required-rejection/<failure class>";
+a selftest program whose annotations are not met is a result of rule "expectation/not-met" at the
+object file. Every rule has a shortDescription, a fullDescription and help (text and markdown).
+
+partialFingerprints holds a hash of the rule, the object, the program and the location (not the
+kernels: an alert stays the same alert when the kernels it fails on change), under compat's own
+key and under primaryLocationLineHash, the key GitHub's upload computes from the line's text alone
+when it is absent (which would merge two programs failing at one shared line).
 """
 
 from __future__ import annotations
@@ -23,6 +32,49 @@ from . import common, escape
 from .escape import json_text as j
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+FINGERPRINT_KEY = "compatProgram/v2"
+
+_KIND_TEXT = {
+    "regression": (
+        "Accepted in the baseline, rejected now: {what}",
+        "A BPF program that the baseline (an earlier result file or build of the objects) had accepted "
+        "on a kernel is now rejected there: {what}. Programs that load today stop loading on that kernel.",
+    ),
+    "required-rejection": (
+        "Rejected on a required kernel: {what}",
+        "A BPF program is rejected on a kernel the matrix marks required: true, and the baseline has "
+        "no verdict for that cell (always so without a baseline): {what}.",
+    ),
+}
+_HELP = (
+    "Read the reason and the verifier log in compat's report (compat report RESULT.json --format "
+    "markdown shows the log, and its diff against the baseline for a regression). A missing helper, "
+    "kfunc, map or program type needs a newer kernel or a fallback (CO-RE feature probing: "
+    "bpf_core_enum_value_exists, bpf_ksym_exists); a verifier rejection needs the code at this line "
+    "changed; a required kernel can be made optional in the matrix (required: false)."
+)
+_EXPECTATION = (
+    "A selftest program's annotations are not met",
+    "A BPF selftest program's comment:test_expect_* annotations (its expected verdict and verifier "
+    "messages, as tools/testing/selftests/bpf/test_loader.c reads them) are not met on a kernel.",
+    "The result's expectation record says why (the verdict, or the first expected message not found "
+    "in order). Either the kernel changed its verifier, or the annotation is stale.",
+)
+
+
+def _rule(rule_id: str, short: str, full: str, help_text: str) -> dict:
+    """A reportingDescriptor with every text GitHub shows: short and full description, help."""
+    return {
+        "id": rule_id, "name": rule_id.replace("/", "_").replace("-", "_"),
+        "shortDescription": {"text": short}, "fullDescription": {"text": full},
+        "help": {"text": help_text, "markdown": f"**{escape.markdown(short)}**\n\n{escape.markdown(help_text)}"},
+        "defaultConfiguration": {"level": "error"},
+    }  # fmt: skip
+
+
+def _fingerprint(*parts: object) -> str:
+    # surrogatepass: a name holding an undecodable byte of a file name still has a fingerprint.
+    return hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _uri(path: str) -> str:
@@ -37,11 +89,13 @@ def _uri(path: str) -> str:
 
 
 def render(result: RunResult, comparison: Comparison) -> str:
+    """The SARIF 2.1.0 log of the cells that fail the gate, one result per program, rule and location."""
     f = facts(result, comparison)
     objects = {o.object: o for o in result.objects}
     rules: list[dict] = []
     rule_index: dict[str, int] = {}
-    results = []
+    # (rule, object, program, uri, line) -> the problems of that program at that place, kernel-axis order
+    groups: dict[tuple, list] = {}
     for p in common.problems(result, comparison, f):
         if not p.fails_gate:
             continue
@@ -51,60 +105,70 @@ def render(result: RunResult, comparison: Comparison) -> str:
         if rule_id not in rule_index:
             rule_index[rule_id] = len(rules)
             what = REASONS.get(r.reason or "", "rejection")
-            short = (f"Accepted in the baseline, rejected now: {what}" if p.regression
-                     else f"Rejected on a required kernel: {what}")  # fmt: skip
-            rules.append({"id": rule_id, "name": rule_id.replace("/", "_"), "shortDescription": {"text": short},
-                          "defaultConfiguration": {"level": "error"}})  # fmt: skip
-        kname = j(common.kernel_name(p.kernel, r.kernel))
-        text = f"{j(r.object)}:{j(r.program)} is rejected on {kname}"
-        base = j(p.baseline_object)
-        text += f"; the baseline ({base}) was accepted there" if p.regression else " (a required kernel)"
+            short, full = (t.format(what=what) for t in _KIND_TEXT[kind])
+            rules.append(_rule(rule_id, short, full, _HELP))
+        loc = common.location(r)
+        obj = objects.get(r.object)
+        uri = _uri(loc.file) if loc is not None else _uri(obj.path if obj else r.object)
+        key = (rule_id, r.object, r.program, uri, loc.line if loc is not None else None)
+        groups.setdefault(key, []).append(p)
+    results = []
+    for (rule_id, obj_name, prog, uri, line), members in groups.items():
+        first = members[0]
+        r = first.result
+        names = ", ".join(j(common.kernel_name(p.kernel, p.result.kernel)) for p in members)
+        text = f"{j(obj_name)}:{j(prog)} is rejected on {names}"
+        if first.regression:
+            text += f"; the baseline ({j(first.baseline_object)}) was accepted there"
+        else:
+            text += " (required kernel(s))"
         text += f". {j(common.reason_words(r.reason))}: {j(r.message)}"
         loc = common.location(r)
+        physical: dict = {"artifactLocation": {"uri": uri}}
         if loc is not None:
             region: dict = {"startLine": loc.line}
             if loc.column:
                 region["startColumn"] = loc.column
             if loc.text:
                 region["snippet"] = {"text": j(loc.text)}
-            physical = {"artifactLocation": {"uri": _uri(loc.file)}, "region": region}
-        else:
-            obj = objects.get(r.object)
-            physical = {"artifactLocation": {"uri": _uri(obj.path if obj else r.object)}}
-        # surrogatepass: a name holding an undecodable byte of a file name still has a fingerprint.
-        cell = f"{rule_id}\0{r.object}\0{r.program}\0{r.kernel}".encode("utf-8", "surrogatepass")
-        fingerprint = hashlib.sha256(cell).hexdigest()[:32]
+            physical["region"] = region
+        fingerprint = _fingerprint(rule_id, obj_name, prog, uri, line)
         results.append({
             "ruleId": rule_id,
             "ruleIndex": rule_index[rule_id],
             "level": "error",
             "message": {"text": text},
             "locations": [{"physicalLocation": physical}],
-            "partialFingerprints": {"compatCell/v1": fingerprint},
+            "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
             "properties": {
-                "object": j(r.object), "program": j(r.program), "kernel": j(r.kernel),
-                "kernel_version": j(common.kernel_version(p.kernel, r.kernel)),
+                "object": j(obj_name), "program": j(prog),
+                "kernels": [j(p.result.kernel) for p in members],
+                "kernel_versions": [j(common.kernel_version(p.kernel, p.result.kernel)) for p in members],
+                "messages": {j(p.result.kernel): j(p.result.message) for p in members},
                 "reason": j(r.reason) if r.reason else None,
-                "baseline_object": j(p.baseline_object) if p.baseline_object else None,
+                "baseline_object": j(first.baseline_object) if first.baseline_object else None,
             },
         })  # fmt: skip
+    unmet: dict[tuple[str, str], list] = {}
     for r in f.unmet:
+        unmet.setdefault((r.object, r.program), []).append(r)
+    for (obj_name, prog), cells in unmet.items():
         rule_id = "expectation/not-met"
         if rule_id not in rule_index:
             rule_index[rule_id] = len(rules)
-            rules.append({"id": rule_id, "name": "expectation_not_met", "defaultConfiguration": {"level": "error"},
-                          "shortDescription": {"text": "A selftest program's annotations are not met"}})  # fmt: skip
-        obj = objects.get(r.object)
-        why = (r.expectation or {}).get("why")
-        cell = f"{rule_id}\0{r.object}\0{r.program}\0{r.kernel}".encode("utf-8", "surrogatepass")
+            rules.append(_rule(rule_id, *_EXPECTATION))
+        obj = objects.get(obj_name)
+        uri = _uri(obj.path if obj else obj_name)
+        whys = "; ".join(f"{j(r.kernel)}: {j(str((r.expectation or {}).get('why')))}" for r in cells)
+        fingerprint = _fingerprint(rule_id, obj_name, prog, uri, None)
         results.append({
             "ruleId": rule_id,
             "ruleIndex": rule_index[rule_id],
             "level": "error",
-            "message": {"text": f"{j(r.object)}:{j(r.program)} on {j(r.kernel)}: expectation not met: {j(str(why))}"},
-            "locations": [{"physicalLocation": {"artifactLocation": {"uri": _uri(obj.path if obj else r.object)}}}],
-            "partialFingerprints": {"compatCell/v1": hashlib.sha256(cell).hexdigest()[:32]},
-            "properties": {"object": j(r.object), "program": j(r.program), "kernel": j(r.kernel)},
+            "message": {"text": f"{j(obj_name)}:{j(prog)}: expectation not met on {whys}"},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+            "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
+            "properties": {"object": j(obj_name), "program": j(prog), "kernels": [j(r.kernel) for r in cells]},
         })  # fmt: skip
     doc = {
         "$schema": SARIF_SCHEMA,
