@@ -7,6 +7,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from compat.results import expectation
+from compat.results.classify import object_load_words
 from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
@@ -19,6 +20,12 @@ DIFF_LINES = 30
 
 
 def _cell(r: ProgramResult | None, transition: str | None) -> str:
+    text = _verdict_cell(r, transition)
+    shipped = object_load_words(r.object_load) if r is not None else None  # the object as shipped
+    return f"{text}; {t(shipped)}" if shipped else text
+
+
+def _verdict_cell(r: ProgramResult | None, transition: str | None) -> str:
     if r is None:
         return "removed" if transition == REMOVED else "-"
     if r.verdict == ACCEPTED:

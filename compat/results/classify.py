@@ -453,3 +453,73 @@ def _is(names: list[Any]) -> str:
 def _first(program: Record, obj: Record) -> str:
     msg = program.get("message") or (obj.get("open") or {}).get("message") or "no message"
     return str(msg).strip().splitlines()[0][:300] if str(msg).strip() else "no message"
+
+
+def _errno_name(err: Any) -> str | None:
+    """An errno as its symbol (EINVAL), or its number when it has none; None when absent."""
+    if not isinstance(err, int) or isinstance(err, bool) or not err:
+        return None
+    return errnos.errorcode.get(abs(err), str(abs(err)))
+
+
+def uncreated_maps(reply: Record) -> list[dict[str, Any]]:
+    """The maps of a check reply the kernel could not create (even those no program uses): name,
+    type, the upstream release that brought the type (None when the feature table has no entry)
+    and errno."""
+    out = []
+    for m in reply.get("maps") or []:
+        if not isinstance(m, Mapping) or m.get("ok") is not False:
+            continue
+        kind = str(m.get("type")) if m.get("type") is not None else None
+        feature = FEATURES.get(kind or "")
+        out.append({
+            "name": str(m.get("name")),
+            "type": kind,
+            "since": feature.since if feature is not None and feature.kind == "map_type" else None,
+            "errno": m.get("errno") if isinstance(m.get("errno"), int) else None,
+        })  # fmt: skip
+    return out
+
+
+def map_words(m: Mapping[str, Any]) -> str:
+    """An uncreated map in words: "map arena (arena, Linux 6.9): EINVAL"."""
+    inside = ", ".join(str(x) for x in (m.get("type"), f"Linux {m['since']}" if m.get("since") else None) if x)
+    err = _errno_name(m.get("errno"))
+    return f"map {m.get('name')}" + (f" ({inside})" if inside else "") + (f": {err}" if err else "")
+
+
+def object_load(reply: Record, program_messages: Mapping[str, str | None]) -> dict[str, Any] | None:
+    """The object-level verdict of a check reply (the object as shipped: bpf_object__load with every
+    program and map as declared), with the reason in words and the maps the kernel could not
+    create; None when the agent did not say (an older agent, the legacy-map loader).
+    program_messages: each program's classified message (the words of a program that failed it)."""
+    record = reply.get("object_load")
+    if not isinstance(record, Mapping) or not isinstance(record.get("ok"), bool):
+        return None
+    maps = uncreated_maps(reply)
+    out: dict[str, Any] = {"loads": record["ok"]}
+    if not record["ok"]:
+        stage, name = record.get("stage"), record.get("name")
+        err = _errno_name(record.get("errno"))
+        if stage == "map":
+            m = next((m for m in maps if m["name"] == name), None)
+            m = m or {"name": name, "type": None, "since": None, "errno": record.get("errno")}
+            why = map_words(m)
+        elif stage == "program":
+            said = program_messages.get(str(name))
+            said = said.strip().splitlines()[0][:300] if said and said.strip() else None
+            why = f"program {name}" + (f": {said}" if said else (f": {err}" if err else ""))
+        else:
+            why = str(record.get("message") or err or "the object failed to load")
+        out.update(stage=stage, name=name, errno=record.get("errno"), reason=why)
+    if maps:
+        out["maps"] = maps
+    return out
+
+
+def object_load_words(load: Mapping[str, Any] | None) -> str | None:
+    """What a cell says of an object that does not load as shipped ("object does not load: map
+    arena (arena, Linux 6.9): EINVAL"); None when it loads or nothing is known."""
+    if not isinstance(load, Mapping) or load.get("loads") is not False:
+        return None
+    return f"object does not load: {load.get('reason') or 'unknown reason'}"

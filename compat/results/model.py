@@ -103,6 +103,11 @@ class ProgramResult:
     # what the program's selftest annotations expect and whether the verdict meets it
     # (compat/results/expectation.py); None, and absent from the file, for programs without any
     expectation: dict | None = None
+    # the object as shipped on this kernel (every program and map as declared, as its skeleton loads
+    # it): {"loads": bool, and when not: stage, name, errno, reason; "maps": the maps the kernel
+    # could not create}, the same on each program of the object (classify.object_load); None, and
+    # absent from the file, when not known (older results, the legacy-map loader)
+    object_load: dict | None = None
 
 
 @dataclass
@@ -202,8 +207,9 @@ def _kernel_json(k: KernelInfo) -> dict:
 def _result_json(r: ProgramResult) -> dict:
     """A result's record; ``expectation`` only for annotated programs (files stay as they were)."""
     doc = asdict(r)
-    if doc.get("expectation") is None:
-        doc.pop("expectation", None)
+    for optional in ("expectation", "object_load"):
+        if doc.get(optional) is None:
+            doc.pop(optional, None)
     return doc
 
 
@@ -227,6 +233,8 @@ def _check(run: RunResult) -> None:
             raise ValueError("result 'source' must be an object")
         if r.expectation is not None and not isinstance(r.expectation, dict):
             raise ValueError("result 'expectation' must be an object")
+        if r.object_load is not None and not isinstance(r.object_load, dict):
+            raise ValueError("result 'object_load' must be an object")
 
 
 # A result nests about 8 levels (comparison > baseline_result > results > a result > attach >

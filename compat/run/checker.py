@@ -34,7 +34,7 @@ from compat.kernels.version import version_key
 from compat.objects.globalvars import Assignment
 from compat.objects.objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from compat.objects.sourcemap import locate
-from compat.results.classify import Classified, classify
+from compat.results.classify import Classified, classify, object_load
 from compat.results.inventory import Inventory, merged_helper_names
 from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 
@@ -657,6 +657,10 @@ class Checker:
                       "errno": opened.get("errno"), "message": opened.get("message")}  # fmt: skip
             section = sections.get(p.name, gp.get("section", ""))
             out.append(self._program_result(base, p.name, section, gp, reply, kw, names))
+        # The object as shipped: one verdict for the object, carried by each of its programs' cells.
+        shipped = object_load(reply, {r.program: r.message or r.detail for r, _ in out})
+        for r, _ in out:
+            r.object_load = shipped
         return out
 
     @staticmethod

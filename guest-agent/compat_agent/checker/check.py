@@ -43,6 +43,7 @@ from compat_agent.elf.sections import (
 from compat_agent.wire.facts import FACTS_MAX, Fact, fact
 from compat_agent.wire.stats import parse_stats
 from compat_agent.wire.textfacts import program_facts
+from compat_agent.wire.validate import TEXT_MAX
 from compat_agent.wire.verifierlog import error_line
 
 from . import legacy
@@ -148,6 +149,9 @@ class Checker:
         self.timing: dict = {"loads": []}  # where the request's time went (ms), for benchmarks
         self.load_overhead_ms = 0.0  # what the last failed load spent besides verifying programs
         self.verify_again = True
+        # The object as shipped: whether bpf_object__load with every program and map as the object
+        # declares them (what its skeleton does) succeeds, and if not, what failed first (None: unknown).
+        self.object_load: dict | None = None
 
     def open(self) -> lb.Object:
         """A freshly opened bpf_object of the checked bytes (a load can be attempted once), with
@@ -379,7 +383,7 @@ class Checker:
         """
         obj, self.first = self.first, None
         obj_order = [p.name for p in self.progs]  # libbpf's order (inventory() listed them so)
-        for _ in range(len(self.progs) + len(self.maps) + 3):
+        for attempt in range(len(self.progs) + len(self.maps) + 3):
             if obj is None:
                 obj = self.open()
             pending = [p for p in self.progs if p.verdict is None]
@@ -390,6 +394,8 @@ class Checker:
             again = self._verify_again()
             bufs = self._configure(obj, 4, names={p.name for p in pending} | again if again else None)
             ret, lines, elapsed, stopped = self._load(obj, bufs, 4)
+            if attempt == 0 and self._as_declared():  # the skeleton's load: its outcome is the object's
+                self.object_load = first_failure(ret, lines, self.struct_ops)
             logs = {n: b.value.decode("utf-8", "replace") for n, b in bufs.items()}
             stats = {n: parse_stats(log) for n, log in logs.items()}
             times = self._split_time(elapsed, {n: s for n, s in stats.items() if logs[n]} or stats)
@@ -425,6 +431,43 @@ class Checker:
             if not self._blame(-ret, lines, logs, stats, times, stopped):
                 return None
         return None
+
+    def _as_declared(self) -> bool:
+        """Whether the first load of load_all() loads what the object declares: every program
+        without a verdict from the inventory autoloads, and only those (SEC("?...") ones do not;
+        libbpf decides for struct_ops programs either way), with every map."""
+        for p in self.progs:
+            struct_ops = p.prog_type == lb.PROG_TYPE["struct_ops"]
+            wanted = p.verdict is None
+            effective = p.initial_autoload if struct_ops and wanted and not p.initial_autoload else wanted
+            if effective != p.initial_autoload:
+                return False
+        return True
+
+    def load_as_declared(self) -> dict | None:
+        """One more load, of the object as it declares itself (every program's autoload and every
+        map as in the object), for its object-level verdict when load_all()'s first load was not
+        that load. None when it cannot be opened again."""
+        try:
+            obj = self.open()
+        except lb.LibbpfError:
+            return None
+        try:
+            pool = log_buffers(STATS_LOG_SIZE)  # a log buffer: level 0 makes libbpf retry with bigger ones
+            bufs: dict[str, ctypes.Array] = {}
+            for prog in obj.programs():
+                if prog.autoload:
+                    bufs[prog.name] = next(pool)
+                    prog.set_log(4, bufs[prog.name])
+            t0 = time.monotonic()
+            ret, lines, _, _ = self._load(obj, bufs, 4)
+            self.timing["as_declared_ms"] = round((time.monotonic() - t0) * 1000, 3)
+            del bufs
+        except Exhausted:
+            return None
+        finally:
+            obj.close()
+        return first_failure(ret, lines, self.struct_ops)
 
     def _verify_again(self) -> set[str]:
         """Accepted programs of failed loads to load again in the next load, so that they end up
@@ -677,6 +720,11 @@ class Checker:
                 self.maps[name]["note"] = note
         result["maps"] = list(self.maps.values())
         result["programs"] = [p.record() for p in self.progs]
+        if self.object_load is None and self.progs:
+            self.object_load = self.load_as_declared()
+            t = self._lap("as_declared_ms", t)
+        if self.object_load is not None:
+            result["object_load"] = self.object_load
         notes = [*self.map_notes.values(), *self.global_notes.values()]
         if notes:  # every verdict of the object rests on those sizes and values: each says so
             notes = [f"[compat: {note}]" for note in notes]
@@ -713,6 +761,30 @@ def _bounded(facts: list[Fact]) -> list[Fact]:
     room = max(FACTS_MAX - (len(facts) - len(named)), 0)
     kept = {id(f) for f in named[:room]}
     return [f for f in facts if f["code"] != "map_mentioned" or id(f) in kept][:FACTS_MAX]
+
+
+def first_failure(ret: int, lines: list[str], struct_ops: dict[str, dict]) -> dict:
+    """The object-level verdict of a load as declared (the object_load record of the reply): it
+    loaded, or what made it fail first: a program (the kernel refused it, or libbpf could not
+    prepare it), a map the kernel could not create, or the object as a whole (externs, BTF)."""
+    if ret == 0:
+        return {"ok": True}
+    err = -ret
+    failed = [m.group(1) for line in lines if (m := _FAILED_LOAD_RE.match(line))]
+    if not failed:
+        failed = [m.group(1) for line in lines if (m := _PROG_LINE_RE.match(line)) and _PREPARE_RE.search(line)]
+    if failed:
+        return {"ok": False, "stage": "program", "name": failed[-1], "errno": err}
+    maps = [m.group(1) for line in lines if (m := _MAP_FAILED_RE.match(line))]
+    if maps:
+        return {"ok": False, "stage": "map", "name": maps[-1], "errno": err}
+    for line in reversed(lines):
+        named = _STRUCT_OPS_MAP_RE.match(line)
+        if named and named.group(1) in struct_ops:
+            return {"ok": False, "stage": "map", "name": named.group(1), "errno": err}
+    obj_lines = [line for line in _object_lines(lines) if not line.startswith("failed to load object")]
+    message = (obj_lines or [lb.errno_text(err)])[-1]
+    return {"ok": False, "stage": "object", "errno": err, "message": message[:TEXT_MAX]}
 
 
 def obj_prog_fd(obj: lb.Object, name: str) -> int:

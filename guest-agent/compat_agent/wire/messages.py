@@ -242,6 +242,19 @@ class OpenRecord(Message):
 
 
 @dataclass
+class ObjectLoadRecord(Message):
+    """The object as shipped: whether bpf_object__load with every program and map as the object
+    declares them (a skeleton's load) succeeded, and if not, what failed first: a program (name),
+    a map the kernel could not create (name), or the object as a whole (message)."""
+
+    ok: bool
+    stage: Literal["program", "map", "object"] | None = None
+    name: str | None = None
+    errno: int | None = None
+    message: Text | None = None
+
+
+@dataclass
 class CheckResult(Message):
     """The check of one object on one kernel. facts: the object's own (its open failure's)."""
 
@@ -257,6 +270,7 @@ class CheckResult(Message):
     externs: Annotated[list[ExternRecord] | None, NOT_NULL] = None
     maps: Annotated[list[MapRecord] | None, NOT_NULL] = None
     facts: Annotated[Facts | None, NOT_NULL] = None
+    object_load: Annotated[ObjectLoadRecord | None, NOT_NULL] = None  # absent: not known (legacy loader)
 
 
 # -- the probe result (guest -> host) --------------------------------------------------------------

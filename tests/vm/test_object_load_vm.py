@@ -1,0 +1,54 @@
+"""The object as shipped (issue 16, deliverable 1): an object whose skeleton load fails on a kernel
+because of a map no program uses is said so, per kernel, in the table, markdown and JSON; the
+per-program verdicts stay as they are."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bpf_build import build_source
+from conftest import run_compat
+
+# A BPF arena map (BPF_MAP_TYPE_ARENA = 33, Linux 6.9; the host's uapi headers may predate it)
+# that the only program does not use: every program verifies on 6.1, the skeleton's load fails.
+ARENA = """\
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+    __uint(type, 33);
+    __uint(map_flags, 1024); /* BPF_F_MMAPABLE */
+    __uint(max_entries, 1);
+} arena SEC(".maps");
+
+SEC("xdp")
+int pass(struct xdp_md *ctx)
+{
+    return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.vm
+@pytest.mark.network
+def test_an_arena_map_makes_the_object_not_load_on_6_1_only(tmp_path):
+    obj = build_source(ARENA, tmp_path, "arena_unused")
+    out = {fmt: tmp_path / f"out.{fmt}" for fmt in ("json", "table", "markdown")}
+    args = [a for fmt, path in out.items() for a in ("--format", fmt, "--output", path)]
+    proc = run_compat("check", obj, "--kernel", "6.1", "--kernel", "6.12", "--no-attach", *args, timeout=3000)
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(out["json"].read_text())
+    by_kernel = {r["kernel"]: r for r in doc["results"]}
+    old, new = by_kernel["6.1"], by_kernel["6.12"]
+    assert old["verdict"] == new["verdict"] == "accepted"  # the program itself verifies on both
+    assert new["object_load"] == {"loads": True}
+    shipped = old["object_load"]
+    assert (shipped["loads"], shipped["stage"], shipped["name"]) == (False, "map", "arena"), shipped
+    assert shipped["maps"] == [{"name": "arena", "type": "arena", "since": "6.9", "errno": shipped["errno"]}]
+    words = "object does not load: map arena (arena, Linux 6.9): EINVAL"
+    assert shipped["reason"] == words.removeprefix("object does not load: ")
+    assert words in out["table"].read_text()
+    assert words in out["markdown"].read_text()
