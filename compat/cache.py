@@ -38,6 +38,7 @@ from filelock import FileLock, Timeout
 
 from .errors import CompatError, InfraError, UserError
 from .paths import TEMP_DIR_RE, TEMP_PREFIX, cache_root, owner_alive, owner_tag, pid_alive_since
+from .progress import Progress
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "compat-cache/v1"
@@ -211,6 +212,9 @@ class Cache:
         # Told (one line) when a damaged entry is moved aside: the run goes on, the user learns why
         # it was slower. Default: stderr.
         self.notify = notify if notify is not None else _to_stderr
+        # What the run is doing (downloads, image build, boots, saves): passed down with the
+        # cache, as notify is; the command line sets it (compat/progress.py), nothing by default.
+        self.progress: Progress = Progress()
 
     def file_sha256(self, path: Path) -> str:
         """The sha256 of a file, remembered while the file is unchanged (see HashMemo)."""

@@ -7,11 +7,13 @@ check.py (check, report, merge); shown.py prints texts from objects, guests and 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 
+from compat import progress
 from compat.cache import Cache
 from compat.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CompatError
 
@@ -47,12 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     # A CI job being cancelled (SIGTERM) cleans up like Ctrl-C: guests killed, temporaries removed.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    logger = logging.getLogger("compat")
+    saved_logging = logger.level, logger.propagate, list(logger.handlers)
+    # Progress and log lines go to stderr through one sink (compat/progress.py): reports own stdout.
+    sink = progress.setup(-1 if args.quiet else args.verbose)
     try:
-        cache = Cache(args.cache.expanduser().resolve() if args.cache else None)
+        cache = Cache(args.cache.expanduser().resolve() if args.cache else None,
+                      notify=lambda message: logger.warning("cache: %s", message))  # fmt: skip
+        cache.progress = sink
         if args.command not in ("report", "merge"):  # re-rendering a file needs no cache
             cache.dir()
             cache.sweep_temporaries()
-        status = COMMANDS[args.command](args, cache)
+        try:
+            status = COMMANDS[args.command](args, cache)
+        finally:
+            sink.close()  # the live display ends before any error line
     except CompatError as e:
         print(f"compat: error: {_shown(e)}", file=sys.stderr)  # e names files, objects, kernels
         status = e.exit_status
@@ -68,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         status = EXIT_INFRA
     finally:
+        sink.close()
+        logger.setLevel(saved_logging[0])
+        logger.propagate = saved_logging[1]
+        logger.handlers[:] = saved_logging[2]
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return status

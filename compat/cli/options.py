@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="compat", description="Check which kernels accept your BPF programs.")
     parser.add_argument("--version", action="version", version=f"compat {__version__}")
     parser.add_argument("--cache", type=Path, help="cache directory (default: $COMPAT_CACHE or ~/.cache/compat)")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress and no warnings on stderr, only errors")  # fmt: skip
+    loud.add_argument("-v", "--verbose", action="count", default=0,
+                      help="say more on stderr: -v what compat decides (accelerator, cache), "
+                      "-vv debug details")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

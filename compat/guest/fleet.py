@@ -129,7 +129,9 @@ class Fleet:
                 state, hello = found
                 restoring = VM(replace(config, restore=state), name=kernel.id, tmp_root=self.tmp_root)
                 try:
-                    vm = self._start(restoring)
+                    with self.cache.progress.stage(f"restoring {kernel.id}") as shown:
+                        vm = self._start(restoring)
+                        shown.done(f"restored {kernel.id}")
                     vm.hello = hello
                     return vm
                 except GuestError as e:
@@ -140,7 +142,9 @@ class Fleet:
                     refused = restoring.proc is not None and (restoring.proc.returncode or 0) > 0
                     self.snapshots.discard(config, str(e), refused=refused)
         try:
-            vm = self._start(VM(config, name=kernel.id, tmp_root=self.tmp_root))
+            with self.cache.progress.stage(f"booting {kernel.id}") as shown:
+                vm = self._start(VM(config, name=kernel.id, tmp_root=self.tmp_root))
+                shown.done(f"booted {kernel.id}" + (" (accelerator probe)" if timeout else ""))
         except GuestError:
             # A guest that does not boot may be booting damaged files (a cache entry changed in
             # place without its mtime: a disk fault). Its inputs are checked fully; if one was

@@ -144,7 +144,13 @@ class ImageBuilder:
     def build(self) -> Image:
         """The guest image, built now if its inputs changed since the last build."""
         key, pkgs = self.inputs()
-        entry = self.cache.ensure(IMAGE_KIND, key, lambda d: self._build(pkgs, d), hashed=["initramfs.cpio"])
+        def build(dest: Path) -> dict:
+            with self.cache.progress.stage("building the guest image") as shown:
+                meta = self._build(pkgs, dest)
+                shown.done(f"built guest image ({meta['size'] / 1e6:.0f} MB)")
+            return meta
+
+        entry = self.cache.ensure(IMAGE_KIND, key, build, hashed=["initramfs.cpio"])
         m = entry.meta
         return Image(
             key, entry.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]), m["size"]

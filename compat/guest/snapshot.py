@@ -90,8 +90,10 @@ class Snapshots:
         key = snapshot_key(vm.config, self.cache)
 
         def build(dest: Path) -> dict:
-            vm.request({"type": "warm"}, timeout=120)
-            vm.save_state(dest / STATE)
+            with self.cache.progress.stage(f"saving the booted guest of {vm.name}") as shown:
+                vm.request({"type": "warm"}, timeout=120)
+                vm.save_state(dest / STATE)
+                shown.done(f"saved booted guest of {vm.name} ({(dest / STATE).stat().st_size / 1e6:.0f} MB)")
             return {
                 "hello": vm.hello,
                 "kernel": str(vm.config.vmlinuz),

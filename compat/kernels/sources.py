@@ -314,12 +314,16 @@ class KernelStore:
             raise UserError("dpkg-deb is not installed", "apt-get install dpkg")
         debs, root = dest / "debs", dest / "root"
         root.mkdir()
-        for pkg in resolved.packages:
-            deb = repo.download(pkg, debs)
-            proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise InfraError(f"cannot unpack {deb.name}: {proc.stderr.strip()[:200]}")
-            deb.unlink()  # the extracted tree and its manifest are what we keep
+        size = sum(pkg.size for pkg in resolved.packages)
+        with self.cache.progress.stage(f"fetching kernel {resolved.spec.id}", size or None, "bytes") as shown:
+            for pkg in resolved.packages:
+                with shown.watch(debs):
+                    deb = repo.download(pkg, debs)
+                proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise InfraError(f"cannot unpack {deb.name}: {proc.stderr.strip()[:200]}")
+                deb.unlink()  # the extracted tree and its manifest are what we keep
+            shown.done(f"fetched kernel {resolved.spec.id} ({resolved.version}, {size / 1e6:.0f} MB)")
         shutil.rmtree(debs, ignore_errors=True)
         vmlinuz = _find_first(root, ["boot/vmlinuz-*", "usr/lib/modules/*/vmlinuz", "lib/modules/*/vmlinuz"])
         if vmlinuz is None:

@@ -186,3 +186,67 @@ def test_cli_main_returns_its_status(tmp_path, capsys):
     assert main(["--help"]) == 0
     assert main(["no-such-command"]) == EXIT_USAGE
     capsys.readouterr()
+
+
+# -- progress and verbosity --------------------------------------------------------------------
+
+
+def test_line_progress_says_each_stage_with_its_time():
+    """In CI (stderr no terminal): one plain line per finished stage with its time; a stage that
+    fails says nothing (the error does); texts from names are escaped."""
+    import io
+
+    from compat.progress import LineProgress, for_stderr
+
+    out = io.StringIO()
+    sink = for_stderr(stream=out)
+    assert isinstance(sink, LineProgress)
+    with sink.stage("fetching kernel 6.12", 84e6, "bytes") as st:
+        st.advance(84e6)
+        st.done("fetched kernel 6.12 (6.12.118, 84 MB)")
+    with pytest.raises(RuntimeError), sink.stage("building the guest image") as st:
+        raise RuntimeError("boom")
+    sink.line("6.1\x1b[31m: 2 program(s)")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("compat: fetched kernel 6.12 (6.12.118, 84 MB) in ") and lines[0].endswith(" s")
+    assert lines[1] == "compat: 6.1\\x1b[31m: 2 program(s)"
+    assert type(for_stderr(quiet=True, stream=out)).__name__ == "Progress"
+
+
+def test_rich_progress_on_a_terminal():
+    """On a terminal: a live display (rich) with a row per running stage, bytes for downloads,
+    and each finished stage's line left above it; no real tty needed (a forced terminal)."""
+    import io
+
+    from rich.console import Console
+
+    from compat.progress import RichProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system=None)
+    sink = RichProgress(console)
+    with sink.stage("fetching kernel 6.12", 84e6, "bytes") as st:
+        st.advance(42e6)
+        sink.live.refresh()
+        st.done("fetched kernel 6.12 (6.12.118, 84 MB)")
+    with sink.stage("checking on 6.1", 13, "objects") as st:
+        st.advance(3)
+        sink.live.refresh()
+    sink.close()
+    text = out.getvalue()
+    assert "fetching kernel 6.12" in text and "42.0/84 MB" in text
+    assert "checking on 6.1" in text and "3/13 objects" in text
+    assert "compat: fetched kernel 6.12 (6.12.118, 84 MB) in " in text
+    assert "\x1b[" in text  # a terminal's live display (cursor moves), not plain lines
+
+
+def test_quiet_prints_nothing_but_errors(tmp_path):
+    """-q: no summary or warning lines; errors still are one line; -v/-q exclude each other."""
+    plain = run_compat("report", GOLDEN, "--format", "json")
+    assert plain.returncode == 1 and plain.stderr.startswith("compat: 4 program(s)"), plain.stderr  # the gate
+    quiet = run_compat("-q", "report", GOLDEN, "--format", "json")
+    assert quiet.returncode == 1 and quiet.stderr == "" and quiet.stdout == plain.stdout
+    bad = run_compat("-q", "report", tmp_path / "missing.json")
+    assert bad.returncode == EXIT_USAGE and bad.stderr.startswith("compat: error: ")
+    assert run_compat("-q", "-v", "cache", "info").returncode == EXIT_USAGE
