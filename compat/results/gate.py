@@ -81,8 +81,21 @@ def _reason(reason: str | None) -> str:
     return REASONS.get(reason or "", reason or "?")
 
 
+# The summary line names at most this many items of each of its lists, then says how many more:
+# on 361 real objects the unbounded line listed every boundary in 10,000 characters.
+SUMMARY_NAMED = 5
+
+
+def _named(items: list[str]) -> str:
+    """The first SUMMARY_NAMED items, then 'and K more (see the report)'."""
+    shown = ", ".join(items[:SUMMARY_NAMED])
+    more = len(items) - SUMMARY_NAMED
+    return shown + (f", and {more} more (see the report)" if more > 0 else "")
+
+
 def gate_summary(result: RunResult, comparison: Comparison, counts: bool = True) -> str:
-    """'N programs, K kernels: R regressions: a.o:p on 5.10 (missing helper), …'."""
+    """'N programs, K kernels: R regressions: a.o:p on 5.10 (missing helper), …': the counts, then at
+    most SUMMARY_NAMED named items per list and how many more (the line every command prints)."""
     f = facts(result, comparison)
     kernels = {k.id: k for k in result.kernels}
     text = f"{f.programs} program(s), {f.kernels} kernel(s): " if counts else ""
@@ -92,25 +105,26 @@ def gate_summary(result: RunResult, comparison: Comparison, counts: bool = True)
         n = len(f.regressions)
         text += f"{n} regression(s) against {comparison.baseline.label}"
         if n:
-            text += ": " + ", ".join(
+            text += ": " + _named([
                 f"{c.object}:{c.program} on {kernel_name(kernels.get(c.kernel), c.kernel)} ({_reason(c.reason)})"
                 for c in f.regressions
-            )
+            ])  # fmt: skip
     if f.required_rejections:
-        text += f"; {len(f.required_rejections)} rejection(s) on required kernels: " + ", ".join(
+        text += f"; {len(f.required_rejections)} rejection(s) on required kernels: " + _named([
             f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)} ({_reason(r.reason)})"
             for r in f.required_rejections
-        )
+        ])  # fmt: skip
     if f.unmet:
-        text += f"; {len(f.unmet)} expectation(s) not met: " + ", ".join(
+        text += f"; {len(f.unmet)} expectation(s) not met: " + _named([
             f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)}" for r in f.unmet
-        )
-    if comparison.backport_regressions():
-        text += "; rejected on a newer kernel after an older one accepted: " + ", ".join(
+        ])  # fmt: skip
+    backports = comparison.backport_regressions()
+    if backports:
+        text += f"; {len(backports)} rejected on a newer kernel after an older one accepted: " + _named([
             f"{p.object}:{p.program} (accepted on {_version(kernels, p.accepted_on)}, "
             f"rejected from {_version(kernels, p.rejected_from)})"
-            for p in comparison.backport_regressions()
-        )
+            for p in backports
+        ])  # fmt: skip
     return text
 
 

@@ -399,3 +399,28 @@ def test_markdown_of_a_large_object_set_keeps_its_regressions():
     assert "more, in the JSON result file" in md  # the statistics table is held to its largest changes
     assert "### Regressions" in md and "count_getpid</code> on 5.10" in md
     assert "```diff" in md  # the regression's log diff is kept
+
+
+def test_summary_line_is_bounded(tmp_path):
+    """On 361 real objects the summary line listed every regression and boundary in one line of
+    10,000 characters: it names at most SUMMARY_NAMED items per list, then how many more."""
+    from compat.results.gate import SUMMARY_NAMED, gate_summary
+
+    now, old = current(), baseline()
+    for run, verdict in ((now, "rejected"), (old, "accepted")):
+        template = next(r for r in run.results if r.program == "count_getpid" and r.kernel == "5.10")
+        for i in range(400):
+            extra = copy.deepcopy(template)
+            extra.program, extra.verdict = f"many_{i:03}", verdict
+            run.results.append(extra)
+    line = gate_summary(now, compare(now, old, "file", "old.json"))
+    assert "401 regression(s) against old.json" in line
+    assert f", and {401 - SUMMARY_NAMED} more (see the report)" in line and len(line) < 1000, len(line)
+    for fmt in ("table", "github"):  # they print the same line
+        assert f"and {401 - SUMMARY_NAMED} more (see the report)" in render(fmt, now, compare(now, old, "file", "o"))
+    saved, base = tmp_path / "now.json", tmp_path / "old.json"
+    saved.write_text(render("json", now, compare(now)))
+    base.write_text(render("json", old, compare(old)))
+    proc = run_compat("report", str(saved), "--baseline", str(base), "--format", "json", "--output", "-", cwd=tmp_path)
+    (summary,) = [ln for ln in proc.stderr.splitlines() if "regression(s)" in ln]
+    assert len(summary) < 1000 and "more (see the report)" in summary
