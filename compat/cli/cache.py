@@ -29,7 +29,7 @@ def cmd_cache(args, cache: Cache) -> int:
         what = f"{removed} {'entry' if removed == 1 else 'entries'} unused for more than {args.days:g} days"
         print(f"freed {freed / 1e6:.0f} MB in {cache.root}: {what}")
         return EXIT_OK
-    rows = []
+    rows, kinds = [], []
     total = unused = 0
     if cache.root.is_dir():
         for kind in sorted(p for p in cache.root.iterdir() if p.is_dir()):
@@ -40,6 +40,14 @@ def cmd_cache(args, cache: Cache) -> int:
             never = kind.name in NEVER_PRUNED
             rows.append((kind.name, len(cache.entries(kind.name)), f"{size / 1e6:.0f} MB",
                          "-" if never else f"{old / 1e6:.0f} MB"))  # fmt: skip
+            kinds.append({"kind": kind.name, "entries": rows[-1][1], "bytes": size,
+                          "unused_bytes": None if never else old})
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps({"cache": str(cache.root), "kinds": kinds, "total_bytes": total, "unused_bytes": unused,
+                          "keep_days": KEEP_DAYS}, indent=1))  # fmt: skip
+        return EXIT_OK
     print(f"cache: {cache.root}")
     print(tabulate(rows, headers=["kind", "entries", "size", f"unused {KEEP_DAYS:g}+ days"]))
     print(f"total: {total / 1e6:.0f} MB ({unused / 1e6:.0f} MB unused for {KEEP_DAYS:g} days: 'compat cache prune')")

@@ -27,12 +27,14 @@ def cmd_kernels(args, cache: Cache) -> int:
         spec = KernelSpec(id="x", label="x", series=args.series, flavour=args.flavour, suite=args.suite)
         if not args.series.replace(".", "").isdigit():
             raise UserError(f"series '{args.series}' is not like 6.1")
-        rows = [
-            (p.version.split("-")[0], p.version, p.name, p.suite, f"{p.size / 1e6:.0f} MB")
-            for p in available(store, args.series, source_spec=spec)
-        ]
-        if not rows:
+        found = available(store, args.series, source_spec=spec)
+        if not found:
             raise UserError(f"the archive has no {args.flavour} kernel of series {args.series}")
+        if args.json:
+            releases = [{"point_release": p.version.split("-")[0], "version": p.version, "package": p.name,
+                         "suite": p.suite, "size": p.size} for p in found]  # fmt: skip
+            return _print_json({"series": args.series, "flavour": args.flavour, "releases": releases})
+        rows = [(p.version.split("-")[0], p.version, p.name, p.suite, f"{p.size / 1e6:.0f} MB") for p in found]
         print(tabulate(rows, headers=["point release", "package version", "package", "suite", "size"]))
         return EXIT_OK
     specs = _specs(args, cache)
@@ -40,10 +42,13 @@ def cmd_kernels(args, cache: Cache) -> int:
         rows = []
         for spec in specs:
             r = store.resolve(spec)
-            rows.append(
-                (spec.id, spec.label, spec.describe(), r.version, r.release, "yes" if store.cached(r) else "no")
-            )
-        print(tabulate(rows, headers=["id", "label", "source", "version", "release", "cached"]))
+            rows.append((spec.id, spec.label, spec.describe(), r.version, r.release, bool(store.cached(r))))
+        if args.json:
+            keys = ("id", "label", "source", "version", "release", "cached")
+            return _print_json({"kernels": [dict(zip(keys, row, strict=True)) for row in rows]})
+        shown = [(*row[:5], "yes" if row[5] else "no") for row in rows]
+        print(tabulate(shown, headers=["id", "label", "source", "version", "release", "cached"],
+                       disable_numparse=True))  # fmt: skip
         return EXIT_OK
     for spec in specs:  # bad input (no such package) fails here, before any download
         store.resolve(spec)
@@ -64,9 +69,13 @@ def cmd_image(args, cache: Cache) -> int:
     builder = ImageBuilder(cache)
     image = builder.build() if args.action == "build" else builder.cached()
     if image is None:
+        if getattr(args, "json", False):
+            return _print_json({"image": None})
         print("no guest image is cached yet: 'compat image build' builds one")
         return EXIT_OK
     info = describe(image)
+    if getattr(args, "json", False):
+        return _print_json({"image": {**info, "packages": list(image.packages)}})
     print(tabulate([(k, v) for k, v in info.items()], tablefmt="plain"))
     print("packages:", ", ".join(image.packages))
     return EXIT_OK
@@ -108,6 +117,19 @@ def cmd_vm(args, cache: Cache) -> int:
                 f"{o.boot_seconds:.2f}",
             )
         )
+    if args.json:
+        keys = ("id", "label", "version", "release", "btf", "libbpf", "accel", "boot_seconds", "error")
+        found = []
+        for o in outcomes:
+            h = o.hello or {}
+            found.append(dict(zip(keys, (
+                o.spec.id, o.spec.label, o.kernel.version if o.kernel else None,
+                None if o.error else h.get("release"), None if o.error else bool(h.get("btf")),
+                None if o.error else h.get("libbpf"), None if o.error else fleet.accel,
+                None if o.error or o.boot_seconds is None else round(o.boot_seconds, 2),
+                str(o.error) if o.error else None), strict=True)))  # fmt: skip
+        _print_json({"kernels": found})
+        return EXIT_INFRA if failed else EXIT_OK
     shown = [[_shown(v) if isinstance(v, str) else v for v in row] for row in rows]  # the guest's hello, errors
     print(tabulate(shown, headers=["id", "label", "version", "uname -r", "BTF", "libbpf", "accel", "boot s"],
                    disable_numparse=True))  # fmt: skip
@@ -134,7 +156,17 @@ def cmd_probe(args, cache: Cache) -> int:
             print(f"compat: error: kernel {_shown(o.spec.id)}: {_shown(o.error)}", file=sys.stderr)
     names = merged_helper_names([o.value for o in good])
     if args.format == "json":
-        doc = {o.spec.id: {"version": o.kernel.version, **o.value.to_json()} for o in good}
+        doc: dict = {o.spec.id: {"version": o.kernel.version, **o.value.to_json()} for o in good}
+        if args.diff:  # the kernels as without --diff, and what each adds or removes
+            changes = []
+            for prev, cur in itertools.pairwise(good):
+                d = diff(prev.value, cur.value, names)
+                parts = {"prog_types": d.prog_types, "map_types": d.map_types, "helpers": d.helpers,
+                         "kfuncs": d.kfuncs, "features": d.features}  # fmt: skip
+                changes.append({"kernel": cur.spec.id, "relative_to": prev.spec.id,
+                                "added": {k: list(v[0]) for k, v in parts.items()},
+                                "removed": {k: list(v[1]) for k, v in parts.items()}})  # fmt: skip
+            doc = {"kernels": doc, "diff": changes}
         print(json.dumps(doc, indent=1))
     elif args.diff:
         for prev, cur in itertools.pairwise(good):
@@ -155,6 +187,15 @@ def cmd_probe(args, cache: Cache) -> int:
                 print(f"{_shown(kf)} on {_shown(o.spec.id)}: {present}; callable from: "
                       f"{_shown(', '.join(allowed)) or 'none'}")  # fmt: skip
     return EXIT_INFRA if any(o.error for o in outcomes) else EXIT_OK
+
+
+def _print_json(doc: object) -> int:
+    """A command's --json output: texts from guests and archives stay data, escaped by the JSON
+    encoder (ASCII only: no control or bidi character reaches a terminal)."""
+    import json
+
+    print(json.dumps(doc, indent=1))
+    return EXIT_OK
 
 
 def diff_lines(d) -> list[str]:

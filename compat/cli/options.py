@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.required = True
     p = ksub.add_parser("list", help="matrix kernels: resolved version, cached or not")
     _kernel_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
     p = ksub.add_parser("fetch", help="download and cache kernels")
     p.add_argument("ids", nargs="*", metavar="ID")
     _kernel_options(p)
@@ -107,17 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavour", default="amd64")
     p.add_argument("--suite", help="only this suite")
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
+    p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
 
     image = sub.add_parser("image", help="the guest image")
     isub = image.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     isub.required = True
     isub.add_parser("build", help="build the guest image now (normally automatic)")
-    isub.add_parser("info", help="what the cached guest image contains")
+    p = isub.add_parser("info", help="what the cached guest image contains")
+    p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
 
     cache = sub.add_parser("cache", help="the cache")
     csub = cache.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     csub.required = True
-    csub.add_parser("info", help="where the cache is and what it holds")
+    p = csub.add_parser("info", help="where the cache is and what it holds")
+    p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
     p = csub.add_parser("clean", help="delete cached entries")
     p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds (kernels, images, apt, …)")
     p = csub.add_parser("prune", help="delete entries no run has used for some days")
@@ -191,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="what each kernel adds or removes relative to the previous one")
     p.add_argument("--kfunc", action="append", default=[], help="also probe where this kfunc may be called")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
 
     vm = sub.add_parser("vm", help="boot guests")
     vsub = vm.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = vsub.add_parser("smoke", help="boot each kernel and report what the guest sees")
     _kernel_options(p)
     p.add_argument("--jobs", type=_jobs, help=f"VMs at once, 1-{MAX_JOBS} (default: number of cores)")
+    p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
 
     from .bisect_options import add_parser as add_bisect
 

@@ -250,3 +250,36 @@ def test_quiet_prints_nothing_but_errors(tmp_path):
     bad = run_compat("-q", "report", tmp_path / "missing.json")
     assert bad.returncode == EXIT_USAGE and bad.stderr.startswith("compat: error: ")
     assert run_compat("-q", "-v", "cache", "info").returncode == EXIT_USAGE
+
+
+# -- machine-readable output ---------------------------------------------------------------------
+
+
+def test_cache_info_json(tmp_path):
+    """compat cache info --json: the documented keys; names stay data."""
+    (tmp_path / "kernels" / "k1").mkdir(parents=True)
+    (tmp_path / "kernels" / "k1" / "f").write_bytes(b"x" * 1000)
+    (tmp_path / "state").mkdir()
+    done = run_compat("--cache", tmp_path, "cache", "info", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert set(doc) == {"cache", "kinds", "total_bytes", "unused_bytes", "keep_days"}
+    kinds = {k["kind"]: k for k in doc["kinds"]}
+    assert kinds["kernels"] == {"kind": "kernels", "entries": 1, "bytes": kinds["kernels"]["bytes"], "unused_bytes": 0}
+    assert kinds["kernels"]["bytes"] >= 1000 and kinds["state"]["unused_bytes"] is None
+
+
+def test_image_info_json_without_an_image(tmp_path):
+    done = run_compat("--cache", tmp_path, "image", "info", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == {"image": None}
+
+
+def test_probe_json_alias():
+    """compat probe --json is --format json."""
+    from compat.cli.options import build_parser
+
+    assert build_parser().parse_args(["probe", "--json"]).format == "json"
+    assert build_parser().parse_args(["probe"]).format == "table"
+    for argv in (["kernels", "list", "--json"], ["kernels", "available", "6.1", "--json"], ["cache", "info", "--json"],
+                 ["vm", "smoke", "--json"], ["image", "info", "--json"]):  # fmt: skip
+        assert build_parser().parse_args(argv).json is True

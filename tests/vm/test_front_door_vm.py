@@ -22,3 +22,24 @@ def test_ci_progress_lines_and_quiet(built_programs, tmp_path):
     quiet = run_compat("-q", "check", obj, "--kernel", "6.1", "--no-cache", "--format", "json")
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert quiet.stdout.startswith("{")
+
+
+def test_json_of_kernels_and_vm_smoke():
+    """--json of kernels list, kernels available and vm smoke (one kernel): the documented keys,
+    kernel ids as strings (5.10 never becomes 5.1)."""
+    import json
+
+    listed = run_compat("kernels", "list", "--kernel", "5.10", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["kernels"][0].keys() == {"id", "label", "source", "version", "release", "cached"}
+    assert json.loads(listed.stdout)["kernels"][0]["id"] == "5.10"
+    offered = run_compat("kernels", "available", "6.1", "--json")
+    assert offered.returncode == 0, offered.stderr
+    doc = json.loads(offered.stdout)
+    assert doc["series"] == "6.1" and doc["releases"]
+    assert doc["releases"][0].keys() == {"point_release", "version", "package", "suite", "size"}
+    smoke = run_compat("vm", "smoke", "--kernel", "6.1", "--json")
+    assert smoke.returncode == 0, smoke.stderr
+    (k,) = json.loads(smoke.stdout)["kernels"]
+    assert k["id"] == "6.1" and k["error"] is None and k["btf"] is True and k["accel"] in ("kvm", "tcg")
+    assert k["release"].startswith("6.1.") and isinstance(k["boot_seconds"], float)
