@@ -156,10 +156,14 @@ def cmd_probe(args, cache: Cache) -> int:
             print(f"compat: error: kernel {_shown(o.spec.id)}: {_shown(o.error)}", file=sys.stderr)
     names = merged_helper_names([o.value for o in good])
     if args.format == "json":
-        doc: dict = {o.spec.id: {"version": o.kernel.version, **o.value.to_json()} for o in good}
+        doc: dict = {}
+        for o in good:
+            assert o.kernel is not None and o.value is not None  # good: the outcomes with a value
+            doc[o.spec.id] = {"version": o.kernel.version, **o.value.to_json()}
         if args.diff:  # the kernels as without --diff, and what each adds or removes
             changes = []
             for prev, cur in itertools.pairwise(good):
+                assert prev.value is not None and cur.value is not None
                 d = diff(prev.value, cur.value, names)
                 parts = {"prog_types": d.prog_types, "map_types": d.map_types, "helpers": d.helpers,
                          "kfuncs": d.kfuncs, "features": d.features}  # fmt: skip
