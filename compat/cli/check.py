@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from compat.cache import Cache, replace_text
+from compat.cache import Cache
 from compat.errors import EXIT_USAGE, UserError
 from compat.kernels.matrix import load_matrix
 from compat.objects import globalvars
@@ -31,37 +31,22 @@ def _check_globals(values: tuple, objects: list) -> None:
     globalvars.check_defined(list(values), variables)
 
 
-def _formats(args) -> tuple[list[str], list[str]]:
-    """--format and --output, checked before anything runs."""
+def _formats(args) -> list:
+    """--format and --output, checked before anything runs (reports/outputs.py: formats known, an
+    --output's format told by its suffix if no --format goes with it, no file twice, directories
+    that exist and are writable)."""
     from compat.reports import RENDERERS
+    from compat.reports.outputs import plan
 
-    formats = args.formats or ["table"]
-    for fmt in formats:
-        if fmt not in RENDERERS:
-            raise UserError(f"unknown format '{fmt}'", f"use one of {', '.join(RENDERERS)}")
-    outputs = args.outputs or []
-    if len(outputs) > len(formats):
-        raise UserError("more --output than --format options", "give one --format per --output")
-    return formats, outputs
+    return plan(args.formats, args.outputs, list(RENDERERS))
 
 
-def _write_reports(result, comparison, formats: list[str], outputs: list[str], fail_on: str = "regression") -> None:
+def _write_reports(result, comparison, planned: list, fail_on: str = "regression") -> None:
     from compat.reports import render
+    from compat.reports.outputs import write
     from compat.results.gate import gate_summary
 
-    table_on_stdout = False
-    for i, fmt in enumerate(formats):
-        text = render(fmt, result, comparison, fail_on)
-        if i < len(outputs) and outputs[i] != "-":
-            path = Path(outputs[i])
-            try:
-                replace_text(path, text)
-            except OSError as e:
-                raise UserError(f"cannot write {path}: {e.strerror}") from None
-        else:
-            table_on_stdout = table_on_stdout or fmt == "table"
-            sys.stdout.write(text)
-    sys.stdout.flush()
+    table_on_stdout = write(planned, lambda fmt: render(fmt, result, comparison, fail_on))
     if not table_on_stdout:
         logging.getLogger("compat").warning("%s", _shown(gate_summary(result, comparison)))  # none with -q
 
@@ -89,7 +74,7 @@ def cmd_check(args, cache: Cache) -> int:
         if not os.path.isdir(root):
             raise UserError(f"--source-root {root}: not a directory", "give a directory of the objects' sources")
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    formats, outputs = _formats(args)
+    planned = _formats(args)
     if args.baseline and args.baseline_objects:
         raise UserError("--baseline and --baseline-object exclude each other", "give one kind of baseline")
     baseline = _load_baseline(args.baseline) if args.baseline else None
@@ -141,7 +126,7 @@ def cmd_check(args, cache: Cache) -> int:
         comparison = compare(result, baseline, "file", str(args.baseline))
     else:
         comparison = compare(result)
-    _write_reports(result, comparison, formats, outputs, args.fail_on)
+    _write_reports(result, comparison, planned, args.fail_on)
     status = exit_status(result, comparison, args.fail_on, bad_input=bool(bad))
     _auto_prune(cache)  # after the reports: whatever happens here, they are written
     return status
@@ -153,7 +138,7 @@ def cmd_merge(args, cache: Cache) -> int:
     from compat.results.model import RunResult
     from compat.run.shard import merge
 
-    formats, outputs = _formats(args)
+    planned = _formats(args)
     docs = [(str(path), RunResult.read_document(path)) for path in args.results]
     merged = merge([(source, RunResult.from_json(doc, source)) for source, doc in docs])
     for line in merged.warnings:
@@ -174,7 +159,7 @@ def cmd_merge(args, cache: Cache) -> int:
             comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=axis)
         else:
             comparison = compare(result, axis=axis)
-    _write_reports(result, comparison, formats, outputs, args.fail_on)
+    _write_reports(result, comparison, planned, args.fail_on)
     return exit_status(result, comparison, args.fail_on)
 
 
@@ -183,7 +168,7 @@ def cmd_report(args, cache: Cache) -> int:
     from compat.results.gate import exit_status
     from compat.results.model import RunResult
 
-    formats, outputs = _formats(args)
+    planned = _formats(args)
     doc = RunResult.read_document(args.result)
     result = RunResult.from_json(doc, str(args.result))
     saved = doc.get("comparison") if isinstance(doc.get("comparison"), dict) else {}
@@ -196,5 +181,5 @@ def cmd_report(args, cache: Cache) -> int:
         comparison = compare(result, baseline, kind, str(info.get("label") or "baseline"), axis=saved.get("axis"))
     else:
         comparison = compare(result, axis=saved.get("axis"))
-    _write_reports(result, comparison, formats, outputs, args.fail_on)
+    _write_reports(result, comparison, planned, args.fail_on)
     return exit_status(result, comparison, args.fail_on)

@@ -42,7 +42,7 @@ def test_report_bad_inputs(tmp_path, saved):
     one_line_error(run_compat("report", str(bad)), "unknown verdict")
     one_line_error(run_compat("report", str(tmp_path)), "is a directory")
     one_line_error(run_compat("report", str(saved), "--format", "pdf"), "unknown format 'pdf'")
-    one_line_error(run_compat("report", str(saved), "--output", "a", "--output", "b"), "more --output than --format")
+    one_line_error(run_compat("report", str(saved), "--output", "a", "--output", "b"), "--output a: no --format goes")
     one_line_error(run_compat("report", str(saved), "--baseline", str(tmp_path / "old.json")), "no such file")
     one_line_error(run_compat("report", str(saved), "--baseline", str(tmp_path / "old.o")), "use --baseline-object")
     one_line_error(run_compat("report", str(saved), "--fail-on", "sometimes"), "invalid choice")
@@ -76,5 +76,5 @@ def test_check_bad_baseline_inputs_fail_before_booting(tmp_path):
     one_line_error(run_compat("check", str(obj), "--baseline-object",
                               "/bin/ls"), "baseline object /bin/ls: an ELF file")  # fmt: skip
     one_line_error(run_compat("check", str(obj), "--format", "html"), "unknown format 'html'")
-    one_line_error(run_compat("check", str(obj), "--format", "json", "--output", "a", "--output", "b"), "more --output")
+    one_line_error(run_compat("check", str(obj), "--format", "json", "--output", "a", "--output", "b"), "b: no")
     one_line_error(run_compat("check", str(obj), "--fail-on", "always"), "invalid choice")
