@@ -71,6 +71,9 @@ class CheckOptions:
     program_types: tuple[tuple[str, str], ...] = ()  # (glob, libbpf section): --program-type
     global_values: tuple[Assignment, ...] = ()  # --set-global
     attach_targets: tuple[tuple[str, str], ...] = ()  # (glob, target): --attach-target
+    prog_flags: tuple[tuple[str, int], ...] = ()  # (glob, BPF_F_* or-ed): --prog-flags
+    inner_maps: tuple[tuple[str, int, int, int, int], ...] = ()  # (outer, type, key, value, entries): --inner-map
+    map_sizes: tuple[tuple[str, int], ...] = ()  # (map, max_entries): --map-size
     # Directories source lines may be read from (sourcemap.source_roots: the current directory and
     # --source-root); None: the current directory. Not in the result cache key: no verdict depends on it.
     source_roots: tuple[Path, ...] | None = None

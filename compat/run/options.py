@@ -90,6 +90,91 @@ def attach_target(text: str) -> tuple[str, str]:
     return rule("--attach-target", text, "GLOB=TARGET", "file_read_*=vfs_read")
 
 
+# BPF_PROG_LOAD's program flags (--prog-flags), as include/uapi/linux/bpf.h defines them (checked
+# against linux-source-6.12's): a kernel that does not know one refuses the load with EINVAL.
+PROG_FLAGS: dict[str, int] = {
+    "BPF_F_STRICT_ALIGNMENT": 1 << 0,
+    "BPF_F_ANY_ALIGNMENT": 1 << 1,
+    "BPF_F_TEST_RND_HI32": 1 << 2,
+    "BPF_F_TEST_STATE_FREQ": 1 << 3,
+    "BPF_F_SLEEPABLE": 1 << 4,
+    "BPF_F_XDP_HAS_FRAGS": 1 << 5,
+    "BPF_F_XDP_DEV_BOUND_ONLY": 1 << 6,  # Linux 6.3
+    "BPF_F_TEST_REG_INVARIANTS": 1 << 7,  # Linux 6.8
+}
+# enum bpf_map_type in its order (the index is the value), by libbpf's names (--inner-map TYPE).
+MAP_TYPES: tuple[str, ...] = (
+    "unspec", "hash", "array", "prog_array", "perf_event_array", "percpu_hash", "percpu_array", "stack_trace",
+    "cgroup_array", "lru_hash", "lru_percpu_hash", "lpm_trie", "array_of_maps", "hash_of_maps", "devmap",
+    "sockmap", "cpumap", "xskmap", "sockhash", "cgroup_storage", "reuseport_sockarray", "percpu_cgroup_storage",
+    "queue", "stack", "sk_storage", "devmap_hash", "struct_ops", "ringbuf", "inode_storage", "task_storage",
+    "bloom_filter", "user_ringbuf", "cgrp_storage", "arena",
+)  # fmt: skip
+MAX_MAP_ENTRIES = (1 << 32) - 1  # max_entries is a __u32
+MAX_MAP_SIZE = 1 << 16  # key and value sizes: the kernel's own bound is far below a u32
+
+
+def prog_flags(text: str) -> tuple[str, int]:
+    """One --prog-flags GLOB=FLAG[,FLAG…] as (glob, the flags or-ed); an unknown flag name is a
+    usage error naming the known ones."""
+    glob, names = rule("--prog-flags", text, "GLOB=FLAG[,FLAG…]", "*=BPF_F_STRICT_ALIGNMENT")
+    value = 0
+    for name in names.split(","):
+        key = name.strip().upper()
+        key = key if key.startswith("BPF_F_") else f"BPF_F_{key}"
+        if key not in PROG_FLAGS:
+            raise UserError(f"--prog-flags {text!r}: unknown program flag {name.strip()!r}",
+                            f"give one of {', '.join(PROG_FLAGS)}")  # fmt: skip
+        value |= PROG_FLAGS[key]
+    return glob, value
+
+
+def _count(option: str, text: str, what: str, value: str, low: int, high: int) -> int:
+    try:
+        n = int(value, 0)
+    except ValueError:
+        n = -1
+    if not low <= n <= high:
+        raise UserError(f"{option} {text!r}: {what} must be an integer from {low} to {high}")
+    return n
+
+
+def inner_map(text: str) -> tuple[str, int, int, int, int]:
+    """One --inner-map OUTER=TYPE:KEY_SIZE:VALUE_SIZE:ENTRIES as (outer, map type value, key size,
+    value size, entries)."""
+    outer, spec = rule("--inner-map", text, "OUTER=TYPE:KEY_SIZE:VALUE_SIZE:ENTRIES", "inner_maps=array:4:4:1")
+    parts = spec.split(":")
+    if len(parts) != 4:
+        raise UserError(f"--inner-map {text!r}: give OUTER=TYPE:KEY_SIZE:VALUE_SIZE:ENTRIES",
+                        "e.g. --inner-map 'inner_maps=array:4:4:1'")  # fmt: skip
+    kind = parts[0].lower().removeprefix("bpf_map_type_")
+    if kind not in MAP_TYPES[1:]:
+        raise UserError(f"--inner-map {text!r}: unknown map type {parts[0]!r}",
+                        f"give a map type as libbpf names it: {', '.join(MAP_TYPES[1:])}")  # fmt: skip
+    key = _count("--inner-map", text, "KEY_SIZE", parts[1], 0, MAX_MAP_SIZE)
+    value = _count("--inner-map", text, "VALUE_SIZE", parts[2], 0, MAX_MAP_SIZE)
+    entries = _count("--inner-map", text, "ENTRIES", parts[3], 1, MAX_MAP_ENTRIES)
+    return outer, MAP_TYPES.index(kind), key, value, entries
+
+
+def map_size(text: str) -> tuple[str, int]:
+    """One --map-size NAME=ENTRIES."""
+    name, entries = rule("--map-size", text, "NAME=ENTRIES", "events=4096")
+    return name, _count("--map-size", text, "ENTRIES", entries, 1, MAX_MAP_ENTRIES)
+
+
+def _flag_texts(value: Sequence[tuple[str, int]]) -> list[str]:
+    return [f"{glob}={','.join(n for n, bit in PROG_FLAGS.items() if flags & bit)}" for glob, flags in value]
+
+
+def _inner_texts(value: Sequence[tuple[str, int, int, int, int]]) -> list[str]:
+    return [f"{outer}={MAP_TYPES[kind]}:{k}:{v}:{n}" for outer, kind, k, v, n in value]
+
+
+def _size_texts(value: Sequence[tuple[str, int]]) -> list[str]:
+    return [f"{name}={n}" for name, n in value]
+
+
 def _default_memory() -> int:
     from compat.guest.vm import DEFAULT_MEMORY_MB  # not at import: the parser of every command reads this table
 
@@ -137,6 +222,9 @@ class Option:
     record_always: bool = False  # recorded even when not set (attach), before the run's figures
     baseline_warning: str | None = None  # said when --baseline's run differs in it (None: nothing)
     merge_warning: str | None = None  # said when merged result files differ in it
+    # left out of the request and the cache key when not given (rows added later: the keys of
+    # results cached before them, and the requests older agents read, stay as they were)
+    omit_unset: bool = False
 
 
 # In the order result files have always recorded them (and merge and --baseline warned about them).
@@ -173,6 +261,29 @@ OPTIONS: tuple[Option, ...] = (
            request="attach_targets", to_request=lambda value, ctx: _rules(value),
            cache_key="attach_targets", to_cache=_rules, record="attach_targets", to_record=_rule_texts,
            baseline_warning=BASELINE_WARNING, merge_warning=MERGE_WARNING),
+    Option("prog_flags", ("--prog-flags",), {"action": "append", "dest": "prog_flags", "metavar": "GLOB=FLAG[,FLAG…]",
+           "help": "load the programs whose name or section matches GLOB with these BPF_PROG_LOAD flags added "
+           f"(bpf_program__set_flags; repeatable, the first match wins): {', '.join(PROG_FLAGS)}"},
+           from_cli=lambda texts: tuple(prog_flags(t) for t in texts or []),
+           request="prog_flags", to_request=lambda value, ctx: [{"glob": g, "flags": f} for g, f in value],
+           cache_key="prog_flags", to_cache=_flag_texts, record="prog_flags", to_record=_flag_texts,
+           baseline_warning=BASELINE_WARNING, merge_warning=MERGE_WARNING, omit_unset=True),
+    Option("inner_maps", ("--inner-map",), {"action": "append", "dest": "inner_maps",
+           "metavar": "OUTER=TYPE:KEY_SIZE:VALUE_SIZE:ENTRIES",
+           "help": "give the map of maps OUTER an inner map of this shape before loading, as its loader does "
+           "(bpf_map__set_inner_map_fd; repeatable): for maps of maps whose object declares no inner map"},
+           from_cli=lambda texts: tuple(inner_map(t) for t in texts or []),
+           request="inner_maps", to_request=lambda value, ctx: [
+               {"map": o, "type": t, "key_size": k, "value_size": v, "max_entries": n} for o, t, k, v, n in value],
+           cache_key="inner_maps", to_cache=_inner_texts, record="inner_maps", to_record=_inner_texts,
+           baseline_warning=BASELINE_WARNING, merge_warning=MERGE_WARNING, omit_unset=True),
+    Option("map_sizes", ("--map-size",), {"action": "append", "dest": "map_sizes", "metavar": "NAME=ENTRIES",
+           "help": "create the map NAME with ENTRIES entries, as a loader that sizes it does "
+           "(bpf_map__set_max_entries; repeatable)"},
+           from_cli=lambda texts: tuple(map_size(t) for t in texts or []),
+           request="map_sizes", to_request=lambda value, ctx: [{"map": m, "max_entries": n} for m, n in value],
+           cache_key="map_sizes", to_cache=_size_texts, record="map_sizes", to_record=_size_texts,
+           baseline_warning=BASELINE_WARNING, merge_warning=MERGE_WARNING, omit_unset=True),
     Option("program_timeout", ("--program-timeout",), {"type": step_seconds, "default": None, "metavar": "S",
            "help": "seconds the verifier may spend on one program: one over it gets no verdict, the rest of its "
            "object still does"},
@@ -211,12 +322,17 @@ def from_args(args: argparse.Namespace, table: Sequence[Option] = OPTIONS) -> di
 
 def request_fields(values: Mapping[str, Any], ctx: RequestContext, table: Sequence[Option] = OPTIONS) -> dict[str, Any]:
     """The check request's fields for the options, in the table's order."""
-    return {o.request: o.to_request(values[o.name], ctx) for o in table if o.request}
+    return {o.request: o.to_request(values[o.name], ctx) for o in table if o.request and _given(o, values)}
 
 
 def cache_key(values: Mapping[str, Any], table: Sequence[Option] = OPTIONS) -> dict[str, Any]:
     """The options part of the result cache key: every option a verdict depends on."""
-    return {o.cache_key: o.to_cache(values[o.name]) for o in table if o.cache_key}
+    return {o.cache_key: o.to_cache(values[o.name]) for o in table if o.cache_key and _given(o, values)}
+
+
+def _given(o: Option, values: Mapping[str, Any]) -> bool:
+    """Whether a row goes into the request and the cache key (omit_unset rows only when set)."""
+    return not o.omit_unset or bool(values[o.name])
 
 
 def recorded(values: Mapping[str, Any], always: bool, table: Sequence[Option] = OPTIONS) -> dict[str, Any]:

@@ -257,6 +257,8 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_program__expected_attach_type": (_I, (_P,)),
     "bpf_program__autoload": (_B, (_P,)),
     "bpf_program__set_autoload": (_I, (_P, _B)),
+    "bpf_program__flags": (_U32, (_P,)),
+    "bpf_program__set_flags": (_I, (_P, _U32)),
     "bpf_program__set_type": (_I, (_P, _I)),
     "bpf_program__set_expected_attach_type": (_I, (_P, _I)),
     "bpf_program__set_attach_target": (_I, (_P, _I, _S)),
@@ -287,6 +289,7 @@ _SIGNATURES: dict[str, tuple[object, tuple]] = {
     "bpf_map__max_entries": (_U32, (_P,)),
     "bpf_map__inner_map": (_P, (_P,)),
     "bpf_map__set_max_entries": (_I, (_P, _U32)),
+    "bpf_map__set_inner_map_fd": (_I, (_P, _I)),
     "bpf_map__value_size": (_U32, (_P,)),
     "bpf_map__set_value_size": (_I, (_P, _U32)),
     "bpf_map__pin_path": (_S, (_P,)),
@@ -495,6 +498,15 @@ class Program:
         """Have bpf_object__load load this program or skip it."""
         _check_int(lib().bpf_program__set_autoload(self.ptr, on), "bpf_program__set_autoload")
 
+    @property
+    def flags(self) -> int:
+        """The program's load flags (BPF_F_*: its section's, or as set)."""
+        return lib().bpf_program__flags(self.ptr)
+
+    def set_flags(self, flags: int) -> None:
+        """Load the program with these BPF_PROG_LOAD flags (what a loader's bpf_program__set_flags does)."""
+        _check_int(lib().bpf_program__set_flags(self.ptr, flags), "bpf_program__set_flags")
+
     def set_type(self, prog_type: int, attach_type: int) -> None:
         """Load the program as this type (libbpf then forgets what its section said)."""
         lb = lib()
@@ -576,6 +588,10 @@ class Map:
     def set_max_entries(self, n: int) -> None:
         """Size the map before load (what loaders do for maps sized at run time)."""
         _check_int(lib().bpf_map__set_max_entries(self.ptr, n), "bpf_map__set_max_entries")
+
+    def set_inner_map_fd(self, fd: int) -> None:
+        """Give a map of maps its inner map before load (what its loader does)."""
+        _check_int(lib().bpf_map__set_inner_map_fd(self.ptr, fd), "bpf_map__set_inner_map_fd")
 
     @property
     def value_size(self) -> int:

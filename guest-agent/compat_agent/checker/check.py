@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
+import os
 import re
 import struct
 import time
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from compat_agent.bpf import kernelbtf
 from compat_agent.bpf import libbpf as lb
@@ -121,6 +124,7 @@ class Checker:
         program_types: list[tuple[str, str]] | None = None,
         global_values: list[dict] | None = None,
         attach_targets: list[tuple[str, str]] | None = None,
+        knobs: Knobs | None = None,
     ):
         self.data = data
         self.name = name
@@ -134,6 +138,8 @@ class Checker:
         self.retargeted: dict[str, str] = {}  # program -> the BTF attach target libbpf loads it with
         self.global_values = global_values or []  # --set-global: {name, section, offset, bytes, value}
         self.global_notes: dict[str, str] = {}  # variable -> what was set, or why it could not be
+        self.knobs = knobs or Knobs()  # --prog-flags, --inner-map, --map-size
+        self.inner_fds: dict[str, int] = {}  # outer map -> the inner map compat created for it (--inner-map)
         self.progs: list[ProgState] = []
         self.maps: dict[str, dict] = {}
         self.failed_maps: set[str] = set()
@@ -170,6 +176,13 @@ class Checker:
             if m.pinned:  # a map pinned by an earlier check in this guest must not stand in for this one's
                 m.unpin()
             kind = lb.map_type_str(m.map_type) or ""
+            inner = self.knobs.inner_maps.get(m.name)
+            if inner is not None and kind in ("array_of_maps", "hash_of_maps"):
+                self._give_inner_map(m, inner)
+                continue
+            if m.name in self.knobs.map_sizes:  # before the run-time sizing below: it no longer applies
+                m.set_max_entries(self.knobs.map_sizes[m.name])
+                self.map_notes[m.name] = f"map '{m.name}' sized max_entries {self.knobs.map_sizes[m.name]} (--map-size)"
             if kind in ("array_of_maps", "hash_of_maps") and not m.has_inner_map:
                 self.no_inner_map[m.name] = (
                     f"map '{m.name}' is a map of maps without an inner map in the object: its loader supplies "
@@ -191,7 +204,11 @@ class Checker:
                 )
             if sized:
                 self.map_notes[m.name] = f"map '{m.name}' has " + "; and ".join(sized)
-        for prog in obj.programs() if self.retyped or self.retargeted else []:
+        for prog in obj.programs() if self.retyped or self.retargeted or self.knobs.prog_flags else []:
+            rules = self.knobs.prog_flags
+            flags = next((f for g, f in rules if fnmatchcase(prog.name, g) or fnmatchcase(prog.section, g)), None)
+            if flags is not None:  # added to what its section gives (".s": sleepable), as loaders do
+                prog.set_flags(prog.flags | int(flags))
             if prog.name in self.retyped:
                 prog.set_type(*self.retyped[prog.name])
             if prog.name in self.retargeted:
@@ -205,6 +222,29 @@ class Checker:
                 else f"global variable '{g['name']}' could not be set: libbpf has no initial value for {g['section']}"
             )
         return obj
+
+    def _give_inner_map(self, m: lb.Map, inner: tuple[int, int, int, int]) -> None:
+        """--inner-map: create the inner map (once per check) and hand it to the map of maps before
+        load, as its loader does; a kernel that cannot create it leaves the outer map uncreatable."""
+        fd = self.inner_fds.get(m.name)
+        kind, key, value, entries = inner
+        what = f"{lb.map_type_str(kind) or kind}:{key}:{value}:{entries}"
+        if fd is None:
+            try:
+                fd = self.inner_fds[m.name] = lb.map_create(kind, key, value, entries)
+            except lb.LibbpfError as e:
+                self.no_inner_map[m.name] = (
+                    f"map '{m.name}': its inner map ({what}, --inner-map) could not be created: {e.message}"
+                )
+                return
+        m.set_inner_map_fd(fd)
+        self.map_notes[m.name] = f"map '{m.name}' given an inner map {what} (--inner-map)"
+
+    def close_inner_maps(self) -> None:
+        """Close the inner maps --inner-map made (each outer map holds its own reference)."""
+        for fd in self.inner_fds.values():
+            os.close(fd)
+        self.inner_fds.clear()
 
     def inventory(self, obj: lb.Object, elf: ElfInfo | None) -> None:
         """Programs and maps of the object, with what each program calls and the type it is
@@ -802,6 +842,38 @@ def _describe_prepare(lines: list[str], message: str) -> str:
     return message
 
 
+def _u32(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32
+
+
+@dataclass
+class Knobs:
+    """A request's loader knobs: --prog-flags ((glob, flags) rules, the first match wins),
+    --inner-map (outer map -> (type, key size, value size, entries)), --map-size (map -> entries).
+    Malformed entries of a request are left out (the host sends them well formed)."""
+
+    prog_flags: list[tuple[str, int]] = field(default_factory=list)
+    inner_maps: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    map_sizes: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, message: dict) -> Knobs:
+        """The knobs of a check request."""
+        knobs = cls()
+        for r in message.get("prog_flags") or []:
+            if isinstance(r, dict) and isinstance(r.get("glob"), str) and _u32(r.get("flags")):
+                knobs.prog_flags.append((r["glob"], r["flags"]))
+        for r in message.get("inner_maps") or []:
+            names = ("type", "key_size", "value_size", "max_entries")
+            shape = [x for k in names if isinstance(r, dict) and _u32(x := r.get(k)) and isinstance(x, int)]
+            if len(shape) == len(names) and isinstance(r.get("map"), str):
+                knobs.inner_maps[r["map"]] = (shape[0], shape[1], shape[2], shape[3])
+        for r in message.get("map_sizes") or []:
+            if isinstance(r, dict) and isinstance(r.get("map"), str) and _u32(r.get("max_entries")):
+                knobs.map_sizes[r["map"]] = r["max_entries"]
+        return knobs
+
+
 def _global_value(g: object) -> bool:
     """Whether a request's --set-global write is well formed."""
     if not isinstance(g, dict) or not all(isinstance(g.get(k), str) for k in ("name", "section", "bytes")):
@@ -825,8 +897,9 @@ def check(message: dict, payload: bytes) -> dict:
     values = [g for g in message.get("globals") or [] if _global_value(g)]
     targets = parse_rules(message.get("attach_targets"))
     checker = Checker(
-        payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values, targets
-    )
+        payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values, targets,
+        Knobs.from_request(message),
+    )  # fmt: skip
     try:
         result = checker.run()
     except Exhausted as e:  # the guest's limit, not the object's verdict
@@ -837,6 +910,8 @@ def check(message: dict, payload: bytes) -> dict:
         if e.errno not in FILE_ERRNOS:
             raise
         return exhausted_reply(Exhausted(OPEN_FILES, e.errno, "agent"), message.get("id"))
+    finally:
+        checker.close_inner_maps()
     return {
         "type": "check_result",
         "id": message.get("id"),

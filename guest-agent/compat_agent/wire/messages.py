@@ -127,7 +127,9 @@ class CheckRequest(Message):
 
     program_timeout: seconds the verifier may spend on one program (None: no limit); program_types:
     (glob, libbpf section) pairs, --program-type; attach_targets: (glob, target) pairs,
-    --attach-target; globals: --set-global, resolved against the object's variables."""
+    --attach-target; globals: --set-global, resolved against the object's variables; prog_flags:
+    --prog-flags ({glob, flags}); inner_maps: --inner-map ({map, type (enum bpf_map_type),
+    key_size, value_size, max_entries}); map_sizes: --map-size ({map, max_entries})."""
 
     type: Literal["check"]
     object: str
@@ -137,6 +139,9 @@ class CheckRequest(Message):
     program_types: Annotated[list[Annotated[list[str], Max(2)]], Max(4096)] = field(default_factory=list)
     globals: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)
     attach_targets: Annotated[list[Annotated[list[str], Max(2)]], Max(4096)] = field(default_factory=list)
+    prog_flags: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {glob, flags}
+    inner_maps: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {map, type, key_size, ...}
+    map_sizes: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {map, max_entries}
     id: int | None = None
 
 
