@@ -182,15 +182,34 @@ def cmd_probe(args, cache: Cache) -> int:
         for o in good:
             inv = o.value
             rows.append((o.spec.id, o.kernel.version, sum(inv.prog_types.values()), sum(inv.map_types.values()),
-                         len(inv.all_helpers()), len(inv.kfuncs)))  # fmt: skip
-        print(tabulate(rows, headers=["id", "version", "prog types", "map types", "helpers", "kfuncs"]))
+                         len(inv.all_helpers()), kfunc_count(inv)))  # fmt: skip
+        print(tabulate(rows, headers=["id", "version", "prog types", "map types", "helpers", "kfuncs"],
+                       disable_numparse=True))  # fmt: skip
         for kf in sorted(args.kfunc):
             for o in good:
-                allowed = sorted(t for t, ok in o.value.kfunc_allowed.get(kf, {}).items() if ok)
-                present = "present" if kf in o.value.kfuncs else "absent"
-                print(f"{_shown(kf)} on {_shown(o.spec.id)}: {present}; callable from: "
-                      f"{_shown(', '.join(allowed)) or 'none'}")  # fmt: skip
+                print(kfunc_line(kf, o.spec.id, o.value))
     return EXIT_INFRA if any(o.error for o in outcomes) else EXIT_OK
+
+
+def kfunc_count(inv) -> str:
+    """The probe table's kfunc count: a number only where the kernel's BTF lists its kfuncs (decl
+    tags, 6.10 or so on); elsewhere only the names asked for were looked up."""
+    if inv.kfuncs_source in (None, "decl_tag"):
+        return str(len(inv.kfuncs))
+    return "unknown (this kernel's BTF does not list kfuncs)"
+
+
+def kfunc_line(kfunc: str, kernel_id: str, inv) -> str:
+    """`compat probe --kfunc`'s line for one kernel: present or not, the program types a probe
+    load may call it from, and the supported types the probe cannot load generically."""
+    tried = inv.kfunc_allowed.get(kfunc, {})
+    allowed = sorted(t for t, ok in tried.items() if ok)
+    # struct_ops is tried against one struct_ops type ("struct_ops:tcp_congestion_ops").
+    tried_types = {t.split(":")[0] for t in tried}
+    unprobed = sorted(t for t, ok in inv.prog_types.items() if ok and t not in tried_types)
+    present = "present" if kfunc in inv.kfuncs else "absent"
+    text = f"{_shown(kfunc)} on {_shown(kernel_id)}: {present}; callable from: {_shown(', '.join(allowed)) or 'none'}"
+    return text + (f"; not probed: {_shown(', '.join(unprobed))}" if unprobed and tried else "")
 
 
 def _print_json(doc: object) -> int:

@@ -24,6 +24,9 @@ class Inventory:
     kfuncs_checked: set[str] = field(default_factory=set)  # kfuncs asked for by name: absent means missing
     kfunc_allowed: dict[str, dict[str, bool]] = field(default_factory=dict)  # kfunc -> prog type -> ok
     features: dict[str, bool] = field(default_factory=dict)  # FEATURES name -> supported (absent: not probed)
+    # Where kfuncs came from: "decl_tag" (the kernel's BTF lists every kfunc: 6.10 or so on) or
+    # "requested" (it does not: only the names asked for were looked up; their count means nothing).
+    kfuncs_source: str | None = None
 
     @classmethod
     def from_probe(cls, probe: dict) -> Inventory:
@@ -44,6 +47,7 @@ class Inventory:
             kfuncs={str(k) for k in probe.get("kfuncs_btf") or [] if isinstance(k, str)},
             kfunc_allowed={str(k): bool_map(v) for k, v in allowed.items()},
             features={k: features[k] for k in FEATURES if isinstance(features.get(k), bool)},
+            kfuncs_source=probe["kfuncs_source"] if isinstance(probe.get("kfuncs_source"), str) else None,
         )
 
     def to_json(self) -> dict:
@@ -55,6 +59,7 @@ class Inventory:
             "kfuncs_btf": sorted(self.kfuncs),
             "kfunc_allowed": self.kfunc_allowed,
             "features": self.features,
+            "kfuncs_source": self.kfuncs_source,
         }
 
     def helper_available(self, prog_type: str | None, helper: int) -> bool | None:

@@ -283,3 +283,24 @@ def test_probe_json_alias():
     for argv in (["kernels", "list", "--json"], ["kernels", "available", "6.1", "--json"], ["cache", "info", "--json"],
                  ["vm", "smoke", "--json"], ["image", "info", "--json"]):  # fmt: skip
         assert build_parser().parse_args(argv).json is True
+
+
+# -- compat probe: kfuncs ----------------------------------------------------------------------
+
+
+def test_probe_kfunc_lines():
+    """The kfunc count is a number only where the BTF lists kfuncs (decl tags); struct_ops is
+    tried against one struct_ops type; supported types the probe cannot load say 'not probed'."""
+    from compat.cli.kernels import kfunc_count, kfunc_line
+    from compat.results.inventory import Inventory
+
+    old = Inventory.from_probe({"prog_types": {"xdp": True, "struct_ops": True, "ext": True, "kprobe": False},
+                                "kfuncs_btf": ["tcp_reno_cong_avoid"], "kfuncs_source": "requested",
+                                "kfunc_allowed": {"tcp_reno_cong_avoid": {"xdp": False,
+                                                                          "struct_ops:tcp_congestion_ops": True}}})
+    assert kfunc_count(old) == "unknown (this kernel's BTF does not list kfuncs)"
+    assert kfunc_line("tcp_reno_cong_avoid", "6.1", old) == (
+        "tcp_reno_cong_avoid on 6.1: present; callable from: struct_ops:tcp_congestion_ops; not probed: ext")
+    new = Inventory.from_probe({"kfuncs_btf": ["a", "b"], "kfuncs_source": "decl_tag"})
+    assert kfunc_count(new) == "2" and new.to_json()["kfuncs_source"] == "decl_tag"
+    assert kfunc_line("c", "6.12", new) == "c on 6.12: absent; callable from: none"

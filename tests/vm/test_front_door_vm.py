@@ -43,3 +43,13 @@ def test_json_of_kernels_and_vm_smoke():
     (k,) = json.loads(smoke.stdout)["kernels"]
     assert k["id"] == "6.1" and k["error"] is None and k["btf"] is True and k["accel"] in ("kvm", "tcg")
     assert k["release"].startswith("6.1.") and isinstance(k["boot_seconds"], float)
+
+
+def test_probe_kfunc_struct_ops_on_6_1():
+    """`compat probe --kfunc tcp_reno_cong_avoid --kernel 6.1` said "callable from: none" (no
+    struct_ops probe) and "0" kfuncs (6.1's BTF lists none): now struct_ops, and "unknown"."""
+    done = run_compat("probe", "--kfunc", "tcp_reno_cong_avoid", "--kernel", "6.1")
+    assert done.returncode == 0, done.stderr
+    assert "unknown (this kernel's BTF does not list kfuncs)" in done.stdout
+    line = next(x for x in done.stdout.splitlines() if x.startswith("tcp_reno_cong_avoid on 6.1"))
+    assert "present; callable from: struct_ops:tcp_congestion_ops" in line, line

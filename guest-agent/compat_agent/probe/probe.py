@@ -11,7 +11,11 @@ kfuncs: on kernels whose BTF carries "bpf_kfunc" declaration tags (pahole >= 1.2
 Older kernels record kfunc sets only in the kernel image (.BTF_ids), which the guest cannot
 read: there kfuncs_btf lists only those requested names that exist as BTF functions (a
 probe load decides whether they really are kfuncs). kfuncs_source says which it was.
-kfunc_allowed is a probe load per program type for each requested kfunc.
+kfunc_allowed is a probe load per program type for each requested kfunc. struct_ops programs
+are loaded only against a struct_ops type and one of its members: the probe uses TCP congestion
+control's (tcp_congestion_ops.cong_avoid, in every kernel with struct_ops) and calls the result
+"struct_ops:tcp_congestion_ops", since newer kernels filter some kfuncs by struct_ops type
+(sched_ext's); the other types it cannot load generically (ext, unspec) are left out: "not probed".
 
 struct_ops maps are probed by hand (see struct_ops_map): libbpf 1.5's probe passes a field that
 kernels before 6.9 refuse, and calls the map type unsupported there. "features" holds what the
@@ -37,6 +41,9 @@ TRACING_TARGETS = ("bpf_fentry_test1", "bpf_modify_return_test", "vfs_read")
 LSM_TARGETS = ("bpf_lsm_file_open", "bpf_lsm_bpf")
 # Program types whose probe needs a target the probe cannot make.
 UNPROBED = {"struct_ops", "ext", "unspec"}
+# The struct_ops type and member the kfunc probe loads struct_ops programs against.
+STRUCT_OPS_PROBE = ("tcp_congestion_ops", "cong_avoid")
+BTF_KIND_STRUCT = 4
 BPF_F_LINK = 1 << 13  # a struct_ops map attached as a bpf_link: SEC(".struct_ops.link")
 ENOTSUPP = 524  # the kernel-internal errno bpf() returns for an unknown struct_ops value type
 
@@ -127,6 +134,23 @@ def load_specs(btf: lb.Btf, supported: dict[str, bool], loader: lb.ProbeLoader) 
         if _ABSENT_RE.search(spec.load(loader, call(0) + _FAIL_AFTER)):
             specs[name] = spec
     return specs
+
+
+def struct_ops_spec(btf: lb.Btf, supported: dict[str, bool], loader: lb.ProbeLoader) -> dict[str, LoadSpec]:
+    """{"struct_ops:tcp_congestion_ops": LoadSpec} when the kernel loads struct_ops programs for
+    TCP congestion control (its probe passes the same control as load_specs'), else {}."""
+    type_name, member = STRUCT_OPS_PROBE
+    prog_type = next((i for i in range(1, 256) if lb.prog_type_str(i) == "struct_ops"), None)
+    type_id = btf.find(type_name, BTF_KIND_STRUCT)
+    if not supported.get("struct_ops") or prog_type is None or type_id is None:
+        return {}
+    _, _, vlen, _ = btf.type_header(type_id)
+    members = struct.iter_unpack("<III", btf.type_bytes(type_id, 12 * vlen)[12:])
+    index = next((i for i, (name_off, _, _) in enumerate(members) if btf.string(name_off) == member), None)
+    if index is None:
+        return {}
+    spec = LoadSpec(f"struct_ops:{type_name}", prog_type, expected_attach_type=index, attach_btf_id=type_id)
+    return {spec.name: spec} if _ABSENT_RE.search(spec.load(loader, call(0) + _FAIL_AFTER)) else {}
 
 
 def helper_ids(btf: lb.Btf) -> dict[int, str]:
@@ -284,7 +308,8 @@ def probe(message: dict) -> dict:
         else:
             source = "requested"
             kfuncs_btf = sorted(k for k, where in located.items() if where)
-        kfunc_allowed = probe_kfuncs(located, specs, loader)
+        kfunc_specs = {**specs, **struct_ops_spec(vmlinux, prog_types, loader)} if requested else specs
+        kfunc_allowed = probe_kfuncs(located, kfunc_specs, loader)
         lap("kfuncs_ms", t)
     finally:
         for btf in modules:
