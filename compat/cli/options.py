@@ -69,7 +69,7 @@ def _shard(text: str) -> str:
     return text
 
 
-FORMATS_HELP = "table (default), json, markdown, github, junit, sarif; repeatable"
+FORMATS_HELP = "table (default), json, markdown, github, junit, sarif, csv (veristat's columns); repeatable"
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from compat.errors import UserError
 from compat.results.compare import Comparison, compare
 from compat.results.model import RunResult
 
-from . import github, json_report, junit, markdown, sarif, table
+from . import csv_report, github, json_report, junit, markdown, sarif, table
 
 RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {
     "table": table.render,
@@ -19,6 +19,7 @@ RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {
     "github": github.render,
     "junit": junit.render,
     "sarif": sarif.render,
+    "csv": csv_report.render,
 }
 
 

@@ -16,6 +16,7 @@ function of this module that matches its medium, and nothing else escapes on its
 - ``junit_name``: a variable part of a JUnit classname (its dots would split packages).
 - ``workflow_data``, ``workflow_property``: GitHub workflow commands (the toolkit's escaping).
 - ``json_text``: texts of the SARIF file (the JSON encoder does the rest).
+- ``csv_cell``: a cell of the CSV report (the csv module quotes separators and quotes).
 
 And ``no_commands``: GitHub Actions treats any stdout line that begins (after white space) with
 ``::`` as a workflow command (``::add-mask::``, ``::stop-commands::`` …). Every report that can
@@ -156,3 +157,15 @@ def json_text(text: object) -> str:
     """A text of a JSON document meant for display (SARIF messages): newlines kept, every other
     control, bidi override and lone surrogate (which UTF-8 cannot encode) shown as an escape."""
     return visible(text, keep="\n")
+
+
+# A spreadsheet reads a cell that begins with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@")
+
+
+def csv_cell(text: object) -> str:
+    """A cell of the CSV report: one line (controls shown as escapes), and a leading "=", "+", "-"
+    or "@" preceded by "'" so that a spreadsheet shows it rather than evaluating it (OWASP's advice
+    for CSV injection). Commas and quotes are left to the csv module's quoting."""
+    cell = visible(text)
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell

@@ -9,6 +9,8 @@ rejections, and `compat report` reproduces the same output from the saved JSON.
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -25,7 +27,8 @@ from compat.results.model import SCHEMA_FILE
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 UPDATE = os.environ.get("COMPAT_UPDATE_GOLDEN") == "1"
-SUFFIX = {"table": "txt", "json": "json", "markdown": "md", "github": "txt", "junit": "xml", "sarif": "sarif.json"}
+SUFFIX = {"table": "txt", "json": "json", "markdown": "md", "github": "txt", "junit": "xml", "sarif": "sarif.json",
+          "csv": "csv"}  # fmt: skip
 
 
 def comparison_with_baseline():
@@ -57,7 +60,7 @@ def test_format_with_baseline_matches_golden(fmt):
     check_golden(f"baseline.{fmt}.{SUFFIX[fmt]}", render(fmt, current(), comparison_with_baseline()))
 
 
-@pytest.mark.parametrize("fmt", ["table", "markdown", "github", "junit", "sarif"])
+@pytest.mark.parametrize("fmt", ["table", "markdown", "github", "junit", "sarif", "csv"])
 def test_format_without_baseline_matches_golden(fmt):
     check_golden(f"nobaseline.{fmt}.{SUFFIX[fmt]}", render(fmt, current(), compare(current())))
 
@@ -424,3 +427,61 @@ def test_summary_line_is_bounded(tmp_path):
     proc = run_compat("report", str(saved), "--baseline", str(base), "--format", "json", "--output", "-", cwd=tmp_path)
     (summary,) = [ln for ln in proc.stderr.splitlines() if "regression(s)" in ln]
     assert len(summary) < 1000 and "more (see the report)" in summary
+
+
+# The CSV `veristat -o csv` wrote in the commit that added its CSV output (tools/testing/selftests/
+# bpf/veristat.c, "veristat: add CSV output format"): a script built around veristat reads this.
+VERISTAT_CSV = """file_name,prog_name,verdict,duration,total_insns,total_states,peak_states
+biosnoop_bpf.o,blk_account_io_merge_bio,success,36,24,1,1
+biosnoop_bpf.o,blk_account_io_start,failure,0,0,0,0
+"""
+# veristat's CSV column names (stat_defs[].names[0]) in its default CSV order.
+VERISTAT_COLUMNS = ["file_name", "prog_name", "verdict", "duration", "total_insns", "total_states", "peak_states",
+                    "max_states_per_insn", "max_mark_read_len", "prog_size", "prog_size_jited", "prog_type",
+                    "attach_type", "stack_depth"]  # fmt: skip
+
+
+def _veristat_script(text: str) -> dict[tuple[str, str], tuple[bool, int, int]]:
+    """What a script built around veristat's CSV does: rows by name, verdicts and counts as numbers."""
+    rows = csv.DictReader(io.StringIO(text))
+    return {(r["file_name"], r["prog_name"]): (r["verdict"] == "success", int(r["total_insns"] or 0),
+                                              int(r["duration"] or 0)) for r in rows}  # fmt: skip
+
+
+def test_csv_has_veristats_header_and_a_row_per_program_and_kernel():
+    text = render("csv", current(), comparison_with_baseline())
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0]
+    real = VERISTAT_CSV.splitlines()[0].split(",")
+    assert header[: len(real)] == real  # veristat's own header, in its order
+    compat_own = header[header.index("kernel"):]
+    assert compat_own == ["kernel", "kernel_version"]
+    veristat_part = header[: header.index("kernel")]
+    assert veristat_part == [c for c in VERISTAT_COLUMNS if c in veristat_part]  # veristat's names and order
+    assert {"max_states_per_insn", "max_mark_read_len", "prog_type", "stack_depth"} <= set(veristat_part)
+    assert len(rows) - 1 == len(current().results) == 16  # one row per program × kernel
+    by = {(r[0], r[1], r[header.index("kernel")]): dict(zip(header, r, strict=True)) for r in rows[1:]}
+    assert by[("counter.o", "count_getpid", "5.10")]["verdict"] == "failure"
+    ok = by[("counter.o", "count_getpid", "6.1.170")]
+    assert (ok["verdict"], ok["total_insns"], ok["total_states"], ok["duration"]) == ("success", "31", "3", "40")
+    assert by[("counter.o", "count_new", "sid")]["verdict"] == "N/A"  # the guest died: no verdict
+    # the same script reads veristat's CSV and compat's (one kernel's rows)
+    assert _veristat_script(VERISTAT_CSV)[("biosnoop_bpf.o", "blk_account_io_start")] == (False, 0, 0)
+    one_kernel = "\n".join(",".join(r) for r in rows if r is rows[0] or r[-2] == "6.1.170")
+    assert _veristat_script(one_kernel)[("counter.o", "count_getpid")] == (True, 31, 40)
+
+
+def test_csv_reads_the_statistics_the_log_has_and_escapes_names():
+    from compat_agent.wire.stats import parse_stats
+
+    run = current()
+    r = run.results[0]
+    r.object, r.program = "=cmd|' /C calc'!A0,x", "p\x1b[31m\"q"
+    r.stats = parse_stats("processed 7 insns (limit 1000000) max_states_per_insn 2 total_states 3 peak_states 3 "
+                          "mark_read 1\nverification time 9 usec\nstack depth 16+8\n")  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(render("csv", run, compare(run)))))
+    row = next(x for x in rows if x["prog_name"].startswith("p"))
+    assert row["file_name"] == "'=cmd|' /C calc'!A0,x"  # a spreadsheet shows it, does not run it
+    assert row["prog_name"] == 'p\\x1b[31m"q'  # the ESC shown, the quote kept (csv quoting)
+    assert (row["total_insns"], row["max_states_per_insn"], row["max_mark_read_len"], row["stack_depth"]) == (
+        "7", "2", "1", "24")  # fmt: skip

@@ -34,6 +34,9 @@ class Stat:
     many: bool = False  # a list of integers (one per subprogram frame: "stack depth 16+8")
     noisy: bool = False  # moves from run to run on the same program (time): no change of its own
     doc: str = ""
+    # its column in veristat's CSV (tools/testing/selftests/bpf/veristat.c, stat_defs[].names[0]);
+    # "" when veristat has none with the same meaning. compat's --format csv reads it.
+    veristat: str = ""
 
     def wire_type(self) -> Any:
         """The type of its field in the wire's StatsRecord (validate.py checks guest replies by it):
@@ -44,14 +47,20 @@ class Stat:
 STATS: tuple[Stat, ...] = (
     Stat("insns_processed", "insns", "insns",
          (r"processed (\d+) insns", r"BPF program is too large\. Processed (\d+) insn"), compared=True,
-         doc="instructions the verifier processed (its complexity limit is 1,000,000)"),
+         doc="instructions the verifier processed (its complexity limit is 1,000,000)", veristat="total_insns"),
     Stat("states_total", "states", "states", (r"total_states (\d+)",), compared=True,
-         doc="verifier states created"),
-    Stat("states_peak", "peak states", "states", (r"peak_states (\d+)",), doc="verifier states alive at once, at most"),
+         doc="verifier states created", veristat="total_states"),
+    Stat("states_peak", "peak states", "states", (r"peak_states (\d+)",), doc="verifier states alive at once, at most",
+         veristat="peak_states"),
     Stat("verification_time_us", "time µs", "us", (r"verification time (\d+) usec",), compared=True, noisy=True,
-         doc="time the kernel spent verifying (5.3 and later say it)"),
+         doc="time the kernel spent verifying (5.3 and later say it)", veristat="duration"),
     Stat("stack_depth", "stack", "bytes", (r"stack depth (\d+(?:\+\d+)*)",), many=True,
-         doc="stack bytes per frame: the main program, then each subprogram"),
+         doc="stack bytes per frame: the main program, then each subprogram", veristat="stack_depth"),
+    Stat("max_states_per_insn", "states/insn", "states", (r"max_states_per_insn (\d+)",),
+         doc="verifier states kept at one instruction, at most", veristat="max_states_per_insn"),
+    Stat("mark_read", "mark read", "states", (r"mark_read (\d+)",),
+         doc="the longest chain of read marks the verifier propagated (where the kernel's log says it)",
+         veristat="max_mark_read_len"),
     Stat("insn_cnt", "size", "insns", (), doc="the program's instructions, as libbpf loads it (not from the log)"),
 )  # fmt: skip
 BY_JSON: dict[str, Stat] = {s.json: s for s in STATS}
