@@ -7,7 +7,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from compat.results import expectation
-from compat.results.classify import object_load_words
+from compat.results.classify import object_load_words, warning_words
 from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
@@ -22,6 +22,8 @@ DIFF_LINES = 30
 def _cell(r: ProgramResult | None, transition: str | None) -> str:
     text = _verdict_cell(r, transition)
     shipped = object_load_words(r.object_load) if r is not None else None  # the object as shipped
+    warned = warning_words(r.kernel_warnings) if r is not None else None  # a status of its own
+    text = f"{text}, but {t(warned)}" if warned else text
     return f"{text}; {t(shipped)}" if shipped else text
 
 

@@ -523,3 +523,39 @@ def object_load_words(load: Mapping[str, Any] | None) -> str | None:
     if not isinstance(load, Mapping) or load.get("loads") is not False:
         return None
     return f"object does not load: {load.get('reason') or 'unknown reason'}"
+
+
+# The kinds of kernel splats the agent reports (compat_agent/checker/kmsg.py's table), in words.
+WARNING_KINDS = {
+    "reg_invariants": "verifier bug (REG INVARIANTS VIOLATION)",
+    "verifier_bug": "verifier bug",
+    "kasan": "KASAN report",
+    "ubsan": "UBSAN report",
+    "lockdep": "lockdep report",
+    "bug": "BUG",
+    "warning": "WARNING",
+}
+
+
+def kernel_warnings(reply: Record) -> list[dict[str, Any]] | None:
+    """The splats the kernel logged while the object was checked (a validated reply's
+    kernel_warnings: {kind, lines}), None when it logged none."""
+    found = [
+        {"kind": str(w["kind"]), "lines": [str(line) for line in w.get("lines") or []]}
+        for w in reply.get("kernel_warnings") or []
+        if isinstance(w, Mapping) and w.get("kind") in WARNING_KINDS
+    ]
+    return found or None
+
+
+def warning_words(warnings: list[Mapping[str, Any]] | None) -> str | None:
+    """What a cell says of a check during which the kernel warned ("the kernel warned: verifier bug
+    (REG INVARIANTS VIOLATION): verifier bug: REG INVARIANTS VIOLATION (false_reg1): …"); None when
+    it did not."""
+    if not warnings:
+        return None
+    first = warnings[0]
+    lines = [str(line).strip() for line in first.get("lines") or [] if "[ cut here ]" not in str(line)]
+    said = WARNING_KINDS.get(str(first.get("kind")), "WARNING")
+    more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
+    return f"the kernel warned: {said}" + (f": {lines[0][:200]}" if lines else "") + more

@@ -9,6 +9,9 @@ Policies (--fail-on):
   expectation           fail on any program whose verdict or verifier messages do not meet
                         what its selftest annotations expect (comment:test_expect_*; see
                         results/expectation.py); a program judged "not judged" does not fail;
+  warning               fail on any cell whose check made the kernel warn (a WARN, BUG, verifier
+                        bug, REG INVARIANTS VIOLATION, lockdep or KASAN report in its log),
+                        accepted or not;
   never                 verdicts never fail the gate (reports only).
 Exit statuses (compat/errors.py): 2 bad input (some object was not checked) before 1 the gate
 failed, before 3 an infrastructure error left some cell without a verdict, before 0.
@@ -23,7 +26,7 @@ from compat.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
 from .compare import ADDED, NO_VERDICT, CellChange, Comparison, kernel_name
 from .model import ERROR, REASONS, REJECTED, ProgramResult, RunResult
 
-FAIL_ON = ("regression", "rejection", "expectation", "never")
+FAIL_ON = ("regression", "rejection", "expectation", "warning", "never")
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Facts:
     required_rejections: list[ProgramResult] = field(default_factory=list)
     rejections: list[ProgramResult] = field(default_factory=list)
     unmet: list[ProgramResult] = field(default_factory=list)  # expectations not met
+    warned: list[ProgramResult] = field(default_factory=list)  # cells whose check made the kernel warn
     errors: int = 0
     bad_objects: int = 0
 
@@ -48,6 +52,7 @@ def facts(result: RunResult, comparison: Comparison) -> Facts:
         regressions=comparison.regressions(),
         rejections=[r for r in result.results if r.verdict == REJECTED],
         unmet=[r for r in result.results if r.expectation is not None and r.expectation.get("met") is False],
+        warned=[r for r in result.results if r.kernel_warnings],
         errors=sum(1 for r in result.results if r.verdict == ERROR) + sum(1 for k in result.kernels if k.error),
         bad_objects=sum(1 for o in result.objects if o.error),
     )
@@ -71,6 +76,8 @@ def exit_status(result: RunResult, comparison: Comparison, fail_on: str = "regre
     if fail_on == "regression" and (f.regressions or f.required_rejections):
         return EXIT_FAILED
     if fail_on == "expectation" and f.unmet:
+        return EXIT_FAILED
+    if fail_on == "warning" and f.warned:
         return EXIT_FAILED
     if f.errors:
         return EXIT_INFRA
@@ -117,6 +124,10 @@ def gate_summary(result: RunResult, comparison: Comparison, counts: bool = True)
     if f.unmet:
         text += f"; {len(f.unmet)} expectation(s) not met: " + _named([
             f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)}" for r in f.unmet
+        ])  # fmt: skip
+    if f.warned:
+        text += f"; the kernel warned on {len(f.warned)} cell(s): " + _named([
+            f"{r.object}:{r.program} on {kernel_name(kernels.get(r.kernel), r.kernel)}" for r in f.warned
         ])  # fmt: skip
     backports = comparison.backport_regressions()
     if backports:

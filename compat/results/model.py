@@ -108,6 +108,10 @@ class ProgramResult:
     # could not create}, the same on each program of the object (classify.object_load); None, and
     # absent from the file, when not known (older results, the legacy-map loader)
     object_load: dict | None = None
+    # the splats the kernel logged while the object was checked on this kernel ({kind, lines}:
+    # WARN, BUG, verifier bug, REG INVARIANTS VIOLATION, lockdep, KASAN...; classify.kernel_warnings),
+    # the same on each program of the object; None, and absent from the file, when it logged none
+    kernel_warnings: list | None = None
 
 
 @dataclass
@@ -207,7 +211,7 @@ def _kernel_json(k: KernelInfo) -> dict:
 def _result_json(r: ProgramResult) -> dict:
     """A result's record; ``expectation`` only for annotated programs (files stay as they were)."""
     doc = asdict(r)
-    for optional in ("expectation", "object_load"):
+    for optional in ("expectation", "object_load", "kernel_warnings"):
         if doc.get(optional) is None:
             doc.pop(optional, None)
     return doc
@@ -235,6 +239,8 @@ def _check(run: RunResult) -> None:
             raise ValueError("result 'expectation' must be an object")
         if r.object_load is not None and not isinstance(r.object_load, dict):
             raise ValueError("result 'object_load' must be an object")
+        if r.kernel_warnings is not None and not all(isinstance(w, dict) for w in r.kernel_warnings):
+            raise ValueError("result 'kernel_warnings' must be a list of objects")
 
 
 # A result nests about 8 levels (comparison > baseline_result > results > a result > attach >

@@ -34,7 +34,7 @@ from compat.kernels.version import version_key
 from compat.objects.globalvars import Assignment
 from compat.objects.objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from compat.objects.sourcemap import locate
-from compat.results.classify import Classified, classify, object_load
+from compat.results.classify import Classified, classify, kernel_warnings, object_load
 from compat.results.inventory import Inventory, merged_helper_names
 from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
 
@@ -635,14 +635,15 @@ class Checker:
         """The results of an object's programs on one kernel, each with its classification (None
         unless the program was rejected): what it blames locates the rejection in the source."""
         kernel = o.spec.id
-        base = {"object": obj.name, "object_sha256": obj.sha256, "kernel": kernel}
+        base: dict[str, Any] = {"object": obj.name, "object_sha256": obj.sha256, "kernel": kernel}
         sections = {p.name: p.section for p in obj.programs}
         failure = (kw.failures.get(obj.sha256) if kw else None) or (o.error if o.error else None)
         reply = kw.replies.get(obj.sha256) if kw else None
         if not reply:
             err = failure or CompatError("no result from the guest")
             tail = getattr(err, "console_tail", "") or o.console_tail
-            infra = {"verdict": ERROR, "reason": "infrastructure_error", "message": str(err), "log": tail}
+            infra: dict[str, Any] = {"verdict": ERROR, "reason": "infrastructure_error", "message": str(err),
+                                     "log": tail}  # fmt: skip
             return [
                 (ProgramResult(**base, program=p.name, section=p.section, prog_type=None, **infra), None)
                 for p in obj.programs
@@ -662,8 +663,9 @@ class Checker:
             out.append(self._program_result(base, p.name, section, gp, reply, kw, names))
         # The object as shipped: one verdict for the object, carried by each of its programs' cells.
         shipped = object_load(reply, {r.program: r.message or r.detail for r, _ in out})
+        warned = kernel_warnings(reply)  # the object's check, not one program, made the kernel warn
         for r, _ in out:
-            r.object_load = shipped
+            r.object_load, r.kernel_warnings = shipped, warned
         return out
 
     @staticmethod

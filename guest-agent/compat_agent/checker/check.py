@@ -50,6 +50,7 @@ from compat_agent.wire.validate import TEXT_MAX
 from compat_agent.wire.verifierlog import error_line
 
 from . import legacy
+from .kmsg import inject_test_splat, kernel_log, splats
 from .resources import FILE_ERRNOS, MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
 from .resources import reply as exhausted_reply
 from .state import ProgState, not_attempted
@@ -900,8 +901,14 @@ def check(message: dict, payload: bytes) -> dict:
         payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values, targets,
         Knobs.from_request(message),
     )  # fmt: skip
+    log = kernel_log()
+    log.read()  # what came before this check is not its doing
+    inject_test_splat(name)  # the test build of the image only
     try:
         result = checker.run()
+        warned = splats(log.read())
+        if warned:  # the kernel warned while this object was checked (its verdicts may still be accepted)
+            result["kernel_warnings"] = warned
     except Exhausted as e:  # the guest's limit, not the object's verdict
         return exhausted_reply(e, message.get("id"))
     except MemoryError:  # the agent's own allocations (buffers, logs)

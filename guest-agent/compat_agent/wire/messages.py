@@ -260,6 +260,15 @@ class ObjectLoadRecord(Message):
 
 
 @dataclass
+class KernelWarningRecord(Message):
+    """A splat the kernel logged while the object was checked (checker/kmsg.py): its kind (the
+    pattern table's) and its lines, bounded."""
+
+    kind: Literal["reg_invariants", "verifier_bug", "kasan", "ubsan", "lockdep", "bug", "warning"]
+    lines: Annotated[list[Annotated[str, Max(4096)]], Max(64)]
+
+
+@dataclass
 class CheckResult(Message):
     """The check of one object on one kernel. facts: the object's own (its open failure's)."""
 
@@ -276,6 +285,7 @@ class CheckResult(Message):
     maps: Annotated[list[MapRecord] | None, NOT_NULL] = None
     facts: Annotated[Facts | None, NOT_NULL] = None
     object_load: Annotated[ObjectLoadRecord | None, NOT_NULL] = None  # absent: not known (legacy loader)
+    kernel_warnings: Annotated[list[KernelWarningRecord] | None, Max(16), NOT_NULL] = None  # absent: none
 
 
 # -- the probe result (guest -> host) --------------------------------------------------------------
