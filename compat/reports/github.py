@@ -11,6 +11,7 @@ rest are printed as plain log lines, so that no finding is silently dropped.
 
 from __future__ import annotations
 
+from compat.results.classify import object_findings
 from compat.results.compare import Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.model import ERROR, RunResult
@@ -87,6 +88,9 @@ def render(result: RunResult, comparison: Comparison) -> str:
         why = (r.expectation or {}).get("why")
         annotations.append(("error", f"{r.object}:{r.program} on {r.kernel}: selftest expectation not met: {why}",
                             {"title": f"compat: {r.program} expectation not met on {r.kernel}"}))  # fmt: skip
+    for obj_name, kernel, _, words in object_findings(result.results):  # the object as shipped, kernel warnings
+        title = f"compat: {obj_name} on {kernel}"
+        annotations.append(("warning", f"{obj_name} on {kernel}: {words}", {"title": title}))
     for r in result.results:
         if r.verdict == ERROR:
             annotations.append(("error", f"{r.object}:{r.program} on {r.kernel}: no verdict: {r.message}",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from compat.results.classify import object_load_words, warning_words
 from compat.results.compare import Comparison
 from compat.results.gate import Facts, facts
 from compat.results.model import ACCEPTED, ERROR, REJECTED, RunResult
@@ -51,6 +52,8 @@ def failing_cells(f: Facts, fail_on: str) -> set[tuple[str, str, str]]:
         cells += [(r.object, r.program, r.kernel) for r in f.required_rejections]
     elif fail_on == "expectation":
         cells = [(r.object, r.program, r.kernel) for r in f.unmet]
+    elif fail_on == "warning":
+        cells = [(r.object, r.program, r.kernel) for r in f.warned]
     else:
         cells = []
     return set(cells)
@@ -93,6 +96,11 @@ def render(result: RunResult, comparison: Comparison, fail_on: str = "regression
                                         message=_clean(f"expectation not met: {e.get('why')}"))  # fmt: skip
                 text = _failure_text(result, comparison, r) if r.verdict == REJECTED else str(e.get("why"))
                 failure.text = _text(text)
+            elif fails and fail_on == "warning":  # the kernel warned while the object was checked
+                counts["failures"] += 1
+                said = warning_words(r.kernel_warnings) or "the kernel warned"
+                failure = ET.SubElement(case, "failure", type="kernel_warning", message=_clean(said))
+                failure.text = _text("\n".join(line for w in r.kernel_warnings or [] for line in w.get("lines", [])))
             elif fails:
                 counts["failures"] += 1
                 p = problems.get((obj, prog, k.id))
@@ -131,6 +139,7 @@ def _passing_lines(r, fail_on: str) -> list[str]:
         lines.append(f"expectation not met: {e.get('why')} (a failure under --fail-on expectation)")
     if r.verdict == ACCEPTED and r.attach.get("status") == "failed":
         lines.append(f"loads, but attach failed: {r.attach.get('reason')}")
+    lines += [w for w in (object_load_words(r.object_load), warning_words(r.kernel_warnings)) if w]  # the object's
     return lines
 
 

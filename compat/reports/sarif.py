@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+from compat.results.classify import object_findings
 from compat.results.compare import Comparison
 from compat.results.gate import facts
 from compat.results.model import REASONS, RunResult
@@ -60,6 +61,23 @@ _EXPECTATION = (
     "The result's expectation record says why (the verdict, or the first expected message not found "
     "in order). Either the kernel changed its verifier, or the annotation is stale.",
 )
+
+
+# Findings of whole objects (classify.object_findings): short and full descriptions, help.
+_OBJECT_FINDINGS = {
+    "object/does-not-load": (
+        "The object as shipped does not load",
+        "bpf_object__load with every program and map as the object declares them (its skeleton's load) fails "
+        "on this kernel: a map it cannot create, or a program it refuses",
+        "Every program may still verify on its own: a loader that switches the failing part off still works.",
+    ),
+    "kernel/warning": (
+        "The kernel warned while the object was checked",
+        "The guest's kernel log got a WARN, BUG, verifier bug, REG INVARIANTS VIOLATION, lockdep or KASAN "
+        "report while the object was checked",
+        "The verdicts may still be 'accepted': the kernel's own consistency checks failed.",
+    ),
+}
 
 
 def _rule(rule_id: str, short: str, full: str, help_text: str) -> dict:
@@ -169,6 +187,23 @@ def render(result: RunResult, comparison: Comparison) -> str:
             "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
             "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
             "properties": {"object": j(obj_name), "program": j(prog), "kernels": [j(r.kernel) for r in cells]},
+        })  # fmt: skip
+    for obj_name, kernel, kind, words in object_findings(result.results):  # the object as shipped, kernel warnings
+        rule_id = "object/does-not-load" if kind == "object_load" else "kernel/warning"
+        if rule_id not in rule_index:
+            rule_index[rule_id] = len(rules)
+            rules.append(_rule(rule_id, *_OBJECT_FINDINGS[rule_id]))
+        obj = objects.get(obj_name)
+        uri = _uri(obj.path if obj else obj_name)
+        fingerprint = _fingerprint(rule_id, obj_name, kernel, uri)
+        results.append({
+            "ruleId": rule_id,
+            "ruleIndex": rule_index[rule_id],
+            "level": "warning",
+            "message": {"text": f"{j(obj_name)} on {j(kernel)}: {j(words)}"},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+            "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
+            "properties": {"object": j(obj_name), "kernels": [j(kernel)]},
         })  # fmt: skip
     doc = {
         "$schema": SARIF_SCHEMA,

@@ -559,3 +559,18 @@ def warning_words(warnings: list[Mapping[str, Any]] | None) -> str | None:
     said = WARNING_KINDS.get(str(first.get("kind")), "WARNING")
     more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
     return f"the kernel warned: {said}" + (f": {lines[0][:200]}" if lines else "") + more
+
+
+def object_findings(results: list[Any]) -> list[tuple[str, str, str, str]]:
+    """The findings of whole objects on kernels, once per object, kernel and kind, in result
+    order: (object, kernel, kind, words), kind "object_load" (the object as shipped does not load)
+    or "kernel_warning" (the kernel warned during its check). results: ProgramResults."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for r in results:
+        for kind, words in (("object_load", object_load_words(r.object_load)),
+                            ("kernel_warning", warning_words(r.kernel_warnings))):  # fmt: skip
+            if words and (r.object, r.kernel, kind) not in seen:
+                seen.add((r.object, r.kernel, kind))
+                out.append((r.object, r.kernel, kind, words))
+    return out
