@@ -69,7 +69,8 @@ def _shard(text: str) -> str:
     return text
 
 
-FORMATS_HELP = "table (default), json, markdown, github, junit, sarif, csv (veristat's columns); repeatable"
+FORMATS_HELP = ("table (default), json, markdown, github, junit, sarif, csv (veristat's columns), requirements "
+                "(minimum kernel per program; requirements-json); repeatable")
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from compat.errors import UserError
 from compat.results.compare import Comparison, compare
 from compat.results.model import RunResult
 
-from . import csv_report, github, json_report, junit, markdown, sarif, table
+from . import csv_report, github, json_report, junit, markdown, requirements, sarif, table
 
 RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {
     "table": table.render,
@@ -20,6 +20,8 @@ RENDERERS: dict[str, Callable[[RunResult, Comparison], str]] = {
     "junit": junit.render,
     "sarif": sarif.render,
     "csv": csv_report.render,
+    "requirements": requirements.render,
+    "requirements-json": requirements.render_json,
 }
 
 

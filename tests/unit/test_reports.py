@@ -28,7 +28,7 @@ from compat.results.model import SCHEMA_FILE
 GOLDEN = Path(__file__).parents[1] / "golden"
 UPDATE = os.environ.get("COMPAT_UPDATE_GOLDEN") == "1"
 SUFFIX = {"table": "txt", "json": "json", "markdown": "md", "github": "txt", "junit": "xml", "sarif": "sarif.json",
-          "csv": "csv"}  # fmt: skip
+          "csv": "csv", "requirements": "md", "requirements-json": "json"}  # fmt: skip
 
 
 def comparison_with_baseline():
@@ -60,7 +60,7 @@ def test_format_with_baseline_matches_golden(fmt):
     check_golden(f"baseline.{fmt}.{SUFFIX[fmt]}", render(fmt, current(), comparison_with_baseline()))
 
 
-@pytest.mark.parametrize("fmt", ["table", "markdown", "github", "junit", "sarif", "csv"])
+@pytest.mark.parametrize("fmt", ["table", "markdown", "github", "junit", "sarif", "csv", "requirements"])
 def test_format_without_baseline_matches_golden(fmt):
     check_golden(f"nobaseline.{fmt}.{SUFFIX[fmt]}", render(fmt, current(), compare(current())))
 
@@ -485,3 +485,64 @@ def test_csv_reads_the_statistics_the_log_has_and_escapes_names():
     assert row["prog_name"] == 'p\\x1b[31m"q'  # the ESC shown, the quote kept (csv quoting)
     assert (row["total_insns"], row["max_states_per_insn"], row["max_mark_read_len"], row["stack_depth"]) == (
         "7", "2", "1", "24")  # fmt: skip
+
+
+def test_requirements_on_the_golden_result():
+    doc = json.loads(render("requirements-json", current(), compare(current())))
+    assert doc["schema"] == "compat-requirements/v1"
+    # upstream-version order, not the matrix's (sid is first in the matrix)
+    assert [k["kernel"] for k in doc["kernels"]] == ["5.10", "6.1.170", "6.1.176", "sid"]
+    by = {(p["object"], p["program"]): p for p in doc["programs"]}
+    getpid = by[("counter.o", "count_getpid")]
+    assert getpid["oldest"] == {"kernel": "6.1.170", "version": "6.1.170"}
+    assert [(n["kernel"], n["reason"]) for n in getpid["older"]] == [("5.10", "missing_helper")]
+    assert "bpf_loop" in getpid["older"][0]["message"]
+    xdp = by[("filter.o", "xdp_filter")]
+    assert xdp["oldest"]["kernel"] == "5.10" and [n["kernel"] for n in xdp["newer_rejections"]] == ["6.1.176"]
+    assert [n["kernel"] for n in by[("counter.o", "count_new")]["no_verdict"]] == ["sid"]
+    md = render("requirements", current(), compare(current()))
+    assert "| `counter.o` `count_getpid` | 6.1.170 | 5.10 (5.10.262): missing helper: helper bpf_loop" in md
+    assert "also rejected on 6.1.176: verifier rejection" in md
+
+
+def test_requirements_name_the_features_of_the_table_and_escape_names():
+    from compat_agent.wire.features import FEATURES
+
+    run = current()
+    v4 = FEATURES["cpu_v4"]
+    for r in run.results:
+        if r.program == "xdp_pass" and r.kernel in ("5.10", "6.1.170"):
+            r.verdict, r.reason = "rejected", "unsupported_instruction"
+            r.message = (f"this kernel does not know an instruction of the program (0xd7): {v4.what} {v4.need} "
+                         f"Linux {v4.since}; build with a lower -mcpu for older kernels")  # fmt: skip
+        if r.program == "count_new" and r.kernel != "sid":
+            r.verdict, r.reason = "rejected", "unsupported_map_type"
+            r.message = "map type arena (map heap) is not supported by this kernel"
+            r.object_load = {"loads": False, "maps": [{"name": "heap", "type": "arena", "since": "6.9"}]}
+        if r.program == "xdp_filter":
+            r.verdict, r.reason, r.message = "rejected", "verifier_rejection", "R2 offset is outside of the packet"
+            r.program = "x|</details><b>*y*"
+    doc = json.loads(render("requirements-json", run, compare(run)))
+    by = {p["program"]: p for p in doc["programs"]}
+    assert by["xdp_pass"]["oldest"]["kernel"] == "6.1.176"
+    needs = [{"feature": "cpu_v4", "what": v4.what, "since": "6.6"}]
+    assert [n["needs"] for n in by["xdp_pass"]["older"]] == [needs, needs]
+    assert by["count_new"]["oldest"] is None
+    assert by["count_new"]["older"][0]["needs"][0]["since"] == "6.9"
+    assert by["x|</details><b>*y*"]["oldest"] is None  # rejected everywhere: no minimum
+    md = render("requirements", run, compare(run))
+    assert f"needs Linux 6.6 ({escape_md(v4.what)})" in md
+    assert "needs Linux 6.9 (BPF arena)" in md
+    # rendered as GitHub does: the name stays one code span in its row's first cell, no HTML from it
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(md)
+    assert "<code>x|&lt;/details&gt;&lt;b&gt;*y*</code></td>" in html and "<b>" not in html
+    rows = [t for t in MarkdownIt("commonmark").enable("table").parse(md) if t.type == "tr_open"]
+    assert len(rows) == 1 + 4  # the header and one row per program: no row split by a pipe
+
+
+def escape_md(text: str) -> str:
+    from compat.reports.escape import markdown
+
+    return markdown(text)
