@@ -53,3 +53,28 @@ def test_probe_kfunc_struct_ops_on_6_1():
     assert "unknown (this kernel's BTF does not list kfuncs)" in done.stdout
     line = next(x for x in done.stdout.splitlines() if x.startswith("tcp_reno_cong_avoid on 6.1"))
     assert "present; callable from: struct_ops:tcp_congestion_ops" in line, line
+
+
+def test_action_check_step_on_6_1(built_programs, tmp_path):
+    """The action's compat check and Outputs steps, run locally as a runner runs them, on one
+    object and one kernel: the result file, the Markdown in the job summary, the outputs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "unit" / "test_action.py"
+    spec = importlib.util.spec_from_file_location("test_action", path)
+    assert spec and spec.loader
+    action = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(action)
+    obj = tmp_path / "ringbuf.o"
+    obj.write_bytes(built_programs["ringbuf"].read_bytes())
+    env = {"OBJECTS": "*.o", "MATRIX": "", "KERNELS": "6.1", "BASELINE": "", "FORMATS": "github sarif",
+           "FAIL_ON": "regression", "SHARD": "", "RESULT": "compat-result.json", "REPORT": "compat-report.md",
+           "UPLOAD_SARIF": "false"}  # fmt: skip
+    done, outputs = action.run_step("compat check", tmp_path, env)
+    assert done.returncode == 0 and outputs == {"exit-status": "0"}, done.stderr
+    assert (tmp_path / "compat-result.json").is_file() and (tmp_path / "compat.sarif").is_file()
+    assert (tmp_path / "step_summary").read_text() == (tmp_path / "compat-report.md").read_text() != ""
+    done, outputs = action.run_step("Outputs", tmp_path, {"RESULT": "compat-result.json", "STATUS": "0"})
+    assert outputs == {"exit-status": "0", "regressions": "0", "result-path": "compat-result.json",
+                       "sarif": "compat.sarif"}  # fmt: skip
