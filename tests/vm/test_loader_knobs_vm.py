@@ -27,22 +27,22 @@ int unaligned(struct xdp_md *ctx)
 char LICENSE[] SEC("license") = "GPL";
 """
 
-# As systemd's restrict-fs declares cgroup_hash: no inner map in the object.
+# As systemd's restrict-fs declares cgroup_hash: no inner map and no max_entries in the object
+# (its loader gives both; compat sizes the map as for any map sized at run time).
 MAP_OF_MAPS = """\
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-    __uint(max_entries, 16);
-    __type(key, __u32);
+    __type(key, __u64);
     __type(value, __u32);
 } outer SEC(".maps");
 
 SEC("xdp")
 int lookup(struct xdp_md *ctx)
 {
-    __u32 key = 0;
+    __u64 key = 0;
     return bpf_map_lookup_elem(&outer, &key) ? XDP_DROP : XDP_PASS;
 }
 

@@ -177,14 +177,17 @@ class Checker:
             if m.pinned:  # a map pinned by an earlier check in this guest must not stand in for this one's
                 m.unpin()
             kind = lb.map_type_str(m.map_type) or ""
+            given = []  # what the knobs did to it (--inner-map, --map-size)
             inner = self.knobs.inner_maps.get(m.name)
             if inner is not None and kind in ("array_of_maps", "hash_of_maps"):
-                self._give_inner_map(m, inner)
-                continue
+                given.append(self._give_inner_map(m, inner))
             if m.name in self.knobs.map_sizes:  # before the run-time sizing below: it no longer applies
                 m.set_max_entries(self.knobs.map_sizes[m.name])
-                self.map_notes[m.name] = f"map '{m.name}' sized max_entries {self.knobs.map_sizes[m.name]} (--map-size)"
-            if kind in ("array_of_maps", "hash_of_maps") and not m.has_inner_map:
+                given.append(f"max_entries {self.knobs.map_sizes[m.name]} (--map-size)")
+            given = [g for g in given if g]
+            if given:
+                self.map_notes[m.name] = f"map '{m.name}' given " + " and ".join(given)
+            if kind in ("array_of_maps", "hash_of_maps") and not m.has_inner_map and inner is None:
                 self.no_inner_map[m.name] = (
                     f"map '{m.name}' is a map of maps without an inner map in the object: its loader supplies "
                     "one at run time (bpf_map__set_inner_map_fd), so compat cannot create it"
@@ -204,7 +207,8 @@ class Checker:
                     f"value_size {STACK_TRACE_VALUE_SIZE} (127 frames, the kernel's default perf_event_max_stack)"
                 )
             if sized:
-                self.map_notes[m.name] = f"map '{m.name}' has " + "; and ".join(sized)
+                note = f"map '{m.name}' has " + "; and ".join(sized)
+                self.map_notes[m.name] = f"{self.map_notes[m.name]}; {note}" if given else note
         for prog in obj.programs() if self.retyped or self.retargeted or self.knobs.prog_flags else []:
             rules = self.knobs.prog_flags
             flags = next((f for g, f in rules if fnmatchcase(prog.name, g) or fnmatchcase(prog.section, g)), None)
@@ -224,9 +228,10 @@ class Checker:
             )
         return obj
 
-    def _give_inner_map(self, m: lb.Map, inner: tuple[int, int, int, int]) -> None:
+    def _give_inner_map(self, m: lb.Map, inner: tuple[int, int, int, int]) -> str:
         """--inner-map: create the inner map (once per check) and hand it to the map of maps before
-        load, as its loader does; a kernel that cannot create it leaves the outer map uncreatable."""
+        load, as its loader does; a kernel that cannot create it leaves the outer map uncreatable.
+        What was given, in words ("" when it could not be created)."""
         fd = self.inner_fds.get(m.name)
         kind, key, value, entries = inner
         what = f"{lb.map_type_str(kind) or kind}:{key}:{value}:{entries}"
@@ -237,9 +242,9 @@ class Checker:
                 self.no_inner_map[m.name] = (
                     f"map '{m.name}': its inner map ({what}, --inner-map) could not be created: {e.message}"
                 )
-                return
+                return ""
         m.set_inner_map_fd(fd)
-        self.map_notes[m.name] = f"map '{m.name}' given an inner map {what} (--inner-map)"
+        return f"an inner map {what} (--inner-map)"
 
     def close_inner_maps(self) -> None:
         """Close the inner maps --inner-map made (each outer map holds its own reference)."""
