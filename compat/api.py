@@ -134,13 +134,17 @@ def compare(result: RunResult | PathLike, baseline: RunResult | PathLike | None 
     return _compare(run, _read_result(baseline, "baseline"), "file", label)
 
 
-def report(result: RunResult | PathLike, format: str = "table", comparison: Comparison | None = None) -> str:
+def report(
+    result: RunResult | PathLike, format: str = "table", comparison: Comparison | None = None,
+    fail_on: str = "regression",
+) -> str:
     """The report of a result (a RunResult or a result file) in one of the formats of `compat
-    check --format` (table, json, markdown, github, junit, sarif, ...), as text."""
+    check --format` (table, json, markdown, github, junit, sarif, csv, ...), as text; fail_on is
+    the gate's policy (--fail-on), which JUnit's failures follow."""
     from compat.reports import render
 
     run = _read_result(result, "result")
-    return render(format, run, comparison if comparison is not None else _compare(run))
+    return render(format, run, comparison if comparison is not None else _compare(run), fail_on)
 
 
 def gate(result: RunResult, comparison: Comparison | None = None, fail_on: str = "regression") -> int:

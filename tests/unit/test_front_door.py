@@ -156,6 +156,8 @@ def test_api_report_and_compare_on_a_saved_result(tmp_path):
     assert cli.stdout == text
     assert json.loads(compat.report(result, "json"))["schema"] == "compat/v1"
     assert compat.gate(result, comparison) == cli.returncode
+    junit = run_compat("report", GOLDEN, "--baseline", GOLDEN, "--format", "junit", "--fail-on", "never")
+    assert compat.report(result, "junit", comparison, fail_on="never") == junit.stdout
     with pytest.raises(UserError):
         compat.report(result, "nonsense")
     with pytest.raises(UserError):
