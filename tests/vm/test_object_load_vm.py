@@ -32,16 +32,44 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
+# A program its loader loads only on demand (SEC("?xdp"): autoload off) that every kernel rejects,
+# beside one that loads: the skeleton's load does not load the first, so the object loads; the
+# agent's first load (every program) is not that load, so its verdict takes one more load.
+ON_DEMAND = """\
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+SEC("?xdp")
+int unchecked(struct xdp_md *ctx)
+{
+    return *(volatile unsigned int *)(long)ctx->data ? XDP_PASS : XDP_DROP;
+}
+
+SEC("xdp")
+int pass(struct xdp_md *ctx)
+{
+    return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
 @pytest.mark.vm
 @pytest.mark.network
 def test_an_arena_map_makes_the_object_not_load_on_6_1_only(tmp_path):
     obj = build_source(ARENA, tmp_path, "arena_unused")
+    on_demand = build_source(ON_DEMAND, tmp_path, "on_demand")
     out = {fmt: tmp_path / f"out.{fmt}" for fmt in ("json", "table", "markdown")}
     args = [a for fmt, path in out.items() for a in ("--format", fmt, "--output", path)]
-    proc = run_compat("check", obj, "--kernel", "6.1", "--kernel", "6.12", "--no-attach", *args, timeout=3000)
+    proc = run_compat("check", obj, on_demand, "--kernel", "6.1", "--kernel", "6.12", "--no-attach", *args,
+                      timeout=3000)  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr
     doc = json.loads(out["json"].read_text())
-    by_kernel = {r["kernel"]: r for r in doc["results"]}
+    for r in (r for r in doc["results"] if r["object"] == "on_demand.o"):
+        assert r["object_load"] == {"loads": True}, r  # per-program: 'unchecked' rejected, 'pass' accepted
+        assert r["verdict"] == ("rejected" if r["program"] == "unchecked" else "accepted")
+    by_kernel = {r["kernel"]: r for r in doc["results"] if r["object"] == "arena_unused.o"}
     old, new = by_kernel["6.1"], by_kernel["6.12"]
     assert old["verdict"] == new["verdict"] == "accepted"  # the program itself verifies on both
     assert new["object_load"] == {"loads": True}
