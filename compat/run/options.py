@@ -332,7 +332,8 @@ def cache_key(values: Mapping[str, Any], table: Sequence[Option] = OPTIONS) -> d
 
 def _given(o: Option, values: Mapping[str, Any]) -> bool:
     """Whether a row goes into the request and the cache key (omit_unset rows only when set)."""
-    return not o.omit_unset or bool(values[o.name])
+    # An omit_unset row a caller does not name at all (check_request's callers predate it) is unset.
+    return not o.omit_unset or bool(values.get(o.name))
 
 
 def recorded(values: Mapping[str, Any], always: bool, table: Sequence[Option] = OPTIONS) -> dict[str, Any]:

@@ -51,6 +51,8 @@ def test_stats_of_an_accepted_program():
         "states_peak": 0,
         "verification_time_us": 107,
         "stack_depth": [0],
+        "max_states_per_insn": 0,
+        "mark_read": 0,
     }
 
 
@@ -63,8 +65,9 @@ def test_stats_of_e2big_and_of_newer_formats():
 
 def test_stats_of_a_log_without_stats():
     assert parse_stats("") == dict.fromkeys(
-        ("insns_processed", "states_total", "states_peak", "verification_time_us", "stack_depth")
-    )
+        ("insns_processed", "states_total", "states_peak", "verification_time_us", "stack_depth",
+         "max_states_per_insn", "mark_read")
+    )  # fmt: skip
     # Only the "too large" line survives in a log truncated by an old kernel: still counted.
     assert parse_stats("BPF program is too large. Processed 1000001 insn\n")["insns_processed"] == 1000001
 
