@@ -16,7 +16,11 @@ Two formats: "requirements" (markdown) and "requirements-json" (schema compat-re
 A feature is named by a rejection when the maps the kernel could not create (object_load) have
 its type, or when the classification's message carries its words: classify builds those messages
 from the same table (its `what`, or its name as a word: a map or struct_ops type), so the match
-reads the table's own words back, not the kernel's.
+reads the table's own words back, not the kernel's. Helpers, program types and map types have
+their first upstream release in the same module's tables (bcc's kernel-versions table): a missing
+helper named by the message ("bpf_loop (181)", helper_label's words) gives "needs Linux 5.17
+(bpf_loop)", an unsupported program type the program's prog_type, and an unsupported map type
+the one the message names ("map type X": classify says so only of a type the kernel's probe lacks).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from compat_agent.wire.features import FEATURES, Feature
+from compat_agent.wire.features import FEATURES, Feature, requirement
 
 from compat.results.compare import Comparison, kernel_name, kernel_version, order_kernels
 from compat.results.model import ACCEPTED, REJECTED, KernelInfo, ProgramResult, RunResult
@@ -85,17 +89,36 @@ class Requirement:
         }  # fmt: skip
 
 
+# classify's words for a helper ("bpf_loop (181)", inventory.helper_label) and a map type.
+_HELPER_LABEL = re.compile(r"(?<![\w])(\w+) \((\d+)\)")
+_MAP_TYPE = re.compile(r"(?<![\w])map type (\w+)")
+
+
 def _features(r: ProgramResult) -> list[Feature]:
-    """The features of the table a rejection names (see the module's docstring)."""
-    found: dict[str, Feature] = {}
+    """The features of the tables a rejection names (see the module's docstring)."""
+    found: dict[tuple[str, str], Feature] = {}
+
+    def add(f: Feature | None) -> None:
+        if f is not None:
+            found.setdefault((f.kind, f.name), f)
+
+    message = r.message or ""
+    if r.reason == "missing_helper":
+        for name, _id in _HELPER_LABEL.findall(message):
+            add(requirement("helper", name))
+    if r.reason == "unsupported_prog_type" and r.prog_type:
+        add(requirement("prog_type", r.prog_type))
     for m in (r.object_load or {}).get("maps") or []:
+        # Only the newer types of FEATURES: a hash map the kernel did not create lacked no feature.
         f = FEATURES.get(str(m.get("type"))) if isinstance(m, dict) else None
         if f is not None and f.kind == "map_type":
-            found[f.name] = f
-    message = r.message or ""
+            add(f)
+    if r.reason == "unsupported_map_type":
+        for name in _MAP_TYPE.findall(message):
+            add(requirement("map_type", name))
     for f in FEATURES.values():
         if f.what in message or re.search(rf"(?<![\w]){re.escape(f.name)}(?![\w])", message):
-            found.setdefault(f.name, f)
+            add(f)
     return list(found.values())
 
 

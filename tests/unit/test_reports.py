@@ -501,7 +501,8 @@ def test_requirements_on_the_golden_result():
     assert xdp["oldest"]["kernel"] == "5.10" and [n["kernel"] for n in xdp["newer_rejections"]] == ["6.1.176"]
     assert [n["kernel"] for n in by[("counter.o", "count_new")]["no_verdict"]] == ["sid"]
     md = render("requirements", current(), compare(current()))
-    assert "| `counter.o` `count_getpid` | 6.1.170 | 5.10 (5.10.262): missing helper: helper bpf_loop" in md
+    assert ("| `counter.o` `count_getpid` | 6.1.170 | 5.10 (5.10.262): needs Linux 5.17 (bpf_loop); missing helper: "
+            "helper bpf_loop") in md
     assert "also rejected on 6.1.176: verifier rejection" in md
 
 
