@@ -34,6 +34,7 @@ from compat.kernels.version import version_key
 from compat.objects.globalvars import Assignment
 from compat.objects.objfile import BadObject, BpfObject, NoPrograms, objects_in, read_objects
 from compat.objects.sourcemap import locate
+from compat.progress import Stage
 from compat.results.classify import Classified, classify, kernel_warnings, object_load
 from compat.results.inventory import Inventory, merged_helper_names
 from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
@@ -90,6 +91,7 @@ class KernelWork:
     inventory: Inventory = field(default_factory=Inventory)
     replies: dict[str, dict] = field(default_factory=dict)  # object sha256 -> check_result
     failures: dict[str, GuestError] = field(default_factory=dict)  # object sha256 -> what killed the guest
+    stage: Stage | None = None  # the kernel's live progress (objects checked), advanced by its helpers too
 
 
 def locate_sources(
@@ -261,7 +263,13 @@ class Checker:
             kw = state.setdefault(kernel.id, KernelWork())
             queue = scheduler.started(kernel.id, kernel)
             kw.inventory = self.probe(session, [])
-            self._drain(session, queue, kw, owner=True)
+            # A live count of the kernel's objects on a terminal; no line of its own (the line
+            # of _finished says how the kernel ended).
+            with queue.cond:
+                total = len(queue.pending) + queue.in_flight
+            with self.cache.progress.stage(f"checking on {kernel.id}", total, "objects") as kw.stage:
+                self._drain(session, queue, kw, owner=True)
+            kw.stage = None
             used = sorted(
                 {e["name"] for r in kw.replies.values() for e in r.get("externs") or [] if e.get("kind") == "kfunc"}
             )
@@ -296,6 +304,8 @@ class Checker:
                 finished = True
             finally:
                 queue.done(obj, unchecked=not finished)
+                if finished and kw.stage is not None:
+                    kw.stage.advance()
 
     def _help(self, scheduler: Scheduler, state: dict[str, KernelWork]) -> None:
         """Lend this worker to the kernels with the most work left, on a second guest of theirs."""

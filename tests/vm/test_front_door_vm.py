@@ -78,3 +78,31 @@ def test_action_check_step_on_6_1(built_programs, tmp_path):
     done, outputs = action.run_step("Outputs", tmp_path, {"RESULT": "compat-result.json", "STATUS": "0"})
     assert outputs == {"exit-status": "0", "regressions": "0", "result-path": "compat-result.json",
                        "sarif": "compat.sarif"}  # fmt: skip
+
+
+def test_live_progress_counts_each_kernels_objects(built_programs, real_cache):
+    """On a terminal, each kernel's stage counts its objects as its guest (and any helper guest)
+    checks them: a sink that records the stages sees every object of the kernel."""
+    from compat.kernels.matrix import load_matrix
+    from compat.progress import Progress, Stage
+    from compat.run.checker import Checker, CheckOptions, load_objects
+
+    class Recording(Progress):
+        def __init__(self) -> None:
+            self.stages: dict[str, Stage] = {}
+
+        def _started(self, stage: Stage) -> None:
+            self.stages[stage.text] = stage
+
+    objects, infos, errors = load_objects([str(built_programs[n]) for n in ("counter", "ringbuf", "bpf_loop")])
+    assert not errors
+    specs = [k for k in load_matrix().kernels if k.id == "6.1"]
+    sink = Recording()
+    real_cache.progress, saved = sink, real_cache.progress
+    try:
+        result = Checker(real_cache, specs, CheckOptions(result_cache=False)).run(objects, infos)
+    finally:
+        real_cache.progress = saved
+    assert {r.verdict for r in result.results} <= {"accepted", "rejected"}
+    stage = sink.stages["checking on 6.1"]
+    assert (stage.total, stage.completed) == (3, 3), (stage.total, stage.completed)
