@@ -139,7 +139,8 @@ def _passing_lines(r, fail_on: str) -> list[str]:
         lines.append(f"expectation not met: {e.get('why')} (a failure under --fail-on expectation)")
     if r.verdict == ACCEPTED and r.attach.get("status") == "failed":
         lines.append(f"loads, but attach failed: {r.attach.get('reason')}")
-    lines += [w for w in (object_load_words(r.object_load), warning_words(r.kernel_warnings)) if w]  # the object's
+    # the object's own findings: it does not load as shipped, the kernel warned
+    lines += [w for w in (object_load_words(r.object_load, r.program), warning_words(r.kernel_warnings)) if w]
     return lines
 
 

@@ -42,7 +42,7 @@ def _expectations(judged: list[ProgramResult]) -> list[str]:
 
 def _cell(r: ProgramResult | None, transition: str | None) -> str:
     text = _verdict_cell(r, transition)
-    shipped = object_load_words(r.object_load) if r is not None else None  # the object as shipped
+    shipped = object_load_words(r.object_load, r.program) if r is not None else None  # the object as shipped
     warned = warning_words(r.kernel_warnings) if r is not None else None  # a status of its own
     text = f"{text} ⚠️ ({md(warned)})" if warned else text
     return f"{text} ({md(shipped)})" if shipped else text

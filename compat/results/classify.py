@@ -517,10 +517,15 @@ def object_load(reply: Record, program_messages: Mapping[str, str | None]) -> di
     return out
 
 
-def object_load_words(load: Mapping[str, Any] | None) -> str | None:
-    """What a cell says of an object that does not load as shipped ("object does not load: map
-    arena (arena, Linux 6.9): EINVAL"); None when it loads or nothing is known."""
+def object_load_words(load: Mapping[str, Any] | None, program: str | None = None) -> str | None:
+    """What the cell of `program` says of an object that does not load as shipped ("object does
+    not load: map arena (arena, Linux 6.9): EINVAL"); None when it loads, nothing is known, or the
+    program is the one whose rejection failed the object (its cell says that already). Without a
+    program: the words for the object as a whole, None when a program's rejection failed it (that
+    program's own finding says it)."""
     if not isinstance(load, Mapping) or load.get("loads") is not False:
+        return None
+    if load.get("stage") == "program" and (program is None or load.get("name") == program):
         return None
     return f"object does not load: {load.get('reason') or 'unknown reason'}"
 

@@ -82,3 +82,23 @@ def test_every_format_shows_it_and_the_schema_takes_it():
     assert words in table.render(run, comparison)
     assert words in markdown.render(run, comparison)
     assert "object_load" not in _run(None).to_json()["results"][0]  # absent when not known: old files unchanged
+
+
+def test_a_program_that_failed_its_object_is_not_told_so_twice():
+    """When a program's rejection is what failed the object, its own cell says the rejection; the
+    object-level words are for its other programs, and the object has no finding of its own."""
+    from types import SimpleNamespace
+
+    from compat.results.classify import object_findings, object_load_words
+
+    load = {"loads": False, "stage": "program", "name": "prog_a", "reason": "program prog_a: helper bpf_loop (181) …"}
+    assert object_load_words(load, "prog_a") is None
+    assert object_load_words(load, "prog_b") == "object does not load: program prog_a: helper bpf_loop (181) …"
+    cells = [SimpleNamespace(object="o.o", kernel="5.10", program=p, object_load=load, kernel_warnings=None)
+             for p in ("prog_a", "prog_b")]  # fmt: skip
+    assert object_findings(cells) == []
+    by_map = {"loads": False, "stage": "map", "name": "arena", "reason": "map arena (arena, Linux 6.9): EINVAL"}
+    assert object_load_words(by_map, "prog_a") == object_load_words(by_map) is not None
+    assert [f[2] for f in object_findings([SimpleNamespace(**{**vars(cells[0]), "object_load": by_map})])] == [
+        "object_load"
+    ]
