@@ -90,7 +90,7 @@ def assert_nothing_left(tmpdir: Path, pid: int) -> None:
     assert qemu_pids(tmpdir) == [] and qemu_pids(own) == [], "QEMU processes outlived compat"
     assert list(tmpdir.iterdir()) == [], "temporary files left behind"
     assert list((cache / TMP_KIND).glob(f"compat-*-{pid}.*")) == [], "guest work directories left behind"
-    half_built = [p for p in cache.glob(f"*/.tmp-*-{pid}-*")]
+    half_built = [p for p in cache.glob(f"*/.tmp-*-{pid}.*-*")]
     assert half_built == [], f"half-built cache entries left behind: {half_built}"
 
 

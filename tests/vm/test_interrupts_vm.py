@@ -183,12 +183,12 @@ def _guest_booting(cache: Path, pid: int) -> bool:
     """A guest of run pid is booting: its work directory exists and its QEMU runs, and no snapshot
     is being saved yet."""
     dirs = list(cache.glob(f"{TMP_KIND}/compat-{KERNEL}-{pid}.*"))
-    return bool(dirs) and bool(processes_in(dirs[0])) and not list(cache.glob(f"snapshots/.tmp-*-{pid}-*"))
+    return bool(dirs) and bool(processes_in(dirs[0])) and not list(cache.glob(f"snapshots/.tmp-*-{pid}.*-*"))
 
 
 def _snapshot_saving(cache: Path, pid: int) -> bool:
     """Run pid is writing a snapshot's state (not yet renamed into place)."""
-    return any(p.stat().st_size > 0 for p in cache.glob(f"snapshots/.tmp-*-{pid}-*/state") if p.exists())
+    return any(p.stat().st_size > 0 for p in cache.glob(f"snapshots/.tmp-*-{pid}.*-*/state") if p.exists())
 
 
 @pytest.mark.vm
@@ -220,7 +220,7 @@ CLOUD = "cloud-6.1"  # the smallest kernel package of the archive's 6.1 series (
 
 def _downloading(cache: Path, pid: int) -> bool:
     """Run pid has written part of a kernel package (into its entry's build directory)."""
-    return any(p.stat().st_size > 0 for p in cache.glob(f"kernels/.tmp-*-{pid}-*/debs/*") if p.exists())
+    return any(p.stat().st_size > 0 for p in cache.glob(f"kernels/.tmp-*-{pid}.*-*/debs/*") if p.exists())
 
 
 @pytest.mark.vm
