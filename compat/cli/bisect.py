@@ -5,24 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from compat.cache import Cache, replace_text
-from compat.errors import EXIT_INFRA, EXIT_OK, EXIT_USAGE, UserError
+from compat.cache import Cache
+from compat.errors import EXIT_INFRA, EXIT_OK, EXIT_USAGE
+from compat.reports import outputs
 
 from .bisect_options import BISECT_FORMATS
 from .shown import _shown
-
-
-def _formats(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    formats = args.formats or ["table"]
-    for fmt in formats:
-        if fmt not in BISECT_FORMATS:
-            raise UserError(f"unknown format '{fmt}' for bisect", f"use one of {', '.join(BISECT_FORMATS)}")
-    outputs = args.outputs or []
-    if len(outputs) > len(formats):
-        raise UserError("more --output than --format options", "give one --format per --output")
-    return formats, outputs
 
 
 def cmd_bisect(args: argparse.Namespace, cache: Cache) -> int:
@@ -38,7 +27,8 @@ def cmd_bisect(args: argparse.Namespace, cache: Cache) -> int:
     from .check import _check_globals
 
     table_values = check_options.from_args(args)
-    formats, outputs = _formats(args)
+    # The reports, checked before any work as check checks them (compat/reports/outputs.py).
+    planned = outputs.plan(args.formats, args.outputs, list(BISECT_FORMATS))
     spec = series_spec(args.series, load_matrix(args.matrix), args.flavour)
     objects, infos, bad = load_objects(args.objects)
     for line in bad:
@@ -61,16 +51,7 @@ def cmd_bisect(args: argparse.Namespace, cache: Cache) -> int:
     shown = progress if sys.stderr.isatty() else None
     result = bisect(cache, store, spec.series or args.series, specs, objects, infos, options,
                     exhaustive=args.exhaustive, width=width, progress=shown)  # fmt: skip
-    for i, fmt in enumerate(formats):
-        text = render(fmt, result)
-        if i < len(outputs) and outputs[i] != "-":
-            try:
-                replace_text(Path(outputs[i]), text)
-            except OSError as e:
-                raise UserError(f"cannot write {outputs[i]}: {e.strerror}") from None
-        else:
-            sys.stdout.write(text)
-    sys.stdout.flush()
+    outputs.write(planned, lambda fmt: render(fmt, result))
     changed = len(result.boundaries)
     print(f"compat: bisect: {changed} change(s) found over {len(result.checked)} checked release(s)"
           + ("" if changed or not result.unchanged else ": verdicts equal at both ends"), file=sys.stderr)  # fmt: skip

@@ -7,22 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from compat.cache import Cache, replace_text
+from compat.cache import Cache
 from compat.errors import EXIT_INFRA, EXIT_OK, UserError
+from compat.reports import outputs
 
 from .selftests_options import SELFTESTS_FORMATS
 from .shown import _shown
-
-
-def _formats(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    formats = args.formats or ["table"]
-    for fmt in formats:
-        if fmt not in SELFTESTS_FORMATS:
-            raise UserError(f"unknown format '{fmt}' for selftests", f"use one of {', '.join(SELFTESTS_FORMATS)}")
-    outputs = args.outputs or []
-    if len(outputs) > len(formats):
-        raise UserError("more --output than --format options", "give one --format per --output")
-    return formats, outputs
 
 
 def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
@@ -37,7 +27,8 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
     from compat.run.checker import DEFAULT_OBJECT_TIMEOUT, CheckOptions, load_objects
     from compat.run.selftests import release_specs, sweep
 
-    formats, outputs = _formats(args)
+    # The reports, checked before any work as check checks them (compat/reports/outputs.py).
+    planned = outputs.plan(args.formats, args.outputs, list(SELFTESTS_FORMATS))
     require_tools()  # before the archive is asked anything
     spec = series_spec(args.series, load_matrix(args.matrix), args.flavour)
     series = spec.series or args.series
@@ -72,16 +63,7 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
     result = sweep(cache, store, series, source, specs, objects, infos, options, progress=shown)
     result.unannotated = len(paths) - len(annotated)
     result.not_built = sum(1 for b in builds if b.status != "ok")
-    for i, fmt in enumerate(formats):
-        text = render(fmt, result)
-        if i < len(outputs) and outputs[i] != "-":
-            try:
-                replace_text(Path(outputs[i]), text)
-            except OSError as e:
-                raise UserError(f"cannot write {outputs[i]}: {e.strerror}") from None
-        else:
-            sys.stdout.write(text)
-    sys.stdout.flush()
+    outputs.write(planned, lambda fmt: render(fmt, result))
     unmet = sum(result.counts(v)["not_met"] for v in result.releases)
     print(f"compat: selftests: {len(result.outcomes)} annotated program(s) on {len(result.releases)} release(s): "
           f"{unmet} expectation(s) not met, {len(result.changes)} change(s), {len(result.stale)} stale",

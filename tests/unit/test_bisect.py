@@ -262,8 +262,8 @@ def test_range_specs_and_their_errors(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--series", "x.y", "OBJ"], "--series 'x.y' is not a series"),
-    (["--series", "6.12", "--format", "sarif", "OBJ"], "unknown format 'sarif' for bisect"),
-    (["--series", "6.12", "--format", "json", "--output", "a", "--output", "b", "OBJ"], "more --output than --format"),
+    (["--series", "6.12", "--format", "sarif", "OBJ"], "unknown format 'sarif'"),
+    (["--series", "6.12", "--format", "json", "--output", "a", "--output", "b", "OBJ"], "--output b: no --format goes"),
     (["--series", "6.12", "missing.o"], "missing.o: no such file"),
     (["OBJ"], "the following arguments are required: --series"),
 ])  # fmt: skip
