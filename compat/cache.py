@@ -426,7 +426,7 @@ class Cache:
     def _owned_temporaries(self, older_than: float) -> Iterator[Path]:
         """Temporaries under the cache and the system's temporary directory whose owner is gone."""
         for parent in (self.root / TMP_KIND, Path(tempfile.gettempdir())):
-            for path in _listdir(parent):
+            for path in _listdir(parent, TEMP_PREFIX):
                 m = TEMP_DIR_RE.match(path.name)
                 if m and not owner_alive(m["owner"]):
                     yield path
@@ -436,9 +436,7 @@ class Cache:
         if not apt.is_symlink():  # a linked kind directory is another cache's
             parents += [d for d in _listdir(apt) if d.is_dir() and not d.is_symlink()]
         for parent in parents:
-            for path in _listdir(parent):
-                if not path.name.startswith(".tmp-"):
-                    continue
+            for path in _listdir(parent, ".tmp-"):
                 if REMOVING_RE.match(path.name):
                     yield path
                     continue
@@ -737,9 +735,12 @@ def _last_use(kind: str, path: Path) -> float | None:
         return None
 
 
-def _listdir(path: Path) -> list[Path]:
+def _listdir(path: Path, prefix: str = "") -> list[Path]:
+    """The entries of path whose names start with prefix (a Path only for those: a kind's directory
+    holds thousands of entries, and every command's sweep looks for its few temporaries)."""
     try:
-        return [Path(e.path) for e in os.scandir(path)]
+        with os.scandir(path) as entries:
+            return [Path(e.path) for e in entries if e.name.startswith(prefix)]
     except OSError:
         return []
 
@@ -748,9 +749,9 @@ def _legacy_vm_dirs(parent: Path, older_than: float) -> list[Path]:
     """Work directories older compat versions left in parent (see Cache.sweep_temporaries)."""
     now = time.time()
     candidates = []
-    for path in _listdir(parent):
+    for path in _listdir(parent, TEMP_PREFIX):
         name = path.name
-        if not (name.startswith(TEMP_PREFIX) and len(name) > len(TEMP_PREFIX) + 9 and name[-9] == "-"):
+        if not (len(name) > len(TEMP_PREFIX) + 9 and name[-9] == "-"):
             continue
         if TEMP_DIR_RE.match(name):
             continue  # named with its owner: handled by owner

@@ -208,9 +208,12 @@ def for_stderr(quiet: bool = False, stream: IO[str] | None = None) -> Progress:
     TERM is not dumb: rich's Console decides, honouring NO_COLOR for colour); lines otherwise."""
     if quiet:
         return Progress()
+    target = stream or sys.stderr
+    if not (target.isatty() or os.environ.get("FORCE_COLOR")):
+        return LineProgress(stream)  # CI logs: rich (its import costs ~30 ms) decides nothing here
     from rich.console import Console
 
-    console = Console(file=stream or sys.stderr)
+    console = Console(file=target)
     if console.is_terminal and not console.is_dumb_terminal:
         return RichProgress(console)
     return LineProgress(stream)

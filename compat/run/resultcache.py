@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compat_agent import AGENT_VERSION
-from compat_agent.wire.messages import PROTOCOL_VERSION
+from compat_agent.wire.framing import PROTOCOL_VERSION
 
 from compat.cache import Cache, mark_used, sha256_json, write_atomic
 from compat.results.inventory import Inventory

@@ -8,9 +8,16 @@ import os
 import sys
 import time
 
-from compat_agent.checker.resources import lowered_open_files, raise_open_files
-from compat_agent.wire.framing import PORT_NAME, SCHEMA, ChannelClosed, ProtocolError, encode, fd_reader, read_frame
-from compat_agent.wire.messages import PROTOCOL_VERSION
+from compat_agent.wire.framing import (
+    PORT_NAME,
+    PROTOCOL_VERSION,
+    SCHEMA,
+    ChannelClosed,
+    ProtocolError,
+    encode,
+    fd_reader,
+    read_frame,
+)
 
 from . import AGENT_VERSION
 
@@ -142,6 +149,11 @@ def serve(fd: int) -> None:
             data = data[os.write(fd, data) :]
 
     send(hello())
+    # After the hello: a cold boot is ready as soon as the agent has said it (the checker's modules
+    # are imported in the guest's warm-up, before its snapshot), and no request comes before it.
+    from compat_agent.checker.resources import lowered_open_files, raise_open_files
+
+    raise_open_files()  # objects with thousands of maps need more fds than the default 1024
     while True:
         try:
             message, payload = read_frame(read_exact)
@@ -221,7 +233,6 @@ def main() -> None:
     if "--trace-imports" in sys.argv:
         trace_imports()
         return
-    raise_open_files()  # objects with thousands of maps need more fds than the default 1024
     fd = os.open(find_port(), os.O_RDWR)
     try:
         serve(fd)

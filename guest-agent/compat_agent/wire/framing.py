@@ -15,6 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 SCHEMA = "compat/v1"
+# 1: the replies before facts (no "protocol" in the hello); 2: facts. Here, beside the framing,
+# so that the agent can say it in its hello without importing the message definitions at start.
+PROTOCOL_VERSION = 2
 PORT_NAME = "org.compat.0"  # the virtio-serial port the host creates and the agent opens
 MAGIC = b"CPT1"
 HEADER = struct.Struct(">4sII")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from .facts import Fact, check_facts
+from .framing import PROTOCOL_VERSION
 from .stats import STATS
 from .validate import (
     DIGITS,
@@ -33,7 +34,6 @@ from .validate import (
     to_json,
 )
 
-PROTOCOL_VERSION = 2  # 1: the replies before facts (no "protocol" in the hello); 2: facts
 TIMEOUT = "timeout"  # the agent stopped the verifier at the program time limit: no verdict
 VERDICTS = ("accepted", "rejected", TIMEOUT)
 
