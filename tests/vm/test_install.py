@@ -80,3 +80,23 @@ def test_installed_check_boots_a_guest(installed, built_programs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = json.loads(out.read_text())["results"]
     assert records and all(r["verdict"] == "accepted" for r in records)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("kernels", "list", "--kernel", "6.1", "--json"),
+        ("kernels", "available", "6.1", "--json"),
+        ("cache", "info", "--json"),
+        ("image", "info", "--json"),
+        ("vm", "smoke", "--kernel", "6.1", "--json"),
+        ("probe", "--kernel", "6.1", "--json"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_installed_commands_answer_in_json(installed, tmp_path, args):
+    """Every other command from the wheel, with the real cache: each answers with JSON."""
+    proc = run(installed / "compat", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)
+    assert "Traceback" not in proc.stderr
