@@ -267,8 +267,8 @@ def test_range_specs_and_their_errors(tmp_path):
     (["--series", "6.12", "missing.o"], "missing.o: no such file"),
     (["OBJ"], "the following arguments are required: --series"),
 ])  # fmt: skip
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    obj = Path(__file__).resolve().parents[2] / "build" / "programs" / "counter.o"
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message, built_programs):
+    obj = built_programs["counter"]  # a real object, so only the bad argument is wrong
     args = [str(obj) if a == "OBJ" else a for a in args]
     done = run_compat("--cache", tmp_path / "cache", "bisect", *args, cwd=tmp_path, timeout=60)
     assert done.returncode == 2, done.stderr
