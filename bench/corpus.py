@@ -36,12 +36,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from debian.debfile import DebFile
-from debian.debian_support import Version
 
 from compat.cache import Cache, sha256_file, write_atomic
 from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
 from compat.objects.embedded import ELF64_HEADER, ELF_MAGIC, carve, is_bpf_elf, source_stem
 from compat.objects.objfile import MAX_OBJECT_BYTES, BadObject, inspect_bytes
+from compat.objects.selftests import newest_by_suite
 from compat.paths import cache_root
 
 # Packages known (from trixie's Contents-amd64 and from what their sources build) to carry BPF
@@ -124,7 +124,7 @@ def build(dest: Path, refresh: bool = False, warn=print) -> list[CorpusObject]:
             return objects
     old_versions, previous = manifest or ({}, [])
     repo = AptRepo(Cache(), debian_sources())
-    chosen = _choose(repo.versions(list(PACKAGES)))
+    chosen = newest_by_suite(repo.versions(list(PACKAGES)), SUITES)
     versions: dict[str, str | None] = {}
     objects = []
     for name in PACKAGES:
@@ -152,21 +152,6 @@ def _warn_empty(versions: dict[str, str | None], objects: list[CorpusObject], wa
             warn(f"corpus: warning: {name} {versions[name]} carries no BPF object")
 
 
-def _choose(versions: list[PackageVersion]) -> dict[str, PackageVersion]:
-    """The newest version of each package in the first group of SUITES that has it.
-
-    (AptRepo.versions() names one suite per version: a version in both trixie and sid may be
-    labelled sid, which only changes the label, not the bytes.)
-    """
-    chosen: dict[str, PackageVersion] = {}
-    for group in SUITES:
-        for pkg in versions:
-            if pkg.suite not in group or (pkg.name in chosen and chosen[pkg.name].suite not in group):
-                continue
-            best = chosen.get(pkg.name)
-            if best is None or Version(pkg.version) > Version(best.version):
-                chosen[pkg.name] = pkg
-    return chosen
 
 
 def _fetch(repo: AptRepo, pkg: PackageVersion, dest: Path, warn) -> list[CorpusObject]:

@@ -3,6 +3,7 @@ without importing the command's module and what that imports)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
     p.add_argument("--to", dest="last", metavar="VERSION", help="the newest release of the range (default: the newest)")
     p.add_argument("--exhaustive", action="store_true",
                    help="check every release and report every change, also one that was later undone")  # fmt: skip
+    add_series_run_options(p, jobs_type)
+    Placed(p).rest()  # the check options' table: the same flags and meaning as in compat check
+
+
+def add_series_run_options(p: argparse.ArgumentParser, jobs_type: Callable[[str], int | float]) -> None:
+    """The options of every command that checks objects over a series' point releases (bisect,
+    selftests): which kernels (flavour, matrix, refresh), how (jobs, result cache) and its reports."""
     p.add_argument("--flavour", help="kernel flavour (amd64 by default, cloud-amd64, …)")
     p.add_argument("--matrix", type=Path, help="kernel matrix file whose entry --series may name")
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
@@ -34,4 +42,3 @@ def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
     p.add_argument("--output", action="append", dest="outputs", metavar="FILE", help="write the n-th --format here")
     p.add_argument("--no-cache", dest="result_cache", action="store_false",
                    help="verify every object again: neither use nor fill the result cache")  # fmt: skip
-    Placed(p).rest()  # the check options' table: the same flags and meaning as in compat check

@@ -4,7 +4,8 @@ without importing the command's module and what that imports)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+
+from .bisect_options import add_series_run_options
 
 SELFTESTS_FORMATS = ("table", "json", "markdown")
 MAX_LIMIT = 100_000
@@ -34,12 +35,4 @@ def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
                    help="the Debian version of linux-source-SERIES to build (default: the newest in the archive)")
     p.add_argument("--limit", type=_limit, metavar="N",
                    help="build and check a deterministic sample of N selftest source files (default: all)")
-    p.add_argument("--flavour", help="kernel flavour (amd64 by default, cloud-amd64, …)")
-    p.add_argument("--matrix", type=Path, help="kernel matrix file whose entry --series may name")
-    p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
-    p.add_argument("--jobs", type=jobs_type, help="VMs at once (default: number of cores)")
-    p.add_argument("--format", action="append", dest="formats", metavar="FMT",
-                   help="table (default), json, markdown; repeatable")  # fmt: skip
-    p.add_argument("--output", action="append", dest="outputs", metavar="FILE", help="write the n-th --format here")
-    p.add_argument("--no-cache", dest="result_cache", action="store_false",
-                   help="verify every object again: neither use nor fill the result cache")  # fmt: skip
+    add_series_run_options(p, jobs_type)

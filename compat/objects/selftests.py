@@ -165,7 +165,7 @@ def build(
             have = ", ".join(sorted({p.version for p in offered}, key=Version)) or "none"
             raise UserError(f"--source {source}: the archive has no {package}={source}", f"it offers: {have}")
     else:
-        pkg = _choose(offered).get(package)
+        pkg = newest_by_suite(offered).get(package)
         if pkg is None:
             raise UserError(f"the archive has no {package} (the source of series {series})",
                             "see 'compat kernels available SERIES' for the series it has")  # fmt: skip
@@ -228,10 +228,13 @@ def _selection(sources: list[str], limit: int | None, names: list[str] | None) -
     return list(names)
 
 
-def _choose(versions: list[PackageVersion]) -> dict[str, PackageVersion]:
-    """The newest version of each package in the first group of SUITES that has it."""
+def newest_by_suite(
+    versions: list[PackageVersion], suites: tuple[tuple[str, ...], ...] = SUITES
+) -> dict[str, PackageVersion]:
+    """The newest version of each package in the first group of suites that has it (a group is a
+    suite with its -security, -updates, … companions)."""
     chosen: dict[str, PackageVersion] = {}
-    for group in SUITES:
+    for group in suites:
         for pkg in versions:
             if pkg.suite not in group or (pkg.name in chosen and chosen[pkg.name].suite not in group):
                 continue
