@@ -9,6 +9,7 @@ from pathlib import Path
 from compat_agent.elf.sections import CONTEXT, OPTION
 
 from compat.objects.sourcemap import SourceLocation
+from compat.results.classify import object_load_words, warning_words
 from compat.results.compare import Comparison, kernel_name, kernel_version
 from compat.results.model import REASONS, KernelInfo, ProgramResult, RunResult
 
@@ -213,3 +214,11 @@ def clip(lines: list[str], limit: int) -> list[str]:
     if len(lines) <= limit:
         return lines
     return [*lines[:limit], f"… {len(lines) - limit} more line(s)"]
+
+
+def cell_findings(r: ProgramResult | None) -> tuple[str | None, str | None]:
+    """What a cell adds to its verdict, in words: (the kernel warned during the check, a status of
+    its own; the object as shipped does not load), each None when it does not apply."""
+    if r is None:
+        return None, None
+    return warning_words(r.kernel_warnings), object_load_words(r.object_load, r.program)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from compat.results.classify import object_load_words, warning_words
+from compat.results.classify import warning_words
 from compat.results.compare import Comparison
 from compat.results.gate import Facts, facts
 from compat.results.model import ACCEPTED, ERROR, REJECTED, RunResult
@@ -140,7 +140,7 @@ def _passing_lines(r, fail_on: str) -> list[str]:
     if r.verdict == ACCEPTED and r.attach.get("status") == "failed":
         lines.append(f"loads, but attach failed: {r.attach.get('reason')}")
     # the object's own findings: it does not load as shipped, the kernel warned
-    lines += [w for w in (object_load_words(r.object_load, r.program), warning_words(r.kernel_warnings)) if w]
+    lines += [w for w in common.cell_findings(r) if w]
     return lines
 
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from compat.results.classify import object_findings
@@ -179,15 +180,9 @@ def render(result: RunResult, comparison: Comparison) -> str:
         uri = _uri(obj.path if obj else obj_name)
         whys = "; ".join(f"{j(r.kernel)}: {j(str((r.expectation or {}).get('why')))}" for r in cells)
         fingerprint = _fingerprint(rule_id, obj_name, prog, uri, None)
-        results.append({
-            "ruleId": rule_id,
-            "ruleIndex": rule_index[rule_id],
-            "level": "error",
-            "message": {"text": f"{j(obj_name)}:{j(prog)}: expectation not met on {whys}"},
-            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
-            "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
-            "properties": {"object": j(obj_name), "program": j(prog), "kernels": [j(r.kernel) for r in cells]},
-        })  # fmt: skip
+        props = {"object": j(obj_name), "program": j(prog), "kernels": [j(r.kernel) for r in cells]}
+        text = f"{j(obj_name)}:{j(prog)}: expectation not met on {whys}"
+        results.append(_file_result(rule_id, rule_index[rule_id], "error", text, uri, fingerprint, props))
     for obj_name, kernel, kind, words in object_findings(result.results):  # the object as shipped, kernel warnings
         rule_id = "object/does-not-load" if kind == "object_load" else "kernel/warning"
         if rule_id not in rule_index:
@@ -196,15 +191,9 @@ def render(result: RunResult, comparison: Comparison) -> str:
         obj = objects.get(obj_name)
         uri = _uri(obj.path if obj else obj_name)
         fingerprint = _fingerprint(rule_id, obj_name, kernel, uri)
-        results.append({
-            "ruleId": rule_id,
-            "ruleIndex": rule_index[rule_id],
-            "level": "warning",
-            "message": {"text": f"{j(obj_name)} on {j(kernel)}: {j(words)}"},
-            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
-            "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
-            "properties": {"object": j(obj_name), "kernels": [j(kernel)]},
-        })  # fmt: skip
+        text = f"{j(obj_name)} on {j(kernel)}: {j(words)}"
+        props = {"object": j(obj_name), "kernels": [j(kernel)]}
+        results.append(_file_result(rule_id, rule_index[rule_id], "warning", text, uri, fingerprint, props))
     doc = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -220,3 +209,19 @@ def render(result: RunResult, comparison: Comparison) -> str:
         ],
     }
     return escape.json_document(json.dumps(doc, indent=1, ensure_ascii=False)) + "\n"
+
+
+def _file_result(
+    rule_id: str, index: int, level: str, text: str, uri: str, fingerprint: str, properties: dict[str, Any]
+) -> dict[str, Any]:
+    """A result about a whole object file (no line: an expectation, the object as shipped, a kernel
+    warning), fingerprinted so that GitHub keeps findings of different programs and kernels apart."""
+    return {
+        "ruleId": rule_id,
+        "ruleIndex": index,
+        "level": level,
+        "message": {"text": text},
+        "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+        "partialFingerprints": {FINGERPRINT_KEY: fingerprint, "primaryLocationLineHash": f"{fingerprint[:16]}:1"},
+        "properties": properties,
+    }

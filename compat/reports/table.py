@@ -7,7 +7,6 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from compat.results import expectation
-from compat.results.classify import object_load_words, warning_words
 from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
@@ -21,8 +20,7 @@ DIFF_LINES = 30
 
 def _cell(r: ProgramResult | None, transition: str | None) -> str:
     text = _verdict_cell(r, transition)
-    shipped = object_load_words(r.object_load, r.program) if r is not None else None  # the object as shipped
-    warned = warning_words(r.kernel_warnings) if r is not None else None  # a status of its own
+    warned, shipped = common.cell_findings(r)
     text = f"{text}, but {t(warned)}" if warned else text
     return f"{text}; {t(shipped)}" if shipped else text
 
