@@ -35,7 +35,7 @@ from .cpio import CpioWriter
 IMAGE_KIND = "images"
 MODULES_KIND = "modules"
 INITRD_KIND = "initrd"
-BUILDER_VERSION = 2  # bump when the image layout changes
+BUILDER_VERSION = 3  # bump when the image layout changes (3: reproducible .pyc)
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
 # Parts of libc6 the guest never uses.
@@ -269,7 +269,11 @@ class ImageBuilder:
                         shutil.copy2(init, root / libdir / parent / "__init__.py")
             if (root / libdir).is_dir():
                 # Compile with the guest's own python into legacy (sourceless) .pyc beside each source.
-                self._run_staged_python(stage, pybin, ["-m", "compileall", "-b", "-q", str(root / libdir)])
+                # Equal inputs must give equal bytes: each file is named by its path in the guest
+                # (-s/-p), not the build directory's, and the header holds a hash, not the source's
+                # mtime (the agent's files are written at build time).
+                compile_args = ["-b", "-q", "-s", str(root), "-p", "/", "--invalidation-mode", "unchecked-hash"]
+                self._run_staged_python(stage, pybin, ["-m", "compileall", *compile_args, str(root / libdir)])
                 for py in (root / libdir).rglob("*.py"):
                     py.unlink()
 
