@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from pathlib import Path
 from compat.cache import Cache, write_atomic
 from compat.errors import UserError
 
-from .vm import qemu_binary
+from .vm import arch_boot, qemu_binary
 
 PROBE_TIMEOUT = 20.0
 KVM_DEVICE = "/dev/kvm"
@@ -36,12 +37,12 @@ SYS_MODULE = Path("/sys/module")
 log = logging.getLogger(__name__)
 
 
-def _probe_key() -> str:
+def _probe_key(arch: str = "amd64") -> str:
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot_id = "unknown"
-    qemu = qemu_binary()
+    qemu = qemu_binary(arch)
     return f"{boot_id}:{qemu}:{os.stat(qemu).st_mtime_ns}"
 
 
@@ -82,8 +83,15 @@ def kvm_check(device: str = KVM_DEVICE, sys_module: Path = SYS_MODULE) -> str | 
     return None
 
 
-def choose_accel(cache: Cache, probe_boot: Callable[[str, float], bool]) -> str:
-    """'kvm' or 'tcg'. COMPAT_ACCEL forces one; otherwise kvm_check, then (when it finds
+def foreign_arch(arch: str, machine: str | None = None) -> bool:
+    """Whether guests of arch cannot run on this host's CPU (KVM runs only the host's own
+    architecture: an arm64 guest on an x86-64 host is always software-emulated)."""
+    return arch_boot(arch).uname != (machine or platform.machine())
+
+
+def choose_accel(cache: Cache, probe_boot: Callable[[str, float], bool], arch: str = "amd64") -> str:
+    """'kvm' or 'tcg' for guests of arch. COMPAT_ACCEL forces one; a guest of another
+    architecture than the host's is always 'tcg'; otherwise kvm_check, then (when it finds
     nothing wrong) probe_boot('kvm', timeout) decides, once per host boot and QEMU build (the
     answer and its reason are cached). The decision is logged in one line: a warning when it
     was made now, info when it was cached."""
@@ -91,10 +99,17 @@ def choose_accel(cache: Cache, probe_boot: Callable[[str, float], bool]) -> str:
     if forced:
         if forced not in ("kvm", "tcg"):
             raise UserError(f"COMPAT_ACCEL={forced} is not kvm or tcg", "unset it, or set it to kvm or tcg")
+        if forced == "kvm" and foreign_arch(arch):
+            raise UserError(f"COMPAT_ACCEL=kvm cannot run {arch} guests on this {platform.machine()} host",
+                            "unset COMPAT_ACCEL, or set it to tcg")  # fmt: skip
         log.info("accel: %s (COMPAT_ACCEL)", forced)
         return forced
-    state = cache.dir("state") / "accel.json"
-    key = _probe_key()
+    if foreign_arch(arch):
+        log.info("accel: tcg for %s guests (a %s host runs them by software emulation)", arch, platform.machine())
+        return "tcg"
+    # amd64 keeps its file; arm64 (on an arm64 host) has its own decision.
+    state = cache.dir("state") / ("accel.json" if arch == "amd64" else f"accel-{arch}.json")
+    key = _probe_key(arch)
     saved: dict = {}
     try:
         doc = json.loads(state.read_text())
@@ -134,7 +149,7 @@ def probe_accel(probe_boot: Callable[[str, float], bool]) -> tuple[str, str]:
 
 
 @functools.cache
-def qemu_version() -> str:
-    """QEMU's version string, for results, benchmarks and snapshot keys."""
-    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout
+def qemu_version(arch: str = "amd64") -> str:
+    """The version string of arch's QEMU, for results, benchmarks and snapshot keys."""
+    out = subprocess.run([qemu_binary(arch), "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0].split("version", 1)[-1].strip() if out else "unknown"

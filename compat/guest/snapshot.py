@@ -16,7 +16,7 @@ from pathlib import Path
 from compat.cache import Cache, sha256_file, sha256_json
 
 from .accel import qemu_version
-from .vm import KERNEL_CMDLINE, VM, VMConfig, cpu_model
+from .vm import VM, VMConfig, cpu_model, kernel_cmdline
 
 KIND = "snapshots"
 STATE = "state"
@@ -42,18 +42,19 @@ def snapshot_key(config: VMConfig, cache: Cache | None = None) -> str:
         st = p.stat()
         return _file_key(p, st.st_mtime_ns, st.st_size)
 
-    return sha256_json(
-        {
-            "format": FORMAT,
-            "kernel": content(config.vmlinuz),
-            "initrd": content(config.initrd),
-            "qemu": qemu_version(),
-            "accel": config.accel,
-            "cpu": cpu_model(config.accel),
-            "memory": config.memory_mb,
-            "cmdline": f"{KERNEL_CMDLINE} {config.extra_cmdline}",
-        }
-    )
+    key = {
+        "format": FORMAT,
+        "kernel": content(config.vmlinuz),
+        "initrd": content(config.initrd),
+        "qemu": qemu_version(config.arch),
+        "accel": config.accel,
+        "cpu": cpu_model(config.accel, config.arch),
+        "memory": config.memory_mb,
+        "cmdline": f"{kernel_cmdline(config.arch)} {config.extra_cmdline}",
+    }
+    # Another architecture's state is another QEMU's (its binary, machine and devices): the arch
+    # is in its key. amd64 keys stay what they were, so that saved amd64 states remain valid.
+    return sha256_json(key if config.arch == "amd64" else {**key, "arch": config.arch})
 
 
 class Snapshots:

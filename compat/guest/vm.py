@@ -37,6 +37,11 @@ KERNEL_CMDLINE = (
     "console=ttyS0 quiet panic=-1 oops=panic cryptomgr.notests mitigations=off tsc=reliable rcupdate.rcu_expedited=1 "
     "no_timer_check i8042.noaux i8042.nokbd i8042.nopnp rdinit=/init"
 )
+# arm64 (the virt machine's PL011 console is ttyAMA0): the same choices less the x86-only ones
+# (tsc=, no_timer_check, i8042.*).
+ARM64_KERNEL_CMDLINE = (
+    "console=ttyAMA0 quiet panic=-1 oops=panic cryptomgr.notests mitigations=off rcupdate.rcu_expedited=1 rdinit=/init"
+)
 DEFAULT_MEMORY_MB = 512
 DEFAULT_BOOT_TIMEOUT = 90.0  # software emulation with every core busy is slow
 CONSOLE_TAIL_BYTES = 256 << 10  # keep and read at most about this much of a console log
@@ -44,16 +49,63 @@ CONSOLE_READ_BYTES = 64 << 10
 REPLY_MAX_PAYLOAD = 1 << 20  # guest replies are JSON; no reply needs a big binary payload
 
 
-def cpu_model(accel: str) -> str:
-    """QEMU's -cpu for an accelerator. Under TCG: every feature, but 4-level page tables (every
-    softmmu TLB miss walks the guest's page tables; see bench/speed.py)."""
-    return "host" if accel == "kvm" else "max,la57=off"
+@dataclass(frozen=True)
+class ArchBoot:
+    """How QEMU boots a guest of one architecture (Debian's name): its binary, machine, CPU
+    model and kernel command line. The console (-serial: ttyS0 on x86's pc, the PL011 ttyAMA0 on
+    arm64's virt) and the virtio-serial channel (virtio-serial-pci: virt has a PCIe host bridge)
+    are given the same way on both."""
+
+    arch: str
+    binary: str  # qemu-system-*
+    package: str  # the Debian package that installs it (said when it is missing)
+    env: str  # the variable that names another binary
+    uname: str  # the guest's uname -m (platform.machine()): whether KVM could run it here
+    cmdline: str
+    tcg_cpu: str
+    machine: tuple[str, ...] = ()
+    kvm_machine: tuple[str, ...] = ()
 
 
-def qemu_binary() -> str:
-    path = shutil.which(os.environ.get("COMPAT_QEMU") or "qemu-system-x86_64")
+ARCH_BOOT: dict[str, ArchBoot] = {
+    # Under TCG: every feature, but 4-level page tables (every softmmu TLB miss walks the guest's
+    # page tables; see bench/speed.py).
+    "amd64": ArchBoot("amd64", "qemu-system-x86_64", "qemu-system-x86", "COMPAT_QEMU", "x86_64",
+                      KERNEL_CMDLINE, "max,la57=off"),
+    # Under TCG, Neoverse N1 (Graviton2, Ampere Altra: the cores arm64 fleets run) rather than
+    # max: max has pointer authentication, whose QARMA emulation made a 6.1 guest reach /init in
+    # 4.1-4.6 s against 0.75-0.8 s (cortex-a72 and max,pauth=off within noise of N1; see
+    # bench/arm64.py). With KVM, the host's CPU and GIC.
+    "arm64": ArchBoot("arm64", "qemu-system-aarch64", "qemu-system-arm", "COMPAT_QEMU_ARM64", "aarch64",
+                      ARM64_KERNEL_CMDLINE, "neoverse-n1", ("-M", "virt"), ("-M", "virt,gic-version=host")),
+}  # fmt: skip
+
+
+def arch_boot(arch: str) -> ArchBoot:
+    """The boot recipe of an architecture; a UserError for one compat does not boot."""
+    try:
+        return ARCH_BOOT[arch]
+    except KeyError:
+        raise UserError(f"unknown arch {arch[:40]!r}", f"use one of {', '.join(ARCH_BOOT)}") from None
+
+
+def cpu_model(accel: str, arch: str = "amd64") -> str:
+    """QEMU's -cpu for an accelerator and guest architecture (the host's CPU under KVM)."""
+    return "host" if accel == "kvm" else arch_boot(arch).tcg_cpu
+
+
+def kernel_cmdline(arch: str = "amd64") -> str:
+    """The kernel command line compat boots an architecture's guests with."""
+    return arch_boot(arch).cmdline
+
+
+def qemu_binary(arch: str = "amd64") -> str:
+    """The QEMU that runs guests of arch; a UserError (exit 2) saying what to install when absent."""
+    boot = arch_boot(arch)
+    path = shutil.which(os.environ.get(boot.env) or boot.binary)
     if not path:
-        raise UserError("qemu-system-x86_64 is not installed", "apt-get install qemu-system-x86, or set COMPAT_QEMU")
+        raise UserError(f"{boot.binary} is not installed ({arch} kernels need it)",
+                        f"apt-get install {boot.package}, or set {boot.env}")  # fmt: skip
     return path
 
 
@@ -68,6 +120,7 @@ class VMConfig:
     boot_timeout: float = DEFAULT_BOOT_TIMEOUT
     extra_cmdline: str = ""
     restore: Path | None = None  # a saved VM state to start from instead of booting
+    arch: str = "amd64"  # the kernel's architecture (Debian's name): which QEMU, machine and CPU
 
 
 SNAPSHOT_TIMEOUT = 60.0
@@ -181,11 +234,14 @@ class VM:
 
     # -- lifecycle --------------------------------------------------------------------------
     def command(self, sock_path: Path, console_sock: Path) -> list[str]:
+        """QEMU's command line for this guest (amd64's is the one compat always used)."""
         c = self.config
-        accel = ["-accel", c.accel, "-cpu", cpu_model(c.accel)]
-        cmdline = f"{KERNEL_CMDLINE} {c.extra_cmdline}".strip()
+        boot = arch_boot(c.arch)
+        accel = ["-accel", c.accel, "-cpu", cpu_model(c.accel, c.arch)]
+        cmdline = f"{boot.cmdline} {c.extra_cmdline}".strip()
         return [
-            qemu_binary(),
+            qemu_binary(c.arch),
+            *(boot.kvm_machine if c.accel == "kvm" else boot.machine),
             *accel,
             "-m", f"{c.memory_mb}M", "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
