@@ -96,6 +96,14 @@ class Spec:
         left = rest & ~sum(FLAGS[n] for n in names)
         return names + ([hex(left)] if left else [])
 
+    def load(self) -> tuple[int, int]:
+        """How test_loader loads the program, as the check request's ``tests`` entry says it:
+        the flags beyond the testing ones, and the level of the log its expected messages are
+        searched in (the test's own level, at least 1 when it expects messages; 0: no log)."""
+        messages = any(m and m.messages for m in (self.priv, self.unpriv))
+        level = self.log_level & 3 or (1 if messages else 0)
+        return self.flags & ~TESTING_FLAGS & 0xFFFFFFFF, level
+
     def to_json(self) -> dict[str, Any]:
         """The spec as plain data (what the judge in compat/results reads)."""
         doc = asdict(self)

@@ -109,6 +109,21 @@ def locate_sources(
             r.source = loc.to_json() if loc else None
 
 
+def selftest_loads(data: bytes) -> list[dict[str, Any]]:
+    """How a kernel selftest object's own loader (test_loader) loads its annotated programs:
+    their __flag()s, and the log level their expected messages are read at (the check request's
+    ``tests``; [] for an object without annotations). The agent loads them so, as test_loader
+    would, and keeps the log of an accepted one too, so that its messages can be judged."""
+    from compat.objects.expectations import read_specs
+
+    out = []
+    for name, spec in read_specs(data).specs.items():
+        flags, level = spec.load()
+        if flags or level:
+            out.append({"program": name, "flags": flags, "log_level": level})
+    return out
+
+
 def judge_expectations(obj: BpfObject, results: list[ProgramResult]) -> None:
     """Judge the results of a selftest object's annotated programs against their annotations
     (the kernel's BPF selftests declare their expected verdicts and messages as BTF decl tags)."""
@@ -353,6 +368,9 @@ class Checker:
         found = self._requests.get(key)
         if found is None:
             found = self._requests[key] = request_for(name, obj.data, self.options.values())
+            tests = selftest_loads(obj.data)
+            if tests:
+                found["tests"] = tests
         return found
 
     def _modules(self, obj: BpfObject, kernel: Kernel) -> tuple[dict[str, str], list[tuple[str, bytes]]]:

@@ -109,14 +109,15 @@ def test_accepted_programs_stats_log_is_no_verifier_log():
     # not judged (they were judged not met, on 37 real selftest programs, before).
     stats = "processed 12 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_states 1 mark_read 0\n"
     e = judge(spec_of(OK, msg(0, "mark_precise: frame0")), record("accepted", stats, log_level=4))
-    assert e is not None and e["met"] is None and "no full verifier log of accepted programs" in e["why"]
+    assert e is not None and e["met"] is None and "the verifier log could not be collected" in e["why"]
 
 
 def test_not_judged_cases():
     e = judge(spec_of(OK, msg(0, "mark_precise")), record("accepted", ""))
-    assert e is not None and e["met"] is None and "no full verifier log of accepted programs" in e["why"]
+    assert e is not None and e["met"] is None and "the verifier log could not be collected" in e["why"]
+    # A test's __flag()s are applied by the agent (the request's tests): its verdict is judged.
     e = judge(spec_of(FAIL, "comment:test_prog_flags=BPF_F_ANY_ALIGNMENT"), record("rejected", "x"))
-    assert e is not None and e["met"] is None and "BPF_F_ANY_ALIGNMENT" in e["why"]
+    assert e is not None and e["met"] is True
     e = judge(
         spec_of(FAIL, msg(0, "only at level 2"), "comment:test_log_level=2"), record("rejected", "x", log_level=1)
     )

@@ -56,11 +56,25 @@ def test_real_verdicts_meet_the_kernels_own_annotations(selftest_objects, tmp_pa
     assert cell["expectation"] == {"expected": "rejected", "met": True, "why": None,
                                    "description": "bpf_exit with invalid return code. test1"}  # fmt: skip
     assert records["with_invalid_return_code_test2"]["expectation"]["met"] is True  # accepted, as expected
-    # BPF_F_ANY_ALIGNMENT: compat cannot set program flags, so it says so.
-    flagged = records["deducing_bounds_from_const_7"]["expectation"]
-    assert flagged["met"] is None and "BPF_F_ANY_ALIGNMENT" in flagged["why"]
+    # __flag(BPF_F_ANY_ALIGNMENT): loaded with the flag, as test_loader does, and judged.
+    assert records["deducing_bounds_from_const_7"]["expectation"]["met"] is True
     assert records["deducing_bounds_from_const_1"]["expectation"]["unpriv"]["why"].endswith("(no unprivileged mode)")
     assert all(r["expectation"]["met"] is not False for r in records.values() if "expectation" in r)
+
+
+def test_expected_messages_of_accepted_programs_are_judged_in_the_tests_own_log(selftest_objects, tmp_path):
+    """bpf_neg is accepted and expects four messages in a level-2 log (__log_level(2)): the agent
+    keeps that log, at that level, and the messages are found in it."""
+    out = tmp_path / "r.json"
+    proc = run_compat("check", selftest_objects["verifier_precision.c"], "--kernel", "6.12",
+                      "--format", "json", "--output", out, "--fail-on", "expectation")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = {r["program"]: r for r in json.loads(out.read_text())["results"]}
+    neg = records["bpf_neg"]
+    assert neg["verdict"] == "accepted" and neg["log_level"] == 2
+    assert neg["expectation"]["met"] is True, neg["expectation"]
+    judged = [r["expectation"] for r in records.values() if "expectation" in r]
+    assert judged and all(e["met"] is True for e in judged), judged
 
 
 def test_selftests_command_over_two_releases(tmp_path):

@@ -209,11 +209,13 @@ class Checker:
             if sized:
                 note = f"map '{m.name}' has " + "; and ".join(sized)
                 self.map_notes[m.name] = f"{self.map_notes[m.name]}; {note}" if given else note
-        for prog in obj.programs() if self.retyped or self.retargeted or self.knobs.prog_flags else []:
-            rules = self.knobs.prog_flags
+        knobs = self.knobs
+        for prog in obj.programs() if self.retyped or self.retargeted or knobs.prog_flags or knobs.tests else []:
+            rules = knobs.prog_flags
             flags = next((f for g, f in rules if fnmatchcase(prog.name, g) or fnmatchcase(prog.section, g)), None)
-            if flags is not None:  # added to what its section gives (".s": sleepable), as loaders do
-                prog.set_flags(prog.flags | int(flags))
+            test_flags = knobs.tests.get(prog.name, (0, 0))[0]  # what the selftest's loader sets (__flag)
+            if flags is not None or test_flags:  # added to what its section gives (".s": sleepable), as loaders do
+                prog.set_flags(prog.flags | int(flags or 0) | test_flags)
             if prog.name in self.retyped:
                 prog.set_type(*self.retyped[prog.name])
             if prog.name in self.retargeted:
@@ -682,10 +684,15 @@ class Checker:
         return False
 
     def full_logs(self) -> None:
-        """Reload each load-stage rejection alone at log level 1 for its full verifier log."""
+        """Reload each load-stage rejection alone at log level 1 for its full verifier log, and each
+        selftest whose annotations expect messages at the test's own level, even when accepted
+        (test_loader searches the log of every load)."""
         for p in self.progs:
-            if p.verdict != "rejected" or p.stage != "load" or p.errno == E2BIG:
+            level = self.knobs.tests.get(p.name, (0, 0))[1]
+            rejected = p.verdict == "rejected" and p.stage == "load" and p.errno != E2BIG
+            if not (rejected or (level and p.verdict == "accepted")):
                 continue
+            level = max(level, 1)
             if (p.stats.get("insns_processed") or 0) > FULL_LOG_MAX_INSNS or self.full_log_budget <= 0:
                 p.log += "\n[compat: full verifier log not collected: the program is too large to log]\n"
                 continue
@@ -694,25 +701,25 @@ class Checker:
             except lb.LibbpfError:
                 continue
             try:
-                bufs = self._configure(obj, 1, only=p.name)
-                ret, _, _, stopped = self._load(obj, bufs, 1)
+                bufs = self._configure(obj, level, only=p.name)
+                ret, _, _, stopped = self._load(obj, bufs, level)
                 log = bufs[p.name].value.decode("utf-8", "replace") if p.name in bufs else ""
             finally:
                 obj.close()
             if stopped:
-                p.log += f"\n[compat: full verifier log not collected: {self._over_limit()} at log level 1]\n"
+                p.log += f"\n[compat: full verifier log not collected: {self._over_limit()} at log level {level}]\n"
                 continue
             if not log.strip():
                 continue
             if ret == -errno_mod.ENOSPC or len(log) >= FULL_LOG_SIZE - 1:
                 log += f"\n[compat: log truncated at {FULL_LOG_SIZE} bytes]\n"
-            else:
+            elif rejected:
                 # The full log names what the stats-only one cannot: libbpf rewrites a poisoned
                 # instruction's error (missing weak kfunc, failed CO-RE relocation, map not created)
                 # only where the log shows the instruction.
                 weak = [e for e in p.kfuncs if e in self.weak_kfuncs]
                 p.message = p.explain(error_line(log), weak) or p.message
-            p.log, p.log_level = log, 1
+            p.log, p.log_level = log, level
             self.full_log_budget -= len(log)
 
     def _lap(self, what: str, since: float) -> float:
@@ -855,12 +862,14 @@ def _u32(value: object) -> bool:
 @dataclass
 class Knobs:
     """A request's loader knobs: --prog-flags ((glob, flags) rules, the first match wins),
-    --inner-map (outer map -> (type, key size, value size, entries)), --map-size (map -> entries).
+    --inner-map (outer map -> (type, key size, value size, entries)), --map-size (map -> entries),
+    and a selftest's own load settings (program -> (flags, log level): see CheckRequest.tests).
     Malformed entries of a request are left out (the host sends them well formed)."""
 
     prog_flags: list[tuple[str, int]] = field(default_factory=list)
     inner_maps: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     map_sizes: dict[str, int] = field(default_factory=dict)
+    tests: dict[str, tuple[int, int]] = field(default_factory=dict)  # selftest program -> (flags, log level)
 
     @classmethod
     def from_request(cls, message: dict) -> Knobs:
@@ -877,6 +886,10 @@ class Knobs:
         for r in message.get("map_sizes") or []:
             if isinstance(r, dict) and isinstance(r.get("map"), str) and _u32(r.get("max_entries")):
                 knobs.map_sizes[r["map"]] = r["max_entries"]
+        for r in message.get("tests") or []:
+            if isinstance(r, dict) and isinstance(r.get("program"), str) and _u32(r.get("flags")):
+                level = r.get("log_level")
+                knobs.tests[r["program"]] = (r["flags"], level if isinstance(level, int) and 0 <= level <= 3 else 0)
         return knobs
 
 

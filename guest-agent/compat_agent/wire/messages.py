@@ -129,7 +129,10 @@ class CheckRequest(Message):
     (glob, libbpf section) pairs, --program-type; attach_targets: (glob, target) pairs,
     --attach-target; globals: --set-global, resolved against the object's variables; prog_flags:
     --prog-flags ({glob, flags}); inner_maps: --inner-map ({map, type (enum bpf_map_type),
-    key_size, value_size, max_entries}); map_sizes: --map-size ({map, max_entries})."""
+    key_size, value_size, max_entries}); map_sizes: --map-size ({map, max_entries}); tests: how a
+    kernel selftest's own loader (test_loader) loads each annotated program, from the object's
+    annotations ({program, flags: the BPF_F_* its __flag()s set, log_level: of the log its expected
+    messages are searched in, 0 for none})."""
 
     type: Literal["check"]
     object: str
@@ -142,6 +145,7 @@ class CheckRequest(Message):
     prog_flags: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {glob, flags}
     inner_maps: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {map, type, key_size, ...}
     map_sizes: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {map, max_entries}
+    tests: Annotated[list[dict[str, Any]], Max(65536)] = field(default_factory=list)  # {program, flags, log_level}
     id: int | None = None
 
 
