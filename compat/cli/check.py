@@ -78,7 +78,7 @@ def cmd_check(args, cache: Cache) -> int:
     if args.baseline and args.baseline_objects:
         raise UserError("--baseline and --baseline-object exclude each other", "give one kind of baseline")
     baseline = _load_baseline(args.baseline) if args.baseline else None
-    matrix = load_matrix(args.matrix)
+    matrix = load_matrix(args.matrix, getattr(args, "arch", None))
     specs = matrix.select(list(args.kernel or []))
     if any(s.releases for s in specs):  # debian:6.12.*, or a matrix series with releases: its point releases
         from compat.kernels.series import expand

@@ -9,7 +9,7 @@ from tabulate import tabulate
 
 from compat.cache import Cache
 from compat.errors import EXIT_INFRA, EXIT_OK, CompatError, UserError
-from compat.kernels.matrix import KernelSpec
+from compat.kernels.matrix import DEFAULT_ARCH, KernelSpec, flavour_arch, flavour_for_arch
 
 from .shown import _shown, _shown_lines, _specs
 
@@ -21,19 +21,28 @@ def cmd_kernels(args, cache: Cache) -> int:
     if args.action == "available":
         from compat.kernels.matrix import check_name
 
-        check_name("flavour", args.flavour, "--flavour: ")
+        if args.flavour:
+            check_name("flavour", args.flavour, "--flavour: ")
         if args.suite is not None:
             check_name("suite", args.suite, "--suite: ")
-        spec = KernelSpec(id="x", label="x", series=args.series, flavour=args.flavour, suite=args.suite)
+        # The flavour says its arch (cloud-arm64); --arch gives the generic one; both must agree.
+        own = flavour_arch(args.flavour) if args.flavour else None
+        if args.arch and own and own != args.arch:
+            raise UserError(f"--flavour {args.flavour} is an {own} flavour, not --arch {args.arch}",
+                            f"use --flavour {flavour_for_arch(args.flavour, args.arch)}")  # fmt: skip
+        arch = args.arch or own or DEFAULT_ARCH
+        spec = KernelSpec(id="x", label="x", series=args.series, flavour=args.flavour, suite=args.suite,
+                          arch=arch)  # fmt: skip
         if not args.series.replace(".", "").isdigit():
             raise UserError(f"series '{args.series}' is not like 6.1")
         found = available(store, args.series, source_spec=spec)
         if not found:
-            raise UserError(f"the archive has no {args.flavour} kernel of series {args.series}")
+            raise UserError(f"the archive has no {spec.flavour} kernel of series {args.series}")
         if args.json:
             releases = [{"point_release": p.version.split("-")[0], "version": p.version, "package": p.name,
                          "suite": p.suite, "size": p.size} for p in found]  # fmt: skip
-            return _print_json({"series": args.series, "flavour": args.flavour, "releases": releases})
+            return _print_json({"series": args.series, "flavour": spec.flavour, "arch": spec.arch,
+                                "releases": releases})  # fmt: skip
         rows = [(p.version.split("-")[0], p.version, p.name, p.suite, f"{p.size / 1e6:.0f} MB") for p in found]
         print(tabulate(rows, headers=["point release", "package version", "package", "suite", "size"]))
         return EXIT_OK
@@ -42,12 +51,13 @@ def cmd_kernels(args, cache: Cache) -> int:
         rows = []
         for spec in specs:
             r = store.resolve(spec)
-            rows.append((spec.id, spec.label, spec.describe(), r.version, r.release, bool(store.cached(r))))
+            rows.append((spec.id, spec.label, spec.arch, spec.describe(), r.version, r.release,
+                         bool(store.cached(r))))  # fmt: skip
         if args.json:
-            keys = ("id", "label", "source", "version", "release", "cached")
+            keys = ("id", "label", "arch", "source", "version", "release", "cached")
             return _print_json({"kernels": [dict(zip(keys, row, strict=True)) for row in rows]})
-        shown = [(*row[:5], "yes" if row[5] else "no") for row in rows]
-        print(tabulate(shown, headers=["id", "label", "source", "version", "release", "cached"],
+        shown = [(*row[:6], "yes" if row[6] else "no") for row in rows]
+        print(tabulate(shown, headers=["id", "label", "arch", "source", "version", "release", "cached"],
                        disable_numparse=True))  # fmt: skip
         return EXIT_OK
     for spec in specs:  # bad input (no such package) fails here, before any download

@@ -18,12 +18,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"compat: error: {message} (see '{self.prog} --help')\n")
 
 
+def _arch(text: str) -> str:
+    """--arch: an architecture compat boots (Debian's names: amd64, arm64)."""
+    from compat.kernels.matrix import check_arch
+
+    try:
+        return check_arch(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_arch_option(p: argparse.ArgumentParser) -> None:
+    """--arch: the architecture of the matrix's kernels that name none and of debian:SERIES."""
+    p.add_argument("--arch", type=_arch, metavar="ARCH",
+                   help="kernels of this architecture: amd64 (default) or arm64 (the matrix's entries that "
+                   "name no arch, and debian:SERIES, become the arm64 builds of the same series; ids get "
+                   "-arm64)")  # fmt: skip
+
+
 def _kernel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", type=Path, help="kernel matrix file (default: the shipped matrix.yaml)")
     p.add_argument(
         "--kernel", action="append", metavar="ID", help="only this kernel (repeatable): a matrix id, "
         "debian:SERIES, debian:VERSION or a kernel image path",
     )  # fmt: skip
+    add_arch_option(p)
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
 
 
@@ -106,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     _kernel_options(p)
     p = ksub.add_parser("available", help="point releases of a series in the archive, newest first")
     p.add_argument("series", help="e.g. 6.1")
-    p.add_argument("--flavour", default="amd64")
+    p.add_argument("--flavour", default="",
+                   help="amd64 (default), cloud-amd64, …; arm64, cloud-arm64 with --arch arm64")  # fmt: skip
+    add_arch_option(p)
     p.add_argument("--suite", help="only this suite")
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
     p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")

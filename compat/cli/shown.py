@@ -24,7 +24,7 @@ def _specs(args, cache=None) -> list[KernelSpec]:
     """The kernels a command names (matrix ids, --kernel); with a cache, a series
     (debian:6.12.*, releases: in the matrix) expanded to its point releases."""
     wanted = list(getattr(args, "ids", None) or []) + list(args.kernel or [])
-    specs = load_matrix(args.matrix).select(wanted)
+    specs = load_matrix(args.matrix, getattr(args, "arch", None)).select(wanted)
     if cache is not None and any(s.releases for s in specs):
         from compat.kernels.series import expand
         from compat.kernels.sources import KernelStore

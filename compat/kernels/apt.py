@@ -141,6 +141,7 @@ class AptRepo:
         sources: list[AptSource],
         max_age: float | None = None,
         stop: Callable[[], str | None] | None = None,
+        arch: str = "amd64",
     ):
         for tool in ("apt-get", "apt-cache"):
             if not shutil.which(tool):
@@ -149,7 +150,13 @@ class AptRepo:
                 )
         self.sources = sources
         self.stop = stop  # why apt must stop now (the run deadline passed), or None: polled while it runs
-        key = sha256_json([s.lines() for s in sources])[:16]
+        # The architecture whose packages this root lists and downloads (Debian's name). Each
+        # architecture has a root of its own, with its own index: an amd64-only run never fetches
+        # arm64 indices, and package names need no ":arm64" qualifier. amd64's root keeps the key
+        # it always had (an existing cache stays valid).
+        self.arch = arch
+        lines = [s.lines() for s in sources]
+        key = sha256_json(lines if arch == "amd64" else [lines, arch])[:16]
         self.root = cache.dir("apt") / key
         self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
         env_age = os.environ.get("COMPAT_APT_MAX_AGE")
@@ -184,8 +191,11 @@ class AptRepo:
             f'Dir::Etc::Preferences "{r}/etc/preferences";',
             f'Dir::Etc::PreferencesParts "{r}/etc/preferences.d/";',
             f'Dir::Cache "{r}/cache/";',
-            'APT::Architecture "amd64";',
-            'APT::Architectures { "amd64"; };',
+            # In this private configuration only (never the host's): the architecture whose
+            # Packages indices (binary-ARCH) apt fetches; apt-get download runs no dpkg, so the
+            # host's own architecture does not matter.
+            f'APT::Architecture "{self.arch}";',
+            f'APT::Architectures {{ "{self.arch}"; }};',
             'Acquire::Languages "none";',
             'Acquire::Retries "3";',
             'Acquire::http::Timeout "60";',

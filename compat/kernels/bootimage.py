@@ -71,3 +71,21 @@ def build_boot_image(vmlinuz: Path, dest: Path) -> dict:
         return {"pvh": False, "why": "no PVH entry (CONFIG_PVH)"}
     (dest / "vmlinux").write_bytes(vmlinux)
     return {"pvh": True}
+
+
+def build_arm64_image(vmlinuz: Path, dest: Path) -> dict:
+    """Write dest/Image, the uncompressed arm64 kernel, when vmlinuz is a gzip-compressed Image
+    (Debian's 5.10 and 6.1 arm64 packages); return what was decided ("image": dest/Image was
+    written). qemu-system-aarch64 would inflate a gzip'd -kernel itself on every boot; done once
+    here, every boot reads the Image as it is. An Image that is already uncompressed (6.12 and
+    later ship one) is booted as it is: no copy."""
+    from .imagearch import gunzip_image, head_arch
+
+    data = vmlinuz.read_bytes()
+    if head_arch(data[:0x40]) == "arm64":
+        return {"image": False, "arch": "arm64", "why": "already an uncompressed Image"}
+    image = gunzip_image(data)
+    if image is None or head_arch(image[:0x40]) != "arm64":
+        return {"image": False, "arch": "arm64", "why": "not a gzip'd arm64 Image"}
+    (dest / "Image").write_bytes(image)
+    return {"image": True, "arch": "arm64"}

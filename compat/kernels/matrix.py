@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -14,7 +14,13 @@ from compat.paths import data_file
 
 SOURCES = ("debian", "apt", "local")
 AXES = ("version", "matrix")  # how reports order kernels: by upstream version, or as the file lists them
-FLAVOURS_HINT = "amd64, cloud-amd64, rt-amd64"
+FLAVOURS_HINT = "amd64, cloud-amd64, rt-amd64; arm64, cloud-arm64, rt-arm64"
+# Architectures compat boots, by Debian's names (dpkg --print-architecture). The first is the
+# default: an entry that names none is amd64, so amd64 ids, cache keys and results are unchanged.
+ARCHES = ("amd64", "arm64")
+DEFAULT_ARCH = ARCHES[0]
+# Other names users write for them: named in the error, never accepted silently.
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64", "arm64e": "arm64"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SERIES_RE = re.compile(r"^\d+(\.\d+)?$")
 _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
@@ -55,6 +61,34 @@ def check_name(kind: str, value: str, where: str = "") -> str:
     return value
 
 
+def check_arch(value: object, where: str = "") -> str:
+    """value if it is an architecture compat knows (ARCHES, Debian's names); else a UserError."""
+    if isinstance(value, str) and value in ARCHES:
+        return value
+    shown = repr(value)[:40]
+    alias = _ARCH_ALIASES.get(value.lower()) if isinstance(value, str) else None
+    hint = f"Debian calls it {alias}" if alias else f"use one of {', '.join(ARCHES)}"
+    raise UserError(f"{where}unknown arch {shown}", hint)
+
+
+def flavour_arch(flavour: str) -> str | None:
+    """The architecture a Debian kernel flavour belongs to (amd64, cloud-amd64 -> amd64; arm64,
+    cloud-arm64, arm64-16k -> arm64), or None for a flavour that names none (Ubuntu's generic)."""
+    for arch in ARCHES:
+        if flavour == arch or flavour.endswith(f"-{arch}") or flavour.startswith(f"{arch}-"):
+            return arch
+    return None
+
+
+def flavour_for_arch(flavour: str, arch: str) -> str:
+    """The same flavour on another architecture (cloud-amd64 -> cloud-arm64): what ``--arch``
+    does to an entry that named its flavour for the default architecture."""
+    own = flavour_arch(flavour)
+    if own is None or own == arch:
+        return flavour
+    return flavour.replace(own, arch, 1)
+
+
 @dataclass(frozen=True)
 class KernelSpec:
     """One kernel of the matrix, as the user declared it (not yet resolved to a package)."""
@@ -66,7 +100,8 @@ class KernelSpec:
     version: str | None = None  # "6.1.176": one upstream point release
     package: str | None = None  # exact image package name, e.g. linux-image-6.1.0-50-amd64
     suite: str | None = None  # restrict to one archive suite (bookworm-security, sid, …)
-    flavour: str = "amd64"
+    flavour: str = ""  # Debian's flavour; empty: the arch's generic one (amd64 -> amd64, arm64 -> arm64)
+    arch: str = DEFAULT_ARCH  # amd64 or arm64 (ARCHES): the packages, the guest image and the QEMU it needs
     mirror: str | None = None  # apt source: archive URI
     components: tuple[str, ...] = ("main",)
     keyring: str | None = None  # apt source: keyring that signs the archive
@@ -75,6 +110,30 @@ class KernelSpec:
     required: bool = False  # a rejection on this kernel fails the gate
     releases: str | None = None  # with series: "all", "since 6.12.90" or "last N" point releases (series.py)
     order: int = 0  # position in the matrix file (the kernel axis when versions tie)
+
+    def __post_init__(self) -> None:
+        # Checked for specs made in code too (the CLI, bisect): a flavour of the other
+        # architecture would resolve packages the guest cannot boot.
+        check_arch(self.arch, f"kernel '{self.id}': ")
+        if not self.flavour:
+            object.__setattr__(self, "flavour", self.arch)
+        own = flavour_arch(self.flavour)
+        if own is not None and own != self.arch:
+            raise UserError(f"kernel '{self.id}': flavour {self.flavour} is an {own} flavour, not {self.arch}",
+                            f"use flavour {flavour_for_arch(self.flavour, self.arch)} or arch {own}")  # fmt: skip
+
+    def with_arch(self, arch: str) -> KernelSpec:
+        """This kernel on another architecture: the same series (version, suite), its flavour
+        moved over (cloud-amd64 -> cloud-arm64), the arch added to the id and label (a mixed
+        matrix keeps distinct ids: 6.12 and 6.12-arm64). The spec itself when arch is its own."""
+        check_arch(arch)
+        if arch == self.arch:
+            return self
+        base = self.id.removesuffix(f"-{self.arch}")
+        kid = base if arch == DEFAULT_ARCH else f"{base}-{arch}"
+        label = self.label.removesuffix(f" {self.arch}")
+        label = label if arch == DEFAULT_ARCH else f"{label} {arch}"
+        return replace(self, id=kid, label=label, arch=arch, flavour=flavour_for_arch(self.flavour, arch))
 
     def describe(self) -> str:
         """A short human description of the source, for listings."""
@@ -94,6 +153,7 @@ class Matrix:
     path: Path
     kernels: list[KernelSpec] = field(default_factory=list)
     axis: str = "version"  # the kernel axis of reports: by upstream version, or "matrix" (file order)
+    arch: str | None = None  # --arch: the architecture of entries that name none, and of ad hoc kernels
 
     def ids(self) -> list[str]:
         return [k.id for k in self.kernels]
@@ -109,7 +169,9 @@ class Matrix:
         by_id = {k.id: k for k in self.kernels}
         chosen: list[KernelSpec] = []
         for name in wanted:
-            spec = by_id.get(name) or _adhoc_spec(name, len(self.kernels) + len(chosen))
+            # With --arch arm64 the matrix's 6.12 is 6.12-arm64: --kernel 6.12 still names it.
+            spec = (by_id.get(name) or (by_id.get(f"{name}-{self.arch}") if self.arch else None)
+                    or _adhoc_spec(name, len(self.kernels) + len(chosen), self.arch))  # fmt: skip
             if spec is None:
                 known = ", ".join(self.ids()) or "(none)"
                 raise UserError(
@@ -121,21 +183,41 @@ class Matrix:
         return chosen
 
 
-def _adhoc_spec(name: str, order: int) -> KernelSpec | None:
+def _adhoc_spec(name: str, order: int, arch: str | None = None) -> KernelSpec | None:
+    """The kernel of a --kernel name that is no matrix id: ``debian:SERIES``, ``debian:VERSION``,
+    ``debian:SERIES.*`` (of ``arch``, default amd64: its id then carries the arch, e.g.
+    debian:6.12-arm64) or a kernel image path (its arch read from the image, whatever ``arch``
+    says: --arch names the architecture of archive kernels)."""
     if name.startswith("debian:"):
         ver = name.split(":", 1)[1]
+        spec = None
         if ver.endswith(".*") and _SERIES_RE.match(ver[:-2]) and "." in ver[:-2]:
             # Every point release of the series the archive offers (expanded by series.expand).
-            return KernelSpec(id=name, label=f"Debian {ver}", series=ver[:-2], releases="all", order=order)
-        if _VERSION_RE.match(ver) and ver.count(".") == 2:
-            return KernelSpec(id=name, label=f"Debian {ver}", version=ver, order=order)
-        if _SERIES_RE.match(ver):
-            return KernelSpec(id=name, label=f"Debian {ver}", series=ver, order=order)
-        return None
+            spec = KernelSpec(id=name, label=f"Debian {ver}", series=ver[:-2], releases="all", order=order)
+        elif _VERSION_RE.match(ver) and ver.count(".") == 2:
+            spec = KernelSpec(id=name, label=f"Debian {ver}", version=ver, order=order)
+        elif _SERIES_RE.match(ver):
+            spec = KernelSpec(id=name, label=f"Debian {ver}", series=ver, order=order)
+        return spec.with_arch(arch) if spec and arch else spec
     path = Path(name).expanduser()
     if ("/" in name or path.exists()) and path.is_file():
-        return KernelSpec(id=path.name, label=str(path), source="local", image=path.resolve(), order=order)
+        image = path.resolve()
+        return KernelSpec(id=path.name, label=str(path), source="local", image=image, order=order,
+                          arch=local_arch(image, None, f"kernel '{path.name}': "))  # fmt: skip
     return None
+
+
+def local_arch(image: Path, declared: str | None, where: str = "") -> str:
+    """The architecture of a local kernel image, read from the image (imagearch.py), never
+    guessed: a declared arch that the image contradicts is a UserError. An image that cannot be
+    read yet (missing: resolving it says so) takes the declared arch, or the default."""
+    from .imagearch import image_arch
+
+    found = image_arch(image) if image.is_file() else None
+    if declared and found and found != declared:
+        raise UserError(f"{where}{image} is an {found} kernel image, not {declared}",
+                        f"use arch {found} for it, or an {declared} image")  # fmt: skip
+    return found or declared or DEFAULT_ARCH
 
 
 _ALLOWED = {f.name for f in fields(KernelSpec)} - {"order"}
@@ -196,8 +278,9 @@ def _check_shape(text: str, path: Path) -> None:
             raise UserError(f"matrix file {path} is too large (more than {MAX_NODES} values or {MAX_KERNELS} aliases)")
 
 
-def load_matrix(path: Path | None = None) -> Matrix:
-    """Read and validate a matrix file; every problem is a UserError naming file and entry."""
+def load_matrix(path: Path | None = None, arch: str | None = None) -> Matrix:
+    """Read and validate a matrix file; every problem is a UserError naming file and entry.
+    ``arch`` (--arch) is the architecture of every entry that names none (see parse_matrix)."""
     path = Path(path) if path else default_matrix_path()
     try:
         if path.stat().st_size > MAX_MATRIX_BYTES:
@@ -214,11 +297,15 @@ def load_matrix(path: Path | None = None) -> Matrix:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"matrix file {path} is not valid YAML{where}") from None
-    return parse_matrix(doc, path)
+    return parse_matrix(doc, path, arch)
 
 
-def parse_matrix(doc: object, path: Path) -> Matrix:
-    """Validate a parsed matrix document (see matrix.yaml for the format)."""
+def parse_matrix(doc: object, path: Path, arch: str | None = None) -> Matrix:
+    """Validate a parsed matrix document (see matrix.yaml for the format). With ``arch``
+    (--arch arm64), entries that name no arch (nor a flavour of one) are the same kernels on that
+    architecture, their ids suffixed (6.12 -> 6.12-arm64); a local image keeps its own."""
+    if arch is not None:
+        check_arch(arch, "--arch: ")
     if isinstance(doc, list):
         doc = {"kernels": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("kernels"), list):
@@ -234,12 +321,12 @@ def parse_matrix(doc: object, path: Path) -> Matrix:
         raise UserError(f"matrix file {path}: axis must be one of {', '.join(AXES)}, not '{axis}'")
     if len(doc["kernels"]) > MAX_KERNELS:
         raise UserError(f"matrix file {path} lists more than {MAX_KERNELS} kernels", "split it into several matrices")
-    matrix = Matrix(path=path, axis=axis)
+    matrix = Matrix(path=path, axis=axis, arch=arch)
     seen: set[str] = set()
     for index, raw in enumerate(doc["kernels"]):
         if not isinstance(raw, dict):
             raise UserError(f"matrix file {path}: kernel entry {index + 1} must be a mapping")
-        spec = _parse_entry({**defaults, **raw}, index, path)
+        spec = _parse_entry({**defaults, **raw}, index, path, arch)
         if spec.id in seen:
             raise UserError(f"matrix file {path}: kernel id '{spec.id}' appears twice")
         seen.add(spec.id)
@@ -249,7 +336,7 @@ def parse_matrix(doc: object, path: Path) -> Matrix:
     return matrix
 
 
-def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
+def _parse_entry(raw: dict, index: int, path: Path, cli_arch: str | None = None) -> KernelSpec:
     where = f"matrix file {path}, kernel entry {index + 1}"
     unknown = set(raw) - _ALLOWED
     if unknown:
@@ -316,15 +403,34 @@ def _parse_entry(raw: dict, index: int, path: Path) -> KernelSpec:
             raise UserError(f"{where}: an apt kernel needs 'mirror' and 'suite'")
         if not (series or version or values.get("package") or values.get("suite")):
             raise UserError(f"{where}: say which kernel: series, version, package or suite")
+    # The architecture: declared, else --arch (below), else the flavour's (cloud-arm64), else
+    # amd64; a local image's is read from the image and must agree with a declared one.
+    # Only an 'arch:' pins an entry against --arch (its flavour then moves over: cloud-amd64 ->
+    # cloud-arm64).
+    declared = check_arch(values["arch"], f"{where}: ") if values.get("arch") is not None else None
+    if source == "local":
+        values["arch"] = local_arch(values["image"], declared, f"{where}: ")  # the image says, not --arch
+    elif declared:
+        values["arch"] = declared
+    elif values.get("flavour") and flavour_arch(values["flavour"]):
+        values["arch"] = flavour_arch(values["flavour"])
     kid = values.get("id") or version or series or values.get("package") or values.get("suite")
     if not kid and source == "local":
         kid = Path(values["image"]).name
     if not kid or not _ID_RE.match(kid):
         raise UserError(f"{where}: id '{kid}' must be letters, digits, '.', '_', '+' or '-'")
+    if not values.get("id") and source != "local" and values.get("arch", DEFAULT_ARCH) != DEFAULT_ARCH:
+        kid = f"{kid}-{values['arch']}"  # distinct from the same series' amd64 entry
     values["id"] = kid
     values.setdefault("label", kid)
     values["order"] = index
-    return KernelSpec(**values)
+    try:
+        spec = KernelSpec(**values)
+    except UserError as e:
+        raise UserError(f"{where}: {str(e.args[0]).split(': ', 1)[-1]}", e.hint) from None
+    if cli_arch and not declared and source != "local":
+        spec = spec.with_arch(cli_arch)
+    return spec
 
 
 _RELEASES_RE = re.compile(r"^(all|since\s+(?P<since>\d+\.\d+\.\d+)|last\s+(?P<last>\d{1,4}))$")

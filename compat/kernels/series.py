@@ -21,14 +21,15 @@ from compat.errors import CompatError, UserError
 
 from .apt import PackageVersion
 from .changelog import Suspects, suspects
-from .matrix import KernelSpec, check_releases
+from .matrix import DEFAULT_ARCH, KernelSpec, check_releases
 from .sources import Kernel, KernelStore, available
 from .version import upstream_version, version_key
 
-_DEFAULT_ID = re.compile(r"^(debian:)?\d+\.\d+(\.\*)?$")  # ids a series entry gets when none is given
+# Ids a series entry gets when none is given (6.12, debian:6.12.*; on arm64 6.12-arm64, …).
+_DEFAULT_ID = re.compile(r"^(debian:)?\d+\.\d+(\.\*)?(-(?P<arch>[a-z0-9]+))?$")
 
 
-def point_releases(store: KernelStore, series: str | KernelSpec, flavour: str = "amd64") -> list[PackageVersion]:
+def point_releases(store: KernelStore, series: str | KernelSpec, flavour: str = "") -> list[PackageVersion]:
     """The image packages of a series' point releases, oldest first, one per upstream version
     (the same choice as ``compat kernels available``); [] when the archive has none.
     ``series`` is "6.12" or a spec whose series, flavour, suite and archive are used."""
@@ -38,7 +39,7 @@ def point_releases(store: KernelStore, series: str | KernelSpec, flavour: str = 
     return list(reversed(available(store, series, flavour=flavour)))
 
 
-def release_versions(store: KernelStore, series: str | KernelSpec, flavour: str = "amd64") -> list[str]:
+def release_versions(store: KernelStore, series: str | KernelSpec, flavour: str = "") -> list[str]:
     """point_releases as upstream versions: ["6.12.43", "6.12.57", …, "6.12.118"]."""
     return [upstream_version(p.version) for p in point_releases(store, series, flavour)]
 
@@ -85,10 +86,12 @@ def expand_spec(store: KernelStore, spec: KernelSpec) -> list[KernelSpec]:
         raise UserError(f"kernel '{spec.id}': the archive has no {spec.flavour} kernel of series {spec.series}",
                         f"see 'compat kernels available {spec.series}'")  # fmt: skip
     default_id = bool(_DEFAULT_ID.match(spec.id))
+    suffix = "" if spec.arch == DEFAULT_ARCH else f"-{spec.arch}"  # distinct from amd64's releases
     out = []
     for v in _chosen(spec, versions):
-        kid = v if default_id else f"{spec.id}-{v}"
+        kid = f"{v}{suffix}" if default_id else f"{spec.id}-{v}"
         label = f"Debian {v}" if default_id or spec.label == spec.id else f"{spec.label} {v}"
+        label += f" {spec.arch}" if suffix and default_id else ""
         out.append(dataclasses.replace(spec, id=kid, label=label, version=v, releases=None))
     return out
 

@@ -22,7 +22,8 @@ from compat.cache import Cache, Entry, sha256_file, sha256_json
 from compat.errors import CompatError, InfraError, UserError
 
 from .apt import AptRepo, AptSource, PackageVersion, debian_sources
-from .matrix import KernelSpec, check_name
+from .imagearch import arm64_release, gunzip_image, image_arch
+from .matrix import DEFAULT_ARCH, KernelSpec, check_name
 from .version import release_version, upstream_version, version_key
 
 # Kernels fetched at once: downloads wait on the network, unpacking (xz) takes a core: three keep
@@ -62,6 +63,7 @@ class Kernel:
     modules: Path | None
     packages: tuple[str, ...] = field(default=())
     changelog: Path | None = None  # the package's Debian changelog (changelog.gz), when the entry kept it
+    arch: str = "amd64"  # Debian's name (amd64, arm64): of the packages, or read from a local image
 
     @property
     def id(self) -> str:
@@ -107,10 +109,10 @@ class KernelStore:
                 raise UserError(f"kernel '{spec.id}': keyring {spec.keyring} does not exist")
         else:
             sources = debian_sources()
-        key = (*tuple(s.lines()[0] for s in sources), len(sources))
+        key = (*tuple(s.lines()[0] for s in sources), len(sources), spec.arch)
         with self._repos_lock:
             if key not in self._repos:
-                repo = AptRepo(self.cache, sources, stop=self.stop)
+                repo = AptRepo(self.cache, sources, stop=self.stop, arch=spec.arch)
                 repo.update(force=self.refresh)
                 self._repos[key] = repo
             return self._repos[key]
@@ -160,6 +162,10 @@ class KernelStore:
         packages = [image, *self._companions(repo, image)]
         release = image.name.removeprefix("linux-image-").removeprefix("unsigned-")
         key = sha256_json(sorted(p.sha256 or f"{p.name}={p.version}" for p in packages))
+        if spec.arch != DEFAULT_ARCH:
+            # The packages' hashes differ per architecture already; the arch in the key says so
+            # (amd64 keys stay what they were: cached kernels and results remain valid).
+            key = sha256_json({"packages": key, "arch": spec.arch})
         return ResolvedKernel(spec, upstream_version(image.version), release, key, tuple(packages), image.suite)
 
     def _companions(self, repo: AptRepo, image: PackageVersion) -> list[PackageVersion]:
@@ -187,16 +193,22 @@ class KernelStore:
             raise UserError(f"kernel '{spec.id}': image {image} does not exist")
         if not image.is_file():
             raise UserError(f"kernel '{spec.id}': image {image} is not a file")
-        release = bzimage_release(image)
-        if release is None:
+        arch = image_arch(image)
+        if arch is None:
             raise UserError(
-                f"kernel '{spec.id}': {image} is not a Linux kernel image (no bzImage header)",
-                "point 'image' at arch/x86/boot/bzImage or a vmlinuz",
+                f"kernel '{spec.id}': {image} is not a Linux kernel image (no bzImage or arm64 Image header)",
+                "point 'image' at arch/x86/boot/bzImage, arch/arm64/boot/Image(.gz) or a vmlinuz",
             )
+        if arch != spec.arch:
+            raise UserError(f"kernel '{spec.id}': {image} is an {arch} kernel image, not {spec.arch}",
+                            f"use arch {arch} for it, or an {spec.arch} image")  # fmt: skip
+        release = bzimage_release(image) if arch == "amd64" else local_arm64_release(image)
         if spec.modules and not spec.modules.is_dir():
             raise UserError(f"kernel '{spec.id}': modules directory {spec.modules} does not exist")
+        release = release or ""
         version = release_version(release)
-        key = sha256_json({"image": sha256_file(image), "modules": str(spec.modules or "")})
+        parts = {"image": sha256_file(image), "modules": str(spec.modules or "")}
+        key = sha256_json(parts if arch == DEFAULT_ARCH else {**parts, "arch": arch})
         return ResolvedKernel(spec, version, release, key)
 
     # -- fetching ---------------------------------------------------------------------------
@@ -274,10 +286,15 @@ class KernelStore:
         return out
 
     def boot_image(self, kernel: Kernel) -> Path:
-        """What QEMU boots: the uncompressed vmlinux when the kernel has a PVH entry, else the
-        bzImage (see bootimage.py: this saves the guest's slow decompression on every boot)."""
-        from .bootimage import build_boot_image  # pyelftools, zstandard: only when a boot image is built
+        """What QEMU boots: amd64, the uncompressed vmlinux when the kernel has a PVH entry, else
+        the bzImage (see bootimage.py: this saves the guest's slow decompression on every boot);
+        arm64, the uncompressed ``Image`` (qemu-system-aarch64 -kernel), decompressed once from
+        Debian's gzip-compressed vmlinuz, else the vmlinuz as it is."""
+        from .bootimage import build_arm64_image, build_boot_image  # pyelftools, zstandard: only when built
 
+        if kernel.arch == "arm64":
+            entry = self.cache.ensure(BOOT_KIND, kernel.key, lambda d: build_arm64_image(kernel.vmlinuz, d))
+            return entry.file("Image") if entry.meta.get("image") else kernel.vmlinuz
         entry = self.cache.ensure(BOOT_KIND, kernel.key, lambda d: build_boot_image(kernel.vmlinuz, d))
         return entry.file("vmlinux") if entry.meta.get("pvh") else kernel.vmlinuz
 
@@ -297,6 +314,7 @@ class KernelStore:
             packages=tuple(meta.get("packages", [])),
             # Entries made before the changelog was kept have none: no suspects, not an error.
             changelog=entry.file(CHANGELOG) if (entry.path / CHANGELOG).is_file() else None,
+            arch=meta.get("arch", DEFAULT_ARCH),  # entries from before arm64 are all amd64
         )
 
     def _build_local(self, resolved: ResolvedKernel, dest: Path) -> dict:
@@ -307,6 +325,7 @@ class KernelStore:
             "release": resolved.release,
             "source": "local",
             "image": str(resolved.spec.image),
+            "arch": resolved.spec.arch,
         }
 
     def _build_packages(self, repo: AptRepo, resolved: ResolvedKernel, dest: Path) -> dict:
@@ -330,7 +349,11 @@ class KernelStore:
             raise InfraError(
                 f"kernel '{resolved.spec.id}': no vmlinuz in {', '.join(p.name for p in resolved.packages)}"
             )
-        release = bzimage_release(vmlinuz) or resolved.release
+        found = image_arch(vmlinuz)
+        if found != resolved.spec.arch:
+            raise InfraError(f"kernel '{resolved.spec.id}': the package's vmlinuz is a {found or 'unknown'} image, "
+                             f"not {resolved.spec.arch}")  # fmt: skip
+        release = (bzimage_release(vmlinuz) if found == "amd64" else None) or resolved.release
         moddir = _find_first(
             root, [f"usr/lib/modules/{release}", f"lib/modules/{release}", "usr/lib/modules/*", "lib/modules/*"]
         )
@@ -350,6 +373,7 @@ class KernelStore:
             "source": resolved.spec.source,
             "suite": resolved.suite,
             "packages": [f"{p.name}={p.version}" for p in resolved.packages],
+            "arch": resolved.spec.arch,
         }
 
 
@@ -416,11 +440,18 @@ def bzimage_release(path: Path) -> str | None:
     return text.split(" ", 1)[0]
 
 
+def local_arm64_release(path: Path) -> str | None:
+    """The release (uname -r) of a local arm64 Image or Image.gz, from its version banner."""
+    data = path.read_bytes()
+    return arm64_release(gunzip_image(data) or data)
+
+
 def available(
-    store: KernelStore, series: str, flavour: str = "amd64", source_spec: KernelSpec | None = None
+    store: KernelStore, series: str, flavour: str = "", source_spec: KernelSpec | None = None, arch: str = DEFAULT_ARCH
 ) -> list[PackageVersion]:
-    """Point releases of a series in the archive, newest first, one package per upstream version."""
-    spec = source_spec or KernelSpec(id=f"debian:{series}", label=series, series=series, flavour=flavour)
+    """Point releases of a series in the archive, newest first, one package per upstream version
+    (of ``arch``; ``flavour`` empty: the arch's generic flavour)."""
+    spec = source_spec or KernelSpec(id=f"debian:{series}", label=series, series=series, flavour=flavour, arch=arch)
     seen: set[str] = set()
     out = []
     for pv in store.candidates(spec):
