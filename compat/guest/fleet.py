@@ -24,7 +24,7 @@ from .accel import choose_accel
 from .image import Image, ImageBuilder
 from .snapshot import Snapshots
 from .snapshot import enabled as snapshots_enabled
-from .vm import DEFAULT_MEMORY_MB, VM, GuestError, VMConfig
+from .vm import DEFAULT_MEMORY_MB, VM, GuestError, VMConfig, qemu_binary
 
 T = TypeVar("T")
 
@@ -60,8 +60,7 @@ class Session:
 
     def boot(self) -> VM:
         self.close()
-        assert self.fleet.accel is not None
-        self._vm = self.fleet._boot(self.kernel, self.fleet.accel)
+        self._vm = self.fleet._boot(self.kernel, self.fleet.accel_for(self.kernel.arch))
         self.boots += 1
         return self._vm
 
@@ -98,8 +97,10 @@ class Fleet:
         self.cancel_reason = "interrupted"
         self.store = KernelStore(cache, refresh=refresh, stop=self._stop_reason)
         self.builder = ImageBuilder(cache, test_faults=test_faults, stop=self._stop_reason)
-        self.image: Image | None = None
-        self.accel: str | None = None
+        self.image: Image | None = None  # the guest image of the first kernel's architecture
+        self.images: dict[str, Image] = {}  # per architecture (Debian's name)
+        self.accel: str | None = None  # the first kernel's architecture's (see accels)
+        self.accels: dict[str, str] = {}  # per architecture: arm64 guests on an x86 host are always tcg
         self.resolved: dict[str, ResolvedKernel] = {}
         self._prefetch: Prefetch | None = None  # the kernels of the running run(), fetched in parallel
         self._live: set[VM] = set()
@@ -109,19 +110,40 @@ class Fleet:
         # of a compat process that was killed (see Cache.sweep_temporaries).
         self.tmp_root = cache.root / TMP_KIND
 
+    @property
+    def arches(self) -> list[str]:
+        """The architectures of the fleet's kernels, in matrix order (amd64 first when empty)."""
+        return list(dict.fromkeys(spec.arch for spec in self.specs)) or ["amd64"]
+
     def prepare(self) -> None:
-        """Resolve every kernel and build the guest image (raises on bad input)."""
+        """Resolve every kernel and build the guest image of each architecture (raises on bad
+        input; a missing QEMU for an architecture of the matrix is said before anything else)."""
+        for arch in self.arches:
+            qemu_binary(arch)
         for spec in self.specs:
             self.resolved[spec.id] = self.store.resolve(spec)
-        self.image = self.builder.build()
+        for arch in self.arches:
+            self.images[arch] = self._build_image(arch)
+        self.image = self.images[self.arches[0]]
+
+    def _build_image(self, arch: str) -> Image:
+        # amd64 through the call that predates arches (ImageBuilder.build() builds amd64's image).
+        return self.builder.build() if arch == "amd64" else self.builder.build(arch=arch)  # type: ignore[call-arg]
+
+    def image_for(self, arch: str) -> Image:
+        """The guest image that kernels of arch boot (prepare() built it)."""
+        if arch not in self.images:
+            self.images[arch] = self._build_image(arch)
+        return self.images[arch]
 
     def _boot(self, kernel: Kernel, accel: str, timeout: float | None = None, healed: bool = False) -> VM:
         """A ready guest for kernel: restored from its snapshot when there is one, else booted
         (and then snapshotted for next time). The probe boot (timeout set) never uses them."""
-        assert self.image is not None
-        initrd = self.builder.initrd(self.image, kernel)
+        initrd = self.builder.initrd(self.image_for(kernel.arch), kernel)
         extra = {"boot_timeout": timeout} if timeout else {}
-        config = VMConfig(self.store.boot_image(kernel), initrd, accel=accel, memory_mb=self.memory_mb, **extra)
+        config = VMConfig(
+            self.store.boot_image(kernel), initrd, accel=accel, memory_mb=self.memory_mb, arch=kernel.arch, **extra
+        )
         use_snapshots = self.snapshots is not None and not timeout
         if use_snapshots:
             found = self.snapshots.find(config)
@@ -166,13 +188,15 @@ class Fleet:
         """Check the cache entries a cold boot read (boot image, initrd, modules archive, guest
         image) fully; remove the damaged ones (the guest image is built again at once). True when
         one was removed."""
-        assert self.image is not None
-        paths = [config.vmlinuz, config.initrd, self.builder.modules_archive(kernel), self.image.path]
+        image = self.image_for(kernel.arch)
+        paths = [config.vmlinuz, config.initrd, self.builder.modules_archive(kernel), image.path]
         removed = [found for found in map(self.cache.verify_path, paths) if found is not None and found.removed]
         for found in removed:
             self.cache.notify(f"cache entry {found.kind}/{found.key[:12]} was damaged ({found.damage}): rebuilding it")
-        if any(found.path == self.image.path.parent for found in removed):
-            self.image = self.builder.build()
+        if any(found.path == image.path.parent for found in removed):
+            self.images[kernel.arch] = self._build_image(kernel.arch)
+            if self.image is image:
+                self.image = self.images[kernel.arch]
         return bool(removed)
 
     def _start(self, vm: VM) -> VM:
@@ -192,18 +216,31 @@ class Fleet:
         with self._live_lock:
             self._live.discard(vm)
 
-    def _probe(self, accel: str, timeout: float) -> bool:
-        kernel = self.store.fetch(self.specs[0])
+    def _probe(self, accel: str, timeout: float, arch: str = "amd64") -> bool:
+        spec = next((s for s in self.specs if s.arch == arch), self.specs[0])
+        kernel = self.store.fetch(spec)
         vm = self._boot(kernel, accel, timeout)
         self._release(vm)
         return True
 
+    def accel_for(self, arch: str) -> str:
+        """KVM or TCG for the guests of arch (a cached probe boot decides; always TCG for an
+        architecture other than the host's)."""
+        if arch not in self.accels:
+            if self.image is None:
+                self.prepare()
+            probe = lambda accel, timeout: self._probe(accel, timeout, arch)  # noqa: E731
+            self.accels[arch] = choose_accel(self.cache, probe, arch)
+        return self.accels[arch]
+
     def ensure_accel(self) -> str:
-        """KVM or TCG for this fleet (a cached probe boot decides)."""
+        """KVM or TCG for every architecture of this fleet; returns the first kernel's."""
         if self.accel is None:
             if self.image is None:
                 self.prepare()
-            self.accel = choose_accel(self.cache, self._probe)
+            for arch in self.arches:
+                self.accel_for(arch)
+            self.accel = self.accels[self.arches[0]]
         return self.accel
 
     def run(

@@ -52,6 +52,8 @@ class KernelInfo:
     packages: list[str] = field(default_factory=list)
     libbpf: str | None = None
     accel: str | None = None
+    # the kernel's architecture (Debian's name: amd64, arm64); files from before arm64 have none: amd64
+    arch: str = "amd64"
     btf: bool | None = None
     boot_seconds: float | None = None
     order: int = 0
@@ -222,6 +224,8 @@ def _check(run: RunResult) -> None:
     for k in run.kernels:
         if not isinstance(k.id, str) or not isinstance(k.version, str) or not isinstance(k.order, int):
             raise ValueError(f"kernel {k.id!r}: id and version must be strings")
+        if not isinstance(k.arch, str):
+            raise ValueError(f"kernel {k.id!r}: arch must be a string")
     for o in run.objects:
         if not isinstance(o.object, str) or not isinstance(o.path, str):
             raise ValueError("object names and paths must be strings")

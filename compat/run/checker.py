@@ -247,10 +247,16 @@ class Checker:
             test_faults=options.test_faults,
         )  # fmt: skip
 
-    def _probe_key(self, kernel_key: str, kfuncs: list[str], parts: list[str] | None) -> str:
-        image = self.fleet.image
+    def _image_key(self, kernel_key: str) -> str:
+        """The key of the guest image the kernel of kernel_key boots (its architecture's)."""
+        arch = next((r.spec.arch for r in self.fleet.resolved.values() if r.key == kernel_key), None)
+        image = self.fleet.image_for(arch) if arch else self.fleet.image
         assert image is not None
-        return sha256_json({"kernel": kernel_key, "image": image.key, "kfuncs": sorted(kfuncs), "parts": parts})
+        return image.key
+
+    def _probe_key(self, kernel_key: str, kfuncs: list[str], parts: list[str] | None) -> str:
+        image_key = self._image_key(kernel_key)
+        return sha256_json({"kernel": kernel_key, "image": image_key, "kfuncs": sorted(kfuncs), "parts": parts})
 
     def cached_probe(self, kernel_key: str, kfuncs: list[str], parts: list[str] | None = None) -> Inventory | None:
         """The kernel's inventory if it was probed before (no guest needed), else None."""
@@ -469,7 +475,8 @@ class Checker:
                 merged = {o.sha256: o for o in todo.get(kid, []) + objs}
                 todo[kid] = list(merged.values())
         results_cache = ResultCache(
-            self.cache, image.key, cache_key(self.options.values()), enabled=self.options.result_cache
+            self.cache, image.key, cache_key(self.options.values()), enabled=self.options.result_cache,
+            images={arch: self.fleet.image_for(arch).key for arch in self.fleet.arches},
         )
         served, hits = self._from_cache(results_cache, todo, state)
         history = History(self.cache)
@@ -556,7 +563,7 @@ class Checker:
             kernel_key = self.fleet.resolved[kid].key
             found = []
             for obj in objs:
-                hit = results_cache.get(obj.sha256, obj.name, kernel_key)
+                hit = results_cache.get(obj.sha256, obj.name, kernel_key, self.fleet.resolved[kid].spec.arch)
                 if hit is not None:
                     kw.replies[obj.sha256] = hit.reply
                     found.append(hit)
@@ -598,7 +605,7 @@ class Checker:
                 if obj.sha256 not in kw.failures and not timed_out:
                     results_cache.put(
                         obj.sha256, obj.name, kernel_key, reply, kw.inventory, o.hello,
-                        self.fleet.accel,
+                        self.fleet.accels.get(o.spec.arch, self.fleet.accel), o.spec.arch,
                     )  # fmt: skip
             boot = o.boot_seconds if o.boot_seconds and o.boot_seconds < 4 * RESTORE_SECONDS else RESTORE_SECONDS
             history.record(kernel_key, image_key, boot, seconds)
@@ -643,7 +650,8 @@ class Checker:
             source=o.spec.source,
             packages=list(k.packages) if k else [],
             libbpf=h.get("libbpf"),
-            accel=self.fleet.accel,
+            accel=self.fleet.accels.get(o.spec.arch, self.fleet.accel),
+            arch=o.spec.arch,
             btf=h.get("btf"),
             boot_seconds=round(o.boot_seconds, 2) if o.boot_seconds else None,
             order=o.spec.order,

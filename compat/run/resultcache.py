@@ -80,36 +80,40 @@ class ResultCache:
     """Cached guest verdicts for one run's image and options (disabled: every lookup misses and
     nothing is stored)."""
 
-    def __init__(self, cache: Cache, image_key: str, options: dict, enabled: bool = True):
+    def __init__(
+        self, cache: Cache, image_key: str, options: dict, enabled: bool = True, images: dict[str, str] | None = None
+    ):
         self.cache = cache
         self.image_key = image_key
+        self.images = dict(images or {})  # per architecture: the guest image its kernels boot
         self.options = dict(options)
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
 
-    def key(self, object_sha256: str, object_name: str, kernel_key: str) -> str:
-        return sha256_json(
-            {
-                "schema": SCHEMA,
-                "object": object_sha256,
-                "name": object_name,
-                "kernel": kernel_key,
-                "image": self.image_key,
-                "agent": AGENT_VERSION,
-                "protocol": PROTOCOL_VERSION,  # a reply of another protocol (without facts) is never reused
-                "options": self.options,
-            }
-        )
+    def key(self, object_sha256: str, object_name: str, kernel_key: str, arch: str = "amd64") -> str:
+        """The entry's key: the object, the kernel, the guest image of the kernel's architecture,
+        the agent and the options (an arm64 entry also names its arch; amd64 keys stay as they were)."""
+        key = {
+            "schema": SCHEMA,
+            "object": object_sha256,
+            "name": object_name,
+            "kernel": kernel_key,
+            "image": self.images.get(arch, self.image_key),
+            "agent": AGENT_VERSION,
+            "protocol": PROTOCOL_VERSION,  # a reply of another protocol (without facts) is never reused
+            "options": self.options,
+        }
+        return sha256_json(key if arch == "amd64" else {**key, "arch": arch})
 
     def _path(self, key: str) -> Path:
         return self.cache.root / KIND / f"{key}.json"
 
-    def get(self, object_sha256: str, object_name: str, kernel_key: str) -> CachedResult | None:
+    def get(self, object_sha256: str, object_name: str, kernel_key: str, arch: str = "amd64") -> CachedResult | None:
         """The cached result, or None (missing, damaged, or the cache is disabled)."""
         if not self.enabled:
             return None
-        key = self.key(object_sha256, object_name, kernel_key)
+        key = self.key(object_sha256, object_name, kernel_key, arch)
         found = self._read(key)
         if found is None:
             self.misses += 1
@@ -145,11 +149,12 @@ class ResultCache:
         inventory: Inventory,
         hello: dict | None,
         accel: str | None,
+        arch: str = "amd64",
     ) -> None:
         """Keep one validated guest reply (best effort: a cache that cannot be written is skipped)."""
         if not self.enabled or not reply or reply.get("type") != "check_result" or out_of_files(reply):
             return
-        key = self.key(object_sha256, object_name, kernel_key)
+        key = self.key(object_sha256, object_name, kernel_key, arch)
         payload = {
             "reply": reply,
             "kfuncs": kfunc_slice(reply, inventory),

@@ -161,9 +161,10 @@ class FakeFleet:
         self.programs = programs
         self.jobs = 1
         self.accel = "tcg"
+        self.arches, self.accels = ["amd64"], {"amd64": "tcg"}
         self.image = SimpleNamespace(key="image-key", suite="trixie", python="3.13", libbpf="1.5.0")
         self.resolved = {
-            s.id: SimpleNamespace(key=f"kernel-{s.id}", version="6.1.192", release="6.1.0-40-amd64", packages=())
+            s.id: SimpleNamespace(key=f"kernel-{s.id}", version="6.1.192", release="6.1.0-40-amd64", packages=(), spec=s)
             for s in specs
         }
         self.runs: list[set] = []
@@ -185,6 +186,12 @@ class FakeFleet:
     def _release(self, vm):
         return None
 
+    def image_for(self, arch):
+        return self.image
+
+    def accel_for(self, arch):
+        return self.accels[arch]
+
     def prepare(self):
         return None
 
@@ -195,7 +202,7 @@ class FakeFleet:
             if only is not None and spec.id not in only:
                 continue
             kernel = SimpleNamespace(
-                id=spec.id, key=f"kernel-{spec.id}", version="6.1.192", packages=("p=1",), modules=None
+                id=spec.id, key=f"kernel-{spec.id}", version="6.1.192", packages=("p=1",), modules=None, arch="amd64"
             )
             o = Outcome(spec=spec, kernel=kernel, hello={"release": "6.1.0-40-amd64", "btf": True, "libbpf": "1.5"})
             o.boot_seconds = 0.3

@@ -14,7 +14,16 @@ from __future__ import annotations
 import ctypes
 import os
 
-SYS_PERF_EVENT_OPEN = 298  # x86-64
+# perf_event_open's number per architecture (uname -m): 298 on x86-64, 241 on arm64 (the generic
+# table, include/uapi/asm-generic/unistd.h). 298 on arm64 is another syscall (ENOSYS at best).
+SYS_PERF_EVENT_OPEN_BY_MACHINE = {"x86_64": 298, "aarch64": 241}
+
+
+def sys_perf_event_open(machine: str | None = None) -> int:
+    """perf_event_open's syscall number on this guest's architecture (or machine's)."""
+    return SYS_PERF_EVENT_OPEN_BY_MACHINE.get(machine or os.uname().machine, 298)
+
+
 PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 1, 2
 PERF_COUNT_SW_CPU_CLOCK = 0
 PERF_FLAG_FD_CLOEXEC = 1 << 3
@@ -53,7 +62,7 @@ def _open(attr: PerfEventAttr) -> int:
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     fd = libc.syscall(
-        ctypes.c_long(SYS_PERF_EVENT_OPEN), ctypes.byref(attr), ctypes.c_int(-1), ctypes.c_int(0),
+        ctypes.c_long(sys_perf_event_open()), ctypes.byref(attr), ctypes.c_int(-1), ctypes.c_int(0),
         ctypes.c_int(-1), ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC),
     )  # fmt: skip
     if fd < 0:
