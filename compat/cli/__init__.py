@@ -22,6 +22,7 @@ from .cache import cmd_cache
 from .check import cmd_check, cmd_merge, cmd_report
 from .kernels import cmd_image, cmd_kernels, cmd_probe, cmd_vm
 from .options import build_parser
+from .run import cmd_run
 from .selftests import cmd_selftests
 from .shown import _shown
 
@@ -36,6 +37,7 @@ COMMANDS = {
     "probe": cmd_probe,
     "bisect": cmd_bisect,
     "selftests": cmd_selftests,
+    "run": cmd_run,
 }
 
 

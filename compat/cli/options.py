@@ -233,4 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .selftests_options import add_parser as add_selftests
 
     add_selftests(sub, _jobs)
+    from .run import add_parser as add_run
+
+    add_run(sub, _jobs)
     return parser

@@ -117,7 +117,7 @@ def handle(message: dict, payload: bytes) -> dict | None:
         from compat_agent.bpf.kernelbtf import install  # and parse the kernel's BTF once for every later load
 
         return {**reply, "type": "warm", "modules": len(sys.modules), "kernel_btf": install()}
-    if kind in ("check", "probe", "load_modules"):
+    if kind in ("check", "probe", "load_modules", "run"):
         # Imported here, not at start-up: python imports cost ~7x under emulation and a VM that
         # only answers pings should not pay for them.
         try:
@@ -125,6 +125,10 @@ def handle(message: dict, payload: bytes) -> dict | None:
                 from compat_agent.checker.check import check
 
                 return {**check(message, payload), **reply}
+            if kind == "run":  # compat run: the team's own loader (command/run.py)
+                from compat_agent.command.run import run
+
+                return {**run(message, payload), **reply}
             if kind == "load_modules":  # kernel modules that define functions the next object names
                 from compat_agent.bpf.modules import load_given
 
@@ -215,6 +219,7 @@ LAZY_IMPORTS = (
     "compat_agent.probe.probe",
     "traceback",
     "compat_agent.bpf.modules",
+    "compat_agent.command.run",
     "pyroute2",  # netlink for XDP/tc attach targets, imported when first needed
 )
 

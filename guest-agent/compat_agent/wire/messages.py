@@ -314,6 +314,91 @@ class ProbeResult(Message):
     features: Annotated[dict[str, bool], Max(64)] | None = None
 
 
+# -- compat run: the team's own loader (host -> guest, guest -> host) --------------------------------
+
+RUN_DIR = "/tmp/compat-run"  # the command's working directory in the guest, made afresh for each run
+
+
+@dataclass
+class RunFile(Message):
+    """One file of a run request: its path under the fresh working directory (relative, no ..),
+    its mode bits, and its size: the payload holds the files' bytes one after another, in order."""
+
+    path: Annotated[str, Max(4096)]
+    size: int
+    mode: int = 0o644
+
+
+@dataclass
+class RunRequest(Message):
+    """Run the team's own loader (compat run): argv (argv[0] a path under the working directory,
+    or one of the guest's interpreters), its files (RunFile, bytes in the payload), the seconds it
+    may run, whether still running then counts as success, the bound on stdout and stderr, and
+    the private library directory (under the working directory) for a dynamically linked loader."""
+
+    type: Literal["run"]
+    argv: Annotated[list[Annotated[str, Max(65536)]], Max(4096)]
+    files: Annotated[list[RunFile], Max(65536)]
+    timeout: int | float = 60
+    running_ok: bool = False
+    output_max: int = 65536
+    env: Annotated[dict[str, Annotated[str, Max(65536)]], Max(256)] = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass
+class BpfProgSeen(Message):
+    """A BPF program that existed while the command ran (walked by id): its kernel name (at most
+    15 characters), type, id, and the instructions the verifier processed (None: the kernel does
+    not say, before 5.16)."""
+
+    id: int
+    name: Annotated[str, Max(64)]
+    type: Annotated[str, Max(64)]
+    verified_insns: int | None = None
+    loaded_at_end: bool = False
+
+
+@dataclass
+class BpfMapSeen(Message):
+    """A BPF map that existed while the command ran: name, type, id, sizes."""
+
+    id: int
+    name: Annotated[str, Max(64)]
+    type: Annotated[str, Max(64)]
+    key_size: int | None = None
+    value_size: int | None = None
+    max_entries: int | None = None
+    loaded_at_end: bool = False
+
+
+@dataclass
+class RunReply(Message):
+    """What the command did on this kernel: its exit status (None: it was still running at the
+    timeout and was stopped, or it could not start: error says why), the signal that ended it,
+    its output (bounded, and whether it was cut), its duration, the kernel log lines that
+    appeared while it ran, the kernel's warnings among them, and the BPF programs and maps that
+    existed while it ran."""
+
+    type: Literal["run_result"]
+    exit_status: int | None
+    timed_out: bool
+    duration_ms: int | float
+    stdout: Log
+    stderr: Log
+    programs: Annotated[list[BpfProgSeen], Max(65536)]
+    maps: Annotated[list[BpfMapSeen], Max(65536)]
+    kernel_log: Annotated[list[Annotated[str, Max(4096)]], Max(4096)]
+    id: int | None = None
+    signal: int | None = None
+    stdout_bytes: int | None = None  # what it wrote in all (more than kept: cut)
+    stderr_bytes: int | None = None
+    kernel_log_lines: int | None = None  # lines the kernel logged in all (more than kept: cut)
+    kernel_warnings: Annotated[list[KernelWarningRecord] | None, Max(16), NOT_NULL] = None
+    error: Text | None = None  # the command could not be started (exec failed): why
+    isolation: Annotated[str, Max(64)] | None = None  # "cgroup" or "session": how its processes were bounded
+
+
 # -- an error ----------------------------------------------------------------------------------------
 
 
@@ -342,6 +427,7 @@ class ErrorReply(Message):
 REPLIES: dict[str, type[Message]] = {
     "check_result": CheckResult,
     "probe_result": ProbeResult,
+    "run_result": RunReply,
     "hello": Hello,
     "error": ErrorReply,
 }
