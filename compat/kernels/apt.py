@@ -60,6 +60,18 @@ class AptSource:
         return out
 
 
+class MirrorMissing(InfraError):
+    """The signed index lists a package the mirror does not serve (HTTP 404): a partial or
+    lagging mirror (seen here: bullseye-security's arm64 kernels). ``package`` is name=version."""
+
+    def __init__(self, message: str, package: str):
+        super().__init__(message)
+        self.package = package
+
+
+MISSING_KEY = "missing packages"  # in the query memo: name=version of packages the mirror answered 404 for
+
+
 @dataclass(frozen=True)
 class PackageVersion:
     """One version of one binary package, as the archive index describes it."""
@@ -298,6 +310,25 @@ class AptRepo:
             write_atomic(path, json.dumps({"signature": signature, "answers": answers}))
         return value
 
+    def missing(self) -> set[str]:
+        """name=version of the packages this index lists and the mirror answered 404 for (kept
+        while the index is unchanged: an updated index, or mirror, is asked again)."""
+        answers = self._read_memo(self.root / QUERY_MEMO, self.index_signature())
+        found = answers.get(MISSING_KEY)
+        return set(found) if isinstance(found, list) else set()
+
+    def mark_missing(self, package: str) -> None:
+        """Remember that the mirror lacks ``package`` (name=version) for the current index."""
+        signature = self.index_signature()
+        if not signature:
+            return
+        path = self.root / QUERY_MEMO
+        with self._memo_lock:
+            answers = self._read_memo(path, signature)
+            answers[MISSING_KEY] = sorted(self.missing() | {package})
+            self._memo_cache = None  # re-read: the answers above are the newest
+            write_atomic(path, json.dumps({"signature": signature, "answers": answers}))
+
     @staticmethod
     def _read_memo(path: Path, signature: str) -> dict:
         try:
@@ -360,6 +391,9 @@ class AptRepo:
         try:
             self._run(["apt-get", "download", "-q", f"{pkg.name}={pkg.version}"], cwd=dest)
         except InfraError as e:
+            if " 404 " in str(e) or "404  Not Found" in str(e):
+                raise MirrorMissing(f"the mirror lacks {pkg.name} {pkg.version} (404), which its index lists",
+                                    f"{pkg.name}={pkg.version}") from None  # fmt: skip
             # apt says "No space left on device" in its own words; say which directory is full
             # (the half-written file is in a build directory that is never used: see Cache.ensure).
             if "No space left" in str(e) or _free_bytes(dest) < 1 << 20:

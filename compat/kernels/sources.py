@@ -6,6 +6,7 @@ matrix entry (KernelSpec) ──resolve──► ResolvedKernel (packages + cach
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import struct
@@ -21,7 +22,7 @@ from debian.debian_support import Version
 from compat.cache import Cache, Entry, sha256_file, sha256_json
 from compat.errors import CompatError, InfraError, UserError
 
-from .apt import AptRepo, AptSource, PackageVersion, debian_sources
+from .apt import AptRepo, AptSource, MirrorMissing, PackageVersion, debian_sources
 from .imagearch import arm64_release, gunzip_image, image_arch
 from .matrix import DEFAULT_ARCH, KernelSpec, check_name
 from .version import release_version, upstream_version, version_key
@@ -29,6 +30,7 @@ from .version import release_version, upstream_version, version_key
 # Kernels fetched at once: downloads wait on the network, unpacking (xz) takes a core: three keep
 # a fast mirror busy without starving the guests booting on a 2-core machine.
 FETCH_WORKERS = 3
+MAX_MISSING = 8  # packages of one kernel a partial mirror may lack before the fetch gives up
 KIND = "kernels"
 BOOT_KIND = "boot"
 CHANGELOG_KIND = "changelogs"  # changelogs of kernels whose entries were cached without one
@@ -125,7 +127,12 @@ class KernelStore:
         if spec.package:
             names = [n for n in names if n == spec.package]
         out = []
+        # Packages the mirror turned out not to serve: the newest the mirror has is the newest
+        # (a pinned version or package stays, and its fetch says the mirror lacks it).
+        lacking = repo.missing() if not (spec.version or spec.package) else set()
         for pv in repo.versions(names):
+            if f"{pv.name}={pv.version}" in lacking:
+                continue
             up = upstream_version(pv.version)
             if spec.suite and pv.suite != spec.suite:
                 continue
@@ -216,16 +223,33 @@ class KernelStore:
         return self.cache.lookup(KIND, resolved.key)
 
     def fetch(self, spec: KernelSpec) -> Kernel:
-        """Resolve and fetch one kernel (download, verify, extract), using the cache."""
+        """Resolve and fetch one kernel (download, verify, extract), using the cache. A series
+        whose newest package the mirror does not serve (404: a partial mirror) falls back to the
+        newest one it does, with a warning; a pinned version or package does not."""
         resolved = self.resolve(spec)
         if spec.source == "local":
             entry = self.cache.ensure(KIND, resolved.key, lambda d: self._build_local(resolved, d), hashed=["vmlinuz"])
-        else:
-            repo = self.repo_for(spec)
-            entry = self.cache.ensure(
-                KIND, resolved.key, lambda d: self._build_packages(repo, resolved, d), hashed=["vmlinuz"]
-            )
-        return self.kernel_from_entry(spec, entry)
+            return self.kernel_from_entry(spec, entry)
+        repo = self.repo_for(spec)
+        lacking: list[str] = []
+        for _ in range(MAX_MISSING):
+            try:
+                entry = self.cache.ensure(KIND, resolved.key, lambda d, r=resolved: self._build_packages(repo, r, d),
+                                          hashed=["vmlinuz"])  # fmt: skip
+            except MirrorMissing as e:
+                if spec.version or spec.package:
+                    raise
+                repo.mark_missing(e.package)
+                lacking.append(e.package.partition("=")[2])
+                resolved = self.resolve(spec)  # UserError when the mirror has none of the series
+                continue
+            if lacking:
+                logging.getLogger("compat").warning(
+                    "kernel %s: the mirror lacks packages its index lists (%s): using %s", spec.id,
+                    ", ".join(lacking), resolved.packages[0].version if resolved.packages else resolved.version)
+            return self.kernel_from_entry(spec, entry)
+        raise InfraError(f"kernel '{spec.id}': the mirror lacks {MAX_MISSING} packages of it in a row",
+                         "check the mirror (COMPAT_DEBIAN_MIRROR)")  # fmt: skip
 
     def changelog(self, kernel: Kernel) -> Path | None:
         """The kernel's Debian changelog: the one its entry kept, else (an entry cached before

@@ -251,6 +251,9 @@ class FakeRepo:
     def versions(self, names: list[str]) -> list[PackageVersion]:
         return [PackageVersion(n, v, s, 1, f"sha-{n}") for n, v, s in self.ARCHIVE if n in names]
 
+    def missing(self) -> set[str]:  # packages the mirror answered 404 for: none here
+        return set()
+
 
 class FakeStore(KernelStore):
     def repo_for(self, spec):

@@ -163,3 +163,33 @@ def test_a_local_image_says_its_arch(tmp_path):
     assert adhoc.arch == "arm64" and adhoc.source == "local"
     (adhoc,) = load_matrix(arch="arm64").select([str(tmp_path / "bzImage")])  # --arch: archive kernels only
     assert adhoc.arch == "amd64"
+
+
+def test_the_arm64_apt_root_is_its_own_with_its_architecture_in_its_config(tmp_path):
+    from compat.cache import Cache, sha256_json
+    from compat.kernels.apt import AptRepo, AptSource
+
+    cache = Cache(tmp_path / "cache")
+    sources = [AptSource("http://deb.invalid/debian", ("trixie",))]
+    amd, arm = AptRepo(cache, sources), AptRepo(cache, sources, arch="arm64")
+    assert amd.root != arm.root and amd.root.parent == arm.root.parent
+    assert amd.root.name == sha256_json([s.lines() for s in sources])[:16]  # amd64's root as before arm64
+    assert 'APT::Architectures { "amd64"; };' in amd.conf.read_text()
+    conf = arm.conf.read_text()
+    assert 'APT::Architecture "arm64";' in conf and 'APT::Architectures { "arm64"; };' in conf
+    assert f'Dir::Etc::SourceList "{arm.root}/sources.list";' in conf  # never the host's
+
+
+def test_packages_the_mirror_lacks_are_remembered_per_index(tmp_path):
+    from compat.cache import Cache
+    from compat.kernels.apt import AptRepo, AptSource
+
+    repo = AptRepo(Cache(tmp_path / "cache"), [AptSource("http://deb.invalid/debian", ("trixie",))], arch="arm64")
+    index = repo.root / "state/lists/deb.invalid_debian_dists_trixie_main_binary-arm64_Packages"
+    index.write_text("Package: x\n")
+    assert repo.missing() == set()
+    repo.mark_missing("linux-image-5.10.0-46-arm64=5.10.262-1")
+    repo.mark_missing("linux-image-5.10.0-45-arm64=5.10.259-1")
+    assert repo.missing() == {"linux-image-5.10.0-46-arm64=5.10.262-1", "linux-image-5.10.0-45-arm64=5.10.259-1"}
+    index.write_text("Package: x\nVersion: 2\n")  # a new index: the mirror is asked again
+    assert repo.missing() == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -31,7 +32,13 @@ ARCHIVE = [
 
 
 class FakeRepo:
-    """The two questions KernelStore asks apt, answered from ARCHIVE."""
+    """The questions KernelStore asks apt, answered from ARCHIVE (LACKING: what the mirror
+    answered 404 for)."""
+
+    LACKING: ClassVar[set[str]] = set()
+
+    def missing(self) -> set[str]:
+        return set(self.LACKING)
 
     def package_names(self, prefix: str) -> list[str]:
         return sorted({name for name, _, _ in ARCHIVE if name.startswith(prefix)})
@@ -126,3 +133,11 @@ def test_series_grouping_for_the_kernel_axis():
     assert series_of("6.12.43") == "6.12" and series_of("6.12") == "6.12"
     assert group_series(["5.10.262", "6.12.43", "6.12.57", "6.1.192", "6.12.118"]) == [
         ("5.10", ["5.10.262"]), ("6.12", ["6.12.43", "6.12.57"]), ("6.1", ["6.1.192"]), ("6.12", ["6.12.118"])]
+
+
+def test_a_package_the_mirror_lacks_is_skipped_for_a_series_not_for_a_pinned_version(store, monkeypatch):
+    """A partial mirror (bullseye-security's arm64 kernels here) lists packages it does not serve:
+    once a download found one missing, the newest of the series is the newest it serves."""
+    monkeypatch.setattr(FakeRepo, "LACKING", {"linux-image-6.12.118+deb13-amd64=6.12.118-1"})
+    assert store.resolve(KernelSpec(id="6.12", label="x", series="6.12")).version == "6.12.90"
+    assert store.resolve(KernelSpec(id="p", label="x", version="6.12.118")).version == "6.12.118"
