@@ -58,12 +58,15 @@ def kernel_version(k: KernelInfo | None, kernel_id: str = "?") -> str:
 def order_kernels(kernels: list[KernelInfo], axis: str = "version") -> list[KernelInfo]:
     """The kernel axis: by upstream version (matrix order breaks ties and places unknown versions
     last), or by matrix order when the matrix declares it."""
+    # A kernel axis per architecture: a mixed matrix's amd64 kernels, then its arm64 ones (each
+    # by version), side by side; an arch's first appearance orders the arches.
+    arches = {a: i for i, a in enumerate(dict.fromkeys(k.arch for k in sorted(kernels, key=lambda k: k.order)))}
     if axis == "matrix":
-        return sorted(kernels, key=lambda k: k.order)
+        return sorted(kernels, key=lambda k: (arches[k.arch], k.order))
 
-    def key(k: KernelInfo) -> tuple[int, tuple[int, ...], int]:
+    def key(k: KernelInfo) -> tuple[int, int, tuple[int, ...], int]:
         v = version_key(k.version or "")
-        return (0, v, k.order) if v else (1, (), k.order)
+        return (arches[k.arch], 0, v, k.order) if v else (arches[k.arch], 1, (), k.order)
 
     return sorted(kernels, key=key)
 
@@ -285,6 +288,9 @@ def _label(r: ProgramResult, k: KernelInfo | None) -> str:
 
 
 def _axis(result: RunResult, kernels: list[KernelInfo]) -> list[ProgramAxis]:
+    # Floors and backport regressions run along one architecture's kernels (the first's): an
+    # arm64 rejection next to an amd64 acceptance is no newer kernel's doing.
+    kernels = [k for k in kernels if k.arch == kernels[0].arch] if kernels else kernels
     out = []
     for obj, prog in _programs(result):
         found = [(k, result.cell(obj, prog, k.id)) for k in kernels]

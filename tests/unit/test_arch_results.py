@@ -47,3 +47,48 @@ def test_perf_event_open_number_per_machine():
     # 298 is x86-64's; on arm64 it is another syscall (the generic table says 241).
     assert sys_perf_event_open("x86_64") == 298
     assert sys_perf_event_open("aarch64") == 241
+
+
+def _mixed() -> RunResult:
+    """6.1 and 6.12 on amd64 and arm64 (matrix order interleaved); a program that arm64's 6.1
+    rejects and every other kernel accepts."""
+    from compat.results.model import ObjectInfo, ProgramResult
+
+    specs = [("6.12", "6.12.43", "amd64"), ("6.12-arm64", "6.12.43", "arm64"), ("6.1", "6.1.176", "amd64"),
+             ("6.1-arm64", "6.1.176", "arm64")]  # fmt: skip
+    kernels = [KernelInfo(id=i, label=i, version=v, arch=a, order=n) for n, (i, v, a) in enumerate(specs)]
+    results = [
+        ProgramResult(object="a.o", object_sha256="0" * 64, program="p", section="fentry/f", prog_type="tracing",
+                      kernel=k.id, verdict="rejected" if k.id == "6.1-arm64" else "accepted",
+                      reason="verifier_rejection" if k.id == "6.1-arm64" else None)
+        for k in kernels
+    ]  # fmt: skip
+    return RunResult(kernels=kernels, objects=[ObjectInfo("a.o", "a.o")], results=results)
+
+
+def test_mixed_matrix_has_a_kernel_axis_per_arch():
+    from compat.results.compare import compare
+
+    comp = compare(_mixed())
+    # amd64's kernels by version, then arm64's: side by side, never interleaved.
+    assert comp.kernel_order == ["6.1", "6.12", "6.1-arm64", "6.12-arm64"]
+    assert compare(_mixed(), axis="matrix").kernel_order == ["6.12", "6.1", "6.12-arm64", "6.1-arm64"]
+    # The floor runs along one architecture: arm64's 6.1 rejection after amd64's 6.12 acceptance
+    # is no backport regression.
+    axis = comp.program_axis("a.o", "p")
+    assert axis.floor == "6.1" and axis.rejected_from is None
+
+
+def test_every_format_shows_both_arches():
+    from compat.reports import render
+    from compat.results.compare import compare
+
+    run = _mixed()
+    comp = compare(run)
+    for fmt in ("table", "markdown", "json", "junit", "csv", "github", "sarif"):
+        text = render(fmt, run, comp)
+        if fmt in ("github", "sarif"):  # problems only: the arm64 rejection names its kernel
+            assert "6.1-arm64" in text, fmt
+            continue
+        assert "6.12-arm64" in text and "6.1-arm64" in text, fmt
+        assert text.index("6.12") < text.index("6.1-arm64"), fmt
