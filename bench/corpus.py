@@ -62,6 +62,7 @@ PACKAGES = (
     "bpfilter",  # packet filter: skeletons of its generated programs' helpers
     "libknot15",  # Knot DNS's XDP program, embedded
     "pcp",  # Performance Co-Pilot's bpf PMDA modules, if built
+    "qemu-system-x86",  # QEMU's virtio-net RSS steering program, embedded by its skeleton
 )
 # trixie's point releases and security updates are trixie too; sid is the fallback for a
 # package trixie lacks.
