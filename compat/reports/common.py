@@ -218,7 +218,9 @@ def clip(lines: list[str], limit: int) -> list[str]:
 
 def cell_findings(r: ProgramResult | None) -> tuple[str | None, str | None]:
     """What a cell adds to its verdict, in words: (the kernel warned during the check, a status of
-    its own; the object as shipped does not load), each None when it does not apply."""
+    its own; the object as shipped does not load, or was built for another architecture's
+    pt_regs), each None when it does not apply."""
     if r is None:
         return None, None
-    return warning_words(r.kernel_warnings), object_load_words(r.object_load, r.program)
+    said = [w for w in (object_load_words(r.object_load, r.program), r.pt_regs) if w]
+    return warning_words(r.kernel_warnings), "; ".join(said) or None

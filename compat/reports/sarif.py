@@ -72,6 +72,13 @@ _OBJECT_FINDINGS = {
         "on this kernel: a map it cannot create, or a program it refuses",
         "Every program may still verify on its own: a loader that switches the failing part off still works.",
     ),
+    "object/pt-regs-arch": (
+        "The object was built for another architecture's pt_regs",
+        "Its BTF describes the struct pt_regs of another architecture than the kernel's (bpf_tracing.h's "
+        "__TARGET_ARCH_x86 on an arm64 kernel, or the other way round): its register reads name other fields",
+        "Without CO-RE it loads and reads other registers; with CO-RE libbpf poisons the reads. Build one "
+        "object per architecture with its own __TARGET_ARCH_*.",
+    ),
     "kernel/warning": (
         "The kernel warned while the object was checked",
         "The guest's kernel log got a WARN, BUG, verifier bug, REG INVARIANTS VIOLATION, lockdep or KASAN "
@@ -184,7 +191,7 @@ def render(result: RunResult, comparison: Comparison) -> str:
         text = f"{j(obj_name)}:{j(prog)}: expectation not met on {whys}"
         results.append(_file_result(rule_id, rule_index[rule_id], "error", text, uri, fingerprint, props))
     for obj_name, kernel, kind, words in object_findings(result.results):  # the object as shipped, kernel warnings
-        rule_id = "object/does-not-load" if kind == "object_load" else "kernel/warning"
+        rule_id = {"object_load": "object/does-not-load", "pt_regs": "object/pt-regs-arch"}.get(kind, "kernel/warning")
         if rule_id not in rule_index:
             rule_index[rule_id] = len(rules)
             rules.append(_rule(rule_id, *_OBJECT_FINDINGS[rule_id]))

@@ -568,13 +568,15 @@ def warning_words(warnings: list[Mapping[str, Any]] | None) -> str | None:
 
 def object_findings(results: list[Any]) -> list[tuple[str, str, str, str]]:
     """The findings of whole objects on kernels, once per object, kernel and kind, in result
-    order: (object, kernel, kind, words), kind "object_load" (the object as shipped does not load)
-    or "kernel_warning" (the kernel warned during its check). results: ProgramResults."""
+    order: (object, kernel, kind, words), kind "object_load" (the object as shipped does not load),
+    "kernel_warning" (the kernel warned during its check) or "pt_regs" (built for another
+    architecture's pt_regs than the kernel's). results: ProgramResults."""
     seen: set[tuple[str, str, str]] = set()
     out = []
     for r in results:
         for kind, words in (("object_load", object_load_words(r.object_load)),
-                            ("kernel_warning", warning_words(r.kernel_warnings))):  # fmt: skip
+                            ("kernel_warning", warning_words(r.kernel_warnings)),
+                            ("pt_regs", getattr(r, "pt_regs", None))):  # fmt: skip
             if words and (r.object, r.kernel, kind) not in seen:
                 seen.add((r.object, r.kernel, kind))
                 out.append((r.object, r.kernel, kind, words))

@@ -114,6 +114,10 @@ class ProgramResult:
     # WARN, BUG, verifier bug, REG INVARIANTS VIOLATION, lockdep, KASAN...; classify.kernel_warnings),
     # the same on each program of the object; None, and absent from the file, when it logged none
     kernel_warnings: list | None = None
+    # the object was built for another architecture's struct pt_regs than this kernel's (an x86
+    # kprobe checked on arm64: compat_agent/elf/ptregs.py), in words; the same on each program of
+    # the object; None, and absent from the file, else
+    pt_regs: str | None = None
 
 
 @dataclass
@@ -213,7 +217,7 @@ def _kernel_json(k: KernelInfo) -> dict:
 def _result_json(r: ProgramResult) -> dict:
     """A result's record; ``expectation`` only for annotated programs (files stay as they were)."""
     doc = asdict(r)
-    for optional in ("expectation", "object_load", "kernel_warnings"):
+    for optional in ("expectation", "object_load", "kernel_warnings", "pt_regs"):
         if doc.get(optional) is None:
             doc.pop(optional, None)
     return doc

@@ -92,3 +92,24 @@ def test_every_format_shows_both_arches():
             continue
         assert "6.12-arm64" in text and "6.1-arm64" in text, fmt
         assert text.index("6.12") < text.index("6.1-arm64"), fmt
+
+
+def test_pt_regs_finding_in_every_format():
+    from compat.reports import render
+    from compat.results.compare import compare
+
+    run = _mixed()
+    words = "built for x86 pt_regs (rdi, rsi): on arm64 it would load and read garbage"
+    for r in run.results:
+        if r.kernel.endswith("-arm64"):
+            r.pt_regs = words + " (rebuild with __TARGET_ARCH_arm64)"
+    doc = json.loads(run.dumps())
+    assert [("pt_regs" in r) for r in doc["results"]] == [False, True, False, True]  # absent when none
+    assert RunResult.from_json(doc).results[1].pt_regs == run.results[1].pt_regs
+    comp = compare(run)
+    for fmt in ("table", "markdown", "junit", "github", "sarif", "json"):
+        text = render(fmt, run, comp)
+        assert "built for x86 pt_regs" in text, fmt
+    sarif = json.loads(render("sarif", run, comp))
+    rules = [r["id"] for r in sarif["runs"][0]["tool"]["driver"]["rules"]]
+    assert "object/pt-regs-arch" in rules
