@@ -96,7 +96,9 @@ class Fleet:
         self._cancelled = threading.Event()
         self.cancel_reason = "interrupted"
         self.store = KernelStore(cache, refresh=refresh, stop=self._stop_reason)
-        self.builder = ImageBuilder(cache, test_faults=test_faults, stop=self._stop_reason)
+        self.builder = ImageBuilder(cache, test_faults=test_faults, stop=self._stop_reason)  # amd64's
+        self._test_faults = test_faults
+        self._builders: dict[str, ImageBuilder] = {"amd64": self.builder}  # per architecture
         self.image: Image | None = None  # the guest image of the first kernel's architecture
         self.images: dict[str, Image] = {}  # per architecture (Debian's name)
         self.accel: str | None = None  # the first kernel's architecture's (see accels)
@@ -126,9 +128,15 @@ class Fleet:
             self.images[arch] = self._build_image(arch)
         self.image = self.images[self.arches[0]]
 
+    def builder_for(self, arch: str) -> ImageBuilder:
+        """The guest image builder of an architecture (its packages, its kernels' initrds)."""
+        if arch not in self._builders:
+            self._builders[arch] = ImageBuilder(self.cache, test_faults=self._test_faults, stop=self._stop_reason,
+                                                arch=arch)  # fmt: skip
+        return self._builders[arch]
+
     def _build_image(self, arch: str) -> Image:
-        # amd64 through the call that predates arches (ImageBuilder.build() builds amd64's image).
-        return self.builder.build() if arch == "amd64" else self.builder.build(arch=arch)  # type: ignore[call-arg]
+        return self.builder_for(arch).build()
 
     def image_for(self, arch: str) -> Image:
         """The guest image that kernels of arch boot (prepare() built it)."""
@@ -139,7 +147,7 @@ class Fleet:
     def _boot(self, kernel: Kernel, accel: str, timeout: float | None = None, healed: bool = False) -> VM:
         """A ready guest for kernel: restored from its snapshot when there is one, else booted
         (and then snapshotted for next time). The probe boot (timeout set) never uses them."""
-        initrd = self.builder.initrd(self.image_for(kernel.arch), kernel)
+        initrd = self.builder_for(kernel.arch).initrd(self.image_for(kernel.arch), kernel)
         extra = {"boot_timeout": timeout} if timeout else {}
         config = VMConfig(
             self.store.boot_image(kernel), initrd, accel=accel, memory_mb=self.memory_mb, arch=kernel.arch, **extra
@@ -189,7 +197,7 @@ class Fleet:
         image) fully; remove the damaged ones (the guest image is built again at once). True when
         one was removed."""
         image = self.image_for(kernel.arch)
-        paths = [config.vmlinuz, config.initrd, self.builder.modules_archive(kernel), image.path]
+        paths = [config.vmlinuz, config.initrd, self.builder_for(kernel.arch).modules_archive(kernel), image.path]
         removed = [found for found in map(self.cache.verify_path, paths) if found is not None and found.removed]
         for found in removed:
             self.cache.notify(f"cache entry {found.kind}/{found.key[:12]} was damaged ({found.damage}): rebuilding it")
