@@ -454,16 +454,15 @@ def kernel_run(spec: KernelSpec, version: str | None, release: str | None, reply
     ok = (reply.get("exit_status") == 0) if not timed_out else running_ok
     if error:
         ok = False
-    programs = reply.get("programs") or []
+    programs = sorted(reply.get("programs") or [], key=lambda p: p["id"])
+    maps = sorted(reply.get("maps") or [], key=lambda m: m["id"])
     return KernelRun(
         kernel=spec.id, label=spec.label, version=version, release=release, ok=ok,
         exit_status=reply.get("exit_status"), signal=reply.get("signal"), timed_out=timed_out,
         duration=round(float(reply["duration_ms"]) / 1000, 3),
         programs=sorted({p["name"] for p in programs}),
-        program_details=[{k: p.get(k) for k in ("id", "name", "type", "verified_insns", "loaded_at_end")}
-                         for p in sorted(programs, key=lambda p: p["id"])],
-        maps=[{k: m.get(k) for k in ("id", "name", "type", "key_size", "value_size", "max_entries", "loaded_at_end")}
-              for m in sorted(reply.get("maps") or [], key=lambda m: m["id"])],
+        program_details=[_seen(p, ("id", "name", "type", "verified_insns")) for p in programs],
+        maps=[_seen(m, ("id", "name", "type", "key_size", "value_size", "max_entries")) for m in maps],
         stdout=reply["stdout"], stderr=reply["stderr"],
         stdout_truncated=(reply.get("stdout_bytes") or 0) > len(reply["stdout"].encode("utf-8", "replace")),
         stderr_truncated=(reply.get("stderr_bytes") or 0) > len(reply["stderr"].encode("utf-8", "replace")),
@@ -472,6 +471,11 @@ def kernel_run(spec: KernelSpec, version: str | None, release: str | None, reply
         kernel_warnings=[dict(w) for w in reply.get("kernel_warnings") or []],
         error=f"the command could not start: {error}" if error else None,
     )  # fmt: skip
+
+
+def _seen(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A program or map of the reply for the result file (loaded_at_end always a boolean)."""
+    return {**{k: record.get(k) for k in keys}, "loaded_at_end": bool(record.get("loaded_at_end"))}
 
 
 # -- the loader-fidelity diff ---------------------------------------------------------------------

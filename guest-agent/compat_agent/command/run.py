@@ -228,6 +228,7 @@ def _run(request: RunRequest, workdir: str) -> RunReply:
 
     def child_setup() -> None:  # in the child, before exec: its limits and its cgroup
         _write("/proc/self/oom_score_adj", "0")
+        os.nice(19)  # a fork bomb or a busy loop must leave the agent the CPU to watch the clock and report
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_MAX, FILE_MAX))
         if cgroup is not None:
             _write(f"{cgroup.path}/cgroup.procs", str(os.getpid()))
