@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bpf_build import build_source
+from bpf_build import build_source, find_clang
 
 # Two programs: 5.10 rejects sum_with_loop (no bpf_loop), so the object's load fails there.
 TWO_PROGRAMS = r"""
@@ -135,7 +135,8 @@ def build_loader(directory: Path, name: str, static: bool = True, embed: Path | 
     src = directory / f"{name}.c"
     src.write_text(LOADER)
     out = directory / name
-    cmd = ["cc", "-O1", "-o", str(out), str(src), "-I", str(directory)]
+    # clang, as for the BPF programs (.ci/run installs it; gcc is not needed)
+    cmd = [find_clang(), "-O1", "-o", str(out), str(src), "-I", str(directory)]
     if embed is not None:
         data = embed.read_bytes()
         (directory / "embedded.h").write_text(

@@ -23,7 +23,7 @@ from compat.run import command
 from compat.run.command import CommandResult, KernelRun, compare, prepare
 
 SCHEMA = json.loads((Path(command.__file__).parents[1] / "results" / "schema" / "run-v1.json").read_text())
-HAVE_LIBBPF = os.path.exists("/usr/lib/x86_64-linux-gnu/libbpf.a") and shutil.which("cc") is not None
+HAVE_LIBBPF = os.path.exists("/usr/lib/x86_64-linux-gnu/libbpf.a") and shutil.which("clang") is not None
 
 
 def _exe(path: Path, text: str | bytes, mode: int = 0o755) -> Path:
@@ -125,7 +125,7 @@ def test_elf_loaders(tmp_path):
         prepare(str(other), [], [], {"amd64"})
     assert prepare(str(other), [], [], {"arm64"}).kind == "static"
     obj = tmp_path / "obj.o"
-    subprocess.run(["cc", "-c", "-x", "c", "-", "-o", str(obj)], input=b"int x;", check=True)
+    subprocess.run(["clang", "-c", "-x", "c", "-", "-o", str(obj)], input=b"int x;", check=True)
     obj.chmod(0o755)
     with pytest.raises(UserError, match="not an executable"):
         prepare(str(obj), [], [], {"amd64"})
