@@ -224,18 +224,17 @@ def _elf(command: str, path: Path, data: bytes, arches: set[str], here: str
     import io
 
     from elftools.common.exceptions import ELFError
-    from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import InterpSegment
 
     try:
         elf = ELFFile(io.BytesIO(data))
         machine = MACHINES_BY_NAME.get(elf["e_machine"], -1)
         etype = elf["e_type"]
-        interp = next((s.get_interp_name() for s in elf.iter_segments() if s["p_type"] == "PT_INTERP"), None)
-        dynamic = next((s for s in elf.iter_sections() if isinstance(s, DynamicSection)), None)
-        needed = [t.needed for t in dynamic.iter_tags() if t.entry.d_tag == "DT_NEEDED"] if dynamic else []
-        runpath = [t.runpath if t.entry.d_tag == "DT_RUNPATH" else t.rpath for t in dynamic.iter_tags()
-                   if t.entry.d_tag in ("DT_RUNPATH", "DT_RPATH")] if dynamic else []  # fmt: skip
+        interp = next((s.get_interp_name() for s in elf.iter_segments() if isinstance(s, InterpSegment)), None)
+        tags = _dynamic_tags(elf)
+        needed = [value for tag, value in tags if tag == "DT_NEEDED"]
+        runpath = [value for tag, value in tags if tag in ("DT_RUNPATH", "DT_RPATH")]
     except (ELFError, ValueError, KeyError, IndexError, OSError) as e:
         raise UserError(f"command {command}: not a readable ELF file ({str(e)[:120]})") from None
     if etype not in ("ET_EXEC", "ET_DYN"):
@@ -269,6 +268,21 @@ def _elf(command: str, path: Path, data: bytes, arches: set[str], here: str
 MACHINES_BY_NAME = {"EM_X86_64": 62, "EM_AARCH64": 183, "EM_386": 3, "EM_ARM": 40, "EM_RISCV": 243, "EM_BPF": 247}
 
 
+def _dynamic_tags(elf: Any) -> list[tuple[str, str]]:
+    """(tag, text) of an ELF file's DT_NEEDED, DT_RUNPATH and DT_RPATH entries, in order."""
+    from elftools.elf.dynamic import DynamicSection
+
+    out: list[tuple[str, str]] = []
+    attribute = {"DT_NEEDED": "needed", "DT_RUNPATH": "runpath", "DT_RPATH": "rpath"}
+    for section in elf.iter_sections():
+        if isinstance(section, DynamicSection):
+            for tag in section.iter_tags():
+                name = attribute.get(tag.entry.d_tag)
+                if name:  # pyelftools sets the tag's text as an attribute named after it
+                    out.append((tag.entry.d_tag, str(tag.__dict__.get(name, ""))))
+    return out
+
+
 def ldconfig_cache() -> dict[str, str]:
     """{soname: path} of the host's ldconfig cache for its own architecture ({} without ldconfig)."""
     ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if os.path.exists("/sbin/ldconfig") else None)
@@ -294,7 +308,6 @@ def resolve_libraries(command: str, needed: list[str], first_dirs: list[str]) ->
     import io
 
     from elftools.common.exceptions import ELFError
-    from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
 
     cache = ldconfig_cache()
@@ -317,10 +330,7 @@ def resolve_libraries(command: str, needed: list[str], first_dirs: list[str]) ->
             raise UserError(f"command {command}: needs more than 512 shared libraries", "link it statically")
         try:
             with path.open("rb") as f:
-                elf = ELFFile(io.BytesIO(f.read()))
-                for s in elf.iter_sections():
-                    if isinstance(s, DynamicSection):
-                        todo += [t.needed for t in s.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+                todo += [value for tag, value in _dynamic_tags(ELFFile(io.BytesIO(f.read()))) if tag == "DT_NEEDED"]
         except (ELFError, OSError, ValueError) as e:
             raise UserError(f"command {command}: cannot read the shared library {path} ({str(e)[:80]})") from None
     return found
