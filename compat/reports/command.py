@@ -90,7 +90,8 @@ def markdown(result: CommandResult) -> str:
            "| kernel | result | programs loaded | maps | duration |", "|---|---|---|---|---|"]  # fmt: skip
     for k in result.kernels:
         programs = ", ".join(code(p, table=True) for p in k.programs) or "none"
-        maps = ", ".join(code(x["name"], table=True) for x in k.maps) or "none"
+        # a map the loader made twice (a load retried) is one name here; the JSON keeps each id
+        maps = ", ".join(code(name, table=True) for name in dict.fromkeys(x["name"] for x in k.maps)) or "none"
         duration = f"{k.duration:.2f} s" if k.duration is not None else ""
         icon = "✅" if k.ok else ("❌" if k.ok is False else "⚠️")
         out.append(f"| {m(k.kernel)} | {icon} {m(verdict(k) + _warned(k))} | {programs} | {maps} | {duration} |")
