@@ -49,7 +49,7 @@ from compat_agent.wire.textfacts import program_facts
 from compat_agent.wire.validate import TEXT_MAX
 from compat_agent.wire.verifierlog import error_line
 
-from . import legacy
+from . import legacy, privilege
 from .kmsg import inject_test_splat, kernel_log, splats
 from .resources import FILE_ERRNOS, MEMORY, OPEN_FILES, Exhausted, exhausted, from_libbpf_lines, map_bytes
 from .resources import reply as exhausted_reply
@@ -905,9 +905,72 @@ def _global_value(g: object) -> bool:
 
 
 def check(message: dict, payload: bytes) -> dict:
-    """Answer a check request: per-program verdicts for the object in payload."""
+    """Answer a check request: per-program verdicts for the object in payload, under each
+    privilege the request names (--privilege; root when it names none). The first privilege's
+    check is the reply; with more than one, the reply's ``privileges`` holds the others' replies
+    (a check_result, or an error reply when the kernel does not let it run), by privilege."""
+    wanted = message.get("privileges")
+    privileges = [p for p in wanted if p in privilege.PRIVILEGES] if isinstance(wanted, list) else []
+    privileges = list(dict.fromkeys(privileges)) or [privilege.ROOT]
+    replies = {p: _check_as(message, payload, p) for p in privileges}
+    # The reply is the first check that gave a result (a mode the kernel refused does not hide the others').
+    lead = next((p for p in privileges if replies[p].get("type") == "check_result"), privileges[0])
+    first = replies.pop(lead)
+    if len(privileges) > 1 or lead != privilege.ROOT:
+        first["privilege"] = lead
+    if replies:
+        first["privileges"] = replies
+    return first
+
+
+def _check_as(message: dict, payload: bytes, mode: str) -> dict:
+    """One check of the object under one privilege: the check_result, or an error reply. The
+    kernel's log is read here, in the agent (reading /dev/kmsg takes CAP_SYSLOG under Debian's
+    dmesg_restrict); the check itself runs in a child holding only mode's capabilities."""
     t0 = time.monotonic()
     btf = kernelbtf.install()  # once per guest (normally before the snapshot): libbpf's loads share it
+    name = str(message.get("object") or "object.o")
+    log = kernel_log()
+    log.read()  # what came before this check is not its doing
+    inject_test_splat(name)  # the test build of the image only
+    if mode == privilege.ROOT:
+        outcome = _check(message, payload)
+    else:
+
+        def work() -> dict:
+            # The forked child has no time-limit watcher thread (threads do not survive fork): a new one.
+            from compat_agent.bpf import timelimit
+
+            timelimit._watcher = None
+            return _check(message, payload)
+
+        try:
+            outcome = privilege.run_as(mode, work)
+        except privilege.Unavailable as e:
+            return privilege.unavailable_reply(mode, str(e), message.get("id"))
+    if "error" in outcome:
+        return outcome["error"]
+    result = outcome["result"]
+    privilege.add_permission_facts(result, mode)
+    warned = splats(log.read())
+    if warned:  # the kernel warned while this object was checked (its verdicts may still be accepted)
+        result["kernel_warnings"] = warned
+    reply = {
+        "type": "check_result",
+        "id": message.get("id"),
+        "object": name,
+        "duration_ms": round((time.monotonic() - t0) * 1000, 3),
+        "kernel_btf": btf,
+        **result,
+    }
+    if mode != privilege.ROOT:
+        reply["privilege"] = mode
+    return reply
+
+
+def _check(message: dict, payload: bytes) -> dict:
+    """The check of the object in this process (the agent as root, or the child holding a
+    privilege's capabilities): {"result": the check_result's fields} or {"error": an error reply}."""
     name = str(message.get("object") or "object.o")
     elf = message.get("elf") if isinstance(message.get("elf"), dict) else None
     limit = message.get("program_timeout")
@@ -919,29 +982,15 @@ def check(message: dict, payload: bytes) -> dict:
         payload, name, bool(message.get("attach", True)), message.get("kconfig"), elf, limit, rules, values, targets,
         Knobs.from_request(message),
     )  # fmt: skip
-    log = kernel_log()
-    log.read()  # what came before this check is not its doing
-    inject_test_splat(name)  # the test build of the image only
     try:
-        result = checker.run()
-        warned = splats(log.read())
-        if warned:  # the kernel warned while this object was checked (its verdicts may still be accepted)
-            result["kernel_warnings"] = warned
+        return {"result": checker.run()}
     except Exhausted as e:  # the guest's limit, not the object's verdict
-        return exhausted_reply(e, message.get("id"))
+        return {"error": exhausted_reply(e, message.get("id"))}
     except MemoryError:  # the agent's own allocations (buffers, logs)
-        return exhausted_reply(Exhausted(MEMORY, errno_mod.ENOMEM, "agent"), message.get("id"))
+        return {"error": exhausted_reply(Exhausted(MEMORY, errno_mod.ENOMEM, "agent"), message.get("id"))}
     except OSError as e:
         if e.errno not in FILE_ERRNOS:
             raise
-        return exhausted_reply(Exhausted(OPEN_FILES, e.errno, "agent"), message.get("id"))
+        return {"error": exhausted_reply(Exhausted(OPEN_FILES, e.errno, "agent"), message.get("id"))}
     finally:
         checker.close_inner_maps()
-    return {
-        "type": "check_result",
-        "id": message.get("id"),
-        "object": name,
-        "duration_ms": round((time.monotonic() - t0) * 1000, 3),
-        "kernel_btf": btf,
-        **result,
-    }

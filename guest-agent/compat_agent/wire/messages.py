@@ -145,6 +145,8 @@ class CheckRequest(Message):
     prog_flags: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {glob, flags}
     inner_maps: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {map, type, key_size, ...}
     map_sizes: Annotated[list[dict[str, Any]], Max(4096)] = field(default_factory=list)  # {map, max_entries}
+    # --privilege: check under each of these modes (absent: root alone; see the reply's privileges)
+    privileges: Annotated[list[Literal["root", "caps", "unprivileged"]], Max(3)] = field(default_factory=list)
     tests: Annotated[list[dict[str, Any]], Max(65536)] = field(default_factory=list)  # {program, flags, log_level}
     id: int | None = None
 
@@ -290,6 +292,10 @@ class CheckResult(Message):
     facts: Annotated[Facts | None, NOT_NULL] = None
     object_load: Annotated[ObjectLoadRecord | None, NOT_NULL] = None  # absent: not known (legacy loader)
     kernel_warnings: Annotated[list[KernelWarningRecord] | None, Max(16), NOT_NULL] = None  # absent: none
+    # --privilege: the mode of this check (absent: root), and the other modes' replies by mode (a
+    # check_result or an error reply each; the host validates them: run/privileges.py)
+    privilege: Literal["root", "caps", "unprivileged"] | None = None
+    privileges: Annotated[dict[str, dict[str, Any]] | None, Max(3), NOT_NULL] = None
 
 
 # -- the probe result (guest -> host) --------------------------------------------------------------
@@ -415,7 +421,8 @@ class ErrorReply(Message):
 
     type: str
     error: Text | None = None
-    code: Literal["resource_exhausted"] | None = None
+    code: Literal["resource_exhausted", "privilege_unavailable"] | None = None
+    privilege: Literal["root", "caps", "unprivileged"] | None = None  # privilege_unavailable: the mode
     resource: Resource | None = None
     errno: int | None = None
     stage: Stage | None = None
