@@ -93,6 +93,9 @@ class Fleet:
         self.specs = specs
         self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.memory_mb = memory_mb
+        # Appended to every guest's kernel command line (its snapshots are keyed by it):
+        # --privilege unprivileged boots with the kernel's CPU mitigations on (see run/checker.py).
+        self.extra_cmdline = ""
         self._cancelled = threading.Event()
         self.cancel_reason = "interrupted"
         self.store = KernelStore(cache, refresh=refresh, stop=self._stop_reason)
@@ -148,7 +151,9 @@ class Fleet:
         """A ready guest for kernel: restored from its snapshot when there is one, else booted
         (and then snapshotted for next time). The probe boot (timeout set) never uses them."""
         initrd = self.builder_for(kernel.arch).initrd(self.image_for(kernel.arch), kernel)
-        extra = {"boot_timeout": timeout} if timeout else {}
+        extra: dict = {"boot_timeout": timeout} if timeout else {}
+        if self.extra_cmdline:
+            extra["extra_cmdline"] = self.extra_cmdline
         config = VMConfig(
             self.store.boot_image(kernel), initrd, accel=accel, memory_mb=self.memory_mb, arch=kernel.arch, **extra
         )

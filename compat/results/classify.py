@@ -130,6 +130,11 @@ def classify(
 
     if prog_type and inv.prog_types.get(prog_type) is False:
         return Classified("unsupported_prog_type", f"program type {prog_type} is not supported by this kernel")
+    refused = facts.first("not_permitted")  # --privilege caps|unprivileged: EPERM for what the mode lacks
+    if refused:
+        from .privilege import not_permitted_words
+
+        return Classified("not_permitted", not_permitted_words(refused, prog_type))
 
     # Helpers first: the verifier's message for a missing helper can be misleading.
     missing = [

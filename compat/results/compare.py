@@ -23,6 +23,7 @@ from compat.kernels.version import version_key
 
 from .logdiff import LogDiff, diff_logs
 from .model import ACCEPTED, ERROR, REJECTED, KernelInfo, ProgramResult, RunResult
+from .privilege import axis_kernels
 
 STILL_ACCEPTED, STILL_REJECTED = "still_accepted", "still_rejected"
 NEWLY_REJECTED, NEWLY_ACCEPTED = "newly_rejected", "newly_accepted"
@@ -47,7 +48,11 @@ def kernel_name(k: KernelInfo | None, kernel_id: str = "?") -> str:
     """'6.1 (6.1.192)', or just the id when it already names the version."""
     if k is None:
         return kernel_id
-    return k.id if not k.version or k.version == "?" or k.version in k.id else f"{k.id} ({k.version})"
+    # A column of another privilege (--privilege): '6.1 (6.1.192, caps)'.
+    base = k.id.removesuffix(f" ({k.privilege})") if k.privilege else k.id
+    extra = [] if not k.version or k.version == "?" or k.version in base else [k.version]
+    extra += [k.privilege] if k.privilege else []
+    return f"{base} ({', '.join(extra)})" if extra else base
 
 
 def kernel_version(k: KernelInfo | None, kernel_id: str = "?") -> str:
@@ -262,7 +267,9 @@ def compare(
     if axis not in AXES:
         axis = "version"
     kernels = order_kernels(result.kernels, axis)
-    comp = Comparison(axis=axis, kernel_order=[k.id for k in kernels], programs=_axis(result, kernels))
+    # Floors and backport regressions run along the kernels of one privilege (axis_kernels): an
+    # unprivileged rejection next to a root acceptance is no newer kernel's doing.
+    comp = Comparison(axis=axis, kernel_order=[k.id for k in kernels], programs=_axis(result, axis_kernels(kernels)))
     if baseline is not None:
         label = baseline_label or ", ".join(o.object for o in baseline.objects)
         comp.baseline = BaselineInfo(

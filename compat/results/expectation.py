@@ -5,8 +5,12 @@ test_loader.c's (tools/testing/selftests/bpf): the verdict (success or failure),
 expected message found in the verifier log, in order (a message is searched after the end of
 the previous match; its {{…}} parts are regular expressions).
 
+The privileged mode is judged in the root column, the unprivileged mode (its own expectations,
+or the privileged ones it defaults to) in the column of --privilege unprivileged; the caps column
+has no expectation of its own (test_loader knows those two modes only).
+
 What compat cannot judge it says so instead of guessing (``met`` is None and ``why`` says why):
-- the unprivileged mode (compat loads programs privileged only);
+- a mode the test does not run in (test_loader skips it), and the caps column;
 - program flags beyond test_loader's testing flags (compat cannot set BPF_F_* load flags);
 - messages of an accepted program: compat keeps a full verifier log for rejections only;
 - messages a test reads from a level-2 log that compat's level-1 log does not show;
@@ -19,8 +23,12 @@ import re
 from typing import Any
 
 from .model import ACCEPTED, ERROR, REJECTED, ProgramResult
+from .privilege import CAPS, UNPRIVILEGED
 
-NO_UNPRIV = "not judged (no unprivileged mode)"
+# (--privilege unprivileged judges the unprivileged mode in a column of its own)
+NO_UNPRIV = "not judged in the root column (no unprivileged mode)"
+NO_UNPRIV_MODE = "not judged: the test has no unprivileged mode (test_loader runs it privileged only)"
+NO_CAPS = "not judged: selftests declare privileged and unprivileged expectations only (no caps mode)"
 
 
 def _regex(text: str) -> re.Pattern[str]:
@@ -64,11 +72,17 @@ def _short(text: str, limit: int = 120) -> str:
 
 def judge(spec: dict[str, Any], r: ProgramResult) -> dict[str, Any] | None:
     """The ``expectation`` record of one program's result: {"expected", "met", "why", ...}, or
-    None for a program that is no test (auxiliary)."""
+    None for a program that is no test (auxiliary). A result of the unprivileged column
+    (--privilege unprivileged) is judged against the test's unprivileged mode, as test_loader runs
+    it without capabilities; every other column against the privileged mode."""
     if spec.get("malformed"):
         return {"expected": None, "met": None, "why": f"annotation malformed: {spec['malformed']}"}
     if spec.get("auxiliary"):
         return None
+    if r.privilege == UNPRIVILEGED:
+        return _judge_unpriv(spec, r)
+    if r.privilege == CAPS:
+        return {"expected": None, "met": None, "why": NO_CAPS}
     priv, unpriv = spec.get("priv"), spec.get("unpriv")
     out: dict[str, Any] = {}
     if spec.get("description"):
@@ -82,6 +96,22 @@ def judge(spec: dict[str, Any], r: ProgramResult) -> dict[str, Any] | None:
     expected = priv["expect"]
     messages: list[str] = priv.get("messages") or []
     met, why = _judge_priv(spec, expected, messages, r)
+    return {"expected": expected, "met": met, "why": why, **out}
+
+
+def _judge_unpriv(spec: dict[str, Any], r: ProgramResult) -> dict[str, Any]:
+    """A result of the unprivileged column against the test's unprivileged mode (whose verdict and
+    messages default to the privileged ones: expectations.parse_tags does as test_loader does)."""
+    unpriv = spec.get("unpriv")
+    out: dict[str, Any] = {"mode": UNPRIVILEGED}
+    if spec.get("description"):
+        out["description"] = spec["description"]
+    if spec.get("unjudged"):
+        out["unjudged"] = list(spec["unjudged"])
+    if unpriv is None:  # test_loader runs it privileged only
+        return {"expected": None, "met": None, "why": NO_UNPRIV_MODE, **out}
+    expected = unpriv["expect"]
+    met, why = _judge_priv(spec, expected, unpriv.get("messages") or [], r)
     return {"expected": expected, "met": met, "why": why, **out}
 
 

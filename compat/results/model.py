@@ -37,6 +37,7 @@ REASONS = {
     "infrastructure_error": "infrastructure error",
     "verifier_timeout": "verifier time limit (no verdict)",
     "unsupported_instruction": "unsupported instruction (BPF instruction set)",
+    "not_permitted": "not permitted under this privilege (--privilege)",
 }
 
 
@@ -62,6 +63,9 @@ class KernelInfo:
     # the stable series this point release was expanded from (debian:6.12.*, releases: all, bisect,
     # selftests): reports group such kernels under their series; None, and absent from the file, else
     series: str | None = None
+    # the privilege of this column (--privilege caps|unprivileged: the kernel's id with the mode,
+    # "6.1 (caps)"); None, and absent from the file, for the kernel's own (root) column
+    privilege: str | None = None
 
 
 @dataclass
@@ -118,6 +122,9 @@ class ProgramResult:
     # kprobe checked on arm64: compat_agent/elf/ptregs.py), in words; the same on each program of
     # the object; None, and absent from the file, else
     pt_regs: str | None = None
+    # the privilege the program was checked with (--privilege): root, caps or unprivileged; a
+    # column other than root has its own kernel id ("6.1 (caps)", results/privilege.column)
+    privilege: str = "root"
 
 
 @dataclass
@@ -209,8 +216,9 @@ class RunResult:
 def _kernel_json(k: KernelInfo) -> dict:
     """A kernel's record; ``series`` only for a point release of an expanded series."""
     doc = asdict(k)
-    if doc.get("series") is None:
-        doc.pop("series", None)
+    for optional in ("series", "privilege"):
+        if doc.get(optional) is None:
+            doc.pop(optional, None)
     return doc
 
 
@@ -239,6 +247,8 @@ def _check(run: RunResult) -> None:
                 raise ValueError(f"result field '{name}' must be a string")
         if r.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {r.verdict!r}")
+        if not isinstance(r.privilege, str):
+            raise ValueError("result field 'privilege' must be a string")
         if not isinstance(r.stats, dict) or not isinstance(r.attach, dict):
             raise ValueError("result 'stats' and 'attach' must be objects")
         if r.source is not None and not isinstance(r.source, dict):

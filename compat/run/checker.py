@@ -39,9 +39,11 @@ from compat.progress import Stage
 from compat.results.classify import Classified, classify, kernel_warnings, object_load
 from compat.results.inventory import Inventory, merged_helper_names
 from compat.results.model import ACCEPTED, ERROR, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
+from compat.results.privilege import ROOT, UNPRIVILEGED, UNPRIVILEGED_CMDLINE, column, columns
 
 from .options import DEFAULT_PROGRAM_TIMEOUT, RequestContext, cache_key, recorded, request_fields
 from .options import OPTIONS as CHECK_OPTIONS
+from .privileges import privilege_parts, privilege_reply
 from .resultcache import CachedResult, ResultCache, apply_kfunc_slice
 from .schedule import COLD_BOOT_SECONDS, RESTORE_SECONDS, History, KernelQueue, Scheduler
 from .shard import Shard, baseline_plan, plan
@@ -76,6 +78,7 @@ class CheckOptions:
     prog_flags: tuple[tuple[str, int], ...] = ()  # (glob, BPF_F_* or-ed): --prog-flags
     inner_maps: tuple[tuple[str, int, int, int, int], ...] = ()  # (outer, type, key, value, entries): --inner-map
     map_sizes: tuple[tuple[str, int], ...] = ()  # (map, max_entries): --map-size
+    privileges: tuple[str, ...] = ()  # --privilege's modes, each a column (): root alone, as always
     # Directories source lines may be read from (sourcemap.source_roots: the current directory and
     # --source-root); None: the current directory. Not in the result cache key: no verdict depends on it.
     source_roots: tuple[Path, ...] | None = None
@@ -248,6 +251,12 @@ class Checker:
             cache, specs, jobs=options.jobs, refresh=options.refresh, memory_mb=options.memory_mb,
             test_faults=options.test_faults,
         )  # fmt: skip
+        if UNPRIVILEGED in options.privileges:
+            # The guests boot with mitigations=off (faster under emulation), and since Linux 6.10 the
+            # verifier then skips its speculation checks for unprivileged programs too (bpf_bypass_spec_v1
+            # and _v4 follow cpu_mitigations_off()): the unprivileged column needs them on, as on any
+            # machine that runs with the default. Root and caps are not affected (CAP_PERFMON bypasses them).
+            self.fleet.extra_cmdline = UNPRIVILEGED_CMDLINE
 
     def _image_key(self, kernel_key: str) -> str:
         """The key of the guest image the kernel of kernel_key boots (its architecture's)."""
@@ -426,9 +435,11 @@ class Checker:
                 reply, _ = session.request(request, obj.data, timeout=self.options.object_timeout)
                 if reply.get("type") == "check_result":
                     reply = guestmsg.validate(reply, "check_result", session.kernel.id, session.vm.console_tail())
-                    reply[HOST_MODULES] = loaded  # the host's own (whatever the guest put there), cached with it
-                    for program in reply.get("programs") or [] if notes else []:
-                        program["libbpf_log"] = "\n".join([*notes, program.get("libbpf_log") or ""]).rstrip("\n")
+                    # --privilege: the other modes' replies, each checked as the first one is
+                    for part in privilege_parts(reply, session.kernel.id, session.vm.console_tail()):
+                        part[HOST_MODULES] = loaded  # the host's own (whatever the guest put there), cached with it
+                        for program in part.get("programs") or [] if notes else []:
+                            program["libbpf_log"] = "\n".join([*notes, program.get("libbpf_log") or ""]).rstrip("\n")
                     return reply
                 why = guestmsg.describe_error(reply)
                 raise GuestError(f"{session.kernel.id}: the agent failed on {obj.name}: {why}")
@@ -536,15 +547,22 @@ class Checker:
                 for o in here:
                     if all(x.sha256 != obj.sha256 for x in group_plan[o.spec.id]):
                         continue
-                    judged = self._judged(obj, o, state.get(o.spec.id), names)
-                    locate_sources(obj, judged, self.options.source_roots)
-                    found = [r for r, _ in judged]
-                    judge_expectations(obj, found)
-                    results.extend(found)
+                    for mode in self.options.privileges or (ROOT,):  # each privilege is a column
+                        judged = self._judged(obj, o, state.get(o.spec.id), names, mode)
+                        locate_sources(obj, judged, self.options.source_roots)
+                        found = [r for r, _ in judged]
+                        judge_expectations(obj, found)
+                        results.extend(found)
             checked = {x.sha256 for objs in group_plan.values() for x in objs}
             runs.append(
                 RunResult(
-                    kernels=[self._served_info(self._kernel_info(o), hits.get(o.spec.id)) for o in here],
+                    kernels=[
+                        column_info
+                        for o in here
+                        for column_info in columns(
+                            self._served_info(self._kernel_info(o), hits.get(o.spec.id)), self.options.privileges
+                        )
+                    ],
                     objects=[i for i in infos if i.sha256 is None or i.sha256 in checked],
                     results=results,
                     image=dict(image_info),
@@ -603,7 +621,8 @@ class Checker:
                 seconds[obj.sha256] = seconds[obj.name] = took
                 reply = kw.replies.get(obj.sha256) or {}
                 # A program stopped at the time limit has no verdict (and another limit may give one).
-                timed_out = any(p.get("verdict") == TIMEOUT for p in reply.get("programs") or [])
+                timed_out = any(p.get("verdict") == TIMEOUT for part in privilege_parts(reply)
+                                for p in part.get("programs") or [])  # fmt: skip
                 if obj.sha256 not in kw.failures and not timed_out:
                     results_cache.put(
                         obj.sha256, obj.name, kernel_key, reply, kw.inventory, o.hello,
@@ -668,17 +687,20 @@ class Checker:
         return [r for r, _ in self._judged(obj, o, kw, names)]
 
     def _judged(
-        self, obj: BpfObject, o: Outcome, kw: KernelWork | None, names: dict[int, str]
+        self, obj: BpfObject, o: Outcome, kw: KernelWork | None, names: dict[int, str], mode: str = ROOT
     ) -> list[tuple[ProgramResult, Classified | None]]:
-        """The results of an object's programs on one kernel, each with its classification (None
-        unless the program was rejected): what it blames locates the rejection in the source."""
-        kernel = o.spec.id
-        base: dict[str, Any] = {"object": obj.name, "object_sha256": obj.sha256, "kernel": kernel}
+        """The results of an object's programs on one kernel under one privilege (its column),
+        each with its classification (None unless the program was rejected): what it blames
+        locates the rejection in the source."""
+        kernel = column(o.spec.id, mode)
+        base: dict[str, Any] = {"object": obj.name, "object_sha256": obj.sha256, "kernel": kernel, "privilege": mode}
         sections = {p.name: p.section for p in obj.programs}
         failure = (kw.failures.get(obj.sha256) if kw else None) or (o.error if o.error else None)
-        reply = kw.replies.get(obj.sha256) if kw else None
-        if not reply:
-            err = failure or CompatError("no result from the guest")
+        reply = privilege_reply(kw.replies.get(obj.sha256), mode) if kw else None
+        if not reply or reply.get("type") == "error":
+            # No reply, or the kernel did not let the check run under this privilege (an error
+            # cell with the agent's reason, not a rejection).
+            err = failure or CompatError(guestmsg.describe_error(reply) if reply else "no result from the guest")
             tail = getattr(err, "console_tail", "") or o.console_tail
             infra: dict[str, Any] = {"verdict": ERROR, "reason": "infrastructure_error", "message": str(err),
                                      "log": tail}  # fmt: skip

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from compat.errors import UserError
 from compat.objects import globalvars
+from compat.results.privilege import PRIVILEGES
 
 if TYPE_CHECKING:
     from compat.results.model import RunResult
@@ -163,6 +164,13 @@ def map_size(text: str) -> tuple[str, int]:
     return name, _count("--map-size", text, "ENTRIES", entries, 1, MAX_MAP_ENTRIES)
 
 
+def privileges(given: Sequence[str] | None) -> tuple[str, ...]:
+    """--privilege's modes in the order given, each once; () for root alone (the default: the
+    request, the result cache key and the recorded options stay as they were without it)."""
+    modes = tuple(dict.fromkeys(given or ()))
+    return () if modes in ((), ("root",)) else modes
+
+
 def _flag_texts(value: Sequence[tuple[str, int]]) -> list[str]:
     return [f"{glob}={','.join(n for n, bit in PROG_FLAGS.items() if flags & bit)}" for glob, flags in value]
 
@@ -283,6 +291,14 @@ OPTIONS: tuple[Option, ...] = (
            from_cli=lambda texts: tuple(map_size(t) for t in texts or []),
            request="map_sizes", to_request=lambda value, ctx: [{"map": m, "max_entries": n} for m, n in value],
            cache_key="map_sizes", to_cache=_size_texts, record="map_sizes", to_record=_size_texts,
+           baseline_warning=BASELINE_WARNING, merge_warning=MERGE_WARNING, omit_unset=True),
+    Option("privileges", ("--privilege",), {"action": "append", "dest": "privileges", "choices": PRIVILEGES,
+           "metavar": "MODE",
+           "help": "check under this privilege, each its own column like another kernel, all in one guest per "
+           "kernel (repeatable): root (default), caps (CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN without "
+           "CAP_SYS_ADMIN), unprivileged (no capabilities, kernel.unprivileged_bpf_disabled=0)"},
+           from_cli=privileges, request="privileges", to_request=lambda value, ctx: list(value),
+           cache_key="privileges", to_cache=list, record="privileges", to_record=list,
            baseline_warning=BASELINE_WARNING, merge_warning=MERGE_WARNING, omit_unset=True),
     Option("program_timeout", ("--program-timeout",), {"type": step_seconds, "default": None, "metavar": "S",
            "help": "seconds the verifier may spend on one program: one over it gets no verdict, the rest of its "

@@ -122,7 +122,7 @@ def test_the_protocol_version_is_checked():
 def test_check_request_round_trip():
     request = {"type": "check", "object": "a.o", "attach": True, "elf": {"externs": []}, "program_timeout": 30,
                "program_types": [["lb*", "tc"]], "globals": [], "attach_targets": [["f*", "vfs_read"]]}  # fmt: skip
-    knobs = {"prog_flags": [], "inner_maps": [], "map_sizes": [], "tests": []}  # loader knobs, unset
+    knobs = {"prog_flags": [], "inner_maps": [], "map_sizes": [], "privileges": [], "tests": []}  # loader knobs, unset
     assert wire.CheckRequest.from_json(request).to_json() == {**request, **knobs, "id": None}
     with pytest.raises(WireError, match=r"^program_types\[0\]: list of 3 items \(at most 2\)"):
         wire.CheckRequest.from_json({**request, "program_types": [["a", "b", "c"]]})
