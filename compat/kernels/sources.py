@@ -6,6 +6,7 @@ matrix entry (KernelSpec) ──resolve──► ResolvedKernel (packages + cach
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -234,7 +235,7 @@ class KernelStore:
         lacking: list[str] = []
         for _ in range(MAX_MISSING):
             try:
-                entry = self.cache.ensure(KIND, resolved.key, lambda d, r=resolved: self._build_packages(repo, r, d),
+                entry = self.cache.ensure(KIND, resolved.key, functools.partial(self._build_packages, repo, resolved),
                                           hashed=["vmlinuz"])  # fmt: skip
             except MirrorMissing as e:
                 if spec.version or spec.package:
