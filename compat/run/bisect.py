@@ -40,7 +40,8 @@ from compat.kernels.series import release_versions, select_range, suspects_betwe
 from compat.kernels.sources import KernelStore, Prefetch
 from compat.objects.objfile import BpfObject
 from compat.results.logdiff import LogDiff, diff_logs
-from compat.results.model import ACCEPTED, REJECTED, KernelInfo, ObjectInfo, ProgramResult
+from compat.results.model import ACCEPTED, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
+from compat.results.privilege import ROOT
 
 from .checker import Checker, CheckOptions
 
@@ -308,11 +309,12 @@ class CheckSource:
         run = checker.run(self.objects, self.infos)
         self.wall.append(float(run.options.get("wall_seconds") or 0.0))
         out: dict[str, dict[Key, str | None]] = {v: {} for v in releases}
-        for k in run.kernels:
+        kernels, results = one_privilege(run, (self.options.privileges or (ROOT,))[0])
+        for k in kernels:
             self.kernels[k.id] = k
             if k.error:
                 self.failures[k.id] = k.error
-        for r in run.results:
+        for r in results:
             self.results[(r.kernel, r.object, r.program)] = r
             # Only accepted and rejected are verdicts; an error (infrastructure, time limit) is none.
             verdict = r.verdict if r.verdict in (ACCEPTED, REJECTED) else None
@@ -321,6 +323,16 @@ class CheckSource:
             if v not in self.failures and not any(x is not None for x in out[v].values()):
                 self.failures[v] = "no program got a verdict on this kernel"
         return out
+
+
+def one_privilege(run: RunResult, mode: str) -> tuple[list[KernelInfo], list[ProgramResult]]:
+    """The kernels and results of one --privilege mode of a run, by release (its columns' ids
+    without the mode): a bisection follows the first mode given (root without --privilege)."""
+    suffix = f" ({mode})" if mode != ROOT else ""
+    kernels = [dataclasses.replace(k, id=k.id.removesuffix(suffix), privilege=None)
+               for k in run.kernels if (k.privilege or ROOT) == mode]  # fmt: skip
+    results = [dataclasses.replace(r, kernel=r.kernel.removesuffix(suffix)) for r in run.results if r.privilege == mode]
+    return kernels, results
 
 
 @dataclass

@@ -168,6 +168,9 @@ def privileges(given: Sequence[str] | None) -> tuple[str, ...]:
     """--privilege's modes in the order given, each once; () for root alone (the default: the
     request, the result cache key and the recorded options stay as they were without it)."""
     modes = tuple(dict.fromkeys(given or ()))
+    unknown = [m for m in modes if m not in PRIVILEGES]  # the command line's choices; the Python API's here
+    if unknown:
+        raise UserError(f"--privilege {unknown[0]!r}: no such privilege", f"give one of {', '.join(PRIVILEGES)}")
     return () if modes in ((), ("root",)) else modes
 
 

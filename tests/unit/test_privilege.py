@@ -15,6 +15,7 @@ from compat_agent.checker import privilege as agent_priv
 from compat_agent.wire import messages
 from conftest import run_compat
 
+from compat.errors import UserError
 from compat.guest.guestmsg import MalformedReply
 from compat.objects.expectations import parse_tags
 from compat.reports import render
@@ -47,6 +48,8 @@ def run(results: list[ProgramResult], privs=(ROOT, UNPRIVILEGED), kernels=("6.1"
 def test_modes_in_order_once_and_root_alone_is_the_default():
     assert privileges(None) == () and privileges(["root"]) == () and privileges(["root", "root"]) == ()
     assert privileges(["unprivileged", "root", "caps", "root"]) == ("unprivileged", "root", "caps")
+    with pytest.raises(UserError, match="--privilege 'admin': no such privilege"):  # the Python API's check
+        privileges(["caps", "admin"])
 
 
 def test_the_row_reaches_the_request_the_cache_key_and_the_file_only_when_given():
@@ -236,3 +239,15 @@ def test_a_kernel_that_refuses_the_setting_makes_the_mode_unavailable(monkeypatc
         agent_priv.run_as(UNPRIVILEGED, lambda: {})
     reply = agent_priv.unavailable_reply(UNPRIVILEGED, "why", 7)
     assert messages.problem(reply, "error") is None and reply["code"] == agent_priv.UNAVAILABLE
+
+
+def test_a_bisection_follows_one_privileges_columns_by_release():
+    """Before, `compat bisect --privilege unprivileged` found no verdict on any release: its
+    results named the columns ('6.12.43 (unprivileged)'), not the releases it asked for."""
+    from compat.run.bisect import one_privilege
+
+    doc = run([result("6.1", "accepted"), result("6.1", "rejected", UNPRIVILEGED)], kernels=("6.1",))
+    kernels, results = one_privilege(doc, UNPRIVILEGED)
+    assert [k.id for k in kernels] == ["6.1"] and [(r.kernel, r.verdict) for r in results] == [("6.1", "rejected")]
+    kernels, results = one_privilege(doc, ROOT)
+    assert [k.id for k in kernels] == ["6.1"] and [(r.kernel, r.verdict) for r in results] == [("6.1", "accepted")]
