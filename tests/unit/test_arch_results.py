@@ -113,3 +113,17 @@ def test_pt_regs_finding_in_every_format():
     sarif = json.loads(render("sarif", run, comp))
     rules = [r["id"] for r in sarif["runs"][0]["tool"]["driver"]["rules"]]
     assert "object/pt-regs-arch" in rules
+
+
+def test_expected_arm64_differences_are_well_formed():
+    import yaml
+    from bpf_build import EXPECTED_FILE
+
+    doc = yaml.safe_load(EXPECTED_FILE.read_text())
+    for obj, programs in doc["arm64"].items():
+        for prog, spec in programs.items():
+            assert spec["why"] and prog in doc["objects"][obj]["programs"], (obj, prog)
+            for kernel, cell in spec["kernels"].items():
+                amd64 = doc["objects"][obj]["programs"][prog]["kernels"][kernel]
+                assert cell != amd64, f"{obj}:{prog} on {kernel}: the same as amd64, not a difference"
+                assert cell["verdict"] in ("accepted", "rejected"), (obj, prog, kernel)

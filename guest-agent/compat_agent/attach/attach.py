@@ -24,7 +24,7 @@ from compat_agent.bpf import libbpf as lb
 from compat_agent.bpf import modules
 from compat_agent.elf.sections import ATTACH_TIME_TYPES, OPTION
 
-from . import perfevent
+from . import archhints, perfevent
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 IFNAME = "compat0"
@@ -272,7 +272,8 @@ def _auto(prog: lb.Program, state, targets: Targets) -> dict:
     except lb.LibbpfError as e:
         if e.errno == EOPNOTSUPP and not any("failed" in m for m in e.messages):
             return not_attempted(f"section '{state.section}' does not say where to attach")
-        return failed(e.errno, e.message)
+        why = archhints.hint(state.type_name, state.section, target, e.errno)
+        return failed(e.errno, f"{e.message}: {why}" if why else e.message)
     return ok(f"attached to {target}" if target else "attached")
 
 
