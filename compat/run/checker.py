@@ -107,7 +107,7 @@ def locate_sources(
     at the call of a helper or kfunc its classification blamed when there is one; source files are
     read only under roots (sourcemap.source_roots; None: the current directory)."""
     for r, c in judged:
-        if r.verdict == REJECTED:
+        if r.verdict == REJECTED and r.reason != "not_permitted":  # the type's, not a line's (--privilege)
             helpers, kfuncs = (c.helpers, c.kfuncs) if c else ((), ())
             loc = locate(obj.data, obj.path, r.program, r.section or None, r.log, roots, helpers, kfuncs)
             r.source = loc.to_json() if loc else None
@@ -252,10 +252,11 @@ class Checker:
             test_faults=options.test_faults,
         )  # fmt: skip
         if UNPRIVILEGED in options.privileges:
-            # The guests boot with mitigations=off (faster under emulation), and since Linux 6.10 the
-            # verifier then skips its speculation checks for unprivileged programs too (bpf_bypass_spec_v1
-            # and _v4 follow cpu_mitigations_off()): the unprivileged column needs them on, as on any
-            # machine that runs with the default. Root and caps are not affected (CAP_PERFMON bypasses them).
+            # The guests boot with mitigations=off (faster under emulation), and recent verifiers (6.12
+            # here, not 6.1) then skip their speculation checks for unprivileged programs too
+            # (bpf_bypass_spec_v1 and _v4 follow cpu_mitigations_off()): the unprivileged column needs
+            # them on, as on any machine that runs with the default. Root and caps are not affected
+            # (CAP_PERFMON bypasses them).
             self.fleet.extra_cmdline = UNPRIVILEGED_CMDLINE
 
     def _image_key(self, kernel_key: str) -> str:

@@ -94,7 +94,7 @@ def checked(tmp_path_factory):
     out, md = d / "r.json", d / "r.md"
     proc = run_compat("check", *objs, "--kernel", "6.1", "--privilege", "root", "--privilege", "caps",
                       "--privilege", "unprivileged", "--fail-on", "expectation", "--format", "json", "--output", out,
-                      "--format", "markdown", "--output", md, "--jobs", "1")  # fmt: skip
+                      "--format", "markdown", "--output", md, "--jobs", "1", "--no-cache")  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr
     return proc, json.loads(out.read_text()), md.read_text()
 
@@ -143,3 +143,10 @@ def test_selftest_expectations_are_judged_per_mode(checked):
     assert c[("leak_unpriv", "6.1 (caps)")]["expectation"]["met"] is None  # test_loader has no caps mode
     # No expectation is missed, and an unprivileged rejection is no backport regression: exit 0.
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_not_permitted_rejection_points_at_no_source_line(checked):
+    """The program's type is what the mode lacks, not a line (before: 'at priv.bpf.c:31: return 0;')."""
+    c = cells(checked[1])
+    assert c[("trace_sleep", "6.1 (unprivileged)")]["source"] is None
+    assert c[("leak_pointer", "6.1 (unprivileged)")]["source"] is not None  # the verifier's line is one
