@@ -29,7 +29,7 @@ def cmd_bisect(args: argparse.Namespace, cache: Cache) -> int:
     table_values = check_options.from_args(args)
     # The reports, checked before any work as check checks them (compat/reports/outputs.py).
     planned = outputs.plan(args.formats, args.outputs, list(BISECT_FORMATS))
-    spec = series_spec(args.series, load_matrix(args.matrix), args.flavour)
+    spec = series_spec(args.series, load_matrix(args.matrix, args.arch), args.flavour)
     objects, infos, bad = load_objects(args.objects)
     for line in bad:
         print(f"compat: error: {_shown(line)}", file=sys.stderr)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from compat.run.options import Placed
 
+from .options import add_arch_option
+
 BISECT_FORMATS = ("table", "json", "markdown")
 
 
@@ -27,6 +29,7 @@ def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
     p.add_argument("--exhaustive", action="store_true",
                    help="check every release and report every change, also one that was later undone")  # fmt: skip
     add_series_run_options(p, jobs_type)
+    add_arch_option(p)
     Placed(p).rest()  # the check options' table: the same flags and meaning as in compat check
 
 

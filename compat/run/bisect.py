@@ -35,7 +35,7 @@ from typing import Any, cast
 from compat.cache import Cache
 from compat.errors import CompatError, UserError
 from compat.kernels.changelog import Suspects
-from compat.kernels.matrix import KernelSpec, Matrix
+from compat.kernels.matrix import DEFAULT_ARCH, KernelSpec, Matrix
 from compat.kernels.series import release_versions, select_range, suspects_between
 from compat.kernels.sources import KernelStore, Prefetch
 from compat.objects.objfile import BpfObject
@@ -242,8 +242,9 @@ def series_spec(series: str, matrix: Matrix, flavour: str | None = None) -> Kern
     if not _SERIES.match(series):
         raise UserError(f"--series {series!r} is not a series such as 6.12 nor a matrix entry with a series",
                         "e.g. --series 6.12")  # fmt: skip
-    return KernelSpec(id=f"debian:{series}.*", label=f"Debian {series}", series=series,
-                      flavour=flavour or "amd64", releases="all")  # fmt: skip
+    spec = KernelSpec(id=f"debian:{series}.*", label=f"Debian {series}", series=series, releases="all")
+    spec = spec.with_arch(matrix.arch) if matrix.arch else spec  # --arch arm64: debian:6.12.*-arm64
+    return dataclasses.replace(spec, flavour=flavour) if flavour else spec  # a flavour of another arch: exit 2
 
 
 def range_specs(
@@ -256,8 +257,9 @@ def range_specs(
     if len(chosen) < 2:
         raise UserError(f"the range {chosen[0]} to {chosen[-1]} holds one point release: nothing to bisect",
                         "give --from and --to two different releases")  # fmt: skip
-    return [dataclasses.replace(spec, id=v, label=f"Debian {v}", version=v, releases=None, order=i)
-            for i, v in enumerate(chosen)]  # fmt: skip
+    tail = "" if spec.arch == DEFAULT_ARCH else f"-{spec.arch}"  # arm64 releases: 6.12.43-arm64
+    return [dataclasses.replace(spec, id=f"{v}{tail}", label=f"Debian {v}{tail.replace('-', ' ')}", version=v,
+                                releases=None, order=i) for i, v in enumerate(chosen)]  # fmt: skip
 
 
 class CheckSource:

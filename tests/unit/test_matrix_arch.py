@@ -193,3 +193,30 @@ def test_packages_the_mirror_lacks_are_remembered_per_index(tmp_path):
     assert repo.missing() == {"linux-image-5.10.0-46-arm64=5.10.262-1", "linux-image-5.10.0-45-arm64=5.10.259-1"}
     index.write_text("Package: x\nVersion: 2\n")  # a new index: the mirror is asked again
     assert repo.missing() == set()
+
+
+def test_bisect_series_on_arm64_and_check_takes_arch():
+    from compat.cli.options import build_parser
+    from compat.run.bisect import series_spec
+
+    spec = series_spec("6.12", load_matrix(arch="arm64"))
+    assert (spec.id, spec.arch, spec.flavour, spec.releases) == ("debian:6.12.*-arm64", "arm64", "arm64", "all")
+    assert series_spec("6.12", load_matrix(arch="arm64"), "cloud-arm64").flavour == "cloud-arm64"
+    amd64 = series_spec("6.12", load_matrix())
+    assert (amd64.id, amd64.arch) == ("6.12", "amd64")  # the matrix entry
+    with pytest.raises(UserError, match="flavour cloud-amd64 is an amd64 flavour, not arm64"):
+        series_spec("6.12", load_matrix(arch="arm64"), "cloud-amd64")
+    parser = build_parser()
+    for argv in (["check", "x.o", "--arch", "arm64"], ["probe", "--arch", "arm64"], ["vm", "smoke", "--arch", "arm64"],
+                 ["kernels", "list", "--arch", "arm64"], ["bisect", "x.o", "--series", "6.12", "--arch", "arm64"],
+                 ["kernels", "available", "6.12", "--arch", "arm64"]):  # fmt: skip
+        assert parser.parse_args(argv).arch == "arm64", argv
+    assert parser.parse_args(["check", "x.o"]).arch is None
+
+
+def test_a_bad_arch_on_the_command_line_is_one_line_exit_2(capsys):
+    from compat.cli import main
+
+    assert main(["check", "x.o", "--arch", "aarch64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --arch: unknown arch 'aarch64' (Debian calls it arm64)" in err
