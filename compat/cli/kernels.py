@@ -76,7 +76,7 @@ def cmd_kernels(args, cache: Cache) -> int:
 def cmd_image(args, cache: Cache) -> int:
     from compat.guest.image import ImageBuilder, describe
 
-    builder = ImageBuilder(cache)
+    builder = ImageBuilder(cache, arch=args.arch)  # one image per architecture
     image = builder.build() if args.action == "build" else builder.cached()
     if image is None:
         if getattr(args, "json", False):

@@ -135,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="the guest image")
     isub = image.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     isub.required = True
-    isub.add_parser("build", help="build the guest image now (normally automatic)")
+    p = isub.add_parser("build", help="build the guest image now (normally automatic)")
+    p.add_argument("--arch", type=_arch, default="amd64", metavar="ARCH", help="amd64 (default) or arm64")
     p = isub.add_parser("info", help="what the cached guest image contains")
+    p.add_argument("--arch", type=_arch, default="amd64", metavar="ARCH", help="amd64 (default) or arm64")
     p.add_argument("--json", action="store_true", help="print JSON (keys: see the README)")
 
     cache = sub.add_parser("cache", help="the cache")

@@ -22,3 +22,12 @@ def test_builders_per_arch_and_an_unknown_one(tmp_path):
     assert ImageBuilder(cache, arch="arm64").cached() is None  # nothing built, nothing asked of the archive
     with pytest.raises(UserError, match="unknown arch 'riscv64' for the guest image"):
         ImageBuilder(cache, arch="riscv64")
+
+
+def test_image_info_per_arch_says_none_is_cached(tmp_path, capsys):
+    from compat.cli import main
+
+    assert main(["--cache", str(tmp_path / "c"), "image", "info", "--arch", "arm64", "--json"]) == 0
+    assert capsys.readouterr().out.strip().replace(" ", "").replace("\n", "") == '{"image":null}'
+    assert main(["--cache", str(tmp_path / "c"), "image", "info", "--arch", "mips"]) == 2
+    assert "unknown arch 'mips'" in capsys.readouterr().err
