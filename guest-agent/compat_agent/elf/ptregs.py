@@ -32,6 +32,7 @@ ARM64_ONLY = frozenset({"regs", "pc", "pstate", "orig_x0", "user_regs", "syscall
 # compat's architectures (Debian's names) by the pt_regs they have.
 PT_REGS_ARCH = {"x86": "amd64", "arm64": "arm64"}
 _FIELD_RELO_KINDS = range(6)  # BPF_CORE_FIELD_BYTE_OFFSET … BPF_CORE_FIELD_RSHIFT_U64
+BtfTable = list[tuple[int, int, int, int, int]]  # analysis._btf_types: (kind, name_off, vlen, size/type, offset)
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _target(arch: str) -> str:
     return "x86" if arch == "amd64" else arch
 
 
-def _members(types: bytes, strs: bytes, table: list, type_id: int, depth: int = 0) -> list[tuple[str, int]]:
+def _members(types: bytes, strs: bytes, table: BtfTable, type_id: int, depth: int = 0) -> list[tuple[str, int]]:
     """(name, member index) of a struct's members; an anonymous struct or union member's own
     members count as the struct's (arm64's pt_regs keeps regs/sp/pc/pstate in one)."""
     if depth > 4 or not 0 < type_id <= len(table):
@@ -82,7 +83,7 @@ def _members(types: bytes, strs: bytes, table: list, type_id: int, depth: int = 
     return out
 
 
-def _core_fields(ext: bytes, strs: bytes, types: bytes, table: list, roots: set[int]) -> list[str]:
+def _core_fields(ext: bytes, strs: bytes, types: bytes, table: BtfTable, roots: set[int]) -> list[str]:
     """The names of the top-level members of pt_regs (types in roots) that CO-RE field relocations
     of .BTF.ext access (their access strings' first member index)."""
     magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", ext, 0)
@@ -114,7 +115,7 @@ def _core_fields(ext: bytes, strs: bytes, types: bytes, table: list, roots: set[
     return found
 
 
-def _direct_member_names(types: bytes, strs: bytes, table: list, type_id: int) -> list[str]:
+def _direct_member_names(types: bytes, strs: bytes, table: BtfTable, type_id: int) -> list[str]:
     kind, _, vlen, _, extra = table[type_id - 1]
     if kind not in (BTF_KIND_STRUCT, BTF_KIND_UNION):
         return []
