@@ -220,3 +220,16 @@ def test_a_bad_arch_on_the_command_line_is_one_line_exit_2(capsys):
     assert main(["check", "x.o", "--arch", "aarch64"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --arch: unknown arch 'aarch64' (Debian calls it arm64)" in err
+
+
+def test_the_arm64_boot_image_is_the_uncompressed_image(tmp_path):
+    from compat.kernels.bootimage import build_arm64_image
+
+    for name, data in {"gz": gzip.compress(_arm64_image()), "plain": _arm64_image(), "junk": b"x" * 100}.items():
+        (tmp_path / name).write_bytes(data)
+        (tmp_path / f"{name}.d").mkdir()
+    assert build_arm64_image(tmp_path / "gz", tmp_path / "gz.d")["image"] is True
+    assert (tmp_path / "gz.d/Image").read_bytes() == _arm64_image()  # inflated once, booted as it is
+    assert build_arm64_image(tmp_path / "plain", tmp_path / "plain.d")["image"] is False  # Debian's: no copy
+    assert build_arm64_image(tmp_path / "junk", tmp_path / "junk.d")["image"] is False
+    assert not list((tmp_path / "plain.d").iterdir()) and not list((tmp_path / "junk.d").iterdir())
