@@ -94,6 +94,11 @@ def not_permitted_words(found: Mapping[str, Any], prog_type: str | None) -> str:
     """A ``not_permitted`` fact in words: what the kernel refused to the privilege, and what it needs."""
     mode = str(found.get("privilege") or "?")
     holds = HOLDS.get(mode, mode)
+    # Unprivileged, a type that needs CAP_BPF fails before any attach target matters: the type is said.
+    if found.get("module") and (mode != UNPRIVILEGED or prog_type in UNPRIV_PROG_TYPES):
+        return (f"attach target {found.get('target')} is in module {found['module']}, whose BTF libbpf cannot look "
+                f"up with --privilege {mode} ({holds}): finding a module's BTF (BPF_BTF_GET_NEXT_ID) needs "
+                "CAP_SYS_ADMIN")  # fmt: skip
     if found.get("map"):
         kind = found.get("map_type") or "?"
         return (f"map '{found['map']}' ({kind}) cannot be created with --privilege {mode} ({holds}): "

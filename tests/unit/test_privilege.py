@@ -190,6 +190,12 @@ def test_not_permitted_is_worded_from_the_fact_and_the_type():
     assert "program type kprobe" in c.message and "CAP_PERFMON" in c.message and "--privilege unprivileged" in c.message
     program["facts"] = [{"code": "not_permitted", "privilege": "caps", "map": "socks", "map_type": "sockmap"}]
     assert "map 'socks' (sockmap)" in classify(program, {}, None, {}).message
+    program.update(prog_type="tracing", facts=[{"code": "not_permitted", "privilege": "caps",
+                                                "target": "ext4_file_read_iter", "module": "ext4"}])  # fmt: skip
+    said = classify(program, {}, None, {}).message
+    assert "attach target ext4_file_read_iter is in module ext4" in said and "CAP_SYS_ADMIN" in said
+    program["facts"][0]["privilege"] = "unprivileged"  # the type fails first
+    assert "program type tracing cannot be loaded" in classify(program, {}, None, {}).message
 
 
 def test_the_agent_says_which_rejections_are_eperm_for_the_mode():
@@ -251,3 +257,12 @@ def test_a_bisection_follows_one_privileges_columns_by_release():
     assert [k.id for k in kernels] == ["6.1"] and [(r.kernel, r.verdict) for r in results] == [("6.1", "rejected")]
     kernels, results = one_privilege(doc, ROOT)
     assert [k.id for k in kernels] == ["6.1"] and [(r.kernel, r.verdict) for r in results] == [("6.1", "accepted")]
+
+
+def test_the_agent_finds_the_module_whose_btf_names_a_target(tmp_path):
+    (tmp_path / "vmlinux").write_bytes(b"\0vfs_read\0")
+    (tmp_path / "ext4").write_bytes(b"\0ext4_file_read_iter\0ext4_x\0")
+    assert agent_priv._module_defining("ext4_file_read_iter", str(tmp_path)) == "ext4"
+    assert agent_priv._module_defining("ext4_file", str(tmp_path)) is None  # whole names only
+    assert agent_priv._module_defining("vfs_read", str(tmp_path)) is None  # vmlinux is not a module
+    assert agent_priv._module_defining("x", str(tmp_path / "none")) is None

@@ -150,3 +150,18 @@ def test_a_not_permitted_rejection_points_at_no_source_line(checked):
     c = cells(checked[1])
     assert c[("trace_sleep", "6.1 (unprivileged)")]["source"] is None
     assert c[("leak_pointer", "6.1 (unprivileged)")]["source"] is not None  # the verifier's line is one
+
+
+def test_caps_cannot_find_an_attach_target_in_a_module(built_programs, tmp_path):
+    """libbpf finds module BTF through BPF_BTF_GET_NEXT_ID, which needs CAP_SYS_ADMIN: with caps an
+    fentry program on ext4_file_read_iter (module ext4) is refused for that, which the cell says
+    (before: 'this kernel has no BTF for module functions', untrue on 6.1); as root it loads."""
+    out = tmp_path / "r.json"
+    proc = run_compat("check", built_programs["module_targets"], "--kernel", "6.1", "--privilege", "root",
+                      "--privilege", "caps", "--no-cache", "--format", "json", "--output", out)  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    c = cells(json.loads(out.read_text()))
+    assert c[("ext4_read_entry", "6.1")]["verdict"] == "accepted"
+    caps = c[("ext4_read_entry", "6.1 (caps)")]
+    assert caps["verdict"] == "rejected" and caps["reason"] == "not_permitted", caps["message"]
+    assert "is in module ext4" in caps["message"] and "CAP_SYS_ADMIN" in caps["message"]

@@ -182,10 +182,33 @@ def add_permission_facts(result: dict[str, Any], mode: str) -> None:
         facts = record.get("facts") or []
         named = [f.get("map") for f in facts if f.get("code") in ("map_create_failed", "map_referenced")]
         maps = [m for m in named if m in refused]
+        targets = [str(f.get("target")) for f in facts if f.get("code") == "attach_target_missing"]
+        module = _module_defining(targets[0]) if targets else None
         if maps:
             found = {"code": "not_permitted", "privilege": mode, "map": maps[0], "map_type": refused[maps[0]]}
+        elif module:
+            found = {"code": "not_permitted", "privilege": mode, "target": targets[0], "module": module}
         elif record.get("errno") == errno_mod.EPERM:
             found = {"code": "not_permitted", "privilege": mode}
         else:
             continue
         record["facts"] = [found, *facts][:FACTS_MAX]  # the bound the host takes (the last facts give way)
+
+
+def _module_defining(name: str, root: str = "/sys/kernel/btf") -> str | None:
+    """The loaded module whose BTF names name (read by the agent, as root), or None. libbpf finds
+    a module's BTF through BPF_BTF_GET_NEXT_ID, which only CAP_SYS_ADMIN may call: without it,
+    libbpf skips module BTF and finds no attach target in a module."""
+    wanted = b"\0" + name.encode() + b"\0"
+    try:
+        modules = sorted(m for m in os.listdir(root) if m != "vmlinux")
+    except OSError:
+        return None
+    for module in modules:
+        try:
+            with open(os.path.join(root, module), "rb") as f:
+                if wanted in f.read():
+                    return module
+        except OSError:
+            continue
+    return None

@@ -101,9 +101,10 @@ FACTS: dict[str, FactDef] = {
                 "the first 'processed N insns' of the texts (what a complexity message quotes)"),
         FactDef("verifier_ran", {}, "kernel", "the verifier ran on the program itself (its log is not empty)"),
         # -- privilege (--privilege caps|unprivileged) -----------------------------------------------------
-        FactDef("not_permitted", {"privilege": _S, "map": _OS, "map_type": _OS}, "agent",
-                "the kernel refused with EPERM under a reduced privilege: the program's type, or (map) the "
-                "creation of that map, needs capabilities the privilege does not hold"),
+        FactDef("not_permitted", {"privilege": _S, "map": _OS, "map_type": _OS, "target": _OS, "module": _OS},
+                "agent", "the kernel refused with EPERM under a reduced privilege: the program's type, or (map) the "
+                "creation of that map, needs capabilities the privilege does not hold; or (target, module) the "
+                "attach target is in a module whose BTF only CAP_SYS_ADMIN may look up (BPF_BTF_GET_NEXT_ID)"),
         # -- the verifier's own verdict line -----------------------------------------------------------------
         FactDef("verifier_error", {"line": _TEXT}, "kernel",
                 "the verifier's error: the last line of its log that is not a statistic"),
