@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compat.run.options import Placed
 
-from .options import add_arch_option
+from .arch_option import add_arch_option
 
 BISECT_FORMATS = ("table", "json", "markdown")
 

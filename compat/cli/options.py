@@ -12,28 +12,13 @@ from compat.run.options import Placed
 from compat.run.options import bounded as _bounded
 from compat.run.options import step_seconds as _step_seconds
 
+from .arch_option import add_arch_option
+from .arch_option import arch_type as _arch
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, like every other bad input
         self.exit(EXIT_USAGE, f"compat: error: {message} (see '{self.prog} --help')\n")
-
-
-def _arch(text: str) -> str:
-    """--arch: an architecture compat boots (Debian's names: amd64, arm64)."""
-    from compat.kernels.matrix import check_arch
-
-    try:
-        return check_arch(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_arch_option(p: argparse.ArgumentParser) -> None:
-    """--arch: the architecture of the matrix's kernels that name none and of debian:SERIES."""
-    p.add_argument("--arch", type=_arch, metavar="ARCH",
-                   help="kernels of this architecture: amd64 (default) or arm64 (the matrix's entries that "
-                   "name no arch, and debian:SERIES, become the arm64 builds of the same series; ids get "
-                   "-arm64)")  # fmt: skip
 
 
 def _kernel_options(p: argparse.ArgumentParser) -> None:
