@@ -127,3 +127,49 @@ def test_expected_arm64_differences_are_well_formed():
                 amd64 = doc["objects"][obj]["programs"][prog]["kernels"][kernel]
                 assert cell != amd64, f"{obj}:{prog} on {kernel}: the same as amd64, not a difference"
                 assert cell["verdict"] in ("accepted", "rejected"), (obj, prog, kernel)
+
+
+def _as_aarch64(data: bytes, types: dict[int, int]) -> bytes:
+    """An x86-64 shared library relabelled as aarch64 (e_machine 183) with its .dynsym
+    relocations' types mapped through types: the layout an arm64 libbpf's GOT has."""
+    import struct
+
+    from compat_agent.elf.reader import section_headers
+
+    out = bytearray(data)
+    struct.pack_into("<H", out, 18, 183)
+    secs = section_headers(data)
+    for sec in secs:
+        if sec[1] != 4 or secs[sec[6]][1] != 11:  # SHT_RELA against SHT_DYNSYM
+            continue
+        for pos in range(sec[4], sec[4] + sec[5] - 23, 24):
+            (info,) = struct.unpack_from("<Q", out, pos + 8)
+            kind = info & 0xFFFFFFFF
+            struct.pack_into("<Q", out, pos + 8, (info & ~0xFFFFFFFF) | types.get(kind, kind))
+    return bytes(out)
+
+
+def test_kernel_btf_got_slots_of_an_arm64_libbpf(tmp_path):
+    """arm64's GLOB_DAT and JUMP_SLOT are 1025 and 1026: with x86-64's numbers the agent found no
+    GOT entry in the guest's arm64 libbpf and every load re-parsed the kernel's BTF."""
+    import ctypes.util
+    from pathlib import Path
+
+    import pytest
+    from compat_agent.bpf.kernelbtf import FREE, LOAD, got_slots
+
+    name = ctypes.util.find_library("bpf")
+    dirs = (Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu"))
+    found = [d for d in dirs if name and (d / name).exists()]
+    if not found:
+        pytest.skip("needs the host's x86-64 libbpf")
+    path = str(found[0] / str(name))
+    data = Path(path).read_bytes()
+    want = got_slots(path, {LOAD, FREE})
+    assert want.get(LOAD) and want.get(FREE)
+    arm64 = tmp_path / "libbpf-aarch64.so"
+    arm64.write_bytes(_as_aarch64(data, {6: 1025, 7: 1026}))
+    assert got_slots(str(arm64), {LOAD, FREE}) == want
+    unmapped = tmp_path / "libbpf-aarch64-x86-types.so"
+    unmapped.write_bytes(_as_aarch64(data, {}))  # x86-64's numbers mean other relocations on arm64
+    assert got_slots(str(unmapped), {LOAD, FREE}) == {}
