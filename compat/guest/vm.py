@@ -73,9 +73,10 @@ ARCH_BOOT: dict[str, ArchBoot] = {
     "amd64": ArchBoot("amd64", "qemu-system-x86_64", "qemu-system-x86", "COMPAT_QEMU", "x86_64",
                       KERNEL_CMDLINE, "max,la57=off"),
     # Under TCG, Neoverse N1 (Graviton2, Ampere Altra: the cores arm64 fleets run) rather than
-    # max: max has pointer authentication, whose QARMA emulation made a 6.1 guest reach /init in
-    # 4.1-4.6 s against 0.75-0.8 s (cortex-a72 and max,pauth=off within noise of N1; see
-    # bench/arm64.py). With KVM, the host's CPU and GIC.
+    # max: max has pointer authentication, whose QARMA emulation made a 5.10 guest's agent ready
+    # in 12.1 s against 2.3 s (bench/results/arm64-cpu.json). cortex-a72 was 10% faster, but it
+    # is an ARMv8.0 core without the LSE atomics N1 has and the arm64 BPF JIT uses when present:
+    # a guest should JIT as the fleet's CPUs do. With KVM, the host's CPU and GIC.
     "arm64": ArchBoot("arm64", "qemu-system-aarch64", "qemu-system-arm", "COMPAT_QEMU_ARM64", "aarch64",
                       ARM64_KERNEL_CMDLINE, "neoverse-n1", ("-M", "virt"), ("-M", "virt,gic-version=host")),
 }  # fmt: skip
