@@ -173,3 +173,15 @@ def test_kernel_btf_got_slots_of_an_arm64_libbpf(tmp_path):
     unmapped = tmp_path / "libbpf-aarch64-x86-types.so"
     unmapped.write_bytes(_as_aarch64(data, {}))  # x86-64's numbers mean other relocations on arm64
     assert got_slots(str(unmapped), {LOAD, FREE}) == {}
+
+
+def test_attach_hints_per_machine():
+    from compat_agent.attach.archhints import hint
+
+    said = hint("kprobe", "kprobe/__x64_sys_cachestat", None, 2, "aarch64")
+    assert said and "__arm64_sys_cachestat where it has the syscall" in said and 'SEC("ksyscall/cachestat")' in said
+    assert "__x64_sys_getpid" in (hint("kprobe", "kretprobe/__arm64_sys_getpid", None, 2, "x86_64") or "")
+    assert hint("kprobe", "kprobe/__x64_sys_getpid", None, 2, "x86_64") is None  # its own wrapper: not why
+    assert "from Linux 6.4" in (hint("tracing", "fentry/do_nanosleep", None, 524, "aarch64") or "")
+    assert hint("tracing", "fentry/do_nanosleep", None, 524, "x86_64") is None
+    assert hint("kprobe", "kprobe/do_nanosleep", None, 2, "aarch64") is None

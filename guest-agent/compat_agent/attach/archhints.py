@@ -28,8 +28,9 @@ def hint(type_name: str, section: str, target: str | None, errno: int | None, ma
         for other_machine, (arch, prefix) in SYSCALL_PREFIXES.items():
             if other_machine != machine and target.startswith(prefix):
                 name = target.removeprefix(prefix)
-                return (f"{target} is {arch}'s syscall wrapper; this {own[0]} kernel's is {own[1]}{name} "
-                        f"(SEC(\"ksyscall/{name}\") names the syscall on every architecture)")  # fmt: skip
+                ksyscall = f'SEC("ksyscall/{name}")'
+                return (f"{target} is {arch}'s syscall wrapper: an {own[0]} kernel's are {own[1]}* ({own[1]}{name} "
+                        f"where it has the syscall; {ksyscall} names it on every architecture)")  # fmt: skip
     if machine == "aarch64" and errno == ENOTSUPP and type_name in TRAMPOLINE_TYPES:
         return ("arm64 kernels attach fentry/fexit/fmod_ret programs to kernel functions from Linux 6.4 on "
                 "(BPF trampolines called by ftrace: x86-64 has them since 5.5)")
