@@ -106,3 +106,21 @@ def test_kernel_btf_is_lent_to_libbpf_on_arm64(real_cache):
     (outcome,) = fleet.run(lambda session, kernel: session.request({"type": "warm"}, timeout=300)[0])
     assert outcome.error is None, outcome.error
     assert outcome.value["kernel_btf"] == "installed", outcome.value
+
+
+def test_mixed_matrix_reports_both_architectures_side_by_side(built_programs, tmp_path):
+    """amd64 and arm64 builds of 6.12 in one matrix: one column each, amd64's first, and the
+    kprobe on __x64_sys_cachestat attaches on amd64 only (programs/expected.yaml, arm64:)."""
+    matrix = tmp_path / "mixed.yaml"
+    matrix.write_text('kernels:\n  - series: "6.12"\n  - series: "6.12"\n    arch: arm64\n')
+    out = tmp_path / "result.json"
+    objects = [str(built_programs["kprobe_new_target"]), str(built_programs["counter"])]
+    proc = run_compat("-q", "check", *objects, "--matrix", str(matrix), "--format", "json", "--output", str(out),
+                      "--format", "markdown", "--output", str(tmp_path / "report.md"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert [(k["id"], k["arch"]) for k in doc["kernels"]] == [("6.12", "amd64"), ("6.12-arm64", "arm64")]
+    attach = {r["kernel"]: r["attach"]["status"] for r in doc["results"] if r["program"] == "count_cachestat"}
+    assert attach == {"6.12": "ok", "6.12-arm64": "failed"}
+    header = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| program"))
+    assert header.index("6.12<br>") < header.index("6.12-arm64<br>")
