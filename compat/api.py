@@ -71,6 +71,7 @@ def check(
     *,
     kernels: Iterable[str] | None = None,
     matrix: PathLike | None = None,
+    arch: str | None = None,
     baseline: RunResult | PathLike | None = None,
     cache: PathLike | None = None,
     jobs: int | None = None,
@@ -80,6 +81,8 @@ def check(
     """Check every program of the objects (files, directories, binaries that embed objects) on
     the kernels (ids of the matrix or anything `--kernel` takes; None: the whole matrix) of the
     matrix file (None: the default matrix), as `compat check` does, and return the result.
+    arch ("amd64", "arm64"; None: amd64) is `--arch`: the architecture of the matrix's entries
+    that name none.
 
     baseline (a result file or a RunResult) is read before anything boots, and a warning is
     logged when it was checked with other options; compare(result, baseline) compares. cache:
@@ -100,7 +103,7 @@ def check(
     store = Cache(Path(cache).expanduser().resolve() if cache is not None else None)
     store.dir()
     store.sweep_temporaries()
-    spec = load_matrix(Path(matrix) if matrix is not None else None)
+    spec = load_matrix(Path(matrix) if matrix is not None else None, arch)
     specs = spec.select(list(kernels or []))
     if any(s.releases for s in specs):  # a series: its point releases
         from compat.kernels.series import expand

@@ -16,6 +16,8 @@ from compat.cache import Cache
 from compat.errors import EXIT_USAGE, UserError
 from compat.run.options import bounded
 
+from .arch_option import add_arch_option
+
 RUN_FORMATS = ("table", "json", "markdown")
 MAX_COMMAND_SECONDS = 86400.0
 
@@ -28,11 +30,12 @@ def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
     """The run command's parser; ``jobs_type`` is the parser's bounded --jobs type."""
     p = sub.add_parser(
         "run", help="run your own loader (a binary or script) as root in each kernel's guest",
-        usage="compat run [--kernel ID]… [--matrix F] [--with PATH]… [--timeout S] [--running-ok] "
+        usage="compat run [--kernel ID]… [--matrix F] [--arch ARCH] [--with PATH]… [--timeout S] [--running-ok] "
         "[--format F --output FILE]… -- COMMAND [ARG…]",
     )  # fmt: skip
     p.add_argument("--matrix", type=Path, help="kernel matrix file (default: the shipped matrix.yaml)")
     p.add_argument("--kernel", action="append", metavar="ID", help="only this kernel (repeatable), as for check")
+    add_arch_option(p)
     p.add_argument("--refresh", action="store_true", help="refresh the archive index now")
     p.add_argument("--with", dest="with_paths", action="append", default=[], metavar="PATH",
                    help="a file or directory the command needs, put in its working directory under its own "
@@ -69,14 +72,14 @@ def cmd_run(args: argparse.Namespace, cache: Cache) -> int:
     if not command:
         raise UserError("compat run needs a command", "compat run [OPTIONS] -- COMMAND [ARG…]")
     planned = outputs.plan(args.formats, args.outputs, list(RUN_FORMATS))
-    matrix = load_matrix(args.matrix)
+    matrix = load_matrix(args.matrix, args.arch)
     specs = matrix.select(list(args.kernel or []))
     if any(s.releases for s in specs):
         from compat.kernels.series import expand
         from compat.kernels.sources import KernelStore
 
         specs = expand(KernelStore(cache, refresh=args.refresh), specs)
-    arches = {str(getattr(s, "arch", None) or "amd64") for s in specs}
+    arches = {s.arch for s in specs}
     prepared = prepare(command[0], command[1:], args.with_paths, arches)
     options = RunOptions(timeout=args.timeout, running_ok=args.running_ok, jobs=args.jobs, refresh=args.refresh,
                          memory_mb=args.memory_mb, fidelity=args.fidelity,

@@ -54,6 +54,14 @@ def test_bad_commands_exit_2_before_booting(tmp_path, make, words):
     assert "booted" not in done.stderr and "restored" not in done.stderr
 
 
+def test_an_x86_loader_is_refused_for_arm64_guests_before_booting(tmp_path):
+    """--arch arm64 makes the kernels arm64 builds: a host (x86-64) binary cannot run there."""
+    done = run_compat("--cache", tmp_path / "cache", "run", "--arch", "arm64", "--kernel", "6.12", "--",
+                      "/bin/true", timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "built for x86-64, the arm64 guests cannot run it" in done.stderr, done.stderr
+    assert "booted" not in done.stderr
+
+
 def test_no_command_and_bad_timeout(tmp_path):
     done = run_compat("--cache", tmp_path / "c", "run", "--kernel", "6.1", timeout=120)
     assert done.returncode == 2 and "needs a command" in done.stderr

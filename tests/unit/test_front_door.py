@@ -177,6 +177,8 @@ def test_api_check_refuses_bad_options_before_booting(tmp_path):
         compat.check([tmp_path / "a.o"], cache=tmp_path, program_types=["nonsense"])
     with pytest.raises(UserError):
         compat.check([tmp_path / "missing.o"], cache=tmp_path, kernels=["6.1"])
+    with pytest.raises(UserError, match="arch"):
+        compat.check([tmp_path / "a.o"], cache=tmp_path, arch="sparc")
     assert not (tmp_path / "snapshots").exists()
 
 
