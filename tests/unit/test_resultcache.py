@@ -164,7 +164,9 @@ class FakeFleet:
         self.arches, self.accels = ["amd64"], {"amd64": "tcg"}
         self.image = SimpleNamespace(key="image-key", suite="trixie", python="3.13", libbpf="1.5.0")
         self.resolved = {
-            s.id: SimpleNamespace(key=f"kernel-{s.id}", version="6.1.192", release="6.1.0-40-amd64", packages=(), spec=s)
+            s.id: SimpleNamespace(
+                key=f"kernel-{s.id}", version="6.1.192", release="6.1.0-40-amd64", packages=(), spec=s
+            )
             for s in specs
         }
         self.runs: list[set] = []

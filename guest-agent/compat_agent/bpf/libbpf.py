@@ -355,7 +355,8 @@ class _Lib:
     def _print(self, level: int, fmt: bytes, va_list: int) -> int:
         # On x86-64 a va_list argument is a pointer to the register save area; on arm64 va_list
         # is a 32-byte struct, which AAPCS64 passes as a pointer to a copy. Either way vsnprintf
-        # takes the pointer as is (libbpf's warnings read right on arm64 guests). It can be consumed once only, so one fixed buffer (longer texts are cut).
+        # takes the pointer as is (libbpf's warnings read right on arm64 guests). It can be
+        # consumed once only, so one fixed buffer (longer texts are cut).
         if level > _capture_level or not _captures:
             return 0
         n = self.libc.vsnprintf(self._fmt_buf, _PRINT_BUF, fmt, va_list)
