@@ -31,7 +31,8 @@ def series_groups(kernels: list[KernelInfo]) -> list[tuple[str, list[KernelInfo]
     groups: list[tuple[str, list[KernelInfo]]] = []
     for k in kernels:
         series = k.series
-        if series and groups and groups[-1][0] == series and groups[-1][1][-1].series == series:
+        last = groups[-1][1][-1] if groups else None
+        if series and last is not None and groups[-1][0] == series and last.series == series and last.arch == k.arch:
             groups[-1][1].append(k)
         else:
             groups.append((series or k.id, [k]))
@@ -47,7 +48,9 @@ def series_headings(kernels: list[KernelInfo]) -> dict[str, tuple[str, str]]:
         if len(members) < 2:
             continue
         for i, k in enumerate(members):
-            out[k.id] = (f"{series} series" if i == 0 else "", kernel_version(k, k.id))
+            # A mixed matrix has the series on both architectures: the arm64 group says so.
+            arch = f" ({k.arch})" if k.arch != "amd64" else ""
+            out[k.id] = (f"{series} series{arch}" if i == 0 else "", kernel_version(k, k.id))
     return out
 
 
@@ -64,7 +67,8 @@ def axis_order(kernels: list[KernelInfo], ids: list[str], sep: str, esc) -> str:
             parts.append(esc(members[0].id))
         else:
             first, last = kernel_version(members[0]), kernel_version(members[-1])
-            parts.append(f"{esc(series)} [{esc(first)} … {esc(last)}: {len(members)} point releases]")
+            arch = f" ({esc(members[0].arch)})" if members[0].arch != "amd64" else ""
+            parts.append(f"{esc(series)}{arch} [{esc(first)} … {esc(last)}: {len(members)} point releases]")
     parts += [esc(i) for i in ids if i not in by_id]
     return sep.join(parts)
 

@@ -185,3 +185,15 @@ def test_attach_hints_per_machine():
     assert "from Linux 6.4" in (hint("tracing", "fentry/do_nanosleep", None, 524, "aarch64") or "")
     assert hint("tracing", "fentry/do_nanosleep", None, 524, "x86_64") is None
     assert hint("kprobe", "kprobe/do_nanosleep", None, 2, "aarch64") is None
+
+
+def test_series_of_both_architectures_are_told_apart():
+    from compat.reports import common
+
+    kernels = [KernelInfo(id=f"6.12.{v}{s}", label="x", version=f"6.12.{v}", series="debian:6.12.*", arch=a)
+               for a, s in (("amd64", ""), ("arm64", "-arm64")) for v in (43, 118)]  # fmt: skip
+    heads = common.series_headings(kernels)
+    assert heads["6.12.43"][0] == "debian:6.12.* series" and heads["6.12.43-arm64"][0] == "debian:6.12.* series (arm64)"
+    axis = common.axis_order(kernels, [k.id for k in kernels], " < ", str)
+    assert axis == ("debian:6.12.* [6.12.43 … 6.12.118: 2 point releases] < "
+                    "debian:6.12.* (arm64) [6.12.43 … 6.12.118: 2 point releases]")  # fmt: skip
