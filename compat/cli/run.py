@@ -60,9 +60,10 @@ def cmd_run(args: argparse.Namespace, cache: Cache) -> int:
     """Run the command on every kernel and report; exit 0 when it succeeded everywhere, 1 when it
     failed on some kernel, 2 on bad input (before any guest boots), 3 when a kernel gave no answer."""
     from compat.kernels.matrix import load_matrix
+    from compat.objects.loader import prepare
     from compat.reports import outputs
     from compat.reports.command import render
-    from compat.run.command import RunOptions, prepare, run_command
+    from compat.run.command import RunOptions, run_command
 
     from .shown import _shown
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from compat.run.command import CommandResult, KernelRun
+from compat.results.command import CommandResult, KernelRun
 
 from . import escape
 

@@ -17,12 +17,15 @@ from compat_agent.wire import messages as wire
 from conftest import run_compat
 
 from compat.errors import UserError
+from compat.objects import loader
+from compat.objects.loader import prepare
 from compat.reports.command import render
+from compat.results import command as results_command
+from compat.results.command import CommandResult, KernelRun, compare
 from compat.results.model import ProgramResult
 from compat.run import command
-from compat.run.command import CommandResult, KernelRun, compare, prepare
 
-SCHEMA = json.loads((Path(command.__file__).parents[1] / "results" / "schema" / "run-v1.json").read_text())
+SCHEMA = json.loads((Path(results_command.__file__).parent / "schema" / "run-v1.json").read_text())
 HAVE_LIBBPF = os.path.exists("/usr/lib/x86_64-linux-gnu/libbpf.a") and shutil.which("clang") is not None
 
 
@@ -84,7 +87,7 @@ def test_with_paths(tmp_path):
     (tmp_path / "one.txt").write_text("1")
     prepared = prepare(str(sh), [], [str(tmp_path / "dir"), str(tmp_path / "one.txt")], {"amd64"})
     assert sorted(f.path for f in prepared.files) == ["a.sh", "dir/sub/f.o", "one.txt"]
-    message, payload = prepared.request(5, False)
+    message, payload = prepared.request(5, False, command.OUTPUT_MAX)
     request = wire.RunRequest.from_json(message)
     assert sum(f.size for f in request.files) == len(payload) == 1 + 1 + len(sh.read_bytes())
     with pytest.raises(UserError, match="no such file"):
@@ -100,7 +103,7 @@ def test_with_paths(tmp_path):
 
 
 def test_size_bound(tmp_path, monkeypatch):
-    monkeypatch.setattr(command, "FILES_MAX_BYTES", 1000)
+    monkeypatch.setattr(loader, "FILES_MAX_BYTES", 1000)
     sh = _exe(tmp_path / "a.sh", "#!/bin/sh\n")
     (tmp_path / "big").write_bytes(bytes(2000))
     with pytest.raises(UserError, match="more than"):
@@ -141,7 +144,7 @@ def test_elf_loaders(tmp_path):
 
 def test_missing_library(tmp_path):
     with pytest.raises(UserError, match=r"libnothere\.so\.9"):
-        command.resolve_libraries("x", ["libnothere.so.9"], [])
+        loader.resolve_libraries("x", ["libnothere.so.9"], [])
 
 
 def _reply(**over):

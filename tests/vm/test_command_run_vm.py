@@ -14,10 +14,10 @@ import pytest
 from command_loaders import bpf_object, build_loader
 from conftest import run_compat
 
-import compat.run.command as command
+import compat.results.command as command
 
 pytestmark = pytest.mark.vm
-SCHEMA = json.loads((Path(command.__file__).parents[1] / "results" / "schema" / "run-v1.json").read_text())
+SCHEMA = json.loads((Path(command.__file__).parent / "schema" / "run-v1.json").read_text())
 BOTH = ["count_getppid", "sum_with_loop"]
 
 
