@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 from debian.debian_support import Version
 
+from compat.arch import ARCHES, DEFAULT_ARCH, host
 from compat.cache import Cache, sha256_file, sha256_json
 from compat.errors import InfraError, UserError
 from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
@@ -42,16 +43,23 @@ IMAGE_KIND = "images"
 MODULES_KIND = "modules"
 INITRD_KIND = "initrd"
 BUILDER_VERSION = 3  # bump when the image layout changes (3: reproducible .pyc)
-HOST_ARCH = "amd64"  # the architecture whose python traces and compiles every image (this host's)
+# The architecture whose python traces and compiles every image: this host's (.pyc files are the
+# same on every architecture; the host runs no other architecture's code).
+HOST_ARCH = (host() or ARCHES[DEFAULT_ARCH]).name
 
 
 @dataclass(frozen=True)
 class ArchLayout:
     """Where an architecture's libraries and dynamic loader live (Debian's multiarch layout)."""
 
-    triplet: str  # x86_64-linux-gnu
+    arch: str  # Debian's name (compat/arch.py)
     loader: str  # the loader's name in the lib dir: ld-linux-x86-64.so.2
     loader_link: tuple[str, str]  # (path in the image, symlink target): the PT_INTERP path every binary names
+
+    @property
+    def triplet(self) -> str:
+        """The multiarch triplet of its library directories: x86_64-linux-gnu."""
+        return ARCHES[self.arch].triplet
 
     @property
     def libdir(self) -> str:
@@ -59,9 +67,9 @@ class ArchLayout:
 
 
 LAYOUTS = {
-    "amd64": ArchLayout("x86_64-linux-gnu", "ld-linux-x86-64.so.2",
+    "amd64": ArchLayout("amd64", "ld-linux-x86-64.so.2",
                         ("usr/lib64/ld-linux-x86-64.so.2", "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")),
-    "arm64": ArchLayout("aarch64-linux-gnu", "ld-linux-aarch64.so.1",
+    "arm64": ArchLayout("arm64", "ld-linux-aarch64.so.1",
                         ("usr/lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu/ld-linux-aarch64.so.1")),
 }  # fmt: skip
 LIBDIR = LAYOUTS[HOST_ARCH].libdir
@@ -125,7 +133,7 @@ class ImageBuilder:
     key, so the product image (and its snapshots, keyed by the initrd) is never affected."""
 
     def __init__(self, cache: Cache, test_faults: bool = False, stop: Callable[[], str | None] | None = None,
-                 arch: str = HOST_ARCH):  # fmt: skip
+                 arch: str = DEFAULT_ARCH):  # fmt: skip
         if arch not in LAYOUTS:
             raise UserError(f"unknown arch {arch!r} for the guest image", f"use one of {', '.join(LAYOUTS)}")
         self.cache = cache
@@ -176,7 +184,7 @@ class ImageBuilder:
         pkgs = self.packages()
         agent = {name: sha256_json(data.decode(errors="replace")) for name, data in agent_files().items()}
         foreign = {}
-        if self.arch != HOST_ARCH:  # amd64's key stays what it was: its cached image remains valid
+        if self.arch != DEFAULT_ARCH:  # amd64's key stays what it was: its cached image remains valid
             foreign = {"arch": self.arch, "host_packages": sorted(p.sha256 for p in self.host_packages())}
         key = sha256_json(
             {
@@ -193,7 +201,7 @@ class ImageBuilder:
     def build(self) -> Image:
         """The guest image, built now if its inputs changed since the last build."""
         key, pkgs = self.inputs()
-        what = "the guest image" if self.arch == HOST_ARCH else f"the {self.arch} guest image"
+        what = "the guest image" if self.arch == DEFAULT_ARCH else f"the {self.arch} guest image"
 
         def build(dest: Path) -> dict:
             with self.cache.progress.stage(f"building {what}") as shown:
@@ -211,7 +219,7 @@ class ImageBuilder:
             entry = self.cache.lookup(IMAGE_KIND, path.name, record_use=False)  # looking is no use
             if entry and entry.meta.get("test_faults"):
                 continue  # compat's own fault-injection image is never "the" image
-            if entry and entry.meta.get("arch", HOST_ARCH) != self.arch:
+            if entry and entry.meta.get("arch", DEFAULT_ARCH) != self.arch:
                 continue
             if entry and (
                 best is None
@@ -447,7 +455,7 @@ class ImageBuilder:
 def _image(key: str, entry) -> Image:
     m = entry.meta
     return Image(key, entry.file("initramfs.cpio"), m["suite"], m["python"], m["libbpf"], tuple(m["packages"]),
-                 m["size"], m.get("arch", HOST_ARCH))  # fmt: skip
+                 m["size"], m.get("arch", DEFAULT_ARCH))  # fmt: skip
 
 
 def describe(image: Image) -> dict:

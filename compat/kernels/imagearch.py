@@ -14,10 +14,11 @@ import struct
 import zlib
 from pathlib import Path
 
+from compat.arch import by_machine
+
 ARM64_MAGIC = b"ARM\x64"
 ARM64_MAGIC_OFFSET = 0x38
 HEAD = 0x4000  # bytes read of an image: every header above lies within them
-EM_ARCH = {62: "amd64", 183: "arm64"}  # ELF e_machine -> Debian architecture
 MAX_IMAGE = 512 << 20  # an uncompressed arm64 Image is ~30-70 MB
 _LINUX_VERSION = re.compile(rb"Linux version (\S+) \(")
 
@@ -31,7 +32,8 @@ def head_arch(head: bytes) -> str | None:
     if len(head) >= 20 and head[:4] == b"\x7fELF":
         endian = "<" if head[5] == 1 else ">"
         (machine,) = struct.unpack_from(f"{endian}H", head, 18)
-        return EM_ARCH.get(machine)
+        found = by_machine(machine)
+        return found.name if found else None
     return None
 
 

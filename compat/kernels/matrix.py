@@ -9,18 +9,13 @@ from pathlib import Path
 
 import yaml
 
+from compat.arch import ARCHES, DEFAULT_ARCH, alias_of
 from compat.errors import UserError
 from compat.paths import data_file
 
 SOURCES = ("debian", "apt", "local")
 AXES = ("version", "matrix")  # how reports order kernels: by upstream version, or as the file lists them
 FLAVOURS_HINT = "amd64, cloud-amd64, rt-amd64; arm64, cloud-arm64, rt-arm64"
-# Architectures compat boots, by Debian's names (dpkg --print-architecture). The first is the
-# default: an entry that names none is amd64, so amd64 ids, cache keys and results are unchanged.
-ARCHES = ("amd64", "arm64")
-DEFAULT_ARCH = ARCHES[0]
-# Other names users write for them: named in the error, never accepted silently.
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64", "arm64e": "arm64"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SERIES_RE = re.compile(r"^\d+(\.\d+)?$")
 _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
@@ -66,7 +61,7 @@ def check_arch(value: object, where: str = "") -> str:
     if isinstance(value, str) and value in ARCHES:
         return value
     shown = repr(value)[:40]
-    alias = _ARCH_ALIASES.get(value.lower()) if isinstance(value, str) else None
+    alias = alias_of(value) if isinstance(value, str) else None
     hint = f"Debian calls it {alias}" if alias else f"use one of {', '.join(ARCHES)}"
     raise UserError(f"{where}unknown arch {shown}", hint)
 
@@ -171,16 +166,28 @@ class Matrix:
         for name in wanted:
             # With --arch arm64 the matrix's 6.12 is 6.12-arm64: --kernel 6.12 still names it.
             spec = (by_id.get(name) or (by_id.get(f"{name}-{self.arch}") if self.arch else None)
-                    or _adhoc_spec(name, len(self.kernels) + len(chosen), self.arch))  # fmt: skip
+                    or _adhoc_spec(name, len(self.kernels) + len(chosen), self.arch)
+                    or self._other_arch(name, len(self.kernels) + len(chosen)))  # fmt: skip
             if spec is None:
                 known = ", ".join(self.ids()) or "(none)"
                 raise UserError(
                     f"unknown kernel '{name}' in {self.path}",
-                    f"known ids: {known}; or use debian:SERIES, debian:VERSION, debian:SERIES.* or a kernel image path",
+                    f"known ids: {known}; or use debian:SERIES, debian:VERSION, debian:SERIES.* or a kernel image "
+                    "path; ID-arm64 for another architecture",
                 )
             if spec.id not in {c.id for c in chosen}:
                 chosen.append(spec)
         return chosen
+
+    def _other_arch(self, name: str, order: int) -> KernelSpec | None:
+        """``ID-ARCH`` (6.12-arm64, debian:6.12-arm64, debian:6.12.43-arm64): the kernel ID (a
+        matrix id or a debian: name) on that architecture, so one command line mixes both."""
+        base, dash, arch = name.rpartition("-")
+        if not dash or arch not in ARCHES:
+            return None
+        by_id = {k.id: k for k in self.kernels}
+        spec = by_id.get(base) or _adhoc_spec(base, order)
+        return spec.with_arch(arch) if spec is not None and spec.source != "local" else None
 
 
 def _adhoc_spec(name: str, order: int, arch: str | None = None) -> KernelSpec | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,20 +22,19 @@ from typing import Any
 
 from compat_agent.wire.messages import RUN_DIR
 
+from compat.arch import ARCHES, host, machine_words
 from compat.errors import UserError
 
 FILES_MAX_BYTES = 96 << 20  # the command, its libraries and --with files together: they live in guest memory
 FILES_MAX_COUNT = 10_000
 LIB_DIR = ".compat-lib"  # the private library directory of a dynamically linked command, under RUN_DIR
-# e_machine of each guest architecture (Debian's names, as a kernel spec's arch says them).
-MACHINES = {"amd64": 62, "arm64": 183}
-MACHINE_NAMES = {62: "x86-64", 183: "arm64 (aarch64)", 3: "i386", 40: "arm", 243: "riscv", 247: "bpf"}
 # Interpreters a script may name: what the guest image has (busybox sh, python3).
 GUEST_INTERPRETERS = {"/bin/sh", "/usr/bin/sh", "/bin/busybox", "/usr/bin/busybox", "/usr/bin/python3",
                       "/bin/python3"}  # fmt: skip
 ENV_INTERPRETERS = {"sh", "python3"}  # #!/usr/bin/env NAME: the guest has no env, so it is run as NAME
-# Where the host's shared libraries are looked for after the binary's own RUNPATH/RPATH and ldconfig's cache.
-STANDARD_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib")
+# Where the host's shared libraries are looked for after the binary's own RUNPATH/RPATH and
+# ldconfig's cache: the host's multiarch directories, then the classic ones.
+OTHER_LIB_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib")
 
 
 
@@ -214,24 +214,24 @@ def _elf(command: str, path: Path, data: bytes, arches: set[str], here: str
 
     try:
         elf = ELFFile(io.BytesIO(data))
-        machine = MACHINES_BY_NAME.get(elf["e_machine"], -1)
+        (machine,) = struct.unpack_from("<H" if data[5] == 1 else ">H", data, 18)  # e_machine, as a number
         etype = elf["e_type"]
         interp = next((s.get_interp_name() for s in elf.iter_segments() if isinstance(s, InterpSegment)), None)
         tags = _dynamic_tags(elf)
         needed = [value for tag, value in tags if tag == "DT_NEEDED"]
         runpath = [value for tag, value in tags if tag in ("DT_RUNPATH", "DT_RPATH")]
-    except (ELFError, ValueError, KeyError, IndexError, OSError) as e:
+    except (ELFError, ValueError, KeyError, IndexError, OSError, struct.error) as e:
         raise UserError(f"command {command}: not a readable ELF file ({str(e)[:120]})") from None
     if etype not in ("ET_EXEC", "ET_DYN"):
         raise UserError(f"command {command}: an ELF file but not an executable ({etype})", "give the linked loader")
     for arch in sorted(arches):
-        if MACHINES.get(arch) != machine:
-            shown = MACHINE_NAMES.get(machine, f"machine {machine}")
-            raise UserError(f"command {command}: built for {shown}, the {arch} guests cannot run it",
+        if ARCHES[arch].machine != machine:
+            raise UserError(f"command {command}: built for {machine_words(machine)}, the {arch} guests cannot run it",
                             f"build it for {arch}, or check it on kernels of its architecture")  # fmt: skip
     if interp is None:
         return "static", [here], [], []
-    if os.uname().machine != {62: "x86_64", 183: "aarch64"}.get(machine):
+    here_arch = host()
+    if here_arch is None or here_arch.machine != machine:
         raise UserError(f"command {command}: dynamically linked for another architecture than this host's",
                         "link it statically: compat brings a dynamic loader's libraries from this host")  # fmt: skip
     origin = str(path.resolve().parent)
@@ -248,9 +248,6 @@ def _elf(command: str, path: Path, data: bytes, arches: set[str], here: str
     # The host's ELF interpreter runs it with the host's libraries only: the guest's own libc and
     # dynamic loader (another glibc) are never mixed with the host's.
     return "dynamic", [f"{lib_dir}/{loader_name}", "--library-path", lib_dir, here], sorted(libraries), lib_files
-
-
-MACHINES_BY_NAME = {"EM_X86_64": 62, "EM_AARCH64": 183, "EM_386": 3, "EM_ARM": 40, "EM_RISCV": 243, "EM_BPF": 247}
 
 
 def _dynamic_tags(elf: Any) -> list[tuple[str, str]]:
@@ -278,7 +275,8 @@ def ldconfig_cache() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {}
     found: dict[str, str] = {}
-    want = "x86-64" if os.uname().machine == "x86_64" else "AArch64"
+    own = host()
+    want = own.ldconfig if own else "?"
     for line in out.splitlines()[1:]:
         name, _, rest = line.strip().partition(" (")
         flags, _, target = rest.partition(") => ")
@@ -296,6 +294,8 @@ def resolve_libraries(command: str, needed: list[str], first_dirs: list[str]) ->
     from elftools.elf.elffile import ELFFile
 
     cache = ldconfig_cache()
+    own = host()
+    dirs = ((f"/lib/{own.triplet}", f"/usr/lib/{own.triplet}") if own else ()) + OTHER_LIB_DIRS
     found: dict[str, Path] = {}
     todo = list(needed)
     while todo:
@@ -305,7 +305,7 @@ def resolve_libraries(command: str, needed: list[str], first_dirs: list[str]) ->
         candidates = [Path(d) / name for d in first_dirs]
         if name in cache:
             candidates.append(Path(cache[name]))
-        candidates += [Path(d) / name for d in STANDARD_LIB_DIRS]
+        candidates += [Path(d) / name for d in dirs]
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             raise UserError(f"command {command}: needs the shared library {name}, which this host does not have",

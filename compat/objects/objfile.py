@@ -222,9 +222,10 @@ def inspect_bytes(data: bytes, label: str) -> tuple[ObjectProgram, ...]:
         if elf["e_type"] != "ET_REL":
             raise BadObject(f"{label}: a BPF ELF of type {elf['e_type']}, not a relocatable object")
         if not elf.little_endian or elf.elfclass != 64:
-            # The guests are x86-64: libbpf loads only objects of the host's byte order.
+            # The guests (x86-64, arm64) are little-endian: libbpf loads only objects of its own byte order.
             order = "big-endian (clang -target bpfeb)" if not elf.little_endian else f"{elf.elfclass}-bit"
-            raise BadObject(f"{label}: a {order} BPF object; the kernels are x86-64: build with clang -target bpf")
+            raise BadObject(f"{label}: a {order} BPF object; the kernels are little-endian 64-bit: build with "
+                            "clang -target bpf")
         programs = _programs(elf, data, label)
     except BadObject:
         raise
