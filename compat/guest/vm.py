@@ -23,6 +23,7 @@ from pathlib import Path
 
 from compat_agent.wire.framing import PORT_NAME, ChannelClosed, ProtocolError, encode, read_frame
 
+from compat.arch import ARCHES
 from compat.errors import UserError
 from compat.paths import temp_dir
 
@@ -60,25 +61,29 @@ class ArchBoot:
     binary: str  # qemu-system-*
     package: str  # the Debian package that installs it (said when it is missing)
     env: str  # the variable that names another binary
-    uname: str  # the guest's uname -m (platform.machine()): whether KVM could run it here
     cmdline: str
     tcg_cpu: str
     machine: tuple[str, ...] = ()
     kvm_machine: tuple[str, ...] = ()
 
+    @property
+    def uname(self) -> str:
+        """The guest's uname -m (platform.machine()): whether KVM could run it on this host."""
+        return ARCHES[self.arch].uname
+
 
 ARCH_BOOT: dict[str, ArchBoot] = {
     # Under TCG: every feature, but 4-level page tables (every softmmu TLB miss walks the guest's
     # page tables; see bench/speed.py).
-    "amd64": ArchBoot("amd64", "qemu-system-x86_64", "qemu-system-x86", "COMPAT_QEMU", "x86_64",
-                      KERNEL_CMDLINE, "max,la57=off"),
+    "amd64": ArchBoot("amd64", "qemu-system-x86_64", "qemu-system-x86", "COMPAT_QEMU", KERNEL_CMDLINE,
+                      "max,la57=off"),
     # Under TCG, Neoverse N1 (Graviton2, Ampere Altra: the cores arm64 fleets run) rather than
     # max: max has pointer authentication, whose QARMA emulation made a 5.10 guest's agent ready
     # in 12.1 s against 2.3 s (bench/results/arm64-cpu.json). cortex-a72 was 10% faster, but it
     # is an ARMv8.0 core without the LSE atomics N1 has and the arm64 BPF JIT uses when present:
     # a guest should JIT as the fleet's CPUs do. With KVM, the host's CPU and GIC.
-    "arm64": ArchBoot("arm64", "qemu-system-aarch64", "qemu-system-arm", "COMPAT_QEMU_ARM64", "aarch64",
-                      ARM64_KERNEL_CMDLINE, "neoverse-n1", ("-M", "virt"), ("-M", "virt,gic-version=host")),
+    "arm64": ArchBoot("arm64", "qemu-system-aarch64", "qemu-system-arm", "COMPAT_QEMU_ARM64", ARM64_KERNEL_CMDLINE,
+                      "neoverse-n1", ("-M", "virt"), ("-M", "virt,gic-version=host")),
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ embeds BPF objects (a libbpf skeleton, Go's bpf2go; see embedded.py) stands for 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -15,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compat_agent.elf.ptregs import PtRegs, pt_regs_arch
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
@@ -109,6 +111,12 @@ class BpfObject:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @functools.cached_property
+    def pt_regs(self) -> PtRegs | None:
+        """The architecture whose struct pt_regs the object reads (from its BTF and CO-RE
+        relocations, once per object), or None when it reads none or cannot tell."""
+        return pt_regs_arch(self.data)
 
 
 def read_objects(path: Path, max_bytes: int = MAX_OBJECT_BYTES) -> list[BpfObject]:

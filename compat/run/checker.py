@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from compat_agent.elf.analysis import ElfInfo, analyze_elf, elf_to_json
-from compat_agent.elf.ptregs import PtRegs, pt_regs_arch
 from compat_agent.elf.sections import CONTEXT, OPTION
 
 from compat.cache import Cache, sha256_json
@@ -244,7 +243,6 @@ class Checker:
         self._seconds: dict[tuple[str, str], float] = {}  # (kernel id, object sha256) -> seconds
         self._requests: dict[str, dict] = {}  # object sha256 and file name -> its check request
         self._indexes: dict[str, ModuleIndex] = {}  # kernel key -> the functions of its modules
-        self._pt_regs: dict[str, PtRegs | None] = {}  # object sha256 -> the pt_regs it was built for
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self.fleet = Fleet(
@@ -727,17 +725,10 @@ class Checker:
         warned = kernel_warnings(reply)  # the object's check, not one program, made the kernel warn
         for r, _ in out:
             r.object_load, r.kernel_warnings = shipped, warned
-            r.pt_regs = self._pt_regs_words(obj, o.spec.arch)
+            # What the cells on a kernel of this arch say of an object built for another
+            # architecture's pt_regs (None: built for none, or for this one).
+            r.pt_regs = obj.pt_regs.words(o.spec.arch) if obj.pt_regs is not None else None
         return out
-
-    def _pt_regs_words(self, obj: BpfObject, arch: str) -> str | None:
-        """What the object's cells on a kernel of arch say of an object built for another
-        architecture's pt_regs (read from its BTF once per object), or None."""
-        with self._lock:
-            if obj.sha256 not in self._pt_regs:
-                self._pt_regs[obj.sha256] = pt_regs_arch(obj.data)
-        found = self._pt_regs[obj.sha256]
-        return found.words(arch) if found is not None else None
 
     @staticmethod
     def _program_result(

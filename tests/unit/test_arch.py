@@ -27,6 +27,9 @@ def test_every_name_of_each_architecture():
 
 
 def test_layers_take_their_names_from_the_table():
+    from compat.guest.vm import ARCH_BOOT
+
+    assert set(ARCH_BOOT) == set(arch.ARCHES) and ARCH_BOOT["arm64"].uname == "aarch64"
     assert {name: layout.triplet for name, layout in LAYOUTS.items()} == {
         name: a.triplet for name, a in arch.ARCHES.items()
     }
