@@ -12,6 +12,7 @@ from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT
 from compat.results.gate import facts, gate_summary
 from compat.results.logdiff import LogDiff
 from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+from compat.results.privilege import kernel_count
 
 from . import common, escape
 from .escape import markdown as md
@@ -85,9 +86,9 @@ def _render(result: RunResult, comparison: Comparison, diff_limit: int, compact:
         n = len(f.regressions)
         head = f"{REGRESSION} **{n} regression(s)**" if n else f"{ACCEPT} **no regression**"
         out.append(f"{head} against {_code(comparison.baseline.label)} · {f.programs} program(s) × "
-                   f"{f.kernels} kernel(s)")  # fmt: skip
+                   f"{kernel_count(result.kernels)}")  # fmt: skip
     else:
-        out.append(f"{f.programs} program(s) × {f.kernels} kernel(s) · no baseline")
+        out.append(f"{f.programs} program(s) × {kernel_count(result.kernels)} · no baseline")
     if f.required_rejections:
         out.append(f"\n{REJECT} **{len(f.required_rejections)} rejection(s) on required kernels**")
     out.append("")

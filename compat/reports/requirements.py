@@ -11,6 +11,11 @@ the matrix declares: "oldest" means the version). Per program:
     backport that broke it, a required kernel option missing): a minimum kernel is not the
     whole story for these programs;
   - no_verdict: kernels where the check gave no verdict (a guest that died, a deadline).
+Kernels of another architecture, or columns of another privilege (--privilege), are another axis:
+an arm64 rejection after an amd64 acceptance is no newer kernel's doing, nor an unprivileged
+rejection after a root acceptance. The view is computed per axis (architecture, then privilege,
+in the run's order), each program once per axis; a run of one architecture and privilege reads
+as before, and a mixed one names the axis (JSON: "arch" and "privilege" of each program entry).
 Two formats: "requirements" (markdown) and "requirements-json" (schema compat-requirements/v1).
 
 A feature is named by a rejection when the maps the kernel could not create (object_load) have
@@ -33,6 +38,7 @@ from compat_agent.wire.features import FEATURES, Feature, requirement
 
 from compat.results.compare import Comparison, kernel_name, kernel_version, order_kernels
 from compat.results.model import ACCEPTED, REJECTED, KernelInfo, ProgramResult, RunResult
+from compat.results.privilege import ROOT
 
 from . import common, escape
 
@@ -77,16 +83,35 @@ class Requirement:
     older: list[KernelNeed]
     newer_rejections: list[KernelNeed]
     no_verdict: list[KernelNeed]
+    axis: Axis | None = None  # the run's axis when it has more than one (architecture, privilege)
 
     def to_json(self) -> dict:
         oldest = self.oldest
-        return {
+        doc = {
             "object": self.object, "program": self.program,
             "oldest": {"kernel": oldest.id, "version": kernel_version(oldest)} if oldest else None,
             "older": [n.to_json() for n in self.older],
             "newer_rejections": [n.to_json() for n in self.newer_rejections],
             "no_verdict": [n.to_json() for n in self.no_verdict],
         }  # fmt: skip
+        if self.axis is not None:
+            doc["arch"], doc["privilege"] = self.axis
+        return doc
+
+
+# One kernel axis of the view: (architecture, privilege).
+Axis = tuple[str, str]
+
+
+def axis_of(k: KernelInfo) -> Axis:
+    """The axis a kernel's column runs along: its architecture and its privilege."""
+    return (k.arch, k.privilege or ROOT)
+
+
+def axis_words(axis: Axis) -> str:
+    """'arm64', 'amd64, unprivileged': how a heading names an axis."""
+    arch, privilege = axis
+    return arch if privilege == ROOT else f"{arch}, {privilege}"
 
 
 # classify's words for a helper ("bpf_loop (181)", inventory.helper_label) and a map type.
@@ -122,9 +147,35 @@ def _features(r: ProgramResult) -> list[Feature]:
     return list(found.values())
 
 
+def axes(result: RunResult) -> list[tuple[Axis, list[KernelInfo]]]:
+    """The run's kernel axes (see the module's docstring), each with its kernels oldest first."""
+    groups: dict[Axis, list[KernelInfo]] = {}
+    for k in order_kernels(list(result.kernels), "version"):
+        groups.setdefault(axis_of(k), []).append(k)
+    # Architectures in the run's order (order_kernels), root's columns first within each.
+    archs = list(dict.fromkeys(a for a, _ in groups))
+    return sorted(groups.items(), key=lambda g: (archs.index(g[0][0]), g[0][1] != ROOT))
+
+
 def requirements(result: RunResult, comparison: Comparison | None = None) -> tuple[list[KernelInfo], list[Requirement]]:
-    """The kernels oldest first and each program's Requirement, programs in first-seen order."""
-    kernels = order_kernels(list(result.kernels), "version")
+    """The kernels oldest first (per axis) and each program's Requirement per axis, programs in
+    first-seen order within an axis."""
+    found = axes(result)
+    mixed = len(found) > 1
+    kernels, out = [], []
+    for axis, along in found:
+        kernels += along
+        for r in _requirements(result, along):
+            if mixed and (r.oldest or r.older or r.newer_rejections or r.no_verdict):
+                r.axis = axis  # a program the axis never checked has no entry there
+                out.append(r)
+            elif not mixed:
+                out.append(r)
+    return kernels, out
+
+
+def _requirements(result: RunResult, kernels: list[KernelInfo]) -> list[Requirement]:
+    """Each program's Requirement along one axis's kernels (oldest first)."""
     out = []
     for obj, prog in common.programs(result):
         cells = [(k, result.cell(obj, prog, k.id)) for k in kernels]
@@ -143,15 +194,24 @@ def requirements(result: RunResult, comparison: Comparison | None = None) -> tup
             else:
                 newer.append(need)
         out.append(Requirement(obj, prog, oldest, older, newer, unknown))
-    return kernels, out
+    return out
+
+
+def _kernel_json(k: KernelInfo, mixed: bool) -> dict:
+    """A kernel of the view; with its axis when the run has more than one."""
+    doc = {"kernel": k.id, "version": kernel_version(k)}
+    if mixed:
+        doc["arch"], doc["privilege"] = axis_of(k)
+    return doc
 
 
 def render_json(result: RunResult, comparison: Comparison) -> str:
     """requirements-json: the view as a document (schema compat-requirements/v1)."""
     kernels, reqs = requirements(result, comparison)
+    mixed = len(axes(result)) > 1
     doc = {
         "schema": SCHEMA,
-        "kernels": [{"kernel": k.id, "version": kernel_version(k)} for k in kernels],
+        "kernels": [_kernel_json(k, mixed) for k in kernels],
         "programs": [r.to_json() for r in reqs],
     }
     # ensure_ascii: no control character or terminal sequence of a name survives as such.
@@ -160,11 +220,26 @@ def render_json(result: RunResult, comparison: Comparison) -> str:
 
 def render(result: RunResult, comparison: Comparison) -> str:
     """requirements: the view as markdown (a table, one row per program)."""
-    kernels, reqs = requirements(result, comparison)
+    _, reqs = requirements(result, comparison)
+    found = axes(result)
+    lines = ["## Minimum supported kernels", ""]
+    for axis, kernels in found:
+        if len(found) > 1:
+            lines += [f"### {escape.markdown(axis_words(axis))}", ""]
+        lines += _table(kernels, [r for r in reqs if r.axis in (None, axis)])
+    note = ("The oldest kernel is the oldest of this run's kernels that accepts the program; a kernel between two "
+            "of them may differ, and a distribution kernel may backport a feature.")
+    if len(found) > 1:
+        note += (" Each architecture and privilege is its own axis: a rejection on arm64 or under less privilege "
+                 "is not a newer kernel's.")  # fmt: skip
+    lines += [f"<sub>{note}</sub>", ""]
+    return escape.no_commands("\n".join(lines))
+
+
+def _table(kernels: list[KernelInfo], reqs: list[Requirement]) -> list[str]:
+    """One axis's markdown lines: its kernels, then a row per program."""
     md, code = escape.markdown, escape.markdown_code
     lines = [
-        "## Minimum supported kernels",
-        "",
         "Kernels, oldest first: " + ", ".join(md(kernel_name(k)) for k in kernels) + ".",
         "",
         "| program | oldest kernel that accepts it | what older kernels lack |",
@@ -177,7 +252,4 @@ def render(result: RunResult, comparison: Comparison) -> str:
         notes += [f"{md(kernel_name(n.kernel))}: {md(n.words())}" for n in r.no_verdict]
         cell = "<br>".join(lacks + notes) or ("nothing: every kernel of the run accepts it" if r.oldest else "")
         lines.append(f"| {code(r.object, table=True)} {code(r.program, table=True)} | {oldest} | {cell} |")
-    note = ("The oldest kernel is the oldest of this run's kernels that accepts the program; a kernel between two "
-            "of them may differ, and a distribution kernel may backport a feature.")
-    lines += ["", f"<sub>{note}</sub>", ""]
-    return escape.no_commands("\n".join(lines))
+    return [*lines, ""]

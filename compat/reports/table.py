@@ -10,6 +10,7 @@ from compat.results import expectation
 from compat.results.compare import NEWLY_ACCEPTED, NEWLY_REJECTED, REMOVED, STAT_KEYS, STAT_LABELS, Comparison
 from compat.results.gate import facts, gate_summary
 from compat.results.model import ACCEPTED, ERROR, REJECTED, ProgramResult, RunResult
+from compat.results.privilege import kernel_count
 
 from . import common, escape
 from .escape import terminal as t
@@ -179,7 +180,7 @@ def summary_line(result: RunResult, comparison: Comparison | None = None) -> str
     checked = sum(1 for o in result.objects if not o.error)
     bad = len(result.objects) - checked
     text = (
-        f"{checked} object(s), {programs} program(s), {len(result.kernels)} kernel(s): "
+        f"{checked} object(s), {programs} program(s), {kernel_count(result.kernels)}: "
         f"{counts[ACCEPTED]} accepted, {counts[REJECTED]} rejected, {counts[ERROR]} error(s)"
     )
     if bad:

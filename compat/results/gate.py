@@ -25,6 +25,7 @@ from compat.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE
 
 from .compare import ADDED, NO_VERDICT, CellChange, Comparison, kernel_name
 from .model import ERROR, REASONS, REJECTED, ProgramResult, RunResult
+from .privilege import kernel_count
 
 FAIL_ON = ("regression", "rejection", "expectation", "warning", "never")
 
@@ -105,7 +106,7 @@ def gate_summary(result: RunResult, comparison: Comparison, counts: bool = True)
     most SUMMARY_NAMED named items per list and how many more (the line every command prints)."""
     f = facts(result, comparison)
     kernels = {k.id: k for k in result.kernels}
-    text = f"{f.programs} program(s), {f.kernels} kernel(s): " if counts else ""
+    text = f"{f.programs} program(s), {kernel_count(result.kernels)}: " if counts else ""
     if comparison.baseline is None:
         text += "no baseline"
     else:

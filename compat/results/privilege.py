@@ -113,3 +113,14 @@ def axis_kernels(kernels: Sequence[KernelInfo]) -> list[KernelInfo]:
     modes = [k.privilege or ROOT for k in kernels]
     mode = ROOT if ROOT in modes else (modes[0] if modes else ROOT)
     return [k for k, m in zip(kernels, modes, strict=True) if m == mode]
+
+
+def kernel_count(kernels: Sequence[KernelInfo]) -> str:
+    """The run's columns in words: '4 kernel(s)', or '1 kernel(s) × 2 mode(s)' when they are kernels
+    under several privileges (a caps column is the same kernel again, not another one)."""
+    modes = {k.privilege or ROOT for k in kernels}
+    if len(modes) < 2:
+        return f"{len(kernels)} kernel(s)"
+    suffix = {k.id: f" ({k.privilege})" if k.privilege and k.privilege != ROOT else "" for k in kernels}
+    ids = {k.id.removesuffix(suffix[k.id]) if suffix[k.id] else k.id for k in kernels}
+    return f"{len(ids)} kernel(s) × {len(modes)} mode(s)"

@@ -13,7 +13,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,13 @@ def request_for(name: str, data: bytes, values: dict[str, Any]) -> dict[str, Any
             **request_fields(values, context)}  # fmt: skip
 
 
+def reply_verdicts(replies: Iterable[dict[str, Any]]) -> list[Any]:
+    """The verdicts of every program of the (validated) check replies, under every privilege
+    (--privilege: each mode's check is a part of the one reply, and each counts)."""
+    return [p.get("verdict") for r in replies for part in privilege_parts(r)
+            for p in part.get("programs") or [] if isinstance(p, dict)]  # fmt: skip
+
+
 class Checker:
     """Runs objects on a fleet and turns guest replies into results."""
 
@@ -365,15 +372,16 @@ class Checker:
         """Tell the progress callback that one kernel is done."""
         if self.progress is None:
             return
-        programs = [p for r in kw.replies.values() for p in r.get("programs") or [] if isinstance(p, dict)]
-        verdicts = [p.get("verdict") for p in programs]
+        verdicts = reply_verdicts(kw.replies.values())
         accepted = sum(1 for v in verdicts if v == ACCEPTED)
         how = "from the result cache" if cached else f"after {time.monotonic() - self._t0:.1f} s"
         errors = f", {len(kw.failures)} object(s) without a verdict" if kw.failures else ""
+        n_modes = len(self.options.privileges)
+        modes = f" checked under {n_modes} privilege(s)" if n_modes > 1 else ""
         resolved = self.fleet.resolved.get(kernel_id)
         name = f"{kernel_id} ({resolved.version})" if resolved and resolved.version not in kernel_id else kernel_id
         self.progress(
-            f"{name}: {len(verdicts)} program(s), {accepted} accepted, {len(verdicts) - accepted} rejected"
+            f"{name}: {len(verdicts)} program(s){modes}, {accepted} accepted, {len(verdicts) - accepted} rejected"
             f"{errors} ({how})"
         )
 
