@@ -25,12 +25,14 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
     from compat.reports.selftests import render
     from compat.run.bisect import series_spec
     from compat.run.checker import DEFAULT_OBJECT_TIMEOUT, CheckOptions, load_objects
+    from compat.run.options import privileges
     from compat.run.selftests import release_specs, sweep
 
     # The reports, checked before any work as check checks them (compat/reports/outputs.py).
     planned = outputs.plan(args.formats, args.outputs, list(SELFTESTS_FORMATS))
     require_tools()  # before the archive is asked anything
-    spec = series_spec(args.series, load_matrix(args.matrix), args.flavour)
+    modes = privileges(args.privileges)  # the options table's row, as check reads it
+    spec = series_spec(args.series, load_matrix(args.matrix, args.arch), args.flavour)
     series = spec.series or args.series
     store = KernelStore(cache, refresh=args.refresh)
     specs = release_specs(store, spec, args.first, args.last)  # bad ranges fail before any build
@@ -38,9 +40,10 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
     def progress(line: str) -> None:
         print(f"compat: {_shown(line)}", file=sys.stderr, flush=True)
 
-    dest = default_dest(series)
+    # arm64: built against the arm64 kernel's BTF for arm64's target, in a folder of its own
+    dest = default_dest(series, spec.arch)
     builds = build(dest, args.limit, source=args.source, series=series, cache=cache, warn=progress,
-                   refresh=args.refresh)  # fmt: skip
+                   refresh=args.refresh, arch=spec.arch)  # fmt: skip
     paths = [str(dest / b.object) for b in builds if b.status == "ok" and b.object]
     annotated = [p for p in paths if read_specs(Path(p).read_bytes()).annotated]
     if not annotated:
@@ -51,7 +54,9 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
         print(f"compat: warning: not checked: {_shown(line)}", file=sys.stderr)
     if not objects:
         raise UserError("no selftest object could be read", "see the warnings above")
-    options = CheckOptions(jobs=args.jobs, object_timeout=DEFAULT_OBJECT_TIMEOUT, result_cache=args.result_cache)
+    # A run with unprivileged boots its guests with mitigations=auto (the Checker adds it, as for check).
+    options = CheckOptions(jobs=args.jobs, object_timeout=DEFAULT_OBJECT_TIMEOUT, result_cache=args.result_cache,
+                           privileges=modes)  # fmt: skip
     try:
         import json
 
@@ -65,7 +70,9 @@ def cmd_selftests(args: argparse.Namespace, cache: Cache) -> int:
     result.not_built = sum(1 for b in builds if b.status != "ok")
     outputs.write(planned, lambda fmt: render(fmt, result))
     unmet = sum(result.counts(v)["not_met"] for v in result.releases)
-    print(f"compat: selftests: {len(result.outcomes)} annotated program(s) on {len(result.releases)} release(s): "
+    times = f" × {len(result.modes)} mode(s)" if len(result.modes) > 1 else ""
+    print(f"compat: selftests: {len(result.outcomes)} annotated program(s) on {len(result.releases)} release(s)"
+          f"{times}: "
           f"{unmet} expectation(s) not met, {len(result.changes)} change(s), {len(result.stale)} stale",
           file=sys.stderr)  # fmt: skip
     if result.failed:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from compat.run.options import Placed
+
+from .arch_option import add_arch_option
 from .bisect_options import add_series_run_options
 
 SELFTESTS_FORMATS = ("table", "json", "markdown")
@@ -36,3 +39,5 @@ def add_parser(sub, jobs_type: Callable[[str], int | float]) -> None:
     p.add_argument("--limit", type=_limit, metavar="N",
                    help="build and check a deterministic sample of N selftest source files (default: all)")
     add_series_run_options(p, jobs_type)
+    add_arch_option(p)
+    Placed(p).add("privileges")  # check's --privilege row: each release under each mode
