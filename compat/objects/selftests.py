@@ -11,9 +11,12 @@ selftests Makefile does, without the kernel's build system:
   headers, tools/include, the uapi headers and scripts/bpf_doc.py (which generates
   bpf_helper_defs.h);
 - vmlinux.h is dumped by bpftool from the BTF of the series' kernel (the uncompressed vmlinux
-  compat keeps in its cache to boot that kernel);
+  compat keeps in its cache to boot that kernel); for arm64 (``arch="arm64"``), the BTF of the
+  series' arm64 kernel, read out of its Image (a flat binary without sections: the BTF blob is
+  found by its header), built into a folder of its own (selftests-arm64, selftests-SERIES-arm64)
+  with ``-D__TARGET_ARCH_arm64`` and arm64's uapi headers;
 - every progs/*.c is compiled with the Makefile's flags (``-g -O2 --target=bpf -mcpu=v3
-  -D__TARGET_ARCH_x86 -DENABLE_ATOMICS_TESTS``, per-file ``-CFLAGS``, clang's system includes
+  -D__TARGET_ARCH_x86 (arm64) -DENABLE_ATOMICS_TESTS``, per-file ``-CFLAGS``, clang's system includes
   with ``-idirafter``; the newest clang-N installed), in parallel, each under a timeout. A file
   that does not compile is recorded with one line of why and skipped. The objects the Makefile
   links from several (LINKED_SKELS) are linked with ``bpftool gen object`` as <name>.linked.bpf.o.
@@ -30,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
@@ -44,6 +48,7 @@ from typing import Any
 from debian.debfile import DebFile
 from debian.debian_support import Version
 
+from compat.arch import DEFAULT_ARCH
 from compat.cache import Cache, sha256_file, sha256_json, write_atomic
 from compat.errors import CompatError, UserError
 from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
@@ -52,6 +57,9 @@ from compat.kernels.sources import KernelStore
 from compat.paths import cache_root
 
 DEFAULT_SERIES = "6.12"
+# The kernel's name of each architecture compat boots (the selftests Makefile's SRCARCH: it
+# passes -D__TARGET_ARCH_$(SRCARCH), and arch/$(SRCARCH)/include/uapi holds its uapi headers).
+SRCARCH = {"amd64": "x86", "arm64": "arm64"}
 # trixie's point releases and security updates are trixie too; sid is the fallback for a
 # package trixie lacks; bookworm's for the older series.
 SUITES = (("trixie", "trixie-security", "trixie-updates"), ("sid", "unstable"),
@@ -76,6 +84,7 @@ EXTRACT = (
     "tools/include/",
     "include/uapi/",
     "arch/x86/include/uapi/",
+    "arch/arm64/include/uapi/",  # --arch arm64's (a tree extracted before has no need of it)
     "scripts/bpf_doc.py",
 )
 MANIFEST = "selftests.json"
@@ -99,10 +108,12 @@ class Build:
     error: str  # one line: why it did not build ("" when it did)
 
 
-def default_dest(series: str = DEFAULT_SERIES) -> Path:
+def default_dest(series: str = DEFAULT_SERIES, arch: str = DEFAULT_ARCH) -> Path:
     """compat's cache directory (COMPAT_CACHE, XDG_CACHE_HOME, ~/.cache), subfolder selftests/,
-    one folder per series (6.12 keeps the folder it always had)."""
-    return cache_root() / "selftests" if series == DEFAULT_SERIES else cache_root() / f"selftests-{series}"
+    one folder per series (6.12 keeps the folder it always had) and architecture (arm64's carry
+    -arm64: selftests-arm64, selftests-6.1-arm64)."""
+    name = "selftests" if series == DEFAULT_SERIES else f"selftests-{series}"
+    return cache_root() / (name if arch == DEFAULT_ARCH else f"{name}-{arch}")
 
 
 def require_tools() -> str:
@@ -138,10 +149,12 @@ def build(
     source: str | None = None,
     names: list[str] | None = None,
     cache: Cache | None = None,
+    arch: str = DEFAULT_ARCH,
 ) -> list[Build]:
     """The Build of every source of the selection (names: these progs/*.c files; else all, or a
     sample of limit), compiling only what the manifest lacks. ``source`` is the Debian version of
-    linux-source-<series> to build (default: the newest the archive offers)."""
+    linux-source-<series> to build (default: the newest the archive offers); ``arch`` the
+    architecture whose kernel BTF and target the objects are built for (dest: its own folder)."""
     dest.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(dest)
     same_source = source is None or (
@@ -170,15 +183,16 @@ def build(
             raise UserError(f"the archive has no {package} (the source of series {series})",
                             "see 'compat kernels available SERIES' for the series it has")  # fmt: skip
     src = _source_tree(repo, pkg, dest, warn, series)
-    vmlinux = _vmlinux(cache, series)
-    key = sha256_json(
-        {
-            "recipe": RECIPE,
-            "package": [pkg.name, pkg.version, pkg.sha256],
-            "vmlinux": cache.file_sha256(vmlinux),
-            "clang": _clang_version(compiler),
-        }
-    )[:16]
+    vmlinux = _vmlinux(cache, series) if arch == DEFAULT_ARCH else _kernel_btf(cache, series, arch, dest)
+    keyed = {
+        "recipe": RECIPE,
+        "package": [pkg.name, pkg.version, pkg.sha256],
+        "vmlinux": cache.file_sha256(vmlinux),
+        "clang": _clang_version(compiler),
+    }
+    if arch != DEFAULT_ARCH:  # amd64's key stays what it was (its built objects stay valid)
+        keyed["arch"] = arch
+    key = sha256_json(keyed)[:16]
     if manifest is None or manifest["key"] != key:
         if manifest is not None:
             shutil.rmtree(dest / "obj", ignore_errors=True)  # objects of another source or compiler
@@ -186,12 +200,12 @@ def build(
         manifest = {"schema": MANIFEST_SCHEMA, "key": key, "package": f"{pkg.name}={pkg.version}",
                     "clang": _clang_version(compiler), "sources": sources, "builds": {}}  # fmt: skip
     manifest["linked"] = _linked_groups(src)
-    include = _include_dir(src, dest / "include" / key, vmlinux)
+    include = _include_dir(src, dest / "include" / key, vmlinux, arch)
     wanted = _selection(manifest["sources"], limit, names)
     builds: dict[str, Build] = manifest["builds"]
     todo = [name for name in wanted if name not in builds or not _intact(dest, builds[name])]
     if todo:
-        recipe = _recipe(src, include, compiler)
+        recipe = _recipe(src, include, compiler, arch)
         out_dir = dest / "obj"
         out_dir.mkdir(exist_ok=True)
         started = time.monotonic()
@@ -328,7 +342,45 @@ def _vmlinux(cache: Cache, series: str = DEFAULT_SERIES) -> Path:
     return image
 
 
-def _include_dir(src: Path, include: Path, vmlinux: Path) -> Path:
+def _kernel_btf(cache: Cache, series: str, arch: str, dest: Path) -> Path:
+    """The BTF of the series' kernel of ``arch`` as a raw BTF file (in dest), which bpftool dumps
+    as it dumps a vmlinux: read out of the kernel's boot image (an arm64 Image is a flat binary
+    that holds the .BTF section's bytes, found by their header: see btf_blob)."""
+    store = KernelStore(cache)
+    kernel = store.fetch(load_matrix(None, arch).select([f"debian:{series}"])[0])
+    blob = btf_blob(store.boot_image(kernel).read_bytes())
+    if blob is None:
+        raise CompatError(f"selftests: debian:{series} on {arch} has no BTF in its boot image: cannot dump vmlinux.h")
+    out = dest / f"vmlinux-{arch}.btf"
+    if not out.is_file() or out.read_bytes() != blob:
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")
+        tmp.write_bytes(blob)
+        os.replace(tmp, out)  # whole or not at all: the build key hashes it
+    return out
+
+
+# A BTF header (include/uapi/linux/btf.h): magic 0xeB9F, version 1, flags 0, hdr_len 24, then
+# type_off, type_len, str_off, str_len (little-endian: the architectures compat boots are).
+_BTF_MAGIC = b"\x9f\xeb\x01\x00\x18\x00\x00\x00"
+MIN_KERNEL_BTF = 1 << 20  # a kernel's BTF is megabytes; a module's or a stray match is not
+
+
+def btf_blob(image: bytes) -> bytes | None:
+    """The kernel's BTF inside a boot image without sections (arm64's Image): the first header
+    whose sections follow each other, types first, and whose size (at least MIN_KERNEL_BTF)
+    fits in the image; None when there is none."""
+    at = image.find(_BTF_MAGIC)
+    while at >= 0:
+        if at + 24 <= len(image):
+            hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<5I", image, at + 4)
+            size = hdr_len + str_off + str_len
+            if type_off == 0 and str_off == type_len and MIN_KERNEL_BTF <= size <= len(image) - at:
+                return image[at : at + size]
+        at = image.find(_BTF_MAGIC, at + 1)
+    return None
+
+
+def _include_dir(src: Path, include: Path, vmlinux: Path, arch: str = DEFAULT_ARCH) -> Path:
     """The headers the Makefile generates or installs, in one directory (built once per key):
 
     - vmlinux.h from the kernel's BTF;
@@ -353,7 +405,7 @@ def _include_dir(src: Path, include: Path, vmlinux: Path) -> Path:
                  str(src / "tools/include/uapi/linux/bpf.h")],
                 stdout=f, check=True,
             )  # fmt: skip
-        for uapi in (src / "include/uapi", src / "arch/x86/include/uapi"):
+        for uapi in (src / "include/uapi", src / f"arch/{SRCARCH[arch]}/include/uapi"):
             for header in uapi.rglob("*.h"):
                 target = staging / "usr/include" / header.relative_to(uapi)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -415,11 +467,11 @@ class Recipe:
     per_file: dict[str, list[str]]  # progs/X.c-CFLAGS of the Makefile
 
 
-def _recipe(src: Path, include: Path, clang: str) -> Recipe:
+def _recipe(src: Path, include: Path, clang: str, arch: str = DEFAULT_ARCH) -> Recipe:
     selftests_dir = src / SELFTESTS
     flags = [
         # BPF_CFLAGS, less -Werror: a newer clang's new warnings do not change the object
-        "-g", "-Wall", "-D__TARGET_ARCH_x86", "-mlittle-endian",
+        "-g", "-Wall", f"-D__TARGET_ARCH_{SRCARCH[arch]}", "-mlittle-endian",
         f"-I{include}", f"-I{selftests_dir}", f"-I{src / 'tools/include/uapi'}", f"-I{include / 'usr/include'}",
         "-Wno-compare-distinct-pointer-types",
         *_sys_includes(clang),  # CLANG_CFLAGS
