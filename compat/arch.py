@@ -2,11 +2,11 @@
 
 Kernels, guest images, QEMU, the loader `compat run` takes and the reports each need a different
 name for the same architecture: Debian's (amd64, the matrix's `arch:`), the kernel's and QEMU's
-(x86_64, `uname -m`), the ELF header's machine number (62) and the words `file` uses for it
-(x86-64), the multiarch triplet of its library directories (x86_64-linux-gnu) and the tag
-`ldconfig -p` prints. They come from here. What is particular to one layer (QEMU's machine and
-CPU model: guest/vm.py; the dynamic loader's paths in the guest image: guest/image.py) stays
-there, keyed by ARCHES' names.
+(x86_64, `uname -m`), the kernel source's (arch/x86), the ELF header's machine number (62) and
+the words `file` uses for it (x86-64), the multiarch triplet of its library directories
+(x86_64-linux-gnu) and the tag `ldconfig -p` prints. They come from here. What is particular to
+one layer (QEMU's machine and CPU model: guest/vm.py; the dynamic loader's paths in the guest
+image: guest/image.py) stays there, keyed by ARCHES' names.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Arch:
 
     name: str  # Debian's (dpkg --print-architecture): amd64
     uname: str  # the kernel's and QEMU's (uname -m): x86_64
+    srcarch: str  # the kernel source's (arch/x86, -D__TARGET_ARCH_x86 for bpf_tracing.h): x86
     machine: int  # ELF e_machine: EM_X86_64 62
     words: str  # how people and `file` say it: x86-64
     triplet: str  # multiarch library directory: x86_64-linux-gnu
@@ -33,8 +34,9 @@ class Arch:
 ARCHES: dict[str, Arch] = {
     a.name: a
     for a in (
-        Arch("amd64", "x86_64", 62, "x86-64", "x86_64-linux-gnu", "x86-64", ("x86_64", "x86-64", "x64")),
-        Arch("arm64", "aarch64", 183, "arm64 (aarch64)", "aarch64-linux-gnu", "AArch64", ("aarch64", "arm64e")),
+        Arch("amd64", "x86_64", "x86", 62, "x86-64", "x86_64-linux-gnu", "x86-64", ("x86_64", "x86-64", "x64")),
+        Arch("arm64", "aarch64", "arm64", 183, "arm64 (aarch64)", "aarch64-linux-gnu", "AArch64",
+             ("aarch64", "arm64e")),
     )
 }
 DEFAULT_ARCH = next(iter(ARCHES))

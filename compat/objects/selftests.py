@@ -48,7 +48,7 @@ from typing import Any
 from debian.debfile import DebFile
 from debian.debian_support import Version
 
-from compat.arch import DEFAULT_ARCH
+from compat.arch import ARCHES, DEFAULT_ARCH
 from compat.cache import Cache, sha256_file, sha256_json, write_atomic
 from compat.errors import CompatError, UserError
 from compat.kernels.apt import AptRepo, PackageVersion, debian_sources
@@ -57,9 +57,6 @@ from compat.kernels.sources import KernelStore
 from compat.paths import cache_root
 
 DEFAULT_SERIES = "6.12"
-# The kernel's name of each architecture compat boots (the selftests Makefile's SRCARCH: it
-# passes -D__TARGET_ARCH_$(SRCARCH), and arch/$(SRCARCH)/include/uapi holds its uapi headers).
-SRCARCH = {"amd64": "x86", "arm64": "arm64"}
 # trixie's point releases and security updates are trixie too; sid is the fallback for a
 # package trixie lacks; bookworm's for the older series.
 SUITES = (("trixie", "trixie-security", "trixie-updates"), ("sid", "unstable"),
@@ -405,7 +402,7 @@ def _include_dir(src: Path, include: Path, vmlinux: Path, arch: str = DEFAULT_AR
                  str(src / "tools/include/uapi/linux/bpf.h")],
                 stdout=f, check=True,
             )  # fmt: skip
-        for uapi in (src / "include/uapi", src / f"arch/{SRCARCH[arch]}/include/uapi"):
+        for uapi in (src / "include/uapi", src / f"arch/{ARCHES[arch].srcarch}/include/uapi"):
             for header in uapi.rglob("*.h"):
                 target = staging / "usr/include" / header.relative_to(uapi)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -471,7 +468,7 @@ def _recipe(src: Path, include: Path, clang: str, arch: str = DEFAULT_ARCH) -> R
     selftests_dir = src / SELFTESTS
     flags = [
         # BPF_CFLAGS, less -Werror: a newer clang's new warnings do not change the object
-        "-g", "-Wall", f"-D__TARGET_ARCH_{SRCARCH[arch]}", "-mlittle-endian",
+        "-g", "-Wall", f"-D__TARGET_ARCH_{ARCHES[arch].srcarch}", "-mlittle-endian",
         f"-I{include}", f"-I{selftests_dir}", f"-I{src / 'tools/include/uapi'}", f"-I{include / 'usr/include'}",
         "-Wno-compare-distinct-pointer-types",
         *_sys_includes(clang),  # CLANG_CFLAGS

@@ -11,7 +11,8 @@ import struct
 
 from conftest import run_compat
 
-from compat.objects.selftests import MIN_KERNEL_BTF, SRCARCH, _recipe, btf_blob, default_dest
+from compat.arch import ARCHES
+from compat.objects.selftests import MIN_KERNEL_BTF, _recipe, btf_blob, default_dest
 from compat.reports.selftests import render
 from compat.results.model import ObjectInfo, ProgramResult, RunResult
 from compat.results.privilege import ROOT, UNPRIVILEGED, column
@@ -99,7 +100,7 @@ def test_arm64_builds_go_to_their_own_folder_for_arm64s_target(tmp_path, monkeyp
     assert "-D__TARGET_ARCH_x86" in _recipe(src, tmp_path, "clang").flags
     arm = _recipe(src, tmp_path, "clang", "arm64")
     assert "-D__TARGET_ARCH_arm64" in arm.flags and "-D__TARGET_ARCH_x86" not in arm.flags
-    assert SRCARCH == {"amd64": "x86", "arm64": "arm64"}
+    assert {name: a.srcarch for name, a in ARCHES.items()} == {"amd64": "x86", "arm64": "arm64"}
 
 
 def test_the_kernels_btf_is_found_in_an_image_without_sections():
