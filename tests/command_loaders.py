@@ -9,42 +9,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bpf_build import build_source, find_clang
+from bpf_build import PROGRAMS_DIR, build_source, find_clang
 
-# Two programs: 5.10 rejects sum_with_loop (no bpf_loop), so the object's load fails there.
-TWO_PROGRAMS = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} sums SEC(".maps");
-
-static long add_index(__u32 index, void *ctx)
-{
-	__u64 *sum = ctx;
-
-	*sum += index;
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_getpid")
-int sum_with_loop(void *ctx)
-{
-	__u64 sum = 0;
-	__u32 key = 0;
-	__u64 *value;
-
-	bpf_loop(16, add_index, &sum, 0);
-	value = bpf_map_lookup_elem(&sums, &key);
-	if (value)
-		*value = sum;
-	return 0;
-}
-
+# Two programs: programs/bpf_loop.bpf.c's sum_with_loop, which 5.10 rejects (no bpf_loop), so the
+# object's load fails there, and one that every kernel accepts, sharing its map.
+_LICENSE = 'char LICENSE[] SEC("license") = "GPL";'
+TWO_PROGRAMS = (PROGRAMS_DIR / "bpf_loop.bpf.c").read_text().replace(_LICENSE, r"""
 SEC("tracepoint/syscalls/sys_enter_getppid")
 int count_getppid(void *ctx)
 {
@@ -56,8 +26,7 @@ int count_getppid(void *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
-"""
+""" + _LICENSE)
 
 # argv: [--fallback PROG] [OBJECT]. Without OBJECT it opens the object it embeds (EMBEDDED). It
 # loads the object as a skeleton does; when that fails and --fallback names a program, it opens the
