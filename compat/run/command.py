@@ -97,7 +97,9 @@ def kernel_run(spec: KernelSpec, version: str | None, release: str | None, reply
         kernel=spec.id, label=spec.label, version=version, release=release, ok=ok,
         exit_status=reply.get("exit_status"), signal=reply.get("signal"), timed_out=timed_out,
         duration=round(float(reply["duration_ms"]) / 1000, 3),
-        programs=sorted({p["name"] for p in programs}),
+        # By name; nameless ones (libbpf's feature probes: a loader's libbpf loads a few tiny
+        # programs to learn what the kernel supports) are in program_details only.
+        programs=sorted({p["name"] for p in programs if p["name"]}),
         program_details=[_seen(p, ("id", "name", "type", "verified_insns")) for p in programs],
         maps=[_seen(m, ("id", "name", "type", "key_size", "value_size", "max_entries")) for m in maps],
         stdout=reply["stdout"], stderr=reply["stderr"],

@@ -31,7 +31,8 @@ def test_json_of_kernels_and_vm_smoke():
 
     listed = run_compat("kernels", "list", "--kernel", "5.10", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout)["kernels"][0].keys() == {"id", "label", "source", "version", "release", "cached"}
+    assert json.loads(listed.stdout)["kernels"][0].keys() == {"id", "label", "arch", "source", "version", "release",
+                                                              "cached"}  # fmt: skip
     assert json.loads(listed.stdout)["kernels"][0]["id"] == "5.10"
     offered = run_compat("kernels", "available", "6.1", "--json")
     assert offered.returncode == 0, offered.stderr
