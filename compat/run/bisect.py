@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import re
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -53,6 +54,7 @@ VerdictSource = Callable[[list[str]], Verdicts]
 _SERIES = re.compile(r"^\d+\.\d+$")
 # Kernels fetched ahead per round: both ways a one-program binary search can go (more would
 # take bandwidth and disk from the round's own fetches for kernels that are rarely needed).
+# COMPAT_BISECT_PREFETCH sets another number (0: none; bench/series_bisect.py compares).
 SPECULATE_KERNELS = 2
 
 
@@ -202,6 +204,14 @@ def _next_round(active: Mapping[Key, tuple[int, int]], batch: set[int], known: M
     return sorted(votes, key=lambda i: (-votes[i], i))
 
 
+def _prefetch_limit() -> int:
+    """How many kernels a bisect fetches ahead per round (COMPAT_BISECT_PREFETCH, else 2)."""
+    try:
+        return max(0, int(os.environ.get("COMPAT_BISECT_PREFETCH", SPECULATE_KERNELS)))
+    except ValueError:
+        return SPECULATE_KERNELS
+
+
 def _first_known(order: range, known: Mapping[int, Mapping[Key, str | None]], k: Key, need: set[int]) -> int | None:
     """The first index in ``order`` where program k has a verdict; an unchecked index on the way
     is added to ``need`` (None then, and None when no release has one)."""
@@ -284,14 +294,15 @@ class CheckSource:
 
     def speculate(self, releases: list[str]) -> None:
         """Start fetching (into the cache) the first kernels of ``releases`` not cached yet."""
-        todo = []
-        for v in releases:
+        limit = _prefetch_limit()
+        todo: list[KernelSpec] = []
+        for v in releases if limit else []:
             try:
                 if self._store.cached(self._store.resolve(self.specs[v])) is None:
                     todo.append(self.specs[v])
             except CompatError:
                 continue  # the round itself will say why this release cannot be fetched
-            if len(todo) == SPECULATE_KERNELS:
+            if len(todo) >= limit:
                 break
         if todo:
             self._speculative.append(self._store.prefetch(todo, workers=len(todo)))
