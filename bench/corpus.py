@@ -92,14 +92,15 @@ def default_dest() -> Path:
     return cache_root() / "corpus"
 
 
-def corpus(dest: Path | None = None, refresh: bool = False, warn=print) -> list[Path]:
+def corpus(dest: Path | None = None, refresh: bool = False, warn=print,
+           suites: tuple[tuple[str, ...], ...] = SUITES) -> list[Path]:  # fmt: skip
     """The paths of the corpus objects, downloading and extracting only what dest lacks.
 
     With a complete manifest in dest, apt is not asked at all (refresh=True asks it again, and
     fetches a package only when its chosen version changed).
     """
     dest = Path(dest) if dest else default_dest()
-    return [dest / o.file for o in unique(build(dest, refresh, warn))]
+    return [dest / o.file for o in unique(build(dest, refresh, warn, suites))]
 
 
 def unique(objects: list[CorpusObject]) -> list[CorpusObject]:
@@ -114,7 +115,8 @@ def unique(objects: list[CorpusObject]) -> list[CorpusObject]:
     return out
 
 
-def build(dest: Path, refresh: bool = False, warn=print) -> list[CorpusObject]:
+def build(dest: Path, refresh: bool = False, warn=print,
+          suites: tuple[tuple[str, ...], ...] = SUITES) -> list[CorpusObject]:  # fmt: skip
     """The corpus objects, of every package (duplicates included); see corpus()."""
     dest.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(dest)
@@ -125,7 +127,7 @@ def build(dest: Path, refresh: bool = False, warn=print) -> list[CorpusObject]:
             return objects
     old_versions, previous = manifest or ({}, [])
     repo = AptRepo(Cache(), debian_sources())
-    chosen = newest_by_suite(repo.versions(list(PACKAGES)), SUITES)
+    chosen = newest_by_suite(repo.versions(list(PACKAGES)), suites)
     versions: dict[str, str | None] = {}
     objects = []
     for name in PACKAGES:
@@ -260,9 +262,16 @@ def main() -> None:
     ap.add_argument("--dest", type=Path, help=f"corpus directory (default: {default_dest()})")
     ap.add_argument("--list", action="store_true", help="print a table of the objects instead of their paths")
     ap.add_argument("--refresh", action="store_true", help="ask the archive again for the newest versions")
+    ap.add_argument("--suite", help="take every package from this suite and its -security/-updates/-backports "
+                    "(e.g. bookworm: the objects an older release ships) instead of trixie, else sid; give a "
+                    "--dest of its own")  # fmt: skip
     args = ap.parse_args()
+    if args.suite and not args.dest:
+        ap.error("--suite needs a --dest of its own (the default corpus holds trixie's objects)")
+    suites = ((args.suite, *(f"{args.suite}-{t}" for t in ("security", "updates", "backports"))),) if args.suite \
+        else SUITES
     dest = args.dest or default_dest()
-    objects = build(dest, args.refresh, warn=lambda line: print(line, file=sys.stderr))
+    objects = build(dest, args.refresh, warn=lambda line: print(line, file=sys.stderr), suites=suites)
     if not args.list:
         for o in unique(objects):
             print(dest / o.file)
