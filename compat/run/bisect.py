@@ -52,10 +52,12 @@ Verdicts = Mapping[str, Mapping[Key, str | None]]
 VerdictSource = Callable[[list[str]], Verdicts]
 
 _SERIES = re.compile(r"^\d+\.\d+$")
-# Kernels fetched ahead per round: both ways a one-program binary search can go (more would
-# take bandwidth and disk from the round's own fetches for kernels that are rarely needed).
-# COMPAT_BISECT_PREFETCH sets another number (0: none; bench/series_bisect.py compares).
-SPECULATE_KERNELS = 2
+# Kernels fetched ahead per round (COMPAT_BISECT_PREFETCH), while the round's guests run: none by
+# default. Measured on 2 cores with a fast mirror (bench/results/bisect-prefetch.json), fetching
+# both ways the search can go made a cold bisect 20% slower (77.6 vs 62.7 s): unpacking a kernel
+# takes the CPU the guests need, and one of the two is never used. On a slow link, where the
+# download is the cost, 2 overlaps it with the round.
+SPECULATE_KERNELS = 0
 
 
 @dataclass
@@ -205,7 +207,7 @@ def _next_round(active: Mapping[Key, tuple[int, int]], batch: set[int], known: M
 
 
 def _prefetch_limit() -> int:
-    """How many kernels a bisect fetches ahead per round (COMPAT_BISECT_PREFETCH, else 2)."""
+    """How many kernels a bisect fetches ahead per round (COMPAT_BISECT_PREFETCH, else none)."""
     try:
         return max(0, int(os.environ.get("COMPAT_BISECT_PREFETCH", SPECULATE_KERNELS)))
     except ValueError:
