@@ -12,6 +12,7 @@ The raw line is always kept as the detail.
 
 from __future__ import annotations
 
+import collections
 import errno as errnos
 import os
 from collections.abc import Mapping
@@ -93,7 +94,7 @@ def classify(
             )
             unsupported = facts.first("legacy_unsupported")
             if unsupported:
-                what += f" (compat's legacy-map loader cannot load it either: {_clause(unsupported['reason'])})"
+                what += f" (compat's legacy-map loader cannot load it either: {_legacy_unsupported(unsupported)})"
             return Classified("object_error", f"libbpf cannot parse this object: {what}")
         linked = facts.first("linked_extern")
         if linked:
@@ -437,9 +438,23 @@ def _map_problem(obj: Record, facts: _Facts) -> Classified | None:
     return Classified("object_error", what)
 
 
-def _clause(reason: str) -> str:
-    """A reason as one parenthesised clause: up to its first ')' or line end."""
-    return reason.split(")", 1)[0].split("\n", 1)[0]
+# Why compat's legacy-map loader cannot load an object either, by the legacy_unsupported fact's kind.
+LEGACY_UNSUPPORTED = {
+    "malformed_elf": "its ELF file is malformed ({error})",
+    "not_elf64le": "not a 64-bit little-endian ELF file",
+    "core_relocations": "it also has CO-RE relocations, which need libbpf 1.x",
+    "mixed_maps": "it defines maps both the legacy way and in a BTF '.maps' section",
+    "map_definition_size": "map '{map}' has a definition of {size} bytes",
+    "foreign_reference": "program '{program}' refers to {target} in {section}, beyond legacy maps",
+}
+
+
+def _legacy_unsupported(fact: dict[str, Any]) -> str:
+    """The legacy_unsupported fact in words (a kind this host does not know: said as such)."""
+    template = LEGACY_UNSUPPORTED.get(fact["kind"])
+    if template is None:
+        return f"reason {fact['kind']!r}"
+    return template.format_map(collections.defaultdict(lambda: "?", fact))
 
 
 def _absent(kfunc: str, inv: Inventory) -> bool:

@@ -51,7 +51,7 @@ def test_open_failure_facts_are_the_objects():
               "loader cannot load it either: it also has CO-RE relocations, which need libbpf 1.x)",
               "libbpf_log": "libbpf: elf: bad map relo against 'e' in section 'maps/e'"}  # fmt: skip
     result = _result(opened=opened)
-    result["facts"] = [{"code": "legacy_unsupported", "reason": "it also has CO-RE relocations, which need libbpf 1.x"}]
+    result["facts"] = [{"code": "legacy_unsupported", "kind": "core_relocations"}]
     add_facts(result)
     assert [f["code"] for f in result["facts"]] == ["legacy_maps", "legacy_maps", "legacy_unsupported"]
     gp = {"program": "p", "verdict": "rejected", "stage": "open", "errno": 22, "message": opened["message"]}

@@ -751,8 +751,7 @@ class Checker:
                     result.update(legacy.check(self, e.messages))
                     result["open"].update(ok=True, errno=None, message=None)
                 except legacy.Unsupported as why:
-                    result["open"]["message"] = f"{e.message} (compat's legacy-map loader cannot load it either: {why})"
-                    result["facts"] = [fact("legacy_unsupported", reason=str(why))]
+                    result["facts"] = [fact("legacy_unsupported", kind=why.kind, **why.params)]
             add_facts(result)
             return result
         result["open"] = {"ok": True, "errno": None, "message": None, "libbpf_log": "\n".join(self.first.open_log)}

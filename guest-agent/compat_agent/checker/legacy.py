@@ -61,7 +61,12 @@ NOTE = (
 
 
 class Unsupported(Exception):
-    """The object needs what a legacy loader cannot give (the message says what)."""
+    """The object needs what a legacy loader cannot give: a kind (the legacy_unsupported fact's,
+    wire/facts.py) and its parameters; the host words it (compat/results/classify.py)."""
+
+    def __init__(self, kind: str, **params: str | int):
+        super().__init__(kind, params)
+        self.kind, self.params = kind, params
 
 
 @dataclass
@@ -109,21 +114,21 @@ def parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]:
     try:
         return _parse(data)
     except (struct.error, IndexError, ValueError, OverflowError) as e:
-        raise Unsupported(f"its ELF file is malformed ({e.__class__.__name__})") from None
+        raise Unsupported("malformed_elf", error=e.__class__.__name__) from None
 
 
 def _parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]:
     if not is_elf64le(data):
-        raise Unsupported("not a 64-bit little-endian ELF file")
+        raise Unsupported("not_elf64le")
     secs = section_headers(data)
     names = section_names(data, secs)
     if ".BTF.ext" in names:
         ext = section_body(data, secs[names.index(".BTF.ext")])
         hdr_len = struct.unpack_from("<I", ext, 4)[0] if len(ext) >= 8 else 0
         if hdr_len >= 32 and len(ext) >= 32 and struct.unpack_from("<I", ext, 28)[0]:
-            raise Unsupported("it also has CO-RE relocations, which need libbpf 1.x")
+            raise Unsupported("core_relocations")
     if ".maps" in names:
-        raise Unsupported("it defines maps both the legacy way and in a BTF '.maps' section")
+        raise Unsupported("mixed_maps")
     syms, relocs = symbols_and_relocations(data, secs)
 
     def code(shndx: int) -> bytes:
@@ -139,7 +144,7 @@ def _parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]
         for sym in defs:
             size = sym.size or each
             if size < 16 or sym.value + size > len(body):
-                raise Unsupported(f"map '{sym.name}' has a definition of {size} bytes")
+                raise Unsupported("map_definition_size", map=sym.name, size=size)
             fields = struct.unpack_from("<IIII", body, sym.value) + (
                 struct.unpack_from("<I", body, sym.value + 16) if size >= 20 else (0,)
             )
@@ -157,7 +162,7 @@ def _parse(data: bytes) -> tuple[list[LegacyMap], list[LegacyProgram], str, int]
                 calls.append((at, sym.value if sym.kind != STT_SECTION else 0))
             else:
                 where = names[sym.shndx] if 0 < sym.shndx < len(names) else "an undefined symbol"
-                raise Unsupported(f"program '{prog.name}' refers to {sym.name or where} in {where}, beyond legacy maps")
+                raise Unsupported("foreign_reference", program=prog.name, target=sym.name or where, section=where)
 
     programs: list[LegacyProgram] = []
     for sym in syms:

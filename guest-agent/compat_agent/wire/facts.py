@@ -42,8 +42,11 @@ FACTS: dict[str, FactDef] = {
         # -- the object cannot be opened ----------------------------------------------------------
         FactDef("legacy_maps", {"relocation": _TEXT}, "libbpf",
                 "maps in legacy 'maps/...' sections: libbpf's 'bad map relo against ...' line"),
-        FactDef("legacy_unsupported", {"reason": _TEXT}, "agent",
-                "the agent's legacy-map loader cannot load the object either, and why"),
+        FactDef("legacy_unsupported", {"kind": _S, "error": _OS, "map": _OS, "size": int | None, "program": _OS,
+                                       "target": _OS, "section": _OS}, "agent",
+                "the agent's legacy-map loader cannot load the object either, and why (kind: malformed_elf "
+                "(error), not_elf64le, core_relocations, mixed_maps, map_definition_size (map, size), "
+                "foreign_reference (program, target, section))"),
         FactDef("linked_extern", {"section": _OS, "name": _OS}, "libbpf",
                 "an extern another BPF object defines: an extern section, or a BTF extern name"),
         # -- the program's type ---------------------------------------------------------------------
