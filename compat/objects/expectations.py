@@ -20,6 +20,7 @@ from typing import Any
 
 from compat_agent.elf.analysis import _btf_types
 from compat_agent.elf.reader import cstr, is_elf64le, section_body, section_headers, section_names
+from compat_agent.wire.features import PROG_FLAGS as UAPI_PROG_FLAGS
 
 BTF_KIND_FUNC, BTF_KIND_DECL_TAG = 12, 17
 PREFIX = "comment:test_"
@@ -44,16 +45,13 @@ LOG_LEVEL = "comment:test_log_level="
 PROG_FLAGS = "comment:test_prog_flags="
 DESCRIPTION = "comment:test_description="
 
-# The BPF_PROG_LOAD flags __flag() may name (include/uapi/linux/bpf.h).
+# The BPF_PROG_LOAD flags __flag() may name by name (test_loader's parse_test_spec; any other is a
+# number), their values from the uapi table.
 FLAGS = {
-    "BPF_F_STRICT_ALIGNMENT": 1 << 0,
-    "BPF_F_ANY_ALIGNMENT": 1 << 1,
-    "BPF_F_TEST_RND_HI32": 1 << 2,
-    "BPF_F_TEST_STATE_FREQ": 1 << 3,
-    "BPF_F_SLEEPABLE": 1 << 4,
-    "BPF_F_XDP_HAS_FRAGS": 1 << 5,
-    "BPF_F_TEST_REG_INVARIANTS": 1 << 7,
-}
+    name: UAPI_PROG_FLAGS[name]
+    for name in ("BPF_F_STRICT_ALIGNMENT", "BPF_F_ANY_ALIGNMENT", "BPF_F_TEST_RND_HI32", "BPF_F_TEST_STATE_FREQ",
+                 "BPF_F_SLEEPABLE", "BPF_F_XDP_HAS_FRAGS", "BPF_F_TEST_REG_INVARIANTS")
+}  # fmt: skip
 # test_loader sets these on every program (testing_prog_flags()): checks for the tests' own sake
 # that no expectation depends on, so they are not "needed" flags.
 TESTING_FLAGS = FLAGS["BPF_F_TEST_RND_HI32"] | FLAGS["BPF_F_TEST_REG_INVARIANTS"]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from compat_agent.wire.features import PROG_FLAGS  # --prog-flags' names
+
 from compat.errors import UserError
 from compat.objects import globalvars
 from compat.results.privilege import PRIVILEGES
@@ -91,18 +93,6 @@ def attach_target(text: str) -> tuple[str, str]:
     return rule("--attach-target", text, "GLOB=TARGET", "file_read_*=vfs_read")
 
 
-# BPF_PROG_LOAD's program flags (--prog-flags), as include/uapi/linux/bpf.h defines them (checked
-# against linux-source-6.12's): a kernel that does not know one refuses the load with EINVAL.
-PROG_FLAGS: dict[str, int] = {
-    "BPF_F_STRICT_ALIGNMENT": 1 << 0,
-    "BPF_F_ANY_ALIGNMENT": 1 << 1,
-    "BPF_F_TEST_RND_HI32": 1 << 2,
-    "BPF_F_TEST_STATE_FREQ": 1 << 3,
-    "BPF_F_SLEEPABLE": 1 << 4,
-    "BPF_F_XDP_HAS_FRAGS": 1 << 5,
-    "BPF_F_XDP_DEV_BOUND_ONLY": 1 << 6,  # Linux 6.3
-    "BPF_F_TEST_REG_INVARIANTS": 1 << 7,  # Linux 6.8
-}
 # enum bpf_map_type in its order (the index is the value), by libbpf's names (--inner-map TYPE).
 MAP_TYPES: tuple[str, ...] = (
     "unspec", "hash", "array", "prog_array", "perf_event_array", "percpu_hash", "percpu_array", "stack_trace",

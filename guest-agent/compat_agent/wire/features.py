@@ -324,3 +324,17 @@ def requirement(kind: Kind, name: str) -> Feature | None:
         s = MAP_TYPES.get(name)
         return Feature(name, kind, f"{name} maps", s.version, source=s.source, plural=True) if s else None
     return FEATURES.get(name)
+
+
+# BPF_PROG_LOAD's program flags, as include/uapi/linux/bpf.h defines them (checked against
+# linux-source-6.12's): a kernel that does not know one refuses the load with EINVAL.
+PROG_FLAGS: dict[str, int] = {
+    "BPF_F_STRICT_ALIGNMENT": 1 << 0,
+    "BPF_F_ANY_ALIGNMENT": 1 << 1,
+    "BPF_F_TEST_RND_HI32": 1 << 2,
+    "BPF_F_TEST_STATE_FREQ": 1 << 3,
+    "BPF_F_SLEEPABLE": 1 << 4,
+    "BPF_F_XDP_HAS_FRAGS": 1 << 5,
+    "BPF_F_XDP_DEV_BOUND_ONLY": 1 << 6,  # Linux 6.3
+    "BPF_F_TEST_REG_INVARIANTS": 1 << 7,  # Linux 6.8
+}
