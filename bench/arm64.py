@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from common import machine, report
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bpf_build import build_programs
-from speed import cli, guest_times, med, row
+from speed import cli, guest_times, measure_boot, med, row
 
 from compat.cache import Cache
 from compat.guest import vm as vmmod
@@ -43,40 +42,6 @@ from compat.kernels.matrix import load_matrix
 
 TARGET_A = 4.0
 CPU_MODELS = ["neoverse-n1", "cortex-a72", "max,pauth=off", "max,pauth-impdef=on", "max"]
-
-
-def arm64_boot(cache: Cache, specs, runs: int) -> list[dict]:
-    """Cold boot and snapshot restore of each arm64 kernel."""
-    fleet = Fleet(cache, specs)
-    fleet.prepare()
-    accel = fleet.accel_for("arm64")
-    assert fleet.snapshots is not None
-    rows = []
-    for spec in specs:
-        kernel = fleet.store.fetch(spec)
-        initrd = fleet.builder_for("arm64").initrd(fleet.image_for("arm64"), kernel)
-        config = VMConfig(fleet.store.boot_image(kernel), initrd, accel=accel, arch="arm64")
-        cold, restored = [], []
-        for _ in range(runs):
-            with VM(config, spec.id) as vm:
-                vm.start()
-                cold.append(vm.boot_seconds)
-        found = fleet.snapshots.find(config)
-        if found is None:  # no snapshot yet: make one through the fleet
-            fleet._release(fleet._boot(kernel, accel))
-            found = fleet.snapshots.find(config)
-        assert found is not None
-        size = found[0].stat().st_size / 1e6
-        for _ in range(runs):
-            restoring = VMConfig(config.vmlinuz, config.initrd, accel=accel, arch="arm64", restore=found[0])
-            with VM(restoring, spec.id) as vm:
-                vm.start()
-                restored.append(vm.boot_seconds)
-        rows.append(row(f"boot {spec.id} ({kernel.version}): cold", cold))
-        rows.append(row(f"boot {spec.id} ({kernel.version}): snapshot restore", restored,
-                        detail=f"{statistics.median(cold) / statistics.median(restored):.1f}x faster than cold, "
-                        f"state {size:.0f} MB"))  # fmt: skip
-    return rows
 
 
 def cpu_models(cache: Cache, spec, runs: int) -> list[dict]:
@@ -142,7 +107,7 @@ def main() -> None:
     cli("check", *map(str, programs.values()), "--arch", "arm64", "--no-cache", "--format", "json",
         "--output", os.devnull)  # fmt: skip
     if "boot" in only:
-        rows += arm64_boot(cache, specs, args.runs)
+        rows += measure_boot(cache, specs, args.runs)
     if "cpu" in only:
         rows += cpu_models(cache, specs[0], args.runs)
     if "a" in only:

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import machine, report, summary
@@ -126,14 +127,17 @@ def row(what: str, samples: list[float], unit: str = "s", target: float | None =
 
 # -- boot: cold vs snapshot --------------------------------------------------------------------------
 def measure_boot(cache: Cache, specs, runs: int) -> list[dict]:
+    """Cold boot and snapshot restore of each kernel (of its own architecture: bench/arm64.py
+    measures the arm64 builds with this too)."""
     fleet = Fleet(cache, specs)
     fleet.prepare()
-    accel = fleet.ensure_accel()
-    assert fleet.image is not None and fleet.snapshots is not None
+    assert fleet.snapshots is not None
     rows = []
     for spec in specs:
         kernel = fleet.store.fetch(spec)
-        config = VMConfig(fleet.store.boot_image(kernel), fleet.builder.initrd(fleet.image, kernel), accel=accel)
+        accel = fleet.accel_for(spec.arch)
+        initrd = fleet.builder_for(spec.arch).initrd(fleet.image_for(spec.arch), kernel)
+        config = VMConfig(fleet.store.boot_image(kernel), initrd, accel=accel, arch=spec.arch)
         cold, restored = [], []
         for _ in range(runs):
             with VM(config, spec.id) as vm:
@@ -144,18 +148,15 @@ def measure_boot(cache: Cache, specs, runs: int) -> list[dict]:
             fleet._release(fleet._boot(kernel, accel))
             found = fleet.snapshots.find(config)
         assert found is not None
+        size = found[0].stat().st_size / 1e6
         for _ in range(runs):
-            with VM(VMConfig(config.vmlinuz, config.initrd, accel=accel, restore=found[0]), spec.id) as vm:
+            with VM(replace(config, restore=found[0]), spec.id) as vm:
                 vm.start()
                 restored.append(vm.boot_seconds)
         rows.append(row(f"boot {spec.id} ({kernel.version}): cold", cold))
-        rows.append(
-            row(
-                f"boot {spec.id} ({kernel.version}): snapshot restore",
-                restored,
-                detail=f"{statistics.median(cold) / statistics.median(restored):.1f}x faster than cold",
-            )
-        )
+        rows.append(row(f"boot {spec.id} ({kernel.version}): snapshot restore", restored,
+                        detail=f"{statistics.median(cold) / statistics.median(restored):.1f}x faster than cold, "
+                        f"state {size:.0f} MB"))  # fmt: skip
     return rows
 
 
