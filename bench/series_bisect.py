@@ -3,7 +3,7 @@
 statistics imports, in every script of bench/.)
 
     nice python bench/series_bisect.py [--series 6.12] [--object OBJ] [--warm-runs 3] [--keep DIR]
-    nice python bench/series_bisect.py --prefetch-compare --object OBJ --out bisect-prefetch.json
+    nice python bench/series_bisect.py --cold-only 2 --object OBJ --out bisect-cold.json
 
 1. cold: a private cache (in a temporary directory next to the default cache, so that it can be
    hard-linked) holding only what a cache of the default matrix holds: the apt root, the guest
@@ -17,9 +17,8 @@ statistics imports, in every script of bench/.)
    cache (median of --warm-runs); and the exhaustive one with --no-cache (every release restored
    from its snapshot and verified again).
 
-With --prefetch-compare, only the cold bisect, twice, each from a fresh private cache: once without
-fetching the next round's kernels while a round's guests run (COMPAT_BISECT_PREFETCH=0), once with
-(the default). An object whose verdict changes in the series is the real test: its search has rounds.
+With --cold-only N, only the cold bisect, N times, each from a fresh private cache. An object whose
+verdict changes in the series is the real test: its search has rounds.
 
 Targets (issue 17): cold under 2 minutes, warm under 20 s, on 2 cores without KVM.
 Writes bench/results/bisect.json (machine, object, releases checked, rounds, seconds).
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -78,13 +76,11 @@ def private_cache(dest: Path) -> list[str]:
     return keys
 
 
-def bisect(cache: Path, obj: str, series: str, *extra: str, prefetch: int | None = None) -> tuple[float, dict]:
-    """Seconds of one `compat bisect --format json` run and its document (prefetch: the kernels
-    fetched ahead per round, COMPAT_BISECT_PREFETCH; None: compat's default)."""
-    env = {**os.environ, **({"COMPAT_BISECT_PREFETCH": str(prefetch)} if prefetch is not None else {})}
+def bisect(cache: Path, obj: str, series: str, *extra: str) -> tuple[float, dict]:
+    """Seconds of one `compat bisect --format json` run and its document."""
     start = time.monotonic()
     done = subprocess.run([*COMPAT, "--cache", str(cache), "bisect", obj, "--series", series, "--format", "json",
-                           *extra], capture_output=True, text=True, env=env)  # fmt: skip
+                           *extra], capture_output=True, text=True)  # fmt: skip
     seconds = time.monotonic() - start
     if done.returncode not in (0, 3):
         raise SystemExit(f"bisect failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -111,9 +107,8 @@ def main() -> None:
     ap.add_argument("--no-exhaustive", dest="exhaustive", action="store_false",
                     help="skip the --exhaustive legs (which fetch and boot every release of the series)")  # fmt: skip
     ap.add_argument("--keep", type=Path, help="use (and keep) this private cache directory instead of a temporary one")
-    ap.add_argument("--prefetch-compare", action="store_true",
-                    help="only the cold bisect, twice, each from its own fresh cache: without fetching the next "
-                    "round's kernels ahead (COMPAT_BISECT_PREFETCH=0) and with (the default)")  # fmt: skip
+    ap.add_argument("--cold-only", type=int, metavar="N",
+                    help="only the cold bisect, N times, each from its own fresh cache")  # fmt: skip
     ap.add_argument("--out", default="bisect.json", help="file name under bench/results/")
     args = ap.parse_args()
     doc: dict = {"machine": machine(), "series": args.series, "object": Path(args.object).name}
@@ -127,13 +122,13 @@ def main() -> None:
         doc[name] = summary([bisect(cache, args.object, args.series, *extra)[0] for _ in range(args.warm_runs)])
         print(f"{name}: {doc[name]}", flush=True)
 
-    if args.prefetch_compare:
-        for name, prefetch in (("cold_no_prefetch", 0), ("cold", None)):
+    if args.cold_only:
+        for n in range(1, args.cold_only + 1):
             with tempfile.TemporaryDirectory(dir=cache_root().parent) as tmp:
                 doc["default_kernels"] = private_cache(Path(tmp) / "cache")
-                seconds, out = bisect(Path(tmp) / "cache", args.object, args.series, prefetch=prefetch)
-                doc[name] = {"seconds": round(seconds, 1), **_facts(out)}
-                print(f"{name}: {seconds:.1f} s, {len(out['releases_checked'])} releases checked", flush=True)
+                seconds, out = bisect(Path(tmp) / "cache", args.object, args.series)
+                doc[f"cold_{n}"] = {"seconds": round(seconds, 1), **_facts(out)}
+                print(f"cold {n}: {seconds:.1f} s, {len(out['releases_checked'])} releases checked", flush=True)
         doc["targets"] = {"cold_s": 120}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / args.out).write_text(json.dumps(doc, indent=1) + "\n")

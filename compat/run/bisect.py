@@ -25,10 +25,7 @@ between the two releases (the suspects, from the Debian changelogs: candidates, 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import os
 import re
-import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -38,7 +35,7 @@ from compat.errors import CompatError, UserError
 from compat.kernels.changelog import Suspects
 from compat.kernels.matrix import DEFAULT_ARCH, KernelSpec, Matrix
 from compat.kernels.series import release_versions, select_range, suspects_between
-from compat.kernels.sources import KernelStore, Prefetch
+from compat.kernels.sources import KernelStore
 from compat.objects.objfile import BpfObject
 from compat.results.logdiff import LogDiff, diff_logs
 from compat.results.model import ACCEPTED, REJECTED, KernelInfo, ObjectInfo, ProgramResult, RunResult
@@ -52,12 +49,6 @@ Verdicts = Mapping[str, Mapping[Key, str | None]]
 VerdictSource = Callable[[list[str]], Verdicts]
 
 _SERIES = re.compile(r"^\d+\.\d+$")
-# Kernels fetched ahead per round (COMPAT_BISECT_PREFETCH), while the round's guests run: none by
-# default. Measured on 2 cores with a fast mirror (bench/results/bisect-prefetch.json), fetching
-# both ways the search can go made a cold bisect 20% slower (77.6 vs 62.7 s): unpacking a kernel
-# takes the CPU the guests need, and one of the two is never used. On a slow link, where the
-# download is the cost, 2 overlaps it with the round.
-SPECULATE_KERNELS = 0
 
 
 @dataclass
@@ -88,24 +79,10 @@ class Search:
     failed: list[str] = field(default_factory=list)  # checked releases that gave no verdict for any program
 
 
-def _splits(between: Sequence[int], width: int) -> list[int]:
-    """The releases (indexes) that split an interval's unchecked releases into width+1 parts."""
-    w = max(1, min(width, len(between)))
-    return [between[len(between) * j // (w + 1)] for j in range(1, w + 1)] if between else []
-
-
-def search(
-    releases: Sequence[str],
-    source: VerdictSource,
-    exhaustive: bool = False,
-    width: int = 1,
-    speculate: Callable[[list[str]], None] | None = None,
-) -> Search:
+def search(releases: Sequence[str], source: VerdictSource, exhaustive: bool = False, width: int = 1) -> Search:
     """Find, per program, the consecutive releases where its verdict changed (see the module's
     docstring). ``releases`` oldest first; ``source`` is called with batches of releases not
-    checked before; ``width`` (>= 1) releases probed per program and round. ``speculate``, if
-    given, is told before each batch which releases the next round may probe (whichever way
-    this round's verdicts go), most likely first, so their kernels can be fetched meanwhile."""
+    checked before; ``width`` (>= 1) releases probed per program and round."""
     rel = list(releases)
     n = len(rel)
     out = Search(rel, exhaustive)
@@ -128,9 +105,6 @@ def search(
 
     if n == 0:
         return out
-    if speculate and not exhaustive and n > 2:
-        # The middle is the next probe as soon as any program differs between the ends.
-        speculate([rel[i] for i in _splits(range(1, n - 1), width)])
     probe(set(range(n)) if exhaustive else {0, n - 1})
     # Each program's ends: the oldest and newest releases with a verdict (a release without one
     # at an end: the next one inward is checked, for every program that needs it at once).
@@ -165,11 +139,12 @@ def search(
     while active:
         batch: set[int] = set()
         for _k, (lo, hi) in active.items():
-            batch.update(_splits([i for i in range(lo + 1, hi) if i not in known], width))
+            between = [i for i in range(lo + 1, hi) if i not in known]
+            if between:
+                w = max(1, min(width, len(between)))
+                batch.update(between[len(between) * j // (w + 1)] for j in range(1, w + 1))
         if not batch:
             break
-        if speculate:
-            speculate([rel[i] for i in _next_round(active, batch, known, width)])
         probe(batch)
         for k, (lo, hi) in list(active.items()):
             old = verdict(lo, k)
@@ -189,29 +164,6 @@ def search(
     out.checked = [rel[i] for i in sorted(known)]
     out.failed = [rel[i] for i in sorted(known) if not any(v is not None for v in known[i].values())]
     return out
-
-
-def _next_round(active: Mapping[Key, tuple[int, int]], batch: set[int], known: Mapping[int, object],
-                width: int) -> list[int]:  # fmt: skip
-    """The releases the round after ``batch`` may probe: for each program's interval, the splits
-    of each part the batch's probes cut it into (one of them is where the change lies). Ordered by
-    how many programs may need them, then oldest first."""
-    votes: dict[int, int] = {}
-    for lo, hi in active.values():
-        cuts = [lo, *sorted(i for i in batch if lo < i < hi), hi]
-        for a, b in itertools.pairwise(cuts):
-            part = [i for i in range(a + 1, b) if i not in known and i not in batch]
-            for i in _splits(part, width):
-                votes[i] = votes.get(i, 0) + 1
-    return sorted(votes, key=lambda i: (-votes[i], i))
-
-
-def _prefetch_limit() -> int:
-    """How many kernels a bisect fetches ahead per round (COMPAT_BISECT_PREFETCH, else none)."""
-    try:
-        return max(0, int(os.environ.get("COMPAT_BISECT_PREFETCH", SPECULATE_KERNELS)))
-    except ValueError:
-        return SPECULATE_KERNELS
 
 
 def _first_known(order: range, known: Mapping[int, Mapping[Key, str | None]], k: Key, need: set[int]) -> int | None:
@@ -288,32 +240,6 @@ class CheckSource:
         self.kernels: dict[str, KernelInfo] = {}
         self.failures: dict[str, str] = {}  # release -> why it gave no verdict
         self.wall: list[float] = []
-        # Kernels the next round may need, downloaded while this round's guests boot and verify
-        # (a download waits on the network, a guest on the CPU); stopped when the search ends.
-        self._stopped = threading.Event()
-        self._store = KernelStore(cache, stop=lambda: "the bisect ended" if self._stopped.is_set() else None)
-        self._speculative: list[Prefetch] = []
-
-    def speculate(self, releases: list[str]) -> None:
-        """Start fetching (into the cache) the first kernels of ``releases`` not cached yet."""
-        limit = _prefetch_limit()
-        todo: list[KernelSpec] = []
-        for v in releases if limit else []:
-            try:
-                if self._store.cached(self._store.resolve(self.specs[v])) is None:
-                    todo.append(self.specs[v])
-            except CompatError:
-                continue  # the round itself will say why this release cannot be fetched
-            if len(todo) >= limit:
-                break
-        if todo:
-            self._speculative.append(self._store.prefetch(todo, workers=len(todo)))
-
-    def close(self) -> None:
-        """Stop the speculative downloads (a kernel half-fetched is not kept: the cache's rule)."""
-        self._stopped.set()
-        for pending in self._speculative:
-            pending.cancel()
 
     def __call__(self, releases: list[str]) -> Verdicts:
         if self.progress:
@@ -447,10 +373,7 @@ def bisect(
 
     t0 = time.monotonic()
     source = CheckSource(cache, specs, objects, infos, options, progress)
-    try:
-        found = search([s.id for s in specs], source, exhaustive=exhaustive, width=width, speculate=source.speculate)
-    finally:
-        source.close()
+    found = search([s.id for s in specs], source, exhaustive=exhaustive, width=width)
     boundaries = []
     suspects_cache: dict[tuple[str, str], Suspects] = {}
     for key, changes in found.changes.items():

@@ -106,24 +106,6 @@ def test_width_probes_several_releases_per_round():
     assert len(two.calls) < len(one.calls)
 
 
-@pytest.mark.parametrize("at", [1, 5, 7, 11, 16])
-@pytest.mark.parametrize("width", [1, 2])
-def test_each_round_was_foretold_so_its_kernels_could_be_fetched_meanwhile(at, width):
-    src = Fake({"p": _flip(at)})
-    told: list[list[str]] = []
-    found = search(RELEASES, src, width=width, speculate=lambda vs: told.append(list(vs)))
-    assert [(c.before, c.after) for c in found.changes["p"]] == [(RELEASES[at - 1], RELEASES[at])]
-    # Before each round, speculate named the releases the next round may probe; with one
-    # program (a single interval) every round after the ends is among them, first.
-    assert len(told) == len(src.calls)
-    for foretold, batch in zip(told, src.calls[1:], strict=False):
-        assert set(batch) <= set(foretold[: (width + 1) * width]), (foretold, batch)
-    # An exhaustive search checks everything at once: nothing to foretell.
-    told.clear()
-    search(RELEASES, Fake({"p": _flip(at)}), exhaustive=True, speculate=lambda vs: told.append(list(vs)))
-    assert told == []
-
-
 def test_a_failed_release_in_the_middle_is_searched_around():
     # the change is at index 7; index 7 itself (6.12.85) cannot be checked
     src = Fake({"p": _flip(7)}, failing={"6.12.85"})
