@@ -15,6 +15,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compat_agent.elf.ptregs import PtRegs, pt_regs_arch
 from elftools.elf.constants import SH_FLAGS
@@ -24,6 +25,9 @@ from compat.errors import UserError
 from compat.text import visible
 
 from .embedded import carve, source_stem
+
+if TYPE_CHECKING:
+    from .expectations import ObjectSpecs
 
 EM_BPF = 247
 MAX_OBJECT_BYTES = 64 << 20  # far above real objects (tens of MB at most); bounds guest memory too
@@ -117,6 +121,14 @@ class BpfObject:
         """The architecture whose struct pt_regs the object reads (from its BTF and CO-RE
         relocations, once per object), or None when it reads none or cannot tell."""
         return pt_regs_arch(self.data)
+
+    @functools.cached_property
+    def test_specs(self) -> ObjectSpecs:
+        """The kernel selftest annotations of its programs (read once per object: the check
+        request and the judge of every kernel's results both need them)."""
+        from .expectations import read_specs
+
+        return read_specs(self.data)
 
 
 def read_objects(path: Path, max_bytes: int = MAX_OBJECT_BYTES) -> list[BpfObject]:

@@ -112,15 +112,13 @@ def locate_sources(
             r.source = loc.to_json() if loc else None
 
 
-def selftest_loads(data: bytes) -> list[dict[str, Any]]:
+def selftest_loads(obj: BpfObject) -> list[dict[str, Any]]:
     """How a kernel selftest object's own loader (test_loader) loads its annotated programs:
     their __flag()s, and the log level their expected messages are read at (the check request's
     ``tests``; [] for an object without annotations). The agent loads them so, as test_loader
     would, and keeps the log of an accepted one too, so that its messages can be judged."""
-    from compat.objects.expectations import read_specs
-
     out = []
-    for name, spec in read_specs(data).specs.items():
+    for name, spec in obj.test_specs.specs.items():
         flags, level = spec.load()
         if flags or level:
             out.append({"program": name, "flags": flags, "log_level": level})
@@ -130,10 +128,9 @@ def selftest_loads(data: bytes) -> list[dict[str, Any]]:
 def judge_expectations(obj: BpfObject, results: list[ProgramResult]) -> None:
     """Judge the results of a selftest object's annotated programs against their annotations
     (the kernel's BPF selftests declare their expected verdicts and messages as BTF decl tags)."""
-    from compat.objects.expectations import read_specs
     from compat.results.expectation import apply
 
-    found = read_specs(obj.data)
+    found = obj.test_specs
     if found.annotated:
         apply({name: spec.to_json() for name, spec in found.specs.items()}, results, found.malformed)
 
@@ -392,7 +389,7 @@ class Checker:
         found = self._requests.get(key)
         if found is None:
             found = self._requests[key] = request_for(name, obj.data, self.options.values())
-            tests = selftest_loads(obj.data)
+            tests = selftest_loads(obj)
             if tests:
                 found["tests"] = tests
         return found
