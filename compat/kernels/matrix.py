@@ -167,7 +167,7 @@ class Matrix:
             # With --arch arm64 the matrix's 6.12 is 6.12-arm64: --kernel 6.12 still names it.
             spec = (by_id.get(name) or (by_id.get(f"{name}-{self.arch}") if self.arch else None)
                     or _adhoc_spec(name, len(self.kernels) + len(chosen), self.arch)
-                    or self._other_arch(name, len(self.kernels) + len(chosen)))  # fmt: skip
+                    or _other_arch(name, by_id, len(self.kernels) + len(chosen)))  # fmt: skip
             if spec is None:
                 known = ", ".join(self.ids()) or "(none)"
                 raise UserError(
@@ -179,15 +179,16 @@ class Matrix:
                 chosen.append(spec)
         return chosen
 
-    def _other_arch(self, name: str, order: int) -> KernelSpec | None:
-        """``ID-ARCH`` (6.12-arm64, debian:6.12-arm64, debian:6.12.43-arm64): the kernel ID (a
-        matrix id or a debian: name) on that architecture, so one command line mixes both."""
-        base, dash, arch = name.rpartition("-")
-        if not dash or arch not in ARCHES:
-            return None
-        by_id = {k.id: k for k in self.kernels}
-        spec = by_id.get(base) or _adhoc_spec(base, order)
-        return spec.with_arch(arch) if spec is not None and spec.source != "local" else None
+
+
+def _other_arch(name: str, by_id: dict[str, KernelSpec], order: int) -> KernelSpec | None:
+    """``ID-ARCH`` (6.12-arm64, debian:6.12-arm64, debian:6.12.43-arm64): the kernel ID (a matrix
+    id in by_id or a debian: name) on that architecture, so one command line mixes both."""
+    base, dash, arch = name.rpartition("-")
+    if not dash or arch not in ARCHES:
+        return None
+    spec = by_id.get(base) or _adhoc_spec(base, order)
+    return spec.with_arch(arch) if spec is not None and spec.source != "local" else None
 
 
 def _adhoc_spec(name: str, order: int, arch: str | None = None) -> KernelSpec | None:
